@@ -1,0 +1,1 @@
+"""Data files: the embedded default model (installed as the package morphgen.assets)."""

@@ -1,0 +1,1 @@
+"""The `morphgen` command line (installed as the package morphgen.cli)."""

@@ -1,0 +1,45 @@
+"""`morphgen`: one command with sub-commands. Errors meant for the user (MorphgenError,
+click usage errors) print one line and exit non-zero; nothing else is caught."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from morphgen import __version__
+from morphgen.errors import MorphgenError
+
+
+class _Group(click.Group):
+    """Turns MorphgenError into `Error: <message>` and exit code 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MorphgenError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="morphgen")
+def cli() -> None:
+    """morphgen: face-recognition training data from 3D Morphable Models.
+
+    Sample identities from a morphable model (the embedded CC0 default, or your own
+    Basel Face Model), render them with spherical-harmonics light, varied pose and
+    textured backgrounds, and train and evaluate recognition models on the result.
+    """
+
+
+from .model_cmd import model  # noqa: E402  (sub-commands register after the group exists)
+
+cli.add_command(model)
+
+
+def main() -> None:
+    cli(prog_name="morphgen")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The one in-memory morphable model type that every source (BFM 2017/2019, BFM 2009, the
+embedded default) is loaded into, and morphgen's own `.npz` format for it.
+
+Conventions (those of BFM 2017, so that sampling and rendering never branch on the source):
+units are millimetres, y up, +z toward the viewer, colors are linear RGB in [0, 1], and
+vectors are interleaved x0 y0 z0 x1 ... . A PCA instance is
+``mean + basis @ (alpha * sqrt(variance))`` with alpha ~ N(0, 1) and orthonormal basis
+columns. Expression is a PCA model of its own whose mean is added too (it is not zero in
+BFM 2017).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+
+# The five alignment points (MTCNN / ArcFace order, for a frontal face as seen in the image:
+# eye on the image's left, eye on the image's right, nose tip, mouth corner left, right).
+# Each point is the mean of the named landmarks; the pairs are ordered by x of the mean
+# shape, so a model's own left/right naming convention does not matter.
+FIVE_POINT_RECIPE: tuple[tuple[str, ...], ...] = (
+    ("right.eye.corner_outer", "right.eye.corner_inner"),
+    ("left.eye.corner_outer", "left.eye.corner_inner"),
+    ("center.nose.tip",),
+    ("right.lips.corner",),
+    ("left.lips.corner",),
+)
+
+
+@dataclass(frozen=True)
+class PCAModel:
+    """A linear model ``mean + basis @ (alpha * sqrt(variance))`` over N 3-vectors."""
+
+    mean: np.ndarray  # (3N,) float32
+    basis: np.ndarray  # (3N, K) orthonormal columns (float32 or float16 on disk)
+    variance: np.ndarray  # (K,) eigenvalues, descending
+    noise_variance: float = 0.0
+
+    @property
+    def n_components(self) -> int:
+        return int(self.variance.shape[0])
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.mean.shape[0] // 3)
+
+    def truncated(self, k: int) -> "PCAModel":
+        """The first ``k`` components (the ones with the largest variance)."""
+        if not 0 <= k <= self.n_components:
+            raise ModelError(f"asked for {k} components but the model has {self.n_components}")
+        return replace(self, basis=self.basis[:, :k], variance=self.variance[:k])
+
+    def scaled_basis(self, k: int | None = None) -> np.ndarray:
+        """``basis * sqrt(variance)`` as float32 (3N, k): multiply by alpha ~ N(0, 1)."""
+        k = self.n_components if k is None else k
+        return (self.basis[:, :k].astype(np.float32) * np.sqrt(self.variance[:k]).astype(np.float32))
+
+    def instance(self, alpha: np.ndarray) -> np.ndarray:
+        """Vertices (..., N, 3) for coefficients alpha (..., k), k <= n_components."""
+        alpha = np.asarray(alpha, dtype=np.float32)
+        k = alpha.shape[-1]
+        if k > self.n_components:
+            raise ModelError(f"{k} coefficients given but the model has {self.n_components} components")
+        flat = self.mean.astype(np.float32) + alpha @ self.scaled_basis(k).T
+        return flat.reshape(*alpha.shape[:-1], self.n_vertices, 3)
+
+
+@dataclass(frozen=True)
+class MorphableModel:
+    """Shape, color and (optional) expression PCA models on one triangle mesh.
+
+    landmarks maps names (BFM style: ``center.nose.tip``, ``left.eye.corner_outer``...) to
+    vertex indices: vertices move with the instance, so a landmark follows the face.
+    ibug68 is the optional 68-point iBUG layout as vertex indices (-1 where the model has
+    no such point). regions maps a region name to a boolean per-vertex mask.
+    """
+
+    name: str
+    source: str  # "bfm2017", "bfm2009", "morphgen"
+    shape: PCAModel
+    color: PCAModel
+    expression: PCAModel | None
+    triangles: np.ndarray  # (T, 3) int32, 0-based, counter-clockwise seen from outside
+    landmarks: dict[str, int] = field(default_factory=dict)
+    ibug68: np.ndarray | None = None
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
+    # Free-form extras stored with the model (e.g. a landmark calibration); JSON-able.
+    metadata: dict = field(default_factory=dict)
+    file_hash: str = ""
+
+    @property
+    def n_vertices(self) -> int:
+        return self.shape.n_vertices
+
+    @property
+    def n_triangles(self) -> int:
+        return int(self.triangles.shape[0])
+
+    def five_point_vertices(self) -> list[list[int]]:
+        """Vertex index groups of the five alignment points (each point = mean of its group).
+
+        Ordered for the image: the eye and mouth pairs are sorted by x of the mean shape.
+        """
+        missing = [n for group in FIVE_POINT_RECIPE for n in group if n not in self.landmarks]
+        if missing:
+            raise ModelError(f"model {self.name!r} lacks landmarks needed for 5-point alignment: {missing}")
+        groups = [[self.landmarks[n] for n in g] for g in FIVE_POINT_RECIPE]
+        mean = self.shape.mean.reshape(-1, 3)
+
+        def x(group: list[int]) -> float:
+            return float(mean[group, 0].mean())
+
+        eyes = sorted(groups[0:2], key=x)
+        mouth = sorted(groups[3:5], key=x)
+        return [eyes[0], eyes[1], groups[2], mouth[0], mouth[1]]
+
+    def validate(self) -> None:
+        """Raise ModelError naming precisely what is inconsistent."""
+        n = self.n_vertices
+        for label, pca in (("shape", self.shape), ("color", self.color), ("expression", self.expression)):
+            if pca is None:
+                continue
+            if pca.mean.shape != (3 * n,):
+                raise ModelError(f"{label} mean has shape {pca.mean.shape}, expected ({3 * n},) for {n} vertices")
+            if pca.basis.shape != (3 * n, pca.n_components):
+                raise ModelError(
+                    f"{label} basis has shape {pca.basis.shape}, expected ({3 * n}, {pca.n_components})"
+                )
+            for what, arr in (("mean", pca.mean), ("basis", pca.basis), ("variance", pca.variance)):
+                if not np.all(np.isfinite(arr)):
+                    raise ModelError(f"{label} {what} contains NaN or infinite values")
+            if np.any(pca.variance < 0):
+                raise ModelError(f"{label} variance has negative entries")
+            k = min(pca.n_components, 50)
+            if k:
+                b = pca.basis[:, :k].astype(np.float64)
+                gram = b.T @ b
+                err = float(np.abs(gram - np.eye(k)).max())
+                if err > 2e-2:
+                    raise ModelError(f"{label} basis columns are not orthonormal (max |B^T B - I| = {err:.3g})")
+        t = self.triangles
+        if t.ndim != 2 or t.shape[1] != 3:
+            raise ModelError(f"triangles have shape {t.shape}, expected (T, 3)")
+        if t.size and (t.min() < 0 or t.max() >= n):
+            raise ModelError(f"triangle indices span {t.min()}..{t.max()} but the mesh has {n} vertices")
+        for name, idx in self.landmarks.items():
+            if not 0 <= idx < n:
+                raise ModelError(f"landmark {name!r} points to vertex {idx}, outside 0..{n - 1}")
+
+    def summary(self) -> dict:
+        """What `morphgen model info` prints."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "vertices": self.n_vertices,
+            "triangles": self.n_triangles,
+            "components": {
+                "shape": self.shape.n_components,
+                "color": self.color.n_components,
+                "expression": self.expression.n_components if self.expression else 0,
+            },
+            "landmarks": len(self.landmarks),
+            "ibug68": int((self.ibug68 >= 0).sum()) if self.ibug68 is not None else 0,
+            "regions": sorted(self.regions),
+            "sha256": self.file_hash,
+        }
+
+    # ---- morphgen's own format -------------------------------------------------------
+    def save_npz(self, path: str | Path, dtype: np.dtype = np.float16) -> None:
+        """Write the model as a compressed .npz (bases in ``dtype``; means stay float32)."""
+        arrays: dict[str, np.ndarray] = {"triangles": self.triangles.astype(np.int32)}
+        for label, pca in (("shape", self.shape), ("color", self.color), ("expression", self.expression)):
+            if pca is None:
+                continue
+            arrays[f"{label}_mean"] = pca.mean.astype(np.float32)
+            arrays[f"{label}_basis"] = pca.basis.astype(dtype)
+            arrays[f"{label}_variance"] = pca.variance.astype(np.float32)
+            arrays[f"{label}_noise_variance"] = np.float32(pca.noise_variance)
+        if self.ibug68 is not None:
+            arrays["ibug68"] = self.ibug68.astype(np.int32)
+        for name, mask in self.regions.items():
+            arrays[f"region_{name}"] = mask.astype(bool)
+        meta = {"name": self.name, "landmarks": self.landmarks, "metadata": self.metadata, "format": 1}
+        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez_compressed(path, **arrays)
+
+
+def load_npz(path: str | Path) -> MorphableModel:
+    """Read a model written by :meth:`MorphableModel.save_npz`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as exc:  # zip or npy errors: one message for the user
+        raise ModelError(f"{path}: not a readable morphgen .npz model ({exc.__class__.__name__}: {exc})") from None
+    try:
+        meta = json.loads(bytes(data["meta_json"]).decode())
+
+        def pca(label: str) -> PCAModel | None:
+            if f"{label}_mean" not in data:
+                return None
+            return PCAModel(
+                mean=data[f"{label}_mean"].astype(np.float32),
+                basis=data[f"{label}_basis"].astype(np.float32),
+                variance=data[f"{label}_variance"].astype(np.float32),
+                noise_variance=float(data[f"{label}_noise_variance"]),
+            )
+
+        shape, color = pca("shape"), pca("color")
+        if shape is None or color is None:
+            raise KeyError("shape_mean" if shape is None else "color_mean")
+        model = MorphableModel(
+            name=meta["name"],
+            source="morphgen",
+            shape=shape,
+            color=color,
+            expression=pca("expression"),
+            triangles=data["triangles"].astype(np.int32),
+            landmarks={k: int(v) for k, v in meta["landmarks"].items()},
+            ibug68=data["ibug68"].astype(np.int64) if "ibug68" in data else None,
+            regions={k[len("region_"):]: v.astype(bool) for k, v in data.items() if k.startswith("region_")},
+            metadata=meta.get("metadata", {}),
+            file_hash=sha256_file(path),
+        )
+    except KeyError as exc:
+        raise ModelError(f"{path}: morphgen model file lacks the entry {exc}") from None
+    model.validate()
+    return model
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Rendering: cameras, rasterizers, interpolation, shading, backgrounds."""
