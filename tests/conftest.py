@@ -1,0 +1,60 @@
+"""Shared test fixtures: a tiny in-memory morphable model (no files needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morphgen.model import MorphableModel, PCAModel
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _orthonormal(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.standard_normal((rows, k)))
+    return q.astype(np.float32)
+
+
+def make_tiny_model(n_lat: int = 12, n_lon: int = 16, k_shape: int = 8, k_color: int = 6, k_expr: int = 4) -> MorphableModel:
+    """An ellipsoid 'head' (mm, +z toward the viewer) with random orthonormal PCA bases and
+    the landmarks of the 5-point recipe placed where a face would have them."""
+    rng = np.random.default_rng(0)
+    lat = np.linspace(0.1, np.pi - 0.1, n_lat)
+    lon = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    th, ph = np.meshgrid(lat, lon, indexing="ij")
+    pts = np.stack([75 * np.sin(th) * np.sin(ph), 100 * np.cos(th), 90 * np.sin(th) * np.cos(ph)], -1).reshape(-1, 3)
+    tris = []
+    for i in range(n_lat - 1):
+        for j in range(n_lon):
+            a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
+            c, d = a + n_lon, b + n_lon
+            tris += [[a, c, b], [b, c, d]]
+    n = len(pts)
+    mean = pts.astype(np.float32).reshape(-1)
+
+    def pca(k: int, m: np.ndarray, scale: float) -> PCAModel:
+        return PCAModel(m, _orthonormal(rng, 3 * n, k), (scale * np.linspace(1, 0.2, k)) ** 2, 0.0)
+
+    def nearest(p) -> int:
+        return int(np.argmin(np.linalg.norm(pts - np.asarray(p), axis=1)))
+
+    landmarks = {
+        "right.eye.corner_outer": nearest([-45, 25, 60]), "right.eye.corner_inner": nearest([-15, 25, 80]),
+        "left.eye.corner_outer": nearest([45, 25, 60]), "left.eye.corner_inner": nearest([15, 25, 80]),
+        "center.nose.tip": nearest([0, 0, 95]),
+        "right.lips.corner": nearest([-25, -35, 75]), "left.lips.corner": nearest([25, -35, 75]),
+    }
+    return MorphableModel(
+        name="tiny", source="morphgen",
+        shape=pca(k_shape, mean, 5.0 * np.sqrt(3 * n)),
+        color=pca(k_color, np.full(3 * n, 0.6, np.float32), 0.05 * np.sqrt(3 * n)),
+        expression=pca(k_expr, np.zeros(3 * n, np.float32), 2.0 * np.sqrt(3 * n)),
+        triangles=np.asarray(tris, np.int32), landmarks=landmarks,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> MorphableModel:
+    return make_tiny_model()
