@@ -1,0 +1,354 @@
+"""Per-image scene parameters as a pure function of (seed, identity, sample) and the config.
+
+Every draw gets its own numpy generator seeded from ``(seed, stream, identity[, sample])``,
+so an image's parameters do not depend on worker count, chunk order, resume, or on how
+many images were drawn before it. Identity coefficients depend on (seed, identity) only:
+all samples of an identity share its face.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .distributions import Constant, Distribution, Gaussian, Uniform, check_within, parse_distribution
+from .errors import ConfigError
+from .illumination import IlluminationPrior
+from .model import MorphableModel
+
+# Stream ids keep independent draws apart; never renumber them (it would change every dataset).
+_STREAM_SHAPE, _STREAM_COLOR, _STREAM_SAMPLE, _STREAM_MIXUP, _STREAM_LIGHT_SET = 1, 2, 3, 4, 5
+
+
+def rng_for(seed: int, stream: int, *indices: int) -> np.random.Generator:
+    """An independent generator for one (seed, stream, indices...) key."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream, *indices])))
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """Head pose distributions in degrees, plus image-plane jitter and scale.
+
+    translation is a jitter of the face centre in the image, as a fraction of the image
+    size; scale multiplies the face's size in the frame.
+    """
+
+    yaw: Distribution = Uniform(-90, 90)
+    pitch: Distribution = Uniform(-30, 30)
+    roll: Distribution = Uniform(-15, 15)
+    translation: Distribution = Constant(0.0)
+    scale: Distribution = Constant(1.0)
+
+    def __post_init__(self) -> None:
+        check_within(self.yaw, -180, 180, "yaw")
+        check_within(self.pitch, -90, 90, "pitch")
+        check_within(self.roll, -180, 180, "roll")
+        check_within(self.translation, -0.5, 0.5, "translation (fraction of the image)")
+        check_within(self.scale, 0.05, 10, "scale")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PoseConfig":
+        unknown = set(d) - {"yaw", "pitch", "roll", "translation", "scale"}
+        if unknown:
+            raise ConfigError(f"unknown pose key(s) {sorted(unknown)}: use yaw, pitch, roll, translation, scale")
+        return cls(**{k: parse_distribution(v) for k, v in d.items()})
+
+    def to_dict(self) -> dict:
+        return {k: str(getattr(self, k)) for k in ("yaw", "pitch", "roll", "translation", "scale")}
+
+
+POSE_PRESETS: dict[str, PoseConfig] = {
+    # Kortylewski et al. 2019, SYN-1M: full yaw range.
+    "syn1m": PoseConfig(),
+    # Their frontal-biased ablation: yaw within +-35 degrees.
+    "frontal": PoseConfig(yaw=Uniform(-35, 35)),
+}
+
+
+def pose_config(spec: "str | dict | PoseConfig") -> PoseConfig:
+    """A preset name, a dict of distributions, or a YAML/JSON file path holding such a dict."""
+    if isinstance(spec, PoseConfig):
+        return spec
+    if isinstance(spec, dict):
+        return PoseConfig.from_dict(spec)
+    if spec in POSE_PRESETS:
+        return POSE_PRESETS[spec]
+    from pathlib import Path
+
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"pose file {path} does not exist (or use a preset: {', '.join(POSE_PRESETS)})")
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"pose file {path} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"pose file {path} must hold a mapping like {{yaw: 'uniform(-90, 90)'}}")
+        return PoseConfig.from_dict(data)
+    raise ConfigError(f"unknown pose preset {spec!r}: use {', '.join(POSE_PRESETS)} or a YAML file")
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """start..stop inclusive in steps of step (controlled mode)."""
+
+    start: float
+    stop: float
+    step: float
+
+    def values(self) -> np.ndarray:
+        if self.step <= 0:
+            raise ConfigError(f"grid step must be > 0, got {self.step:g}")
+        if self.stop < self.start:
+            raise ConfigError(f"grid stop {self.stop:g} is below start {self.start:g}")
+        n = int(np.floor((self.stop - self.start) / self.step + 1e-9)) + 1
+        return self.start + self.step * np.arange(n)
+
+
+@dataclass(frozen=True)
+class ControlledGrid:
+    """Controlled renders: every combination of the given yaw/pitch/roll values and of
+    `lights` illumination conditions (drawn once from the seed, shared by all identities).
+    Sample n of an identity is the n-th combination, so per-id = the grid's size."""
+
+    yaw: GridAxis | None = None
+    pitch: GridAxis | None = None
+    roll: GridAxis | None = None
+    lights: int = 1
+
+    def points(self) -> list[dict]:
+        axes = {k: getattr(self, k).values() for k in ("yaw", "pitch", "roll") if getattr(self, k) is not None}
+        names = list(axes)
+        combos = itertools.product(*(axes[k] for k in names), range(self.lights))
+        return [dict(zip(names + ["light"], (float(v) for v in c[:-1]))) | {"light": int(c[-1])} for c in combos]
+
+    @classmethod
+    def parse(cls, spec: dict) -> "ControlledGrid":
+        """From {'yaw': 'start:stop:step', 'lights': 3, ...}."""
+        kw: dict = {}
+        for k, v in spec.items():
+            if k == "lights":
+                if int(v) < 1:
+                    raise ConfigError("grid lights must be >= 1")
+                kw["lights"] = int(v)
+            elif k in ("yaw", "pitch", "roll"):
+                try:
+                    a, b, c = (float(x) for x in str(v).split(":"))
+                except ValueError:
+                    raise ConfigError(f"grid {k}={v!r}: write start:stop:step, e.g. -90:90:15") from None
+                axis = GridAxis(a, b, c)
+                vals = axis.values()
+                limit = 90 if k == "pitch" else 180
+                if np.abs(vals).max() > limit:
+                    raise ConfigError(f"grid {k} reaches beyond +-{limit} degrees")
+                kw[k] = axis
+            else:
+                raise ConfigError(f"unknown grid key {k!r}: use yaw, pitch, roll, lights")
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d: dict = {"lights": self.lights}
+        for k in ("yaw", "pitch", "roll"):
+            a = getattr(self, k)
+            if a is not None:
+                d[k] = f"{a.start:g}:{a.stop:g}:{a.step:g}"
+        return d
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """SynFace identity mixup: a `fraction` of images shows phi*a_i + (1-phi)*a_j of its own
+    identity i and a partner j, with phi drawn from `phis`; the soft label is recorded."""
+
+    phis: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.phis or any(not 0.0 < p < 1.0 for p in self.phis):
+            raise ConfigError(f"identity-mixup phis must lie strictly between 0 and 1, got {list(self.phis)}")
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ConfigError(f"identity-mixup fraction must be in [0, 1], got {self.fraction:g}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that decides an image's scene parameters (besides the model)."""
+
+    seed: int = 0
+    n_identities: int = 100
+    shape_components: int | None = None  # None: all of the model's
+    color_components: int | None = None
+    expression_components: int | None = None
+    shape: Distribution = Gaussian()
+    color: Distribution = Gaussian()
+    expression: Distribution = Gaussian(0.0, 0.5, trunc=3.0)
+    expressions: bool = True
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    grid: ControlledGrid | None = None
+    mixup: MixupConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_identities < 1:
+            raise ConfigError(f"number of identities must be >= 1, got {self.n_identities}")
+        if self.mixup is not None and self.n_identities < 2:
+            raise ConfigError("identity mixup needs at least 2 identities")
+        for label in ("shape_components", "color_components", "expression_components"):
+            v = getattr(self, label)
+            if v is not None and v < 0:
+                raise ConfigError(f"{label.replace('_', ' ')} must be >= 0, got {v}")
+
+
+@dataclass
+class ImageParams:
+    """The scene of one image; `to_record()` is what the dataset writer stores."""
+
+    identity: int
+    sample: int
+    shape: np.ndarray
+    color: np.ndarray
+    expression: np.ndarray
+    yaw: float
+    pitch: float
+    roll: float
+    translation: np.ndarray  # (2,) image-plane jitter, fraction of the image size
+    scale: float
+    sh: np.ndarray  # (9, 3)
+    background_seed: int
+    mixup_partner: int | None = None
+    mixup_weight: float | None = None  # phi: weight of `identity`
+
+    @property
+    def soft_label(self) -> dict | None:
+        if self.mixup_partner is None:
+            return None
+        return {"ids": [self.identity, self.mixup_partner], "weights": [self.mixup_weight, 1.0 - self.mixup_weight]}
+
+    def to_record(self) -> dict:
+        return {
+            "identity": self.identity,
+            "sample": self.sample,
+            "shape": self.shape.round(6).tolist(),
+            "color": self.color.round(6).tolist(),
+            "expression": self.expression.round(6).tolist(),
+            "yaw": round(float(self.yaw), 6),
+            "pitch": round(float(self.pitch), 6),
+            "roll": round(float(self.roll), 6),
+            "translation": self.translation.round(6).tolist(),
+            "scale": round(float(self.scale), 6),
+            "sh": self.sh.round(6).tolist(),
+            "background_seed": self.background_seed,
+            "soft_label": self.soft_label,
+        }
+
+
+class SceneSampler:
+    """Draws ImageParams for (identity, sample) from a model, a SamplingConfig and a light prior."""
+
+    def __init__(self, model: MorphableModel, config: SamplingConfig, illumination: IlluminationPrior):
+        self.config = config
+        self.illumination = illumination
+        self.n_shape = _components(config.shape_components, model.shape.n_components, "shape")
+        self.n_color = _components(config.color_components, model.color.n_components, "color")
+        n_expr_model = model.expression.n_components if model.expression is not None else 0
+        if not config.expressions:
+            self.n_expr = 0
+        elif config.expression_components is not None and config.expression_components > n_expr_model:
+            raise ConfigError(f"asked for {config.expression_components} expression components but the model has {n_expr_model}")
+        else:
+            self.n_expr = n_expr_model if config.expression_components is None else config.expression_components
+        self._grid_points = config.grid.points() if config.grid is not None else None
+        if self._grid_points is not None:
+            light_rng = rng_for(config.seed, _STREAM_LIGHT_SET)
+            self._grid_lights = [illumination.sample(light_rng) for _ in range(config.grid.lights)]
+
+    @property
+    def grid_size(self) -> int | None:
+        return None if self._grid_points is None else len(self._grid_points)
+
+    def identity_coefficients(self, identity: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shape and color coefficients of a base identity: a function of (seed, identity)."""
+        c = self.config
+        shape = c.shape.sample(rng_for(c.seed, _STREAM_SHAPE, identity), self.n_shape)
+        color = c.color.sample(rng_for(c.seed, _STREAM_COLOR, identity), self.n_color)
+        return shape.astype(np.float32), color.astype(np.float32)
+
+    def image_params(self, identity: int, sample: int) -> ImageParams:
+        c = self.config
+        if not 0 <= identity < c.n_identities:
+            raise ConfigError(f"identity {identity} outside 0..{c.n_identities - 1}")
+        shape, color = self.identity_coefficients(identity)
+        partner = phi = None
+        if c.mixup is not None:
+            mrng = rng_for(c.seed, _STREAM_MIXUP, identity, sample)
+            if mrng.random() < c.mixup.fraction:
+                partner = int(mrng.integers(c.n_identities - 1))
+                partner += partner >= identity  # any identity but this one
+                phi = float(c.mixup.phis[int(mrng.integers(len(c.mixup.phis)))])
+                s2, c2 = self.identity_coefficients(partner)
+                shape = phi * shape + (1 - phi) * s2
+                color = phi * color + (1 - phi) * c2
+        rng = rng_for(c.seed, _STREAM_SAMPLE, identity, sample)
+        expression = c.expression.sample(rng, self.n_expr).astype(np.float32)
+        p = c.pose
+        yaw, pitch, roll = (float(d.sample(rng)) for d in (p.yaw, p.pitch, p.roll))
+        translation = p.translation.sample(rng, 2).astype(np.float32)
+        scale = float(p.scale.sample(rng))
+        sh = self.illumination.sample(rng).astype(np.float32)
+        background_seed = int(rng.integers(2**31 - 1))
+        if self._grid_points is not None:
+            if sample >= len(self._grid_points):
+                raise ConfigError(f"sample {sample} beyond the controlled grid's {len(self._grid_points)} points")
+            g = self._grid_points[sample]
+            yaw, pitch, roll = g.get("yaw", yaw), g.get("pitch", pitch), g.get("roll", roll)
+            sh = self._grid_lights[g["light"]].astype(np.float32)
+        return ImageParams(identity, sample, shape.astype(np.float32), color.astype(np.float32), expression,
+                           yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi)
+
+
+def _components(asked: int | None, available: int, label: str) -> int:
+    if asked is None:
+        return available
+    if asked > available:
+        raise ConfigError(f"asked for {asked} {label} components but the model has {available}")
+    return asked
+
+
+class Decoder:
+    """Coefficients -> vertices (mm) and per-vertex albedo, batched, float32.
+
+    Holds the truncated, variance-scaled bases once, so decoding is one matmul per model part.
+    """
+
+    def __init__(self, model: MorphableModel, n_shape: int, n_color: int, n_expr: int):
+        self.n_vertices = model.n_vertices
+        self.shape_mean = model.shape.mean.astype(np.float32)
+        self.shape_basis = np.ascontiguousarray(model.shape.scaled_basis(n_shape))
+        self.color_mean = model.color.mean.astype(np.float32)
+        self.color_basis = np.ascontiguousarray(model.color.scaled_basis(n_color))
+        if n_expr and model.expression is not None:
+            self.expr_mean = model.expression.mean.astype(np.float32)
+            self.expr_basis = np.ascontiguousarray(model.expression.scaled_basis(n_expr))
+        else:
+            self.expr_mean = self.expr_basis = None
+
+    def vertices(self, shape: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
+        """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients."""
+        flat = self.shape_mean + np.atleast_2d(shape) @ self.shape_basis.T
+        if self.expr_basis is not None:
+            flat = flat + self.expr_mean
+            if expression is not None and np.size(expression):
+                flat = flat + np.atleast_2d(expression) @ self.expr_basis.T
+        return flat.reshape(flat.shape[0], self.n_vertices, 3)
+
+    def albedo(self, color: np.ndarray) -> np.ndarray:
+        """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range)."""
+        flat = self.color_mean + np.atleast_2d(color) @ self.color_basis.T
+        return np.clip(flat, 0.0, 1.0).reshape(flat.shape[0], self.n_vertices, 3)
+
+    @classmethod
+    def for_sampler(cls, model: MorphableModel, sampler: SceneSampler) -> "Decoder":
+        return cls(model, sampler.n_shape, sampler.n_color, sampler.n_expr)
