@@ -1,0 +1,46 @@
+"""`morphgen model info` and the one-line error contract of the CLI."""
+from click.testing import CliRunner
+
+from morphgen.cli.main import cli
+from fixtures import write_bfm2009_fixture, write_bfm2017_fixture
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_help_lists_commands():
+    r = run("--help")
+    assert r.exit_code == 0 and "model" in r.output
+
+
+def test_model_info_bfm2017(tmp_path):
+    path = tmp_path / "model2017-1_face12_nomouth.h5"
+    write_bfm2017_fixture(path)
+    r = run("model", "info", str(path))
+    assert r.exit_code == 0, r.output
+    assert "bfm2017" in r.output and "vertices:" in r.output and "center.nose.tip" in r.output
+
+
+def test_model_info_bfm2009_json(tmp_path):
+    path = tmp_path / "01_MorphableModel.mat"
+    write_bfm2009_fixture(path)
+    r = run("model", "info", str(path), "--json")
+    assert r.exit_code == 0, r.output
+    assert '"source": "bfm2009"' in r.output
+
+
+def test_missing_and_corrupt_model_one_line_errors(tmp_path):
+    r = run("model", "info", str(tmp_path / "nope.h5"))
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "does not exist" in r.output
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    r = run("model", "info", str(bad))
+    assert r.exit_code == 2 and r.output.startswith("Error:") and "Traceback" not in r.output
+    r = run("model", "info", str(tmp_path / "model.obj"))
+    assert r.exit_code == 2
+
+
+def test_unknown_option_is_a_usage_error():
+    r = run("model", "info", "--frobnicate")
+    assert r.exit_code == 2 and "No such option" in r.output
