@@ -33,8 +33,13 @@ def cli() -> None:
 
 
 from .model_cmd import model  # noqa: E402  (sub-commands register after the group exists)
+from .render_cmd import preview, render  # noqa: E402
+from .stats_cmd import stats  # noqa: E402
 
 cli.add_command(model)
+cli.add_command(render)
+cli.add_command(preview)
+cli.add_command(stats)
 
 
 def main() -> None:

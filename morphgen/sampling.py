@@ -228,18 +228,21 @@ class ImageParams:
         return {"ids": [self.identity, self.mixup_partner], "weights": [self.mixup_weight, 1.0 - self.mixup_weight]}
 
     def to_record(self) -> dict:
+        def r6(a: np.ndarray) -> list:
+            return np.round(np.asarray(a, np.float64), 6).tolist()
+
         return {
             "identity": self.identity,
             "sample": self.sample,
-            "shape": self.shape.round(6).tolist(),
-            "color": self.color.round(6).tolist(),
-            "expression": self.expression.round(6).tolist(),
+            "shape": r6(self.shape),
+            "color": r6(self.color),
+            "expression": r6(self.expression),
             "yaw": round(float(self.yaw), 6),
             "pitch": round(float(self.pitch), 6),
             "roll": round(float(self.roll), 6),
-            "translation": self.translation.round(6).tolist(),
+            "translation": r6(self.translation),
             "scale": round(float(self.scale), 6),
-            "sh": self.sh.round(6).tolist(),
+            "sh": r6(self.sh),
             "background_seed": self.background_seed,
             "soft_label": self.soft_label,
         }

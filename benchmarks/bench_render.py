@@ -1,0 +1,145 @@
+"""Renderer throughput: images/s for rasterize-only and full render, per core and on all cores.
+
+Usage: .venv/bin/python benchmarks/bench_render.py [--seconds 3] [--sizes 128 256] [--batch 32]
+
+Meshes: a synthetic face mask sized like BFM 2017 face12 (28,561 vertices, 56,448
+triangles), and the embedded default model when ``assets/default_model.npz`` exists.
+"Full render" is decode-free (vertices and albedo given): framing, pose, normals, SH
+shading, rasterization, interpolation, supersampling and compositing over a background,
+to uint8 RGB. Poses are drawn as in the data generator (yaw +-60, pitch +-25, roll +-10).
+"Per core" is one process with one thread; "all cores" runs one such process per core at
+the same time and sums their rates. Every process uses one compute thread (numba, torch,
+OpenCV), as the dataset writer does. On a shared machine the figures move with the load
+of others: the load average is printed alongside.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _scene(mesh: str, batch: int, seed: int = 0):
+    from morphgen.render.camera import Pose
+
+    rng = np.random.default_rng(seed)
+    if mesh == "synthetic":
+        from morphgen.render.synthetic import synthetic_face_grid
+
+        face = synthetic_face_grid()
+        base = np.repeat(face.vertices[None], batch, 0)
+        # small per-image shape variation so that no two renders are identical
+        verts = (base * rng.uniform(0.9, 1.1, (batch, 1, 3))).astype(np.float32)
+        albedo = np.repeat(face.albedo[None], batch, 0)
+        tris, groups = face.triangles, face.five_point_vertices()
+    else:
+        from morphgen.loading import load_model
+
+        model = load_model()
+        k_s, k_c = min(80, model.shape.n_components), min(64, model.color.n_components)
+        verts = model.shape.instance(rng.normal(size=(batch, k_s))).astype(np.float32)
+        if model.expression is not None:
+            k_e = min(64, model.expression.n_components)
+            verts = verts + model.expression.instance(rng.normal(size=(batch, k_e)) * 0.5)
+        albedo = np.clip(model.color.instance(rng.normal(size=(batch, k_c))), 0.0, 1.0).astype(np.float32)
+        tris, groups = model.triangles, model.five_point_vertices()
+    sh = np.zeros((batch, 9, 3))
+    sh[:, 0] = rng.uniform(0.6, 1.0, (batch, 1))
+    sh[:, 1:4] = rng.normal(0.0, 0.2, (batch, 3, 1))
+    pose = Pose.create(batch, yaw=rng.uniform(-60, 60, batch), pitch=rng.uniform(-25, 25, batch), roll=rng.uniform(-10, 10, batch))
+    return verts, albedo, sh, pose, tris, groups
+
+
+def _run(mesh: str, what: str, size: int, antialias: int, batch: int, seconds: float, barrier=None) -> float:
+    from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
+    from morphgen.render.camera import frame_translation
+    from morphgen.render.rasterize import rasterize
+    from morphgen.render.renderer import RenderSettings, limit_threads, render_batch
+
+    limit_threads(1)
+    verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
+    backend = "torch" if what == "torch" else "numba"
+    st = RenderSettings(size, size, antialias=antialias, backend=backend)
+    bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
+    if what == "raster":
+        cam = st.camera.scaled(antialias)
+        t = frame_translation(verts, pose, groups, st.camera, st.framing)
+        screen = cam.project(pose.with_translation(t).transform(verts.astype(np.float64))).astype(np.float32)
+
+        def step():
+            rasterize(screen, tris, cam.height, cam.width, backend="numba", cull_backfaces=True)
+
+    else:
+
+        def step():
+            render_batch(verts, albedo, sh, pose, tris, st, backgrounds=bg, five_point_groups=groups)
+
+    step()  # compile / warm caches
+    if barrier is not None:
+        barrier.wait()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += batch
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return n / dt
+
+
+def _worker(args, barrier, queue):
+    queue.put(_run(*args, barrier=barrier))
+
+
+def run_parallel(args: tuple, procs: int) -> float:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(procs)
+    queue = ctx.Queue()
+    ps = [ctx.Process(target=_worker, args=(args, barrier, queue)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    rates = [queue.get() for _ in ps]
+    for p in ps:
+        p.join()
+    return float(sum(rates))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="processes for the all-cores figure")
+    ap.add_argument("--no-torch", action="store_true", help="skip the (slow) torch-path figure")
+    a = ap.parse_args()
+
+    meshes = ["synthetic"]
+    if (Path(__file__).resolve().parents[1] / "assets" / "default_model.npz").exists():
+        meshes.append("default")
+    print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for mesh in meshes:
+        verts, _, _, _, tris, _ = _scene(mesh, 1)
+        print(f"\nmesh: {mesh} ({verts.shape[1]} vertices, {tris.shape[0]} triangles), batch {a.batch}")
+        print(f"{'what':<34}{'size':>6}{'per core':>12}{f'{a.procs} procs':>12}   img/s")
+        rows = []
+        for size in a.sizes:
+            rows += [("rasterize only (numba)", "raster", size, 1), ("full render, fused numba, aa 1", "full", size, 1),
+                     ("full render, fused numba, aa 2", "full", size, 2)]  # fmt: skip
+        if not a.no_torch:
+            rows.append(("full render, torch path, aa 1", "torch", a.sizes[0], 1))
+        for label, what, size, aa in rows:
+            args = (mesh, what, size, aa, a.batch if what != "torch" else 16, a.seconds)
+            one = _run(*args)
+            multi = run_parallel(args, a.procs) if what != "torch" else float("nan")
+            print(f"{label:<34}{size:>6}{one:>12.0f}{multi:>12.0f}", flush=True)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""`morphgen render`: write a dataset; `morphgen preview`: a contact sheet to look at."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from morphgen.errors import ConfigError
+
+from .options import merged_options, scene_from_options
+
+_OUTPUT_HELP = "Extra modalities beside each image, comma-separated: depth, normals, albedo, illumination, mask, correspondence, regions."
+
+
+def scene_options(f):
+    """Options shared by `render` and `preview` (everything that decides the pixels)."""
+    opts = [
+        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="YAML/JSON file holding any of these options (keys as option names); flags given on the command line win."),
+        click.option("--model", help="Model file: BFM 2017/2019 .h5, BFM 2009 .mat or morphgen .npz. Default: the embedded CC0 model."),
+        click.option("--seed", type=int, help="Seed of every random draw. [default: 0]"),
+        click.option("--pose", help="Pose distribution: preset syn1m (yaw +-90, pitch +-30, roll +-15) or frontal (yaw +-35), or a YAML file of per-angle distributions like 'yaw: gaussian(0, 20)'. [default: syn1m]"),
+        click.option("--grid", help="Controlled mode instead of random pose: e.g. 'yaw=-90:90:15,pitch=0:0:1,lights=3'; per-id = grid size."),
+        click.option("--shape-components", type=int, help="Shape PCA components used. [default: all]"),
+        click.option("--color-components", type=int, help="Color PCA components used. [default: all]"),
+        click.option("--expression-components", type=int, help="Expression PCA components used. [default: all]"),
+        click.option("--shape-dist", help="Shape coefficient distribution, e.g. gaussian, 'gaussian(0, 1, trunc=3)', 'uniform(-2, 2)', 'constant(0)'. [default: gaussian]"),
+        click.option("--color-dist", help="Color coefficient distribution (same notation). [default: gaussian]"),
+        click.option("--expression-dist", help="Expression coefficient distribution. [default: gaussian(0, 0.5, trunc=3)]"),
+        click.option("--expressions/--no-expressions", default=None, help="Sample facial expressions. [default: on]"),
+        click.option("--illumination", type=click.Choice(["builtin", "bip-empirical", "bip-gaussian", "frontal"]),
+                     help="Light source: built-in SH prior, Basel Illumination Prior (random file or fitted gaussian; needs --bip), or a static frontal light. [default: builtin]"),
+        click.option("--bip", type=click.Path(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
+        click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
+        click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
+        click.option("--backgrounds", help="'procedural' (built-in textures), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). [default: procedural]"),
+        click.option("--size", type=int, help="Image side in pixels (16..1024). [default: 128]"),
+        click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). [default: 2]"),
+        click.option("--outputs", help=_OUTPUT_HELP),
+        click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
+        click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. [default: 0.5,0.6,0.7,0.8,0.9]"),
+        click.option("--mixup-fraction", type=float, help="Fraction of images that are mixed. [default: 0.5]"),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), help="cpu: fused numba renderer in worker processes; cuda: batched torch renderer on the GPU. [default: cpu]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@click.command()
+@click.option("--ids", type=int, help="Number of identities. [default: 100]")
+@click.option("--per-id", type=int, help="Images per identity. [default: 10]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
+@scene_options
+@click.option("--workers", type=int, help="Worker processes. [default: number of cores]")
+@click.option("--shard", help="Render only part K of N of the dataset (e.g. 3/8), for Slurm arrays and the like.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same config).")
+@click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
+@click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. [default: png]")
+@click.option("--jpg-quality", type=int, help="JPEG quality 1..100. [default: 95]")
+@click.option("--format", "container", type=click.Choice(["folder", "wds"]),
+              help="folder: images/<id>/<id>_<n>.png; wds: WebDataset tar shards in wds/. [default: folder]")
+@click.option("--rps", is_flag=True, default=None, help="Also write a Basel-generator-style .rps JSON per image.")
+@click.option("--chunk-ids", type=int, help="Identities per chunk (unit of work, atomic writes and resume). [default: 10]")
+@click.option("--dask", "dask_address", help="Run chunks on a Dask distributed cluster: scheduler address, or 'local' for a local cluster.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def render(ctx: click.Context, **kwargs) -> None:
+    """Render a dataset: DIR/images/<id>/<id>_<n>.png, per-image parameters and landmarks in
+    DIR/params/*.jsonl, and DIR/manifest.json.
+
+    SYN-1M (Kortylewski et al.): morphgen render --ids 10000 --per-id 100 --out syn1m
+    """
+    from morphgen.dataset import DatasetJob, OutputConfig, run
+
+    opts = merged_options(ctx, kwargs)
+    if not opts.get("out"):
+        raise ConfigError("--out is required: the folder to write the dataset into")
+    scene = scene_from_options(opts)
+    job = DatasetJob(scene, opts["per_id"], OutputConfig(
+        image_format=opts["image_format"], jpg_quality=opts["jpg_quality"], container=opts["container"],
+        rps=bool(opts["rps"]), chunk_ids=opts["chunk_ids"]))
+    client = _dask_client(opts["dask_address"], opts["workers"]) if opts.get("dask_address") else None
+    try:
+        summary = run(Path(opts["out"]), job, workers=opts["workers"], shard=opts.get("shard"), resume=opts["resume"],
+                      overwrite=opts["overwrite"], progress=not opts["quiet"],
+                      executor=client.get_executor() if client else None)
+    finally:
+        if client is not None:
+            client.close()
+    state = "complete" if summary["complete"] else f"{summary['chunks_done']}/{summary['chunks']} chunks done"
+    click.echo(f"rendered {summary['images']} images in {summary['seconds']:.1f} s "
+               f"({summary['images_per_s']:.0f} img/s, {summary['bytes'] / 1e6:.1f} MB); dataset {state}: {opts['out']}")
+
+
+def _dask_client(address: str, workers: int):
+    """A Dask distributed client: 'local' starts (and owns) a local cluster of `workers` processes."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError("--dask needs the 'distributed' package: pip install distributed") from None
+    if address == "local":
+        return Client(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        return Client(address, timeout=30)
+    except OSError as exc:
+        raise ConfigError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+
+
+@click.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("preview.png"), show_default=True,
+              help="PNG file to write.")
+@click.option("--rows", type=int, default=6, show_default=True, help="Identities (rows).")
+@click.option("--cols", type=int, default=8, show_default=True, help="Samples per identity (columns).")
+@scene_options
+@click.pass_context
+def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> None:
+    """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary)."""
+    import cv2
+    import numpy as np
+
+    from morphgen.scene import SceneRenderer
+
+    if not (1 <= rows <= 64 and 1 <= cols <= 64):
+        raise ConfigError("--rows and --cols must be 1..64")
+    opts = merged_options(ctx, kwargs | {"ids": max(rows, 1)})
+    scene = scene_from_options(opts)
+    renderer = SceneRenderer(scene)
+    per_id = cols
+    if scene.sampling.grid is not None:
+        per_id = min(cols, len(scene.sampling.grid.points()))
+    images = [r.rgb for i in range(rows) for r in renderer.render([renderer.sampler.image_params(i, n) for n in range(per_id)])]
+    s = scene.size
+    sheet = np.zeros((rows * s, per_id * s, 3), np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, per_id)
+        sheet[r * s:(r + 1) * s, c * s:(c + 1) * s] = img
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"could not write {out}: check the folder exists and is writable")
+    click.echo(f"wrote {out} ({rows} identities x {per_id} samples, {s}x{s} px each)")

@@ -1,0 +1,25 @@
+"""`morphgen stats DIR`: plots of a dataset's pose, light and identity distributions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG to write. [default: DATASET/stats.png]")
+def stats(dataset: Path, out: Path | None) -> None:
+    """Plot DATASET's pose histograms, light directions and energies, and identity distances
+    to a PNG, and print the summary numbers as JSON."""
+    from morphgen.errors import DataError
+    from morphgen.stats import plot
+
+    if not dataset.is_dir():
+        raise DataError(f"{dataset} is not a folder: give a dataset written by morphgen render")
+    out = out or dataset / "stats.png"
+    summary = plot(dataset, out)
+    click.echo(json.dumps(summary, indent=1))
+    click.echo(f"wrote {out}")

@@ -1,0 +1,493 @@
+"""Triangle rasterization: which triangle covers each pixel, and where in it.
+
+``rasterize(screen_vertices, triangles, height, width, backend=...)`` returns a
+:class:`RasterOutput` with, per pixel, the id of the nearest covering triangle (-1 for
+background), its perspective-correct barycentric coordinates and its view-space depth.
+It is *not* differentiable: gradients come from :mod:`.interpolate`, which recomputes
+barycentrics in torch from the face ids (the nvdiffrast split).
+
+Conventions shared by all backends (so that they agree pixel for pixel):
+
+* screen vertices are (x, y, depth): pixel coordinates with y down and pixel centres at
+  +0.5, and the positive view-space depth (see :mod:`.camera`);
+* a pixel is covered when its centre is inside the triangle; centres exactly on an edge
+  follow the **top-left rule** (D3D/OpenGL), so a pixel on an edge shared by two
+  triangles is drawn once;
+* the z-test compares the depth of the surface at the pixel centre (1/depth is
+  interpolated linearly in screen space, which is exact for a pinhole camera); equal
+  depths go to the smaller triangle id;
+* triangles with a vertex at depth <= near (behind or at the camera) are dropped, not
+  clipped: faces sit about a metre away, so clipping would never trigger;
+* front faces are counter-clockwise seen from outside (the model's convention); with
+  ``cull_backfaces`` the others are dropped.
+
+Backends: ``numba`` (CPU default; a bounding-box / edge-function loop over triangles
+sorted once into scan-line order, because at 128 px most triangles are smaller than a
+pixel and memory locality decides the speed), ``torch`` (batched and device-agnostic:
+candidate pixels of each triangle's bounding box are enumerated and the nearest one is
+picked with ``scatter_reduce(amin)`` on int64 keys packing depth bits and triangle id),
+and ``pytorch3d`` (only when that package is importable).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+BACKENDS = ("numba", "torch", "pytorch3d")
+DEFAULT_NEAR = 10.0
+
+
+@dataclass
+class RasterOutput:
+    """Per-pixel rasterization result (numpy arrays or torch tensors, like the input).
+
+    face_id: (B, H, W) int32, index into ``triangles``; -1 = background.
+    bary: (B, H, W, 3) float32 perspective-correct barycentric coordinates of the pixel
+        centre w.r.t. the triangle's vertices in the order given in ``triangles``
+        (zero for background).
+    depth: (B, H, W) float32 view-space depth of the visible surface; +inf for background.
+    """
+
+    face_id: Any
+    bary: Any
+    depth: Any
+
+
+# --------------------------------------------------------------------------------------
+# triangle order (memory locality)
+# --------------------------------------------------------------------------------------
+def locality_order(triangles: np.ndarray, xy: np.ndarray, rows: int = 128) -> np.ndarray:
+    """Permutation of the triangles into scan-line order of their centroids.
+
+    ``xy`` are per-vertex 2D positions (screen coordinates, or model-space x/y for a
+    frontal view). Centroids are binned into ``rows`` horizontal bands and sorted by x
+    within a band, alternating direction from band to band (boustrophedon), so that
+    consecutive triangles touch neighbouring pixels and vertices. Measured on this
+    machine's CPUs for a 56k-triangle face at 128 px: random order 2.3 ms, Morton or
+    Hilbert order 1.4-1.6 ms, this scan order 1.2 ms (FACTS section 6 saw the same).
+    """
+    c = np.asarray(xy, dtype=np.float64)[triangles].mean(axis=1)
+    lo, hi = c.min(axis=0), c.max(axis=0)
+    band = np.minimum(((c[:, 1] - lo[1]) / max(hi[1] - lo[1], 1e-12) * rows).astype(np.int64), rows - 1)
+    x = np.where(band % 2 == 0, c[:, 0], -c[:, 0])
+    return np.lexsort((x, band)).astype(np.int32)
+
+
+@dataclass
+class PreparedMesh:
+    """Per-mesh data computed once and reused for every image.
+
+    triangles: (T, 3) uint32 in the original order (unsigned: numba skips its
+        negative-index wraparound checks, which otherwise cost about half of the time of
+        these gather-heavy loops); sorted: the same in raster order; order: the original
+        index of each sorted triangle (written to the face-id map).
+    """
+
+    triangles: np.ndarray
+    sorted: np.ndarray
+    order: np.ndarray
+
+
+def prepare_mesh(triangles: np.ndarray, xy: np.ndarray) -> PreparedMesh:
+    """Sort the triangles for locality (see :func:`locality_order`)."""
+    tri = np.ascontiguousarray(triangles, dtype=np.int32)
+    order = locality_order(tri, xy)
+    return PreparedMesh(tri.astype(np.uint32), np.ascontiguousarray(tri[order]).astype(np.uint32), order)
+
+
+class _MeshCache:
+    """Prepared meshes keyed by a checksum of the triangle array (computed once per mesh)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.store: dict[tuple, PreparedMesh] = {}
+
+    def get_mesh(self, triangles: np.ndarray, xy: np.ndarray) -> PreparedMesh:
+        """The prepared mesh for ``triangles``; ``xy`` (per-vertex 2D positions) orders
+        the triangles the first time this mesh is seen."""
+        tri = np.ascontiguousarray(triangles, dtype=np.int32)
+        key = (tri.shape, zlib.crc32(tri.data))
+        hit = self.store.get(key)
+        if hit is None:
+            hit = prepare_mesh(tri, np.asarray(xy, dtype=np.float64))
+            if len(self.store) >= self.size:
+                self.store.pop(next(iter(self.store)))
+            self.store[key] = hit
+        return hit
+
+    def get(self, triangles: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted uint32 triangles, original index of each) for ``triangles``."""
+        m = self.get_mesh(triangles, xy)
+        return m.sorted, m.order
+
+
+MESH_CACHE = _MeshCache()
+
+
+# --------------------------------------------------------------------------------------
+# numba backend
+# --------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid):
+    """Rasterize one image into ``zbuf`` (H, W) float32 / ``fid`` (H, W) int32 in place.
+
+    sx, sy, sw: per-vertex screen x, y and depth; tris: (T, 3) uint32 in raster order;
+    tri_ids: the id written for each of them (the original index). zbuf must start at
+    +inf and fid at -1 (or hold an earlier pass: the test merges).
+
+    Cheapest test first: at 128 px about 80 % of a face's triangles contain no pixel
+    centre, so the bounding box of covered centres is checked before anything else.
+    Depth at a pixel is ``area * w0 * w1 * w2 / (e0 w1 w2 + e1 w0 w2 + e2 w0 w1)`` (the
+    harmonic interpolation of the vertex depths) with one division per covered pixel;
+    the torch backend evaluates the same expression in the same order.
+    """
+    h, w = zbuf.shape
+    wm1 = w - 1.0
+    hm1 = h - 1.0
+    for k in range(tris.shape[0]):
+        i0 = tris[k, 0]
+        i1 = tris[k, 1]
+        i2 = tris[k, 2]
+        x0 = np.float64(sx[i0])
+        x1 = np.float64(sx[i1])
+        x2 = np.float64(sx[i2])
+        y0 = np.float64(sy[i0])
+        y1 = np.float64(sy[i1])
+        y2 = np.float64(sy[i2])
+        # range of covered pixel centres, clipped to the image
+        fxa = np.ceil(max(min(x0, min(x1, x2)) - 0.5, 0.0))
+        fxb = np.floor(min(max(x0, max(x1, x2)) - 0.5, wm1))
+        fya = np.ceil(max(min(y0, min(y1, y2)) - 0.5, 0.0))
+        fyb = np.floor(min(max(y0, max(y1, y2)) - 0.5, hm1))
+        if (fxa > fxb) | (fya > fyb):
+            continue
+        w0 = np.float64(sw[i0])
+        w1 = np.float64(sw[i1])
+        w2 = np.float64(sw[i2])
+        if (w0 <= near) | (w1 <= near) | (w2 <= near):
+            continue
+        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        if area == 0.0:
+            continue
+        if area > 0.0:  # back-facing (front faces are clockwise in y-down pixels)
+            if cull:
+                continue
+        else:  # orient so that inside means all edge functions >= 0
+            x1, x2 = x2, x1
+            y1, y2 = y2, y1
+            w1, w2 = w2, w1
+            area = -area
+        xa = int(fxa)
+        xb = int(fxb)
+        ya = int(fya)
+        yb = int(fyb)
+        p0 = w1 * w2
+        p1 = w0 * w2
+        p2 = w0 * w1
+        num = area * w0 * p0
+        d0x = x2 - x1
+        d0y = y2 - y1
+        d1x = x0 - x2
+        d1y = y0 - y2
+        d2x = x1 - x0
+        d2y = y1 - y0
+        tid = tri_ids[k]
+        for py in range(ya, yb + 1):
+            cy = py + 0.5
+            for px in range(xa, xb + 1):
+                cx = px + 0.5
+                e0 = d0x * (cy - y1) - d0y * (cx - x1)
+                e1 = d1x * (cy - y2) - d1y * (cx - x2)
+                e2 = d2x * (cy - y0) - d2y * (cx - x0)
+                if (e0 < 0.0) | (e1 < 0.0) | (e2 < 0.0):
+                    continue
+                if (e0 == 0.0) | (e1 == 0.0) | (e2 == 0.0):
+                    # top-left rule: edges going up (dy < 0) are left edges, flat
+                    # edges going right are top edges; only those own their pixels
+                    if e0 == 0.0 and not (d0y < 0.0 or (d0y == 0.0 and d0x > 0.0)):
+                        continue
+                    if e1 == 0.0 and not (d1y < 0.0 or (d1y == 0.0 and d1x > 0.0)):
+                        continue
+                    if e2 == 0.0 and not (d2y < 0.0 or (d2y == 0.0 and d2x > 0.0)):
+                        continue
+                z = np.float32(num / (e0 * p0 + e1 * p1 + e2 * p2))
+                zo = zbuf[py, px]
+                if z < zo or (z == zo and tid < fid[py, px]):
+                    zbuf[py, px] = z
+                    fid[py, px] = tid
+
+
+@numba.njit(cache=True, nogil=True)
+def resolve_bary(sx, sy, sw, tris, fid, bary):
+    """Perspective-correct barycentrics (H, W, 3) of each covered pixel centre, in place."""
+    h, w = fid.shape
+    for py in range(h):
+        cy = py + 0.5
+        for px in range(w):
+            f = fid[py, px]
+            if f < 0:
+                bary[py, px, 0] = 0.0
+                bary[py, px, 1] = 0.0
+                bary[py, px, 2] = 0.0
+                continue
+            cx = px + 0.5
+            f = np.uint32(f)
+            i0 = tris[f, 0]
+            i1 = tris[f, 1]
+            i2 = tris[f, 2]
+            x0 = np.float64(sx[i0])
+            y0 = np.float64(sy[i0])
+            x1 = np.float64(sx[i1])
+            y1 = np.float64(sy[i1])
+            x2 = np.float64(sx[i2])
+            y2 = np.float64(sy[i2])
+            e0 = (x2 - x1) * (cy - y1) - (y2 - y1) * (cx - x1)
+            e1 = (x0 - x2) * (cy - y2) - (y0 - y2) * (cx - x2)
+            e2 = (x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)
+            b0 = e0 / np.float64(sw[i0])
+            b1 = e1 / np.float64(sw[i1])
+            b2 = e2 / np.float64(sw[i2])
+            s = b0 + b1 + b2
+            if s == 0.0:
+                s = 1.0
+            bary[py, px, 0] = b0 / s
+            bary[py, px, 1] = b1 / s
+            bary[py, px, 2] = b2 / s
+
+
+@numba.njit(cache=True, nogil=True)
+def _raster_batch_numba(screen, tris_sorted, tri_ids, tris, cull, near, zbuf, fid, bary):
+    for b in range(screen.shape[0]):
+        sx = screen[b, :, 0]
+        sy = screen[b, :, 1]
+        sw = screen[b, :, 2]
+        raster_core(sx, sy, sw, tris_sorted, tri_ids, cull, near, zbuf[b], fid[b])
+        resolve_bary(sx, sy, sw, tris, fid[b], bary[b])
+
+
+def _rasterize_numba(screen: np.ndarray, triangles: np.ndarray, h: int, w: int, cull: bool, near: float):
+    b = screen.shape[0]
+    tris = np.ascontiguousarray(triangles, dtype=np.int32)
+    tris_sorted, order = MESH_CACHE.get(tris, screen[0, :, :2])
+    tris = tris.astype(np.uint32)
+    zbuf = np.full((b, h, w), np.inf, dtype=np.float32)
+    fid = np.full((b, h, w), -1, dtype=np.int32)
+    bary = np.empty((b, h, w, 3), dtype=np.float32)
+    _raster_batch_numba(np.ascontiguousarray(screen), tris_sorted, order, tris, bool(cull), float(near), zbuf, fid, bary)
+    return RasterOutput(fid, bary, zbuf)
+
+
+# --------------------------------------------------------------------------------------
+# torch backend
+# --------------------------------------------------------------------------------------
+def _rasterize_torch(
+    screen: torch.Tensor,
+    triangles: torch.Tensor,
+    h: int,
+    w: int,
+    cull: bool,
+    near: float,
+    max_candidates: int | None = None,
+) -> RasterOutput:
+    """Batched bounding-box rasterizer; same coverage and z-test as the numba backend."""
+    dev = screen.device
+    dt = screen.dtype if screen.dtype == torch.float64 else torch.float32
+    screen = screen.detach().to(dt)
+    if max_candidates is None:
+        max_candidates = 1 << 24 if dev.type == "cuda" else 1 << 21
+    b, n, _ = screen.shape
+    tris = triangles.to(device=dev, dtype=torch.long)
+    t = tris.shape[0]
+    v = screen[:, tris]  # (B, T, 3 vertices, 3 coords)
+    x0, y0, w0 = v[..., 0, 0], v[..., 0, 1], v[..., 0, 2]
+    x1, y1, w1 = v[..., 1, 0], v[..., 1, 1], v[..., 1, 2]
+    x2, y2, w2 = v[..., 2, 0], v[..., 2, 1], v[..., 2, 2]
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    xs, ys = v[..., 0], v[..., 1]
+    xa = torch.ceil((xs.min(-1).values - 0.5).clamp(min=0.0))
+    xb = torch.floor((xs.max(-1).values - 0.5).clamp(max=w - 1.0))
+    ya = torch.ceil((ys.min(-1).values - 0.5).clamp(min=0.0))
+    yb = torch.floor((ys.max(-1).values - 0.5).clamp(max=h - 1.0))
+    valid = (xa <= xb) & (ya <= yb) & (w0 > near) & (w1 > near) & (w2 > near) & (area != 0)
+    if cull:
+        valid &= area < 0
+    # orient: swap vertices 1 and 2 where the area is negative (front faces)
+    neg = area < 0
+    x1o, x2o = torch.where(neg, x2, x1), torch.where(neg, x1, x2)
+    y1o, y2o = torch.where(neg, y2, y1), torch.where(neg, y1, y2)
+    w1o, w2o = torch.where(neg, w2, w1), torch.where(neg, w1, w2)
+    areao = area.abs()
+
+    sel = valid.reshape(-1).nonzero().squeeze(1)  # flat (b * T + t)
+    bi = torch.div(sel, t, rounding_mode="floor")
+    ti = sel - bi * t
+
+    def pick(a: torch.Tensor) -> torch.Tensor:
+        return a.reshape(-1)[sel]
+
+    X0, Y0, X1, Y1, X2, Y2 = map(pick, (x0, y0, x1o, y1o, x2o, y2o))
+    W0, W1, W2 = pick(w0), pick(w1o), pick(w2o)
+    # same depth expression, same evaluation order as the numba kernel
+    P0, P1, P2 = W1 * W2, W0 * W2, W0 * W1
+    NUM = pick(areao) * W0 * P0
+    XA, XB, YA, YB = (pick(a).long() for a in (xa, xb, ya, yb))
+    d0x, d0y, d1x, d1y, d2x, d2y = X2 - X1, Y2 - Y1, X0 - X2, Y0 - Y2, X1 - X0, Y1 - Y0
+    tl0 = (d0y < 0) | ((d0y == 0) & (d0x > 0))
+    tl1 = (d1y < 0) | ((d1y == 0) & (d1x > 0))
+    tl2 = (d2y < 0) | ((d2y == 0) & (d2x > 0))
+    size = torch.maximum(XB - XA, YB - YA) + 1
+    # power-of-two square buckets bound the wasted candidates to < 4x per triangle
+    bucket = torch.ceil(torch.log2(size.to(torch.float64))).long() if size.numel() else size
+
+    keys = torch.full((b * h * w,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    for e in (torch.unique(bucket).tolist() if bucket.numel() else []):
+        s = 1 << int(e)
+        members = (bucket == e).nonzero().squeeze(1)
+        oy, ox = torch.meshgrid(
+            torch.arange(s, device=dev), torch.arange(s, device=dev), indexing="ij"
+        )
+        ox, oy = ox.reshape(1, -1), oy.reshape(1, -1)
+        step = max(1, max_candidates // (s * s))
+        for c0 in range(0, members.numel(), step):
+            m = members[c0 : c0 + step]
+            px = XA[m, None] + ox
+            py = YA[m, None] + oy
+            inb = (px <= XB[m, None]) & (py <= YB[m, None])
+            cx = px.to(dt) + 0.5
+            cy = py.to(dt) + 0.5
+            e0 = d0x[m, None] * (cy - Y1[m, None]) - d0y[m, None] * (cx - X1[m, None])
+            e1 = d1x[m, None] * (cy - Y2[m, None]) - d1y[m, None] * (cx - X2[m, None])
+            e2 = d2x[m, None] * (cy - Y0[m, None]) - d2y[m, None] * (cx - X0[m, None])
+            inside = inb & ((e0 > 0) | ((e0 == 0) & tl0[m, None]))
+            inside &= (e1 > 0) | ((e1 == 0) & tl1[m, None])
+            inside &= (e2 > 0) | ((e2 == 0) & tl2[m, None])
+            r, c = inside.nonzero(as_tuple=True)
+            if r.numel() == 0:
+                continue
+            mr = m[r]
+            z = NUM[mr] / (e0[r, c] * P0[mr] + e1[r, c] * P1[mr] + e2[r, c] * P2[mr])
+            zbits = z.to(torch.float32).view(torch.int32).to(torch.int64)
+            key = (zbits << 32) | ti[mr]
+            pix = (bi[mr] * h + py[r, c]) * w + px[r, c]
+            keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+
+    empty = keys == torch.iinfo(torch.int64).max
+    fid = torch.where(empty, torch.full_like(keys, -1), keys & 0xFFFFFFFF).to(torch.int32).reshape(b, h, w)
+    depth = (keys >> 32).to(torch.int32).view(torch.float32)
+    depth = torch.where(empty, torch.full_like(depth, float("inf")), depth).reshape(b, h, w)
+    from .interpolate import barycentrics
+
+    with torch.no_grad():
+        bary = barycentrics(fid, screen, tris).to(torch.float32)
+    return RasterOutput(fid, bary, depth)
+
+
+# --------------------------------------------------------------------------------------
+# pytorch3d backend
+# --------------------------------------------------------------------------------------
+def pytorch3d_available() -> tuple[bool, str]:
+    """(True, "") when pytorch3d's rasterizer can be imported, else (False, why)."""
+    try:
+        from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes  # noqa: F401
+        from pytorch3d.structures import Meshes  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build raising something else
+        return False, f"pytorch3d is not importable ({exc.__class__.__name__}: {exc})"
+    return True, ""
+
+
+def _rasterize_pytorch3d(screen: torch.Tensor, triangles: torch.Tensor, h: int, w: int, cull: bool, near: float):
+    ok, why = pytorch3d_available()
+    if not ok:
+        raise ConfigError(f"rasterizer backend 'pytorch3d' is unavailable: {why}; install pytorch3d or use 'numba'/'torch'")
+    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
+    from pytorch3d.structures import Meshes
+
+    dev = screen.device
+    screen = screen.detach().float()
+    tris = triangles.to(device=dev, dtype=torch.long)
+    b = screen.shape[0]
+    s = float(min(h, w))
+    # PyTorch3D NDC: +x left, +y up, the shorter side spans [-1, 1], pixel (0, 0) top-left
+    ndc = torch.stack(((w - 2.0 * screen[..., 0]) / s, (h - 2.0 * screen[..., 1]) / s, screen[..., 2]), -1)
+    faces, ids = [], []
+    for i in range(b):
+        v = screen[i, tris]
+        area = (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 1, 1] - v[:, 0, 1]) * (v[:, 2, 0] - v[:, 0, 0])
+        keep = (v[..., 2] > near).all(-1) & (area != 0)
+        if cull:
+            keep &= area < 0
+        idx = keep.nonzero().squeeze(1)
+        faces.append(tris[idx])
+        ids.append(idx)
+    meshes = Meshes(verts=list(ndc), faces=faces)
+    p2f, zbuf, bary, _ = rasterize_meshes(
+        meshes, image_size=(h, w), blur_radius=0.0, faces_per_pixel=1, perspective_correct=True, cull_backfaces=False
+    )
+    p2f = p2f[..., 0]
+    first = meshes.mesh_to_faces_packed_first_idx()
+    fid = torch.full((b, h, w), -1, dtype=torch.int32, device=dev)
+    for i in range(b):
+        m = p2f[i] >= 0
+        fid[i][m] = ids[i][p2f[i][m] - first[i]].to(torch.int32)
+    bg = fid < 0
+    depth = torch.where(bg, torch.full_like(zbuf[..., 0], float("inf")), zbuf[..., 0])
+    bary = torch.where(bg[..., None], torch.zeros_like(bary[..., 0, :]), bary[..., 0, :])
+    return RasterOutput(fid, bary.float(), depth.float())
+
+
+# --------------------------------------------------------------------------------------
+# public entry point
+# --------------------------------------------------------------------------------------
+def rasterize(
+    screen_vertices,
+    triangles,
+    height: int,
+    width: int,
+    backend: str = "numba",
+    cull_backfaces: bool = False,
+    near: float = DEFAULT_NEAR,
+) -> RasterOutput:
+    """Rasterize (B, N, 3) screen vertices (pixel x, pixel y, depth) into (B, H, W) maps.
+
+    Numpy input gives numpy output; torch input gives torch output on the input's
+    device (the numba backend round-trips through the CPU). (N, 3) input is treated as a
+    batch of one. ``backend``: "numba", "torch", "pytorch3d" or "auto" (torch on CUDA,
+    numba otherwise).
+    """
+    if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))) or not (
+        1 <= height <= 4 * 4096 and 1 <= width <= 4 * 4096
+    ):
+        raise ConfigError(f"raster size {height}x{width} is invalid: use whole numbers from 1 to 16384")
+    height, width = int(height), int(width)
+    is_torch = isinstance(screen_vertices, torch.Tensor)
+    if screen_vertices.ndim == 2:
+        screen_vertices = screen_vertices[None]
+    if screen_vertices.ndim != 3 or screen_vertices.shape[-1] != 3:
+        raise ConfigError(f"screen vertices must be (B, N, 3) pixel x, y and depth; got shape {tuple(screen_vertices.shape)}")
+    if backend == "auto":
+        backend = "torch" if is_torch and screen_vertices.device.type != "cpu" else "numba"
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown rasterizer backend {backend!r}: use one of {', '.join(BACKENDS)} or 'auto'")
+    if backend == "numba":
+        if is_torch:
+            dev = screen_vertices.device
+            tri = triangles.detach().cpu().numpy() if isinstance(triangles, torch.Tensor) else np.asarray(triangles)
+            out = _rasterize_numba(screen_vertices.detach().cpu().numpy(), tri, height, width, cull_backfaces, near)
+            return RasterOutput(*(torch.from_numpy(a).to(dev) for a in (out.face_id, out.bary, out.depth)))
+        scr = np.asarray(screen_vertices)
+        if scr.dtype not in (np.float32, np.float64):
+            scr = scr.astype(np.float64)
+        return _rasterize_numba(scr, np.asarray(triangles), height, width, cull_backfaces, near)
+    fn = _rasterize_torch if backend == "torch" else _rasterize_pytorch3d
+    if is_torch:
+        tri = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))
+        return fn(screen_vertices, tri, height, width, cull_backfaces, near)
+    out = fn(torch.from_numpy(np.asarray(screen_vertices)), torch.as_tensor(np.asarray(triangles)), height, width, cull_backfaces, near)
+    return RasterOutput(out.face_id.numpy(), out.bary.numpy(), out.depth.numpy())

@@ -1,0 +1,247 @@
+"""Lambertian spherical-harmonics shading in the Basel convention, vertex normals, and
+the Basel generator's per-image colour transform.
+
+Light: 9 x 3 SH coefficients ``L`` (RGB per band), band order i = l^2 + l + m:
+``1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2`` with the normalisations
+N0 = sqrt(1/pi)/2, N1 = sqrt(3/pi)/2, N2_1 = sqrt(15/pi)/2, N2_0 = sqrt(5/pi)/4,
+N2_2 = sqrt(15/pi)/4 and the Lambert kernel k_l = pi, 2pi/3, pi/4 for bands 0, 1, 2:
+
+    radiance = albedo * sum_i Y_i(n) * k_l(i) * L_i
+
+Frame of the normals: **camera (view) space, after the pose rotation**. In the Basel
+renderer the light lives in the world frame and the default camera sits at the world
+origin looking down -z, so this is the same frame. Why it matters: the light then stays
+fixed relative to the camera while the head turns under it, which makes pose and
+illumination independent factors of variation (a profile view lit from the camera's
+left is still lit from the camera's left). Coefficients from the Basel Illumination
+Prior (fitted to photos in that frame) apply unchanged.
+
+Shading is evaluated per vertex and interpolated (Gouraud); at the render sizes of
+face-recognition data (<= 256 px for a 28k-vertex face) vertices are denser than pixels,
+so this equals per-pixel shading to within a grey level while costing a fraction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+N0 = math.sqrt(1.0 / math.pi) / 2.0
+N1 = math.sqrt(3.0 / math.pi) / 2.0
+N2_1 = math.sqrt(15.0 / math.pi) / 2.0
+N2_0 = math.sqrt(5.0 / math.pi) / 4.0
+N2_2 = math.sqrt(15.0 / math.pi) / 4.0
+LAMBERT = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
+# Lambert kernel for each of the 9 coefficients (band l of coefficient i)
+KERNEL9 = np.array([LAMBERT[0]] + [LAMBERT[1]] * 3 + [LAMBERT[2]] * 5, dtype=np.float64)
+# Rec. 601 luma weights, for the colour transform's contrast (saturation) term
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# torch
+# --------------------------------------------------------------------------------------
+def sh_basis_torch(normals: torch.Tensor) -> torch.Tensor:
+    """SH basis Y_i(n), (..., 3) unit normals -> (..., 9), Basel order and constants."""
+    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+    return torch.stack(
+        (
+            torch.full_like(x, N0),
+            N1 * y,
+            N1 * z,
+            N1 * x,
+            N2_1 * x * y,
+            N2_1 * y * z,
+            N2_0 * (3.0 * z * z - 1.0),
+            N2_1 * x * z,
+            N2_2 * (x * x - y * y),
+        ),
+        -1,
+    )
+
+
+def irradiance_torch(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """Lambertian irradiance (B, ..., 3) for normals (B, ..., 3) and SH light (B, 9, 3)."""
+    basis = sh_basis_torch(normals) * torch.as_tensor(KERNEL9, dtype=normals.dtype, device=normals.device)
+    lead = basis.shape[1:-1]
+    flat = basis.reshape(basis.shape[0], -1, 9)
+    return torch.bmm(flat, sh.to(normals.dtype)).reshape(basis.shape[0], *lead, 3)
+
+
+def vertex_normals_torch(vertices: torch.Tensor, triangles) -> torch.Tensor:
+    """Area-weighted unit vertex normals (B, N, 3), differentiable.
+
+    Each triangle adds its unnormalised cross product (twice its area times its unit
+    normal) to its three vertices; front faces are counter-clockwise seen from outside,
+    so normals point outward.
+    """
+    tris = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))
+    tris = tris.to(device=vertices.device, dtype=torch.long)
+    v0, v1, v2 = vertices[:, tris[:, 0]], vertices[:, tris[:, 1]], vertices[:, tris[:, 2]]
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    n = torch.zeros_like(vertices)
+    for k in range(3):
+        n = n.index_add(1, tris[:, k], fn)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def shade_torch(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """Radiance = albedo * irradiance (per vertex or per pixel)."""
+    return albedo * irradiance_torch(normals, sh)
+
+
+# --------------------------------------------------------------------------------------
+# numpy / numba
+# --------------------------------------------------------------------------------------
+def sh_basis_np(normals: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`sh_basis_torch`."""
+    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+    return np.stack(
+        (np.full_like(x, N0), N1 * y, N1 * z, N1 * x, N2_1 * x * y, N2_1 * y * z, N2_0 * (3 * z * z - 1), N2_1 * x * z, N2_2 * (x * x - y * y)),
+        -1,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def accumulate_normals_raw(verts, tris, out):
+    """Sum of the adjacent triangles' cross products per vertex (area-weighted, not
+    normalised) into ``out`` (N, 3).
+
+    Pass ``tris`` as uint32: with signed indices numba adds wraparound checks that more
+    than double the time of this scatter loop.
+    """
+    out[:] = 0.0
+    for k in range(tris.shape[0]):
+        a, b, c = tris[k, 0], tris[k, 1], tris[k, 2]
+        ux = verts[b, 0] - verts[a, 0]
+        uy = verts[b, 1] - verts[a, 1]
+        uz = verts[b, 2] - verts[a, 2]
+        vx = verts[c, 0] - verts[a, 0]
+        vy = verts[c, 1] - verts[a, 1]
+        vz = verts[c, 2] - verts[a, 2]
+        nx = uy * vz - uz * vy
+        ny = uz * vx - ux * vz
+        nz = ux * vy - uy * vx
+        out[a, 0] += nx
+        out[a, 1] += ny
+        out[a, 2] += nz
+        out[b, 0] += nx
+        out[b, 1] += ny
+        out[b, 2] += nz
+        out[c, 0] += nx
+        out[c, 1] += ny
+        out[c, 2] += nz
+
+
+@numba.njit(cache=True, nogil=True)
+def accumulate_normals(verts, tris, out):
+    """Area-weighted unit vertex normals of one mesh (N, 3) into ``out`` (N, 3)."""
+    accumulate_normals_raw(verts, tris, out)
+    for i in range(out.shape[0]):
+        ln = np.sqrt(out[i, 0] * out[i, 0] + out[i, 1] * out[i, 1] + out[i, 2] * out[i, 2])
+        if ln > 1e-20:
+            inv = 1.0 / ln
+            out[i, 0] *= inv
+            out[i, 1] *= inv
+            out[i, 2] *= inv
+
+
+def vertex_normals_np(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals, (N, 3) or (B, N, 3), float32 or float64."""
+    v = np.asarray(vertices)
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    tris = np.ascontiguousarray(triangles, dtype=np.uint32)
+    single = v.ndim == 2
+    vb = v[None] if single else v
+    out = np.empty_like(vb)
+    for i in range(vb.shape[0]):
+        accumulate_normals(np.ascontiguousarray(vb[i]), tris, out[i])
+    return out[0] if single else out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def sh_irradiance_numba(nx, ny, nz, shk, c):
+    """Irradiance of channel ``c`` for a unit normal; ``shk`` = (9, 3) light times kernel."""
+    return (
+        N0 * shk[0, c]
+        + N1 * (ny * shk[1, c] + nz * shk[2, c] + nx * shk[3, c])
+        + N2_1 * (nx * ny * shk[4, c] + ny * nz * shk[5, c] + nx * nz * shk[7, c])
+        + N2_0 * (3.0 * nz * nz - 1.0) * shk[6, c]
+        + N2_2 * (nx * nx - ny * ny) * shk[8, c]
+    )
+
+
+def irradiance_np(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
+    """Numpy irradiance for normals (..., 3) and one SH light (9, 3)."""
+    return (sh_basis_np(normals) * KERNEL9) @ np.asarray(sh, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# colour transform
+# --------------------------------------------------------------------------------------
+@dataclass
+class ColorTransform:
+    """The Basel generator's per-image colour transform of the rendered face.
+
+    ``c' = gain * (luma(c) + contrast * (c - luma(c))) + offset`` per RGB channel, applied
+    to the shaded face colour (not to the background), before clipping to [0, 1].
+    contrast 1 keeps the colour, 0 makes the face grey (it is a colour-contrast, i.e.
+    saturation, parameter as in the Basel generator). Fields are per image: gain (B, 3),
+    contrast (B,), offset (B, 3), numpy or torch. The transform is affine, so applying it
+    per vertex before interpolation equals applying it per pixel.
+    """
+
+    gain: Any
+    contrast: Any
+    offset: Any
+
+    @classmethod
+    def identity(cls, batch: int) -> "ColorTransform":
+        return cls(np.ones((batch, 3)), np.ones(batch), np.zeros((batch, 3)))
+
+    @classmethod
+    def sample(
+        cls, rng: np.random.Generator, batch: int, gain_std: float = 0.1, contrast_range=(0.6, 1.2), offset_std: float = 0.02
+    ) -> "ColorTransform":
+        """A random transform per image (a plain default for data augmentation)."""
+        gain = np.clip(1.0 + rng.normal(0.0, gain_std, (batch, 3)), 0.3, 2.0)
+        contrast = rng.uniform(contrast_range[0], contrast_range[1], batch)
+        offset = rng.normal(0.0, offset_std, (batch, 3))
+        return cls(gain, contrast, offset)
+
+    def arrays(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float64 numpy (B, 3), (B,), (B, 3) broadcast from whatever was given."""
+        try:
+            g = np.broadcast_to(np.asarray(_np(self.gain), dtype=np.float64), (batch, 3))
+            c = np.broadcast_to(np.asarray(_np(self.contrast), dtype=np.float64).reshape(-1), (batch,))
+            o = np.broadcast_to(np.asarray(_np(self.offset), dtype=np.float64), (batch, 3))
+        except ValueError:
+            raise ConfigError(f"colour transform arrays do not match the batch of {batch} images") from None
+        return np.ascontiguousarray(g), np.ascontiguousarray(c), np.ascontiguousarray(o)
+
+    def apply_torch(self, colors: torch.Tensor) -> torch.Tensor:
+        """Apply to (B, ..., 3) colours (differentiable in colours and parameters)."""
+        b = colors.shape[0]
+        shape = (b,) + (1,) * (colors.dim() - 2)
+
+        def t(x, last):
+            if isinstance(x, torch.Tensor):
+                x = x.to(device=colors.device, dtype=colors.dtype)
+            else:
+                x = torch.as_tensor(np.asarray(x, dtype=np.float64), device=colors.device, dtype=colors.dtype)
+            return x.expand(b, *last).reshape(*shape, *last) if last else x.expand(b).reshape(*shape, 1)
+
+        gain, contrast, offset = t(self.gain, (3,)), t(self.contrast, ()), t(self.offset, (3,))
+        luma = (colors * torch.as_tensor(LUMA, dtype=colors.dtype, device=colors.device)).sum(-1, keepdim=True)
+        return gain * (luma + contrast * (colors - luma)) + offset
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x

@@ -1,0 +1,108 @@
+"""Dataset statistics as plots, so that an ablation's distributions can be seen, not trusted.
+
+Reads `params/*.jsonl` of a morphgen dataset and draws: yaw/pitch/roll histograms, the
+dominant light direction (from the band-1 SH coefficients) and light energy, and the
+distribution of distances between identities' shape coefficients (with mixup images'
+weights where present).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+
+def read_params(root: Path) -> list[dict]:
+    files = sorted((root / "params").glob("chunk_*.jsonl"))
+    if not files:
+        raise DataError(f"{root} holds no params/chunk_*.jsonl: is it a morphgen dataset (morphgen render --out {root})?")
+    recs = []
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    recs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise DataError(f"{f}:{n} is not valid JSON: the file is corrupt; re-render with --resume after deleting it") from None
+    return recs
+
+
+def summarize(recs: list[dict]) -> dict:
+    yaw = np.array([r["yaw"] for r in recs])
+    pitch = np.array([r["pitch"] for r in recs])
+    roll = np.array([r["roll"] for r in recs])
+    sh = np.array([r["sh"] for r in recs])  # (M, 9, 3)
+    ids = sorted({r["identity"] for r in recs})
+    return {
+        "images": len(recs),
+        "identities": len(ids),
+        "yaw": [float(yaw.min()), float(yaw.max()), float(yaw.mean()), float(yaw.std())],
+        "pitch": [float(pitch.min()), float(pitch.max()), float(pitch.mean()), float(pitch.std())],
+        "roll": [float(roll.min()), float(roll.max()), float(roll.mean()), float(roll.std())],
+        "sh_energy_mean": float((sh**2).sum(axis=(1, 2)).mean()),
+        "mixed_images": sum(1 for r in recs if r.get("soft_label")),
+    }
+
+
+def light_directions(sh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuth and elevation (degrees) of the band-1 light vector (order y, z, x)."""
+    band1 = sh[:, 1:4, :].mean(axis=2)
+    x, y, z = band1[:, 2], band1[:, 0], band1[:, 1]
+    az = np.degrees(np.arctan2(x, z))
+    el = np.degrees(np.arctan2(y, np.hypot(x, z)))
+    return az, el
+
+
+def identity_distances(recs: list[dict], max_ids: int = 2000, seed: int = 0) -> np.ndarray:
+    """Euclidean distances between the shape coefficients of distinct (unmixed) identities."""
+    first: dict[int, list[float]] = {}
+    for r in recs:
+        if not r.get("soft_label") and r["identity"] not in first:
+            first[r["identity"]] = r["shape"]
+    coeffs = np.array(list(first.values()), dtype=np.float64)
+    if len(coeffs) > max_ids:
+        coeffs = coeffs[np.random.default_rng(seed).choice(len(coeffs), max_ids, replace=False)]
+    if len(coeffs) < 2:
+        return np.zeros(0)
+    sq = (coeffs**2).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2 * coeffs @ coeffs.T
+    iu = np.triu_indices(len(coeffs), 1)
+    return np.sqrt(np.maximum(d2[iu], 0))
+
+
+def plot(root: Path, out: Path) -> dict:
+    """Write the statistics figure to `out` (PNG) and return the summary numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_params(root)
+    summary = summarize(recs)
+    sh = np.array([r["sh"] for r in recs])
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, key in zip(axes[0], ("yaw", "pitch", "roll")):
+        vals = np.array([r[key] for r in recs])
+        ax.hist(vals, bins=36, color="#4477aa")
+        ax.set_title(f"{key} (deg): mean {vals.mean():.1f}, sd {vals.std():.1f}")
+        ax.set_xlabel("degrees")
+    az, el = light_directions(sh)
+    axes[1, 0].scatter(az, el, s=3, alpha=0.4, color="#cc6677")
+    axes[1, 0].set(title="dominant light direction", xlabel="azimuth (deg, 0 = from camera)", ylabel="elevation (deg)",
+                   xlim=(-180, 180), ylim=(-90, 90))
+    axes[1, 1].hist((sh**2).sum(axis=(1, 2)), bins=40, color="#ddaa33")
+    axes[1, 1].set(title="light energy (sum of squared SH coefficients)", xlabel="energy")
+    dists = identity_distances(recs)
+    if dists.size:
+        axes[1, 2].hist(dists, bins=40, color="#228833")
+    axes[1, 2].set(title=f"shape-coefficient distance between identities (n={summary['identities']})", xlabel="L2 distance")
+    fig.suptitle(f"{root}: {summary['images']} images, {summary['identities']} identities, "
+                 f"{summary['mixed_images']} identity-mixup images")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return summary
