@@ -2,7 +2,8 @@
 embedded default) is loaded into, and morphgen's own `.npz` format for it.
 
 Conventions (those of BFM 2017, so that sampling and rendering never branch on the source):
-units are millimetres, y up, +z toward the viewer, colors are linear RGB in [0, 1], and
+units are millimetres, y up, +z toward the viewer, colors are RGB in [0, 1] as BFM stores
+them (display-encoded; the renderer shades them directly and applies no gamma), and
 vectors are interleaved x0 y0 z0 x1 ... . A PCA instance is
 ``mean + basis @ (alpha * sqrt(variance))`` with alpha ~ N(0, 1) and orthonormal basis
 columns. Expression is a PCA model of its own whose mean is added too (it is not zero in
