@@ -1,0 +1,571 @@
+"""Face image sets for training and embedding: readers, subsets, landmarks, alignment,
+augmentation, and the P x K batch sampler.
+
+Readers give an ``ImageSet`` (file list, identity per image, 5-point landmarks or NaN,
+soft labels) for
+- ``morphgen``: ``DIR/manifest.json``, ``DIR/images/<id:06d>/<id:06d>_<n:04d>.png`` and
+  per-image parameters in ``DIR/params/*.jsonl`` (image, identity, sample, landmarks5,
+  soft_label); landmarks come from the renderer; images referenced as
+  ``wds/chunk_N.tar:member`` (the WebDataset container) are read from the tar;
+- ``folder``: one sub-folder per identity, any image format, detected by content
+  (CASIA-WebFace, LFW, ORL ``sN/M.pgm``, extension-less files); landmarks from MTCNN;
+- ``recordio``: insightface ``train.rec``/``train.idx``/``property``, already aligned to
+  the 112x112 ArcFace template.
+Unreadable files, images without a detected face and identities with too few images are
+skipped and counted in ``ImageSet.report``; they never stop a run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from morphgen.errors import ConfigError, DataError
+
+from .align import align_face, resize_face, template_points
+
+FORMATS = ("auto", "morphgen", "folder", "recordio")
+_MORPHGEN_IMAGE = re.compile(r"^(\d+)_(\d+)\.(png|jpg|jpeg)$", re.I)
+NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
+
+
+@dataclass
+class ImageSet:
+    """Images of one data source. ``files`` are paths relative to ``root`` (record keys
+    for RecordIO); ``identities`` name each image's identity; ``landmarks`` (N, 5, 2) are
+    pixel coordinates (NaN = unknown); ``soft`` holds, per image, None or
+    ``{"ids": [identity names], "weights": [...]}`` (identity mixup)."""
+
+    root: Path
+    kind: str
+    files: list[str]
+    identities: list[str]
+    landmarks: np.ndarray
+    soft: list[dict | None]
+    report: dict[str, int] = field(default_factory=dict)
+    reader: object | None = None          # RecordReader for recordio
+    no_face: list[str] = field(default_factory=list)   # files where MTCNN found no face
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def take(self, idx) -> "ImageSet":
+        idx = np.asarray(idx, np.int64)
+        return replace(self, files=[self.files[i] for i in idx], identities=[self.identities[i] for i in idx],
+                       landmarks=self.landmarks[idx], soft=[self.soft[i] for i in idx], report=dict(self.report))
+
+    def identity_names(self) -> list[str]:
+        return sorted(set(self.identities), key=_natural_key)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.report[key] = self.report.get(key, 0) + n
+
+    def describe(self) -> str:
+        skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.report.items() if v)
+        return (f"{len(self)} images of {len(set(self.identities))} identities ({self.kind}, {self.root})"
+                + (f"; skipped {skipped}" if skipped else ""))
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# ----------------------------------------------------------------------------- readers
+
+def detect_format(root: Path) -> str:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist: check --data")
+    if (root / "train.rec").is_file() and (root / "train.idx").is_file():
+        return "recordio"
+    if (root / "manifest.json").is_file() or ((root / "params").is_dir() and (root / "images").is_dir()):
+        return "morphgen"
+    return "folder"
+
+
+def load_imageset(root: Path, fmt: str = "auto") -> ImageSet:
+    """Read an image set (without detecting faces; see ``find_landmarks``)."""
+    root = Path(root)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown data format {fmt!r}: use one of {', '.join(FORMATS)}")
+    fmt = detect_format(root) if fmt == "auto" else fmt
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist: check the path")
+    iset = {"morphgen": read_morphgen, "folder": read_folder, "recordio": read_recordio}[fmt](root)
+    if len(iset) == 0:
+        skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in iset.report.items() if v)
+        raise DataError(f"no usable images in {root} (read as {fmt}{'; skipped ' + skipped if skipped else ''}): "
+                        "check the folder and --data-format")
+    return iset
+
+
+def read_morphgen(root: Path) -> ImageSet:
+    """A morphgen dataset folder: per-image rows of ``params/*.jsonl``; without params,
+    the ``images/<id>/<id>_<n>.png`` tree (then landmarks are unknown)."""
+    files, ids, lms, soft = [], [], [], []
+    iset = ImageSet(root, "morphgen", files, ids, np.zeros((0, 5, 2), np.float32), soft, reader=TarMembers(root))
+    jsonl = sorted((root / "params").glob("*.jsonl")) if (root / "params").is_dir() else []
+    for path in jsonl:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rel, ident = str(row["image"]), str(int(row["identity"]))
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"{path}:{n} is not a morphgen params row (needs \"image\" and \"identity\"): "
+                                "regenerate the dataset") from None
+            if not _source_file(iset, rel).is_file():
+                iset.count("missing_files")
+                continue
+            lm = row.get("landmarks5")
+            lm = np.asarray(lm, np.float32).reshape(5, 2) if lm is not None else NO_LANDMARKS
+            sl = row.get("soft_label")
+            if sl:
+                sl = {"ids": [str(int(i)) for i in sl["ids"]], "weights": [float(w) for w in sl["weights"]]}
+            files.append(rel)
+            ids.append(ident)
+            lms.append(lm)
+            soft.append(sl or None)
+    if not jsonl and (root / "images").is_dir():
+        for d in sorted((root / "images").iterdir()):
+            if not d.is_dir():
+                continue
+            for f in sorted(d.iterdir()):
+                m = _MORPHGEN_IMAGE.match(f.name)
+                if m:  # other suffixes (``_depth.png`` ...) are extra modalities
+                    files.append(f"images/{d.name}/{f.name}")
+                    ids.append(str(int(m.group(1))))
+                    lms.append(NO_LANDMARKS)
+                    soft.append(None)
+    iset.landmarks = np.asarray(lms, np.float32).reshape(-1, 5, 2)
+    return iset
+
+
+def read_folder(root: Path) -> ImageSet:
+    """One sub-folder per identity (identity = first path component); files directly in
+    ``root`` get identity "" (fine for ``embed``, not for training). Files are recognised
+    by content (``cv2.haveImageReader``); others are counted as ``not_images``."""
+    files, ids = [], []
+    iset = ImageSet(root, "folder", files, ids, np.zeros((0, 5, 2), np.float32), [])
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames, key=_natural_key):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if not cv2.haveImageReader(str(path)):
+                iset.count("not_images")
+                continue
+            files.append(rel)
+            ids.append(rel.split("/")[0] if "/" in rel else "")
+    iset.landmarks = np.repeat(NO_LANDMARKS[None], len(files), 0)
+    iset.soft = [None] * len(files)
+    return iset
+
+
+def read_recordio(root: Path) -> ImageSet:
+    from .recordio import scan_recordio
+    reader, keys, labels, size = scan_recordio(root)
+    h = size[0] if size else 112
+    lm = template_points("arcface", h)  # records are aligned crops on the ArcFace template
+    return ImageSet(root, "recordio", [str(k) for k in keys], [str(int(v)) for v in labels],
+                    np.repeat(lm[None], len(keys), 0).astype(np.float32), [None] * len(keys), reader=reader)
+
+
+class TarMembers:
+    """Bytes of ``shard.tar:member`` references (morphgen's WebDataset container), with one
+    open handle and member table per tar and process (safe to send to loader workers)."""
+
+    def __init__(self, root: Path):
+        self.root, self._open = Path(root), {}
+
+    def __getstate__(self):
+        return {"root": self.root, "_open": {}}
+
+    def read(self, ref: str) -> bytes | None:
+        import tarfile
+        tar_rel, _, member = ref.rpartition(".tar:")
+        tar_rel += ".tar"
+        if tar_rel not in self._open:
+            try:
+                tf = tarfile.open(self.root / tar_rel)
+                self._open[tar_rel] = (tf, {m.name: m for m in tf.getmembers()})
+            except (OSError, tarfile.TarError):
+                self._open[tar_rel] = (None, {})
+        tf, members = self._open[tar_rel]
+        m = members.get(member)
+        return None if m is None else tf.extractfile(m).read()
+
+
+def _source_file(iset: ImageSet, rel: str) -> Path:
+    """The file on disk that holds image `rel` (the tar for ``x.tar:member`` references)."""
+    return iset.root / (rel.rpartition(".tar:")[0] + ".tar" if ".tar:" in rel else rel)
+
+
+def read_image(iset: ImageSet, i: int) -> np.ndarray | None:
+    """RGB uint8 image i of the set, or None when it cannot be decoded."""
+    rel = iset.files[i]
+    if iset.kind == "recordio" or ".tar:" in rel:
+        try:
+            data = iset.reader.labels_and_image(int(rel))[1] if iset.kind == "recordio" else iset.reader.read(rel)
+        except DataError:
+            data = None
+        img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    else:
+        img = cv2.imread(str(iset.root / rel), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- landmarks
+
+def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool = True,
+                   progress: bool = False) -> ImageSet:
+    """Decode every image that lacks landmarks once, run MTCNN on it (when `detect`), and
+    drop unreadable images (``report["unreadable"]``) and faceless ones
+    (``report["no_face"]``, names listed in ``iset.no_face``). Results are cached in
+    ``cache_dir/landmarks-<hash>.json`` keyed by path, size and mtime, so a second run
+    decodes nothing."""
+    todo = np.nonzero(np.isnan(iset.landmarks).any(axis=(1, 2)))[0]
+    if len(todo) == 0 or iset.kind == "recordio":
+        return iset
+    cache_path, cache = None, {}
+    if cache_dir is not None:
+        tag = hashlib.sha1(str(Path(iset.root).resolve()).encode()).hexdigest()[:12]
+        cache_path = Path(cache_dir) / f"landmarks-{tag}.json"
+        if cache_path.is_file():
+            try:
+                cache = json.loads(cache_path.read_text())
+            except ValueError:
+                cache = {}
+    from tqdm import tqdm
+    keep = np.ones(len(iset), bool)
+    lms = iset.landmarks.copy()
+    no_face, new = [], 0
+    for i in tqdm(todo, desc="landmarks (MTCNN)" if detect else "checking images", disable=not progress, leave=False):
+        rel = iset.files[i]
+        st = _source_file(iset, rel).stat()
+        stamp = [st.st_size, int(st.st_mtime)]
+        hit = cache.get(rel)
+        if hit is None or hit.get("stamp") != stamp or (detect and hit.get("ok") and "lm" not in hit):
+            img = read_image(iset, i)
+            hit = {"stamp": stamp, "ok": img is not None}
+            if img is not None and detect:
+                from .detect import detect_faces
+                res = detect_faces([img])[0]
+                hit["lm"] = None if res is None else np.round(res[2], 2).tolist()
+            cache[rel] = hit
+            new += 1
+        if not hit["ok"]:
+            keep[i] = False
+            iset.count("unreadable")
+        elif detect:
+            if hit["lm"] is None:
+                keep[i] = False
+                no_face.append(rel)
+                iset.count("no_face")
+            else:
+                lms[i] = np.asarray(hit["lm"], np.float32)
+    if cache_path is not None and new:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_path)
+    iset.landmarks = lms
+    out = iset.take(np.nonzero(keep)[0])
+    out.no_face = iset.no_face + no_face
+    return out
+
+
+# ----------------------------------------------------------------------------- selection
+
+def drop_small_identities(iset: ImageSet, min_images: int) -> ImageSet:
+    """Remove identities with fewer than `min_images` images (``report["small_identities"]``)."""
+    names, counts = np.unique(np.asarray(iset.identities, dtype=object).astype(str), return_counts=True)
+    small = set(names[counts < min_images])
+    if not small:
+        return iset
+    out = iset.take([i for i, n in enumerate(iset.identities) if n not in small])
+    out.count("small_identities", len(small))
+    out.count("images_of_small_identities", int(counts[counts < min_images].sum()))
+    return out
+
+
+def make_subset(iset: ImageSet, n_images: int | None = None, n_ids: int | None = None,
+                per_id: int | None = None, seed: int = 0) -> ImageSet:
+    """Seeded subset: `n_images` random images, or `n_ids` random identities (all their
+    images, or `per_id` random images each; identities with fewer are dropped and counted)."""
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(iset.identities, dtype=object).astype(str)
+    if n_images is not None:
+        if n_ids is not None or per_id is not None:
+            raise ConfigError("give either --subset-images or --subset-ids/--subset-per-id, not both")
+        pick = np.sort(rng.choice(len(iset), min(n_images, len(iset)), replace=False))
+        return iset.take(pick)
+    if n_ids is None and per_id is None:
+        return iset
+    by_id: dict[str, list[int]] = {}
+    for i, n in enumerate(ids):
+        by_id.setdefault(n, []).append(i)
+    names = sorted(by_id, key=_natural_key)
+    dropped = 0
+    if per_id is not None:
+        dropped = sum(len(by_id[n]) < per_id for n in names)
+        names = [n for n in names if len(by_id[n]) >= per_id]
+    if n_ids is not None:
+        if n_ids > len(names):
+            raise DataError(f"asked for {n_ids} identities but only {len(names)} have enough images: lower --subset-ids")
+        names = [names[j] for j in np.sort(rng.choice(len(names), n_ids, replace=False))]
+    pick = []
+    for n in names:
+        idx = by_id[n]
+        pick += idx if per_id is None else sorted(rng.choice(idx, per_id, replace=False).tolist())
+    out = iset.take(pick)
+    out.count("small_identities", dropped)
+    return out
+
+
+def split_identities(iset: ImageSet, n_val: int, seed: int = 0) -> tuple[ImageSet, ImageSet | None]:
+    """Hold out `n_val` random identities (all their images) for verification."""
+    if n_val <= 0:
+        return iset, None
+    names = iset.identity_names()
+    if n_val >= len(names):
+        raise ConfigError(f"--val-ids {n_val} leaves no training identities (the data has {len(names)})")
+    val = set(np.random.default_rng(seed + 7919).choice(names, n_val, replace=False).tolist())
+    is_val = np.array([n in val for n in iset.identities])
+    # a mixup image whose partner is held out would leak that identity into training
+    leak = np.array([bool(s) and not is_val[i] and any(n in val for n in s["ids"]) for i, s in enumerate(iset.soft)])
+    train = iset.take(np.nonzero(~is_val & ~leak)[0])
+    train.count("mixup_images_with_held_out_partner", int(leak.sum()))
+    return train, iset.take(np.nonzero(is_val)[0])
+
+
+def write_list(iset: ImageSet, path: Path) -> None:
+    """The set as a list file: a header naming root and format, then ``path<TAB>identity``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# morphgen image list: root={Path(iset.root).resolve()} format={iset.kind}"]
+    lines += [f"{f}\t{n}" for f, n in zip(iset.files, iset.identities)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def select_list(iset: ImageSet, path: Path) -> ImageSet:
+    """Keep the images named in a list file (from ``write_list``), in its order, with the
+    identities it gives; entries absent from the data are counted as ``missing_files``."""
+    pos = {f: i for i, f in enumerate(iset.files)}
+    pick, names, missing = [], [], 0
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise DataError(f"cannot read list file {path}: {exc.strerror}") from None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        rel, _, name = line.partition("\t")
+        if rel in pos:
+            pick.append(pos[rel])
+            names.append(name or iset.identities[pos[rel]])
+        else:
+            missing += 1
+    out = iset.take(pick)
+    out.identities = names
+    out.count("missing_files", missing)
+    return out
+
+
+# ----------------------------------------------------------------------------- pixels
+
+@dataclass
+class Augment:
+    """Per-image augmentation probabilities (all 0 = the paper-faithful recipe)."""
+    flip: float = 0.0
+    crop: float = 0.0      # random scale (0.9-1.1) and shift (+-6 % of the size) of the crop
+    color: float = 0.0     # brightness / contrast / saturation jitter
+    blur: float = 0.0      # Gaussian blur, sigma 0.5-1.5 px
+    noise: float = 0.0     # Gaussian noise, sigma 2-8 grey levels
+
+    @classmethod
+    def preset(cls, name: str) -> "Augment":
+        presets = {"none": cls(), "standard": cls(0.5, 0.5, 0.3, 0.2, 0.2), "strong": cls(0.5, 0.8, 0.6, 0.4, 0.4)}
+        if name not in presets:
+            raise ConfigError(f"unknown augmentation preset {name!r}: use one of {', '.join(presets)}")
+        return presets[name]
+
+    def active(self) -> bool:
+        return any(v > 0 for v in (self.flip, self.crop, self.color, self.blur, self.noise))
+
+
+def apply_augment(img: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """Photometric augmentation and flip of an aligned RGB uint8 crop."""
+    if aug.flip and rng.random() < aug.flip:
+        img = img[:, ::-1]
+    x = None
+    if aug.color and rng.random() < aug.color:
+        x = img.astype(np.float32)
+        grey = x.mean(2, keepdims=True)
+        x = grey + (x - grey) * rng.uniform(0.6, 1.4)                    # saturation
+        x = (x - x.mean()) * rng.uniform(0.7, 1.3) + x.mean()           # contrast
+        x = x * rng.uniform(0.7, 1.3)                                    # brightness
+    if aug.blur and rng.random() < aug.blur:
+        x = cv2.GaussianBlur(img.astype(np.float32) if x is None else x, (0, 0), rng.uniform(0.5, 1.5))
+    if aug.noise and rng.random() < aug.noise:
+        x = img.astype(np.float32) if x is None else x
+        x = x + rng.normal(0, rng.uniform(2, 8), x.shape).astype(np.float32)
+    if x is not None:
+        img = np.clip(x, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+class FaceDataset(Dataset):
+    """Aligned crops of an ImageSet as (uint8 (3, S, S) tensor, class, soft ids (2,),
+    soft weights (2,)). `classes` maps identity names to class indices (offset added for
+    appended class spaces). An image that fails to decode is replaced by another image of
+    the same identity (with a warning), so a corrupt file never stops training."""
+
+    def __init__(self, iset: ImageSet, classes: dict[str, int], size: int, template: str,
+                 align: bool = True, augment: Augment | None = None):
+        self.iset, self.size, self.template, self.align = iset, size, template, align
+        self.augment = augment or Augment()
+        self.labels = np.array([classes[n] for n in iset.identities], np.int64)
+        self.soft_ids = np.full((len(iset), 2), -1, np.int64)
+        self.soft_w = np.zeros((len(iset), 2), np.float32)
+        self.soft_ids[:, 0], self.soft_w[:, 0] = self.labels, 1.0
+        for i, s in enumerate(iset.soft):
+            if s:
+                for j, (n, w) in enumerate(zip(s["ids"][:2], s["weights"][:2])):
+                    self.soft_ids[i, j], self.soft_w[i, j] = classes[n], w
+        self._rng = None
+        self._by_label: dict[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.iset)
+
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:  # one stream per worker process, derived from torch's seed
+            self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
+        return self._rng
+
+    def crop(self, i: int) -> np.ndarray | None:
+        img = read_image(self.iset, i)
+        if img is None:
+            return None
+        lm = self.iset.landmarks[i]
+        if not self.align or np.isnan(lm).any():
+            out = resize_face(img, self.size)
+            if self.augment.crop and self.rng().random() < self.augment.crop:
+                lm = template_points(self.template, self.size)
+                out = align_face(out, lm, self.size, self.template, self._jitter())
+            return out
+        jitter = self._jitter() if self.augment.crop and self.rng().random() < self.augment.crop else None
+        return align_face(img, lm, self.size, self.template, jitter)
+
+    def _jitter(self) -> np.ndarray:
+        r = self.rng()
+        return np.array([r.uniform(0.9, 1.1), *r.uniform(-0.06, 0.06, 2) * self.size], np.float32)
+
+    def __getitem__(self, i: int):
+        img = self.crop(i)
+        if img is None:
+            warnings.warn(f"cannot decode {self.iset.root / self.iset.files[i]}: using another image of its identity")
+            if self._by_label is None:
+                self._by_label = {int(c): np.nonzero(self.labels == c)[0] for c in np.unique(self.labels)}
+            for j in self._by_label[int(self.labels[i])]:
+                img = self.crop(int(j)) if j != i else None
+                if img is not None:
+                    break
+            if img is None:
+                img = np.zeros((self.size, self.size, 3), np.uint8)
+        if self.augment.active():
+            img = apply_augment(img, self.augment, self.rng())
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return x, int(self.labels[i]), torch.from_numpy(self.soft_ids[i]), torch.from_numpy(self.soft_w[i])
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float network input, (pixel - 127.5) / 128."""
+    return (x.float() - 127.5) / 128.0
+
+
+def worker_init(_worker_id: int) -> None:
+    """One torch thread per loader worker: the trainer owns the cores. OpenCV's thread
+    count must not be changed inside a forked worker (it can deadlock on the parent's
+    pool): the parent sets it to 1 before starting workers (see ``single_threaded_cv2``)."""
+    torch.set_num_threads(1)
+
+
+class single_threaded_cv2:
+    """Context manager: OpenCV runs single-threaded inside (so forked loader workers
+    inherit a thread-free OpenCV), and gets its thread count back afterwards."""
+
+    def __enter__(self):
+        self.prev = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        return self
+
+    def __exit__(self, *exc):
+        cv2.setNumThreads(self.prev)
+        return False
+
+
+# ----------------------------------------------------------------------------- samplers
+
+class PKBatchSampler(Sampler):
+    """Batches of P identities x K images (FaceNet / OpenFace: 20 x 15). Batch b is a pure
+    function of (seed, rank, b), so a resumed run continues with the same batches.
+    Identities with fewer than K images contribute all of theirs. Yields `num_batches`
+    batches starting at batch `start`; on rank r of W, batches differ per rank."""
+
+    def __init__(self, labels: np.ndarray, p: int, k: int, num_batches: int, seed: int = 0,
+                 start: int = 0, rank: int = 0):
+        self.labels = np.asarray(labels)
+        self.p, self.k, self.num_batches, self.seed, self.start, self.rank = p, k, num_batches, seed, start, rank
+        self.classes = np.unique(self.labels)
+        self.members = [np.nonzero(self.labels == c)[0] for c in self.classes]
+        if len(self.classes) < 2:
+            raise DataError("triplet training needs at least 2 identities with 2+ images each")
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch(self, b: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, self.rank, b])
+        out = []
+        for c in rng.choice(len(self.classes), min(self.p, len(self.classes)), replace=False):
+            m = self.members[c]
+            out += rng.choice(m, min(self.k, len(m)), replace=False).tolist()
+        return out
+
+    def __iter__(self):
+        for b in range(self.start, self.start + self.num_batches):
+            yield self.batch(b)
+
+
+class RandomBatchSampler(Sampler):
+    """Shuffled batches of `batch_size` (without replacement within an epoch; epoch e's
+    order is a function of (seed, rank, e)), starting at global batch `start`."""
+
+    def __init__(self, n: int, batch_size: int, num_batches: int, seed: int = 0, start: int = 0, rank: int = 0):
+        self.n, self.bs, self.num_batches, self.seed, self.start, self.rank = n, min(batch_size, n), num_batches, seed, start, rank
+        self.per_epoch = max(1, n // self.bs)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        perm, epoch = None, -1
+        for b in range(self.start, self.start + self.num_batches):
+            e, j = divmod(b, self.per_epoch)
+            if e != epoch:
+                perm, epoch = np.random.default_rng([self.seed, self.rank, e]).permutation(self.n), e
+            yield perm[j * self.bs:(j + 1) * self.bs].tolist()

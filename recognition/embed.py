@@ -1,0 +1,77 @@
+"""Embeddings of any image folder with a trained run's model.
+
+    embed(run_dir, images_dir, out_npz, flip=False, align=True)
+
+writes ``embeddings`` (N, D) float32 L2-normalised, ``files`` (paths relative to the
+folder), ``identities`` (identity name per image: sub-folder, morphgen identity, "" for
+flat folders) and ``skipped`` (files without a readable image or a detected face).
+Alignment: a morphgen dataset uses the landmarks in its params, anything else MTCNN;
+``align=False`` resizes whole images (for folders of crops)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
+from .data import FaceDataset, ImageSet, find_landmarks, load_imageset, to_input
+from .models import build_model
+
+
+def load_model(run_or_file: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The run's embedding network in eval mode, and its checkpoint metadata."""
+    ckpt = load_checkpoint(run_or_file)
+    model = build_model(ckpt["arch"], ckpt["input_size"])
+    load_backbone_state(model, ckpt, ckpt["arch"], checkpoint_path(run_or_file))
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "head", "optimizer", "scaler", "rng")}
+    return model.to(device).eval(), meta
+
+
+@torch.inference_mode()
+def embed_dataset(model: torch.nn.Module, ds: FaceDataset, batch_size: int = 64, flip: bool = False,
+                  device: str = "cpu", workers: int = 0, progress: bool = False) -> np.ndarray:
+    """L2-normalised embeddings (N, D) of a FaceDataset, in order. With `flip`, the
+    embedding of the mirrored crop is added before normalising."""
+    from tqdm import tqdm
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    out = []
+    for x, *_ in tqdm(loader, desc="embed", disable=not progress, leave=False):
+        x = to_input(x.to(device))
+        e = torch.nn.functional.normalize(model(x).float(), dim=1)
+        if flip:
+            e = e + torch.nn.functional.normalize(model(x.flip(3)).float(), dim=1)
+        out.append(torch.nn.functional.normalize(e, dim=1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, getattr(model, "embedding_size", 0)), np.float32)
+
+
+def prepare_images(images_dir: str | Path, data_format: str = "auto", align: bool = True,
+                   cache_dir: Path | None = None, progress: bool = False) -> ImageSet:
+    """Read a folder and get landmarks for it (params, or MTCNN when `align`); images that
+    cannot be read, or show no face, are dropped and listed in ``no_face`` / ``report``."""
+    iset = load_imageset(Path(images_dir), data_format)
+    return find_landmarks(iset, cache_dir, detect=align, progress=progress)
+
+
+def embed(run_dir: str | Path, images_dir: str | Path, out_npz: str | Path, flip: bool = False,
+          align: bool = True, data_format: str = "auto", batch_size: int = 64, device: str = "cpu",
+          cache_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """Write embeddings of every usable image under `images_dir` to `out_npz`; returns a summary."""
+    model, meta = load_model(run_dir, device)
+    out_npz = Path(out_npz)
+    cache = Path(cache_dir) if cache_dir else out_npz.parent / ".morphgen_cache"
+    iset = prepare_images(images_dir, data_format, align, cache, progress)
+    names = sorted(set(iset.identities) | {n for s in iset.soft if s for n in s["ids"]})
+    ds = FaceDataset(iset, {n: i for i, n in enumerate(names)}, meta["input_size"], meta["template"], align=align)
+    emb = embed_dataset(model, ds, batch_size, flip, device, progress=progress)
+    out_npz.parent.mkdir(parents=True, exist_ok=True)
+    skipped = list(iset.no_face)
+    np.savez(out_npz, embeddings=emb.astype(np.float32), files=np.array(iset.files, dtype=str),
+             identities=np.array(iset.identities, dtype=str), skipped=np.array(skipped, dtype=str),
+             arch=np.array(meta["arch"]), flip=np.array(flip))
+    return {"images": len(iset), "dim": int(emb.shape[1]) if emb.ndim == 2 else 0, "skipped": skipped,
+            "report": dict(iset.report), "out": str(out_npz), "arch": meta["arch"]}

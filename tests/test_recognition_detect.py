@@ -1,0 +1,55 @@
+"""MTCNN (own P/R/O-Net pipeline on facenet-pytorch's shipped weights, no torchvision) on
+real greyscale photos from ../shared/data, and the landmark cache."""
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from recognition.data import find_landmarks, load_imageset, make_subset
+from recognition.detect import detect_faces
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not (SHARED / "orl_faces").is_dir(),
+                                  reason=f"real test images absent ({SHARED}); CI provides ../shared/data")
+
+
+def _plausible(box, lm):
+    (le, re, nose, ml, mr) = lm
+    assert le[0] < re[0] and ml[0] < mr[0]                      # image-left before image-right
+    assert max(le[1], re[1]) < nose[1] < min(ml[1], mr[1])      # eyes above nose above mouth
+    x1, y1, x2, y2 = box
+    assert (lm[:, 0] > x1).all() and (lm[:, 0] < x2).all() and (lm[:, 1] > y1).all() and (lm[:, 1] < y2).all()
+
+
+@needs_shared
+def test_mtcnn_on_orl_and_yale():
+    files = [SHARED / "orl_faces" / f"s{k}" / "1.pgm" for k in (1, 7, 23)]
+    files += [SHARED / "yalefaces" / f"subject{k:02d}.{c}" for k, c in ((2, "normal"), (9, "happy"))]
+    images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]  # grey 2-D arrays
+    results = detect_faces(images)
+    for f, img, r in zip(files, images, results):
+        assert r is not None, f"no face found in {f}"
+        box, prob, lm = r
+        assert prob > 0.95 and lm.shape == (5, 2)
+        _plausible(box, lm)
+        eye_dist = np.linalg.norm(lm[1] - lm[0])
+        assert 0.15 * img.shape[1] < eye_dist < 0.6 * img.shape[1]
+    assert "torchvision" not in sys.modules and "facenet_pytorch" not in sys.modules
+
+
+def test_no_face_in_flat_image():
+    assert detect_faces([np.full((120, 120, 3), 90, np.uint8)]) == [None]
+
+
+@needs_shared
+def test_landmark_cache_and_alignment_of_real_folder(tmp_path):
+    s = make_subset(load_imageset(SHARED / "orl_faces"), n_ids=2, per_id=2, seed=0)
+    assert s.report.get("not_images") == 1                      # the README beside the folders
+    a = find_landmarks(s, tmp_path, detect=True)
+    assert len(a) == 4 and np.isfinite(a.landmarks).all() and not a.no_face
+    cache = list(tmp_path.glob("landmarks-*.json"))
+    assert len(cache) == 1
+    b = find_landmarks(make_subset(load_imageset(SHARED / "orl_faces"), n_ids=2, per_id=2, seed=0), tmp_path)
+    assert np.allclose(a.landmarks, b.landmarks)
