@@ -7,10 +7,13 @@ triangles), and the embedded default model when ``assets/default_model.npz`` exi
 "Full render" is decode-free (vertices and albedo given): framing, pose, normals, SH
 shading, rasterization, interpolation, supersampling and compositing over a background,
 to uint8 RGB. Poses are drawn as in the data generator (yaw +-60, pitch +-25, roll +-10).
-"Per core" is one process with one thread; "all cores" runs one such process per core at
-the same time and sums their rates. Every process uses one compute thread (numba, torch,
-OpenCV), as the dataset writer does. On a shared machine the figures move with the load
-of others: the load average is printed alongside.
+"1 process" is one process with one thread (the per-core figure); "N processes" runs one
+such process per core at the same time and sums their rates. "wall" counts images per
+elapsed second; "cpu" per CPU-second the processes actually got, which is what a core
+would deliver if no one else used it (on a machine shared with other jobs the wall
+figures drop with the load, the cpu figures much less). Every process uses one compute
+thread (numba, torch, OpenCV), as the dataset writer does. The load average is printed
+alongside.
 """
 from __future__ import annotations
 
@@ -57,7 +60,10 @@ def _scene(mesh: str, batch: int, seed: int = 0):
     return verts, albedo, sh, pose, tris, groups
 
 
-def _run(mesh: str, what: str, size: int, antialias: int, batch: int, seconds: float, barrier=None) -> float:
+def _run(
+    mesh: str, what: str, size: int, antialias: int, batch: int, seconds: float, device: str = "cpu", barrier=None
+) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process)."""
     from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
     from morphgen.render.camera import frame_translation
     from morphgen.render.rasterize import rasterize
@@ -66,7 +72,7 @@ def _run(mesh: str, what: str, size: int, antialias: int, batch: int, seconds: f
     limit_threads(1)
     verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
     backend = "torch" if what == "torch" else "numba"
-    st = RenderSettings(size, size, antialias=antialias, backend=backend)
+    st = RenderSettings(size, size, antialias=antialias, backend=backend, device=device if what == "torch" else None)
     bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
     if what == "raster":
         cam = st.camera.scaled(antialias)
@@ -80,24 +86,29 @@ def _run(mesh: str, what: str, size: int, antialias: int, batch: int, seconds: f
 
         def step():
             render_batch(verts, albedo, sh, pose, tris, st, backgrounds=bg, five_point_groups=groups)
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
 
     step()  # compile / warm caches
     if barrier is not None:
         barrier.wait()
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         step()
         n += batch
         dt = time.perf_counter() - t0
         if dt >= seconds:
-            return n / dt
+            return n / dt, n / max(time.process_time() - c0, 1e-9)
 
 
 def _worker(args, barrier, queue):
     queue.put(_run(*args, barrier=barrier))
 
 
-def run_parallel(args: tuple, procs: int) -> float:
+def run_parallel(args: tuple, procs: int) -> tuple[float, float]:
+    """Summed (wall, CPU-time) rates of ``procs`` processes running at the same time."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(procs)
     queue = ctx.Queue()
@@ -107,7 +118,7 @@ def run_parallel(args: tuple, procs: int) -> float:
     rates = [queue.get() for _ in ps]
     for p in ps:
         p.join()
-    return float(sum(rates))
+    return float(sum(r[0] for r in rates)), float(sum(r[1] for r in rates))
 
 
 def main() -> None:
@@ -116,7 +127,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="processes for the all-cores figure")
-    ap.add_argument("--no-torch", action="store_true", help="skip the (slow) torch-path figure")
+    ap.add_argument("--no-torch", action="store_true", help="skip the (slow on CPU) torch-path figure")
+    ap.add_argument("--torch-device", default="cpu", help="device of the torch-path figure, e.g. cuda")
+    ap.add_argument("--torch-batch", type=int, default=16, help="batch of the torch-path figure (GPU: 256-1024)")
     a = ap.parse_args()
 
     meshes = ["synthetic"]
@@ -126,18 +139,19 @@ def main() -> None:
     for mesh in meshes:
         verts, _, _, _, tris, _ = _scene(mesh, 1)
         print(f"\nmesh: {mesh} ({verts.shape[1]} vertices, {tris.shape[0]} triangles), batch {a.batch}")
-        print(f"{'what':<34}{'size':>6}{'per core':>12}{f'{a.procs} procs':>12}   img/s")
+        print(f"{'':<40}{'1 process':>20}{f'{a.procs} processes':>20}")
+        print(f"{'what (img/s)':<34}{'size':>6}{'wall':>10}{'cpu':>10}{'wall':>10}{'cpu':>10}")
         rows = []
         for size in a.sizes:
             rows += [("rasterize only (numba)", "raster", size, 1), ("full render, fused numba, aa 1", "full", size, 1),
                      ("full render, fused numba, aa 2", "full", size, 2)]  # fmt: skip
         if not a.no_torch:
-            rows.append(("full render, torch path, aa 1", "torch", a.sizes[0], 1))
+            rows += [(f"full render, torch path ({a.torch_device})", "torch", size, 1) for size in a.sizes[:1 if a.torch_device == "cpu" else None]]
         for label, what, size, aa in rows:
-            args = (mesh, what, size, aa, a.batch if what != "torch" else 16, a.seconds)
+            args = (mesh, what, size, aa, a.batch if what != "torch" else a.torch_batch, a.seconds, a.torch_device)
             one = _run(*args)
-            multi = run_parallel(args, a.procs) if what != "torch" else float("nan")
-            print(f"{label:<34}{size:>6}{one:>12.0f}{multi:>12.0f}", flush=True)
+            multi = run_parallel(args, a.procs) if what != "torch" else (float("nan"), float("nan"))
+            print(f"{label:<34}{size:>6}{one[0]:>10.0f}{one[1]:>10.0f}{multi[0]:>10.0f}{multi[1]:>10.0f}", flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -523,3 +523,21 @@ def test_plain_backgrounds_and_spec_parsing(tmp_path):
         make_background_source("color:1,2")
     with pytest.raises(DataError):
         make_background_source(str(tmp_path / "nowhere"))
+
+
+def test_rasterize_array_types_and_float_output(head):
+    cam = Camera(40, 40)
+    scr = screen_of(head, Pose.create(1, translation=(0.0, 0.0, -800.0)), cam)
+    a = rasterize(scr[0], head.triangles, 40, 40)  # (N, 3): a batch of one, numpy out
+    assert isinstance(a.face_id, np.ndarray) and a.face_id.shape == (1, 40, 40) and a.face_id.dtype == np.int32
+    t = rasterize(torch.from_numpy(scr), head.triangles, 40, 40, backend="numba")  # torch in: torch out
+    assert isinstance(t.face_id, torch.Tensor) and np.array_equal(t.face_id.numpy(), a.face_id)
+    # per-image albedo and float output give the same image as uint8 output
+    b = 2
+    verts = np.repeat(head.vertices[None], b, 0)
+    alb = np.stack((head.albedo, head.albedo[:, ::-1]))
+    pose = Pose.create(b, yaw=[10.0, -10.0])
+    kw = dict(five_point_groups=head.five_point_vertices())
+    u8 = render_batch(verts, alb, frontal_light(), pose, head.triangles, RenderSettings(40, 40), **kw)["rgb"]
+    f32 = render_batch(verts, alb, frontal_light(), pose, head.triangles, RenderSettings(40, 40, output_dtype="float32"), **kw)["rgb"]
+    assert f32.dtype == np.float32 and np.abs(f32 * 255 - u8).max() <= 0.5 + 1e-3

@@ -146,7 +146,7 @@ def _as_batch(x, b: int, shape: tuple[int, ...], name: str, like=None):
     try:
         return np.broadcast_to(arr, (b, *shape)).copy()
     except ValueError:
-        raise ConfigError(f"pose {name} has shape {arr.shape}; expected a scalar or ({b}, {', '.join(map(str, shape))})")
+        raise ConfigError(f"pose {name} has shape {arr.shape}; expected a scalar or ({b}, {', '.join(map(str, shape))})") from None
 
 
 @dataclass
@@ -324,12 +324,13 @@ def frame_translation(
     """
     if len(five_point_groups) != 5:
         raise ConfigError(f"framing needs the 5 alignment-point groups, got {len(five_point_groups)}")
-    vertices = np.asarray(vertices, dtype=np.float64)
+    vertices = np.asarray(vertices)
     if vertices.ndim == 2:
         vertices = vertices[None]
     p = pose.numpy()
     b = vertices.shape[0]
-    pts = group_points(vertices, five_point_groups)  # (B, 5, 3) model space
+    # gather the few landmark vertices before converting (not the whole mesh)
+    pts = group_points(vertices, five_point_groups).astype(np.float64)  # (B, 5, 3) model space
     scale = np.asarray(p.scale, dtype=np.float64).reshape(b)
     eye_mid = 0.5 * (pts[:, 0] + pts[:, 1])
     mouth_mid = 0.5 * (pts[:, 3] + pts[:, 4])

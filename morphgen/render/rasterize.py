@@ -134,7 +134,7 @@ MESH_CACHE = _MeshCache()
 # --------------------------------------------------------------------------------------
 # numba backend
 # --------------------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid):
     """Rasterize one image into ``zbuf`` (H, W) float32 / ``fid`` (H, W) int32 in place.
 
@@ -188,6 +188,14 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid):
         xb = int(fxb)
         ya = int(fya)
         yb = int(fyb)
+        if xa == xb and ya == yb:  # one candidate pixel (the common case): quick reject
+            cx = xa + 0.5
+            cy = ya + 0.5
+            e0 = (x2 - x1) * (cy - y1) - (y2 - y1) * (cx - x1)
+            e1 = (x0 - x2) * (cy - y2) - (y0 - y2) * (cx - x2)
+            e2 = (x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)
+            if (e0 < 0.0) | (e1 < 0.0) | (e2 < 0.0):
+                continue
         p0 = w1 * w2
         p1 = w0 * w2
         p2 = w0 * w1
@@ -224,7 +232,7 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid):
                     fid[py, px] = tid
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def resolve_bary(sx, sy, sw, tris, fid, bary):
     """Perspective-correct barycentrics (H, W, 3) of each covered pixel centre, in place."""
     h, w = fid.shape
@@ -262,7 +270,7 @@ def resolve_bary(sx, sy, sw, tris, fid, bary):
             bary[py, px, 2] = b2 / s
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _raster_batch_numba(screen, tris_sorted, tri_ids, tris, cull, near, zbuf, fid, bary):
     for b in range(screen.shape[0]):
         sx = screen[b, :, 0]

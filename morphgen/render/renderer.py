@@ -23,9 +23,11 @@ sub-samples of each pixel together with its coverage ``alpha``, and composited a
 
 Supersampling (``antialias = k``) renders at k times the resolution and averages k x k
 blocks, which is exact area anti-aliasing of the silhouette. It costs about as much as
-rendering at k times the size (FACTS section 6: a 256 px render runs at about half the
-rate of a 128 px one), so the default is ``antialias=1`` to meet the 400 images/s/core
-target at 128 px; use 2 when the budget allows (see benchmarks/bench_render.py).
+rendering at k times the size: on this project's 2-core machines a BFM-face12-sized mesh
+(56k triangles) renders at about 390-440 images/s per core at 128 px with k = 1 but
+about 220-300 with k = 2, so the default is ``antialias=1`` to meet the 400 images/s
+per core target at 128 px; use 2 (or render larger and downsample) when quality matters
+more than speed. benchmarks/bench_render.py prints both.
 
 Other outputs (``settings.outputs``) at the output resolution:
 ``depth`` (mm, view space, 0 = background), ``normals`` (camera-space unit normals),
@@ -36,16 +38,18 @@ coverage >= 0.5) and ``landmarks2d`` with ``visibility``. Continuous outputs are
 over the covered sub-samples; labels take the sub-sample at index k // 2.
 
 Landmark visibility: a landmark (mean of a vertex group) is visible when it projects
-inside the image, its surface faces the camera, and the z-buffer at its pixel is not in
-front of it by more than ``visibility_tolerance`` times its depth (1 % = 10 mm at 1 m,
-a few pixels of a steep surface); so at large yaw the far eye is hidden by the nose and
-cheek.
+inside the image and the z-buffer at its pixel is not in front of it by more than
+``visibility_tolerance`` times its depth (1 % = 10 mm at 1 m, a few pixels of a steep
+surface); so at large yaw the far eye is hidden by the nose and cheek. Where no surface
+was drawn at its pixel (culled back faces, the silhouette) it must also face the camera.
+Normals are not used otherwise: creases such as the mouth corners have sideways normals
+but are plainly visible.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numba
 import numpy as np
@@ -154,7 +158,7 @@ def limit_threads(n: int = 1) -> None:
 _FM = {"contract", "arcp", "nsz"}  # no ninf/nnan: depths and colours must stay IEEE
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _project(v, sc, rot, s, trans, fpx, cx, cy):
     """Pose transform and projection of every vertex into ``sc`` (N, 3): x, y, depth."""
     r00, r01, r02 = rot[0, 0], rot[0, 1], rot[0, 2]
@@ -174,7 +178,7 @@ def _project(v, sc, rot, s, trans, fpx, cx, cy):
         sc[i, 2] = d
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _shade_vertices(idx, count, nc, rot, sk, al, gain, contrast, offset, luma, vcol):
     """Colour of the listed vertices ``idx[:count]`` into ``vcol``: the summed normals in
     ``nc`` (model space) are normalised and rotated to camera space, SH-shaded and
@@ -218,7 +222,7 @@ def _shade_vertices(idx, count, nc, rot, sk, al, gain, contrast, offset, luma, v
         vcol[i, 2] = g2 * (lu + contrast * (c2 - lu)) + o2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _used_vertices(fb, tris, stamp, b, idx):
     """List (into ``idx``) the vertices of the triangles in the face-id map; returns the count."""
     count = 0
@@ -237,7 +241,7 @@ def _used_vertices(fb, tris, stamp, b, idx):
     return count
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _camera_normals(v, tris, rot, nc):
     """Unit camera-space vertex normals of the whole mesh into ``nc`` (for extra outputs)."""
     accumulate_normals_raw(v, tris, nc)
@@ -252,7 +256,7 @@ def _camera_normals(v, tris, rot, nc):
         nc[i, 2] = (rot[2, 0] * mx + rot[2, 1] * my + rot[2, 2] * mz) * il
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fused_render(
     verts, albedo, shk, rot, scale, trans, fpx, cx, cy, near,
     tris, tris_sorted, tri_ids, cull, k,
@@ -321,15 +325,18 @@ def _fused_render(
                         y1 = np.float64(sc[i1, 1])
                         x2 = np.float64(sc[i2, 0])
                         y2 = np.float64(sc[i2, 1])
-                        e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) / sc[i0, 2]
-                        e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) / sc[i1, 2]
-                        e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) / sc[i2, 2]
+                        w0 = np.float64(sc[i0, 2])
+                        w1 = np.float64(sc[i1, 2])
+                        w2 = np.float64(sc[i2, 2])
+                        # perspective-correct weights e_i / w_i, as e_i * w_j * w_k (one division)
+                        e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) * (w1 * w2)
+                        e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) * (w0 * w2)
+                        e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) * (w0 * w1)
                         es = e0 + e1 + e2
-                        if es == 0.0:
-                            es = 1.0
-                        e0 /= es
-                        e1 /= es
-                        e2 /= es
+                        es = 1.0 / es if es != 0.0 else 1.0
+                        e0 *= es
+                        e1 *= es
+                        e2 *= es
                         q0 = e0 * vcol[i0, 0] + e1 * vcol[i1, 0] + e2 * vcol[i2, 0]
                         q1 = e0 * vcol[i0, 1] + e1 * vcol[i1, 1] + e2 * vcol[i2, 1]
                         q2 = e0 * vcol[i0, 2] + e1 * vcol[i1, 2] + e2 * vcol[i2, 2]
@@ -356,7 +363,7 @@ def _fused_render(
                     out_f32[b, oy, ox, 2] = r2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _resolve_attrs(fid, sc, tris, attr, k, out):
     """Mean of the perspective-correct interpolated ``attr`` (N, C) over covered sub-samples."""
     h = out.shape[0]
@@ -399,7 +406,7 @@ def _resolve_attrs(fid, sc, tris, attr, k, out):
                 out[oy, ox, c] = acc[c] / cov if cov > 0 else 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _resolve_labels(fid, sc, tris, labels, k, out):
     """Label of the vertex with the largest barycentric weight at sub-sample (k//2, k//2)."""
     h = out.shape[0]
@@ -488,8 +495,12 @@ def _visibility_np(pts_cam, nrm_cam, camera_hi: Camera, zbuf, tol: float):
     bi = np.arange(zbuf.shape[0])[:, None]
     zb = zbuf[bi, py, px].astype(np.float64)
     facing = np.einsum("bld,bld->bl", nrm_cam, -pts_cam) > 0
-    unoccluded = ~np.isfinite(zb) | (d - zb <= tol * d)
-    return scr[..., :2], inside & facing & unoccluded
+    drawn = np.isfinite(zb)
+    # a drawn surface within the tolerance is the landmark's own: visible whatever its
+    # normal (creases such as mouth corners have sideways normals); where nothing was
+    # drawn (culled back faces, the silhouette) the landmark must face the camera
+    visible = np.where(drawn, d - zb <= tol * d, facing)
+    return scr[..., :2], inside & visible
 
 
 def _landmark_groups(landmarks, five_point_groups):
@@ -697,7 +708,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
             _resolve_labels(fid[i], screen[i], tris, labels, k, reg[i])
         result["regions"] = reg
     if "landmarks2d" in outputs:
-        pts = group_points(verts.astype(np.float64), lm_groups)
+        pts = group_points(verts, lm_groups).astype(np.float64)
         idx, wt = group_weights(lm_groups)
         nrm = (ncam[:, idx].astype(np.float64) * wt[None, :, :, None]).sum(2)
         pts_cam = pose.transform(pts)
@@ -832,6 +843,6 @@ def render_torch(
             py = torch.where(inside, y, torch.zeros_like(y)).floor().long().clamp(0, hh - 1)
             zb = rast.depth.to(dt)[torch.arange(b, device=dev)[:, None], py, px]
             facing = (nrm * -pts_cam).sum(-1) > 0
-            unocc = ~torch.isfinite(zb) | (d - zb <= visibility_tolerance * d)
-            res["visibility"] = inside & facing & unocc
+            drawn = torch.isfinite(zb)
+            res["visibility"] = inside & torch.where(drawn, d - zb <= visibility_tolerance * d, facing)
     return res

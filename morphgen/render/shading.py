@@ -108,7 +108,7 @@ def sh_basis_np(normals: np.ndarray) -> np.ndarray:
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def accumulate_normals_raw(verts, tris, out):
     """Sum of the adjacent triangles' cross products per vertex (area-weighted, not
     normalised) into ``out`` (N, 3).
@@ -139,7 +139,7 @@ def accumulate_normals_raw(verts, tris, out):
         out[c, 2] += nz
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def accumulate_normals(verts, tris, out):
     """Area-weighted unit vertex normals of one mesh (N, 3) into ``out`` (N, 3)."""
     accumulate_normals_raw(verts, tris, out)
@@ -164,18 +164,6 @@ def vertex_normals_np(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     for i in range(vb.shape[0]):
         accumulate_normals(np.ascontiguousarray(vb[i]), tris, out[i])
     return out[0] if single else out
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def sh_irradiance_numba(nx, ny, nz, shk, c):
-    """Irradiance of channel ``c`` for a unit normal; ``shk`` = (9, 3) light times kernel."""
-    return (
-        N0 * shk[0, c]
-        + N1 * (ny * shk[1, c] + nz * shk[2, c] + nx * shk[3, c])
-        + N2_1 * (nx * ny * shk[4, c] + ny * nz * shk[5, c] + nx * nz * shk[7, c])
-        + N2_0 * (3.0 * nz * nz - 1.0) * shk[6, c]
-        + N2_2 * (nx * nx - ny * ny) * shk[8, c]
-    )
 
 
 def irradiance_np(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
