@@ -35,11 +35,13 @@ def cli() -> None:
 from .model_cmd import model  # noqa: E402  (sub-commands register after the group exists)
 from .render_cmd import preview, render  # noqa: E402
 from .stats_cmd import stats  # noqa: E402
+from .eval_cmd import eval_group  # noqa: E402
 
 cli.add_command(model)
 cli.add_command(render)
 cli.add_command(preview)
 cli.add_command(stats)
+cli.add_command(eval_group)
 
 
 def main() -> None:

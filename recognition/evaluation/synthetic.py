@@ -1,0 +1,176 @@
+"""Controlled synthetic benchmark: pose and illumination, separately, without real data.
+
+``evaluate_synthetic`` renders held-out identities with the dataset writer
+(``morphgen.dataset``) in controlled mode: every identity at every yaw of the grid
+(default -90..90 in 15 degree steps, pitch = roll = 0) under each of `lights`
+illumination conditions (drawn once from the seed and shared by all identities),
+neutral expression by default. The default seed (100000) is far from training seeds;
+identities are a function of (seed, identity index), so a benchmark seed that differs
+from the training dataset's seed gives identities the model has never seen (the result
+records the training data's seed when the run's data folder is readable, and warns on a
+clash). Renders go to ``OUT/render_<config hash>`` (or ``data_dir``) and are reused when
+present; ``data_dir`` may also point at any existing controlled morphgen render.
+
+Two pair protocols, each LFW-style (10 identity-disjoint folds of up to 300 genuine +
+300 impostor pairs, cross-validated threshold), see ``common.gallery_probe_pairs``:
+
+- **pose**: gallery = the frontal render, probe = a render at yaw y under the *same*
+  light; accuracy per probe yaw isolates pose;
+- **light**: gallery = a render under light 0, probe = the render at the *same* yaw under
+  light l >= 1; accuracy per light isolates illumination (needs lights >= 2).
+
+Writes result.json, summary.md, accuracy_vs_yaw.png, accuracy_vs_light.png and the pair
+lists (pairs_pose.txt, pairs_light.txt) into the output folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from morphgen.errors import ConfigError, DataError
+
+from .common import (embed_imageset, gallery_probe_pairs, load_eval_model, model_info, pair_protocol_result,
+                     prepare_out, score_pairs, write_pairs_file)
+from .multipie import plot_yaw, read_morphgen_poses
+from .report import fmt, md_table, plot_bins, pm, write_json, write_markdown
+
+DEFAULT_SEED = 100000
+
+
+def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90:15", lights: int = 3,
+                    size: int = 128, face_model: str | None = None, expressions: bool = False,
+                    backgrounds: str = "procedural", antialias: int = 2):
+    """The SceneConfig of the benchmark renders (controlled grid; pitch = roll = 0)."""
+    from morphgen.scene import SceneConfig
+
+    if ids < 2:
+        raise ConfigError(f"--ids must be >= 2 for verification pairs, got {ids}")
+    if lights < 1:
+        raise ConfigError(f"--lights must be >= 1, got {lights}")
+    if face_model:
+        from morphgen.loading import load_model
+        load_model(face_model)  # a missing or corrupt model stops here
+        face_model = str(Path(face_model).resolve())
+    return SceneConfig.from_dict({
+        "model": face_model, "seed": int(seed), "ids": int(ids), "expressions": bool(expressions),
+        "grid": {"yaw": yaws, "pitch": "0:0:1", "roll": "0:0:1", "lights": int(lights)},
+        "size": int(size), "antialias": int(antialias), "backgrounds": backgrounds, "outputs": [],
+    })
+
+
+def render_benchmark(out_dir: Path, scene, workers: int = 1, progress: bool = False) -> dict:
+    """Render (or finish) the benchmark images into `out_dir`; returns the writer's summary."""
+    from morphgen.dataset import DatasetJob, OutputConfig, run
+
+    job = DatasetJob(scene, len(scene.sampling.grid.points()), OutputConfig(chunk_ids=5))
+    return run(Path(out_dir), job, workers=workers, resume=True, progress=progress)
+
+
+def _training_seed(meta: dict) -> int | None:
+    data = (meta.get("config") or {}).get("data")
+    try:
+        return int(json.loads((Path(data) / "manifest.json").read_text())["seed"]) if data else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: int = DEFAULT_SEED,
+                       yaws: str = "-90:90:15", lights: int = 3, size: int = 128, face_model: str | None = None,
+                       expressions: bool = False, data_dir: str | Path | None = None, folds: int = 10,
+                       per_fold: int = 300, pair_seed: int = 0, workers: int = 1, flip: bool = False,
+                       batch_size: int = 64, progress: bool = False) -> dict:
+    """Render (or reuse) the controlled benchmark and evaluate per-yaw and per-light accuracy."""
+    model, meta = load_eval_model(run)
+    out = prepare_out(out)
+    render_info = None
+    if data_dir and (Path(data_dir) / "manifest.json").is_file():
+        render_dir = Path(data_dir)
+        manifest = json.loads((render_dir / "manifest.json").read_text())
+        if not manifest.get("complete"):
+            raise DataError(f"{render_dir} holds an unfinished render: finish it with `morphgen render --resume`")
+        if not (manifest.get("config", {}).get("scene", {}).get("grid")):
+            raise DataError(f"{render_dir} is not a controlled render (no --grid): the benchmark needs one")
+        bench_seed = manifest.get("seed")
+    else:
+        scene = benchmark_scene(ids, seed, yaws, lights, size, face_model, expressions)
+        tag = hashlib.sha256(json.dumps(scene.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        render_dir = Path(data_dir) if data_dir else out / f"render_{tag}"
+        render_info = render_benchmark(render_dir, scene, workers, progress)
+        bench_seed = seed
+    data = read_morphgen_poses(render_dir)
+    if data.light is None:
+        raise DataError(f"{render_dir}: cannot tell the light of each image (no controlled grid in its manifest)")
+    yaw = np.round(data.yaw, 6) + 0.0
+    light = data.light
+    emb = embed_imageset(model, meta, data.iset, align=True, flip=flip, batch_size=batch_size, progress=progress)
+    ident = data.iset.identities
+
+    protocols = {}
+    pose_pairs = gallery_probe_pairs(ident, yaw == 0, [float(y) if y != 0 else None for y in yaw], light.tolist(),
+                                     folds, per_fold, pair_seed)
+    n_lights = int(light.max()) + 1 if len(light) else 0
+    specs = [("pose", pose_pairs, "yaw")]
+    if n_lights >= 2:
+        light_pairs = gallery_probe_pairs(ident, light == 0, [int(x) if x > 0 else None for x in light], yaw.tolist(),
+                                          folds, per_fold, pair_seed)
+        specs.append(("light", light_pairs, "light"))
+    for name, pairs, axis in specs:
+        if len(pairs) == 0:
+            raise DataError(f"the {name} protocol has no pairs: the render needs >= 2 identities and a frontal yaw")
+        write_pairs_file(out / f"pairs_{name}.txt", pairs, data.iset.files,
+                         {"protocol": f"synthetic-{name}", "folds": pairs.n_folds, "per_fold": per_fold,
+                          "seed": pair_seed, "identity_disjoint": pairs.identity_disjoint, "images": str(render_dir)})
+        scores, ok = score_pairs(emb, pairs)
+        res = pair_protocol_result(scores, pairs.same[ok], pairs.fold[ok], [b for b, k in zip(pairs.bins, ok) if k])
+        res["unscored_pairs"] = int((~ok).sum())
+        res["folds_used"], res["identity_disjoint"], res["axis"] = pairs.n_folds, pairs.identity_disjoint, axis
+        protocols[name] = res
+
+    train_seed = _training_seed(meta)
+    warnings = []
+    if train_seed is not None and bench_seed is not None and int(train_seed) == int(bench_seed):
+        warnings.append(f"the run was trained on a dataset rendered with seed {train_seed}, the benchmark's seed: "
+                        "its identities are not held out; use another --seed")
+    files_out = {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
+                 "yaw_plot": str(out / "accuracy_vs_yaw.png"), "render": str(render_dir)}
+    result = {"protocol": "synthetic-controlled", "model": model_info(meta, run),
+              "inputs": {"render": str(render_dir), "ids": len(set(ident)), "images": len(ident), "seed": bench_seed,
+                         "yaws": sorted(set(yaw.tolist())), "lights": n_lights, "flip": flip,
+                         "training_data_seed": train_seed},
+              "render": render_info, "images_report": emb.report(), "protocols": protocols, "warnings": warnings,
+              "files": files_out}
+    plot_yaw(out / "accuracy_vs_yaw.png", {"pose": protocols["pose"]["bins"]},
+             f"{meta['arch']}: synthetic, accuracy vs probe yaw (frontal gallery, same light)")
+    if "light" in protocols:
+        bins = sorted(protocols["light"]["bins"].values(), key=lambda b: b["bin"])
+        x = [b["bin"] for b in bins]
+        plot_bins(out / "accuracy_vs_light.png",
+                  [{"x": x, "y": [b["accuracy"] for b in bins], "labels": [str(v) for v in x],
+                    "xlabel": "probe light (gallery: light 0, same yaw)", "ylabel": "accuracy"},
+                   {"x": x, "y": [b["auc"] for b in bins], "labels": [str(v) for v in x],
+                    "xlabel": "probe light", "ylabel": "AUC"}],
+                  f"{meta['arch']}: synthetic, accuracy per light")
+        files_out["light_plot"] = str(out / "accuracy_vs_light.png")
+    write_json(out / "result.json", result)
+    write_markdown(out / "summary.md", "Synthetic controlled benchmark", _sections(result))
+    return result
+
+
+def _sections(r: dict) -> list[tuple[str, str]]:
+    m, i = r["model"], r["inputs"]
+    head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
+            f"- renders: `{i['render']}`: {i['ids']} identities x {len(i['yaws'])} yaws x {i['lights']} lights "
+            f"= {i['images']} images, seed {i['seed']} (training data seed: {i['training_data_seed']})")
+    if r["warnings"]:
+        head += "\n" + "\n".join(f"- **warning**: {w}" for w in r["warnings"])
+    out = [("", head)]
+    for name, p in r["protocols"].items():
+        text = (f"**Accuracy {pm(p['accuracy'])}** ({p['folds_used']} folds, {p['pairs']} pairs), AUC {fmt(p['auc'])}\n\n")
+        label = "probe yaw" if name == "pose" else "probe light"
+        rows = [[f"{b['bin']:g}", b["pairs"], fmt(b["accuracy"]), fmt(b["auc"])] for b in p["bins"].values()]
+        text += md_table([label, "pairs", "accuracy", "AUC"], rows)
+        out.append((f"{name} protocol", text))
+    return out

@@ -1,0 +1,101 @@
+"""IJB-A 1:1 on a two-split fixture in the published layout: reading (malformed lines,
+missing image, empty landmark cells), crops, template pooling, outputs and errors."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from morphgen.cli.eval_cmd import eval_group
+from morphgen.errors import DataError
+from recognition.evaluation.ijba import FaceCrops, Face, read_split, sets_dir
+from test_eval_fixtures import eval_run, write_ijba  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def ijba(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ijba") / "IJB-A"
+    info = write_ijba(root)
+    return root, info
+
+
+def invoke(*args):
+    return CliRunner().invoke(eval_group, [str(a) for a in args])
+
+
+def test_read_split_layout_and_bad_lines(ijba):
+    root, info = ijba
+    sp = read_split(sets_dir(root), 1)
+    assert [m.split(": ")[0] for m in sp.malformed] == info["malformed"]
+    assert len(sp.subject) == 8 and sp.subject[1000] == 100 and sp.subject[1031] == 103
+    assert len(sp.faces) == 1 + 16                                   # the missing-image row is read, not the short one
+    assert sum(f.right_eye is None for f in sp.faces) == 9           # empty landmark cells -> None
+    assert len(sp.comparisons) == 28 and sp.comparisons[0] == (1, 1000, 1001) and sp.comparisons[2][0] == 4
+    assert sets_dir(root / "IJB-A_11_sets") == root / "IJB-A_11_sets"   # the sets folder itself works too
+
+
+def test_crop_methods():
+    img = np.zeros((90, 100, 3), np.uint8)
+    faces = [Face("a", (10, 10, 40, 40), (40, 20), (20, 20), (30, 32)), Face("b", (10, 10, 40, 40))]
+    lms = np.full((2, 5, 2), np.nan, np.float32)
+    crops = FaceCrops([None, None], faces, lms, 32, "arcface", 0.2, align=True)
+    assert [crops.method(0), crops.method(1)] == ["metadata", "box"]
+    lms[1] = [[20, 20], [40, 20], [30, 30], [22, 40], [38, 40]]
+    assert crops.method(1) == "mtcnn" and crops.crop(img, 1).shape == (32, 32, 3)
+    assert crops.crop(img, 0).shape == (32, 32, 3)
+    assert FaceCrops([None], faces[:1], lms[:1], 32, "arcface", 0.2, align=False).method(0) == "box"
+
+
+def test_ijba_end_to_end(ijba, eval_run, tmp_path):
+    root, info = ijba
+    out = tmp_path / "out"
+    r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "1-2", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "IJB-A 1:1 over 2 split(s)" in r.output and "softmax" in r.output
+    res = json.loads((out / "result.json").read_text())
+    assert res["missing_images"] == ["img/missing.jpg"]
+    assert [m.split(": ")[0] for m in res["malformed"]] == info["malformed"]
+    assert res["faces"]["distinct"] == res["faces"]["embedded"] == 32
+    assert sum(res["faces"]["crop_methods"].values()) == 32
+    for s in res["splits"]:
+        assert s["scored"] == 28 and s["genuine"] == 4 and s["impostor"] == 24
+        for p in ("mean", "softmax"):
+            assert set(s[p]["tar_at_far"]) == {"0.1", "0.01", "0.001"}
+    for p in ("mean", "softmax"):
+        assert res["summary"][p]["tar@far=0.1"]["n"] == 2
+        assert res["summary"][p]["auc"]["mean"] > 0.8          # easy fixture identities
+    for name in ("result.json", "summary.md", "roc.png", "roc.csv", "scores.csv"):
+        assert (out / name).stat().st_size > 0
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert rows[0] == "split,line,template_a,template_b,same,score_mean,score_softmax" and len(rows) == 57
+    md = (out / "summary.md").read_text()
+    assert "TAR@FAR=0.01" in md and "verify_metadata_1.csv:4" in md
+    # a second run reuses the landmark cache
+    assert any((out / ".morphgen_cache").glob("ijba-landmarks-*.json"))
+
+
+def test_ijba_no_align_and_errors(ijba, eval_run, tmp_path):
+    root, _ = ijba
+    r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "2", "--out", tmp_path / "o",
+               "--no-align", "--quiet", "--margin", "0.1")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert res["faces"]["crop_methods"] == {"mtcnn": 0, "metadata": 0, "box": 16}
+    r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "3", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "split3" in r.output and "Traceback" not in r.output
+    r = invoke("ijba", "--model", eval_run, "--ijba-dir", tmp_path, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "IJB-A_11_sets" in r.output
+    r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "1", "--images", tmp_path / "o",
+               "--out", tmp_path / "o2")
+    assert r.exit_code == 2 and "none of the" in r.output and "--images" in r.output
+    r = invoke("ijba", "--model", tmp_path, "--ijba-dir", root, "--splits", "1-2", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "is not a morphgen run" in r.output
+
+
+def test_header_without_required_columns(tmp_path):
+    d = tmp_path / "IJB-A_11_sets" / "split1"
+    d.mkdir(parents=True)
+    (d / "verify_metadata_1.csv").write_text("TEMPLATE_ID,FILE\n1,img/1.jpg\n")
+    (d / "verify_comparisons_1.csv").write_text("1,2\n")
+    with pytest.raises(DataError, match="lacks SUBJECT_ID, FACE_X"):
+        read_split(sets_dir(tmp_path), 1)
