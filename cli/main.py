@@ -36,11 +36,14 @@ from .model_cmd import model  # noqa: E402  (sub-commands register after the gro
 from .render_cmd import preview, render  # noqa: E402
 from .stats_cmd import stats  # noqa: E402
 from .eval_cmd import eval_group  # noqa: E402
+from .train_cmd import embed, train  # noqa: E402
 
 cli.add_command(model)
 cli.add_command(render)
 cli.add_command(preview)
 cli.add_command(stats)
+cli.add_command(train)
+cli.add_command(embed)
 cli.add_command(eval_group)
 
 

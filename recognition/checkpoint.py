@@ -45,11 +45,16 @@ def load_checkpoint(run_or_file: str | Path) -> dict:
     return ckpt
 
 
-def load_backbone_state(model: torch.nn.Module, ckpt: dict, arch: str, source: str | Path) -> None:
-    """Copy the checkpoint's backbone weights into `model` (of architecture `arch`)."""
+def check_arch(ckpt: dict, arch: str, source: str | Path) -> None:
+    """ModelError naming both architectures when the checkpoint holds another one."""
     if ckpt["arch"] != arch:
         raise ModelError(f"checkpoint {source} holds a {ckpt['arch']} model but this run builds {arch}: "
                          f"pass --arch {ckpt['arch']} or a checkpoint of {arch}")
+
+
+def load_backbone_state(model: torch.nn.Module, ckpt: dict, arch: str, source: str | Path) -> None:
+    """Copy the checkpoint's backbone weights into `model` (of architecture `arch`)."""
+    check_arch(ckpt, arch, source)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

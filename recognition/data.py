@@ -64,10 +64,11 @@ class ImageSet:
                        landmarks=self.landmarks[idx], soft=[self.soft[i] for i in idx], report=dict(self.report))
 
     def identity_names(self) -> list[str]:
-        return sorted(set(self.identities), key=_natural_key)
+        return sorted(set(self.identities), key=natural_key)
 
     def count(self, key: str, n: int = 1) -> None:
-        self.report[key] = self.report.get(key, 0) + n
+        if n:
+            self.report[key] = self.report.get(key, 0) + n
 
     def describe(self) -> str:
         skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.report.items() if v)
@@ -75,7 +76,7 @@ class ImageSet:
                 + (f"; skipped {skipped}" if skipped else ""))
 
 
-def _natural_key(s: str):
+def natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
@@ -159,7 +160,7 @@ def read_folder(root: Path) -> ImageSet:
     iset = ImageSet(root, "folder", files, ids, np.zeros((0, 5, 2), np.float32), [])
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames, key=_natural_key):
+        for name in sorted(filenames, key=natural_key):
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
@@ -254,7 +255,11 @@ def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool =
     no_face, new = [], 0
     for i in tqdm(todo, desc="landmarks (MTCNN)" if detect else "checking images", disable=not progress, leave=False):
         rel = iset.files[i]
-        st = _source_file(iset, rel).stat()
+        try:
+            st = _source_file(iset, rel).stat()
+        except OSError:  # vanished since the folder was listed
+            keep[i] = False
+            continue
         stamp = [st.st_size, int(st.st_mtime)]
         hit = cache.get(rel)
         if hit is None or hit.get("stamp") != stamp or (detect and hit.get("ok") and "lm" not in hit):
@@ -268,12 +273,10 @@ def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool =
             new += 1
         if not hit["ok"]:
             keep[i] = False
-            iset.count("unreadable")
         elif detect:
             if hit["lm"] is None:
                 keep[i] = False
                 no_face.append(rel)
-                iset.count("no_face")
             else:
                 lms[i] = np.asarray(hit["lm"], np.float32)
     if cache_path is not None and new:
@@ -281,8 +284,9 @@ def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool =
         tmp = cache_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cache))
         tmp.replace(cache_path)
-    iset.landmarks = lms
-    out = iset.take(np.nonzero(keep)[0])
+    out = replace(iset, landmarks=lms).take(np.nonzero(keep)[0])
+    out.count("unreadable", int((~keep).sum()) - len(no_face))
+    out.count("no_face", len(no_face))
     out.no_face = iset.no_face + no_face
     return out
 
@@ -317,7 +321,7 @@ def make_subset(iset: ImageSet, n_images: int | None = None, n_ids: int | None =
     by_id: dict[str, list[int]] = {}
     for i, n in enumerate(ids):
         by_id.setdefault(n, []).append(i)
-    names = sorted(by_id, key=_natural_key)
+    names = sorted(by_id, key=natural_key)
     dropped = 0
     if per_id is not None:
         dropped = sum(len(by_id[n]) < per_id for n in names)

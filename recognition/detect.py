@@ -240,28 +240,37 @@ def detect_faces(images: list[np.ndarray], min_face: float = 20.0, min_side: int
     Images whose shorter side is under `min_side` are upsampled first (MTCNN's smallest
     face is about 20 px). `pad` adds a grey border of that fraction of the longer side,
     which helps on tight crops where the face fills the frame. Coordinates are returned
-    in the input image's pixels. Returns None where no face is found."""
-    out = []
-    for img in images:
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, 2)
-        elif img.shape[2] == 4:
-            img = img[:, :, :3]
-        img = np.ascontiguousarray(img, dtype=np.uint8)
-        up = max(1.0, min_side / min(img.shape[:2]))
-        work = img if up == 1.0 else cv2.resize(img, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
-        border = int(round(pad * max(work.shape[:2])))
-        if border:
-            work = cv2.copyMakeBorder(work, border, border, border, border, cv2.BORDER_CONSTANT, value=(127, 127, 127))
-        boxes, lms = _detect_one(work, min_face, thresholds, factor)
-        if len(boxes) == 0:
-            out.append(None)
-            continue
-        if select == "probability":
-            i = int(np.argmax(boxes[:, 4]))
-        else:
-            i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-        box = (boxes[i, :4] - border) / up
-        lm = (lms[i] - border) / up
-        out.append((box.astype(np.float32), float(boxes[i, 4]), lm.astype(np.float32)))
-    return out
+    in the input image's pixels. Returns None where no face is found.
+
+    Runs on one torch thread (restored afterwards): the tensors are small, and on a busy
+    machine extra threads make it several times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [_detect_largest(img, min_face, min_side, thresholds, factor, select, pad) for img in images]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _detect_largest(img: np.ndarray, min_face, min_side, thresholds, factor, select, pad):
+    """One image: the selected face as (box, prob, landmarks) in input pixels, or None."""
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, 2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    up = max(1.0, min_side / min(img.shape[:2]))
+    work = img if up == 1.0 else cv2.resize(img, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+    border = int(round(pad * max(work.shape[:2])))
+    if border:
+        work = cv2.copyMakeBorder(work, border, border, border, border, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+    boxes, lms = _detect_one(work, min_face, thresholds, factor)
+    if len(boxes) == 0:
+        return None
+    if select == "probability":
+        i = int(np.argmax(boxes[:, 4]))
+    else:
+        i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+    box = (boxes[i, :4] - border) / up
+    lm = (lms[i] - border) / up
+    return box.astype(np.float32), float(boxes[i, 4]), lm.astype(np.float32)

@@ -39,10 +39,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from morphgen.errors import ConfigError, DataError
 
-from .checkpoint import FILENAME, load_backbone_state, load_checkpoint, save_checkpoint
+from .checkpoint import FILENAME, check_arch, load_backbone_state, load_checkpoint, save_checkpoint
 from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
                    find_landmarks, load_imageset, make_subset, select_list, single_threaded_cv2, split_identities,
-                   to_input, worker_init, write_list, _natural_key)
+                   to_input, worker_init, write_list, natural_key)
 from .embed import embed_dataset
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
 from .models import ARCHS, build_model
@@ -70,7 +70,7 @@ class TrainConfig:
     batch_size: int | None = None       # random sampler batch size (default P * K)
     sampler: str = "auto"               # pk | random (auto: pk for triplet, random for margin losses)
     min_images_per_id: int = 2          # identities with fewer images are dropped (and counted)
-    optimizer: str = "auto"             # adam | adamw | sgd (auto: adam for triplet, sgd for margins)
+    optimizer: str = "auto"             # adam | adamw | sgd (auto: sgd for iresnet + margin loss, else adam)
     lr: float | None = None             # 1e-3 adam, 0.1 sgd
     momentum: float = 0.9
     weight_decay: float | None = None   # 0 adam, 5e-4 sgd
@@ -101,7 +101,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "cpu"                 # cpu | cuda
     precision: str = "auto"             # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on cuda, fp32 on cpu)
-    threads: int | None = None          # torch threads (default: all cores / ranks)
+    threads: int | None = None          # torch threads (default: all cores / ranks; 1 on a busy machine)
     workers: int | None = None          # DataLoader workers (default: 1 on <= 2 cores, else cores // 2, max 8)
     checkpoint_every: int = 1000
     log_every: int = 10
@@ -128,7 +128,8 @@ class TrainConfig:
             raise ConfigError(f"unknown --sampler {c.sampler!r}: use pk or random")
         if c.loss == "triplet" and c.sampler != "pk":
             raise ConfigError("triplet loss needs P x K batches: use --sampler pk")
-        c.optimizer = ("adam" if c.loss == "triplet" else "sgd") if c.optimizer == "auto" else c.optimizer
+        if c.optimizer == "auto":  # insightface's SGD recipe for IResNets + margins; Adam elsewhere
+            c.optimizer = "sgd" if c.loss != "triplet" and c.arch.startswith("iresnet") else "adam"
         if c.optimizer not in ("adam", "adamw", "sgd"):
             raise ConfigError(f"unknown --optimizer {c.optimizer!r}: use adam, adamw or sgd")
         c.lr = c.lr if c.lr is not None else (0.1 if c.optimizer == "sgd" else 1e-3)
@@ -233,7 +234,7 @@ def _prepare(path: str, fmt: str, cfg: TrainConfig, cache: Path, role: str, with
 
 def _class_names(iset) -> list[str]:
     names = set(iset.identities) | {n for s in iset.soft if s for n in s["ids"]}
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)
 
 
 def _freeze(backbone: nn.Module, spec: str) -> list[str]:
@@ -314,8 +315,12 @@ class _Log:
 def train(cfg: TrainConfig, say=print) -> dict:
     """Run (or resume) one training run; returns a summary dict (losses, held-out
     verification at the start and end, throughput, data report, paths)."""
-    with single_threaded_cv2():
-        return _train(cfg.resolved(), say)
+    threads = torch.get_num_threads()
+    try:
+        with single_threaded_cv2():
+            return _train(cfg.resolved(), say)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train(cfg: TrainConfig, say) -> dict:
@@ -340,8 +345,8 @@ def _train(cfg: TrainConfig, say) -> dict:
         raise ConfigError(f"{run} already holds a run: pass --resume to continue it, or another --out")
     resume_ckpt = load_checkpoint(ckpt_file) if cfg.resume and ckpt_file.exists() else None
     init_ckpt = load_checkpoint(cfg.init) if cfg.init and resume_ckpt is None else None
-    if init_ckpt is not None and init_ckpt["arch"] != cfg.arch:  # fail before any data work
-        load_backbone_state(None, init_ckpt, cfg.arch, cfg.init)
+    if init_ckpt is not None:
+        check_arch(init_ckpt, cfg.arch, cfg.init)  # fail before any data work
     if main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -370,6 +375,10 @@ def _train(cfg: TrainConfig, say) -> dict:
             write_list(val_set, run / "val_list.tsv")
         if real is not None:
             write_list(real, run / "real_list.tsv")
+        no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
+        if no_face:
+            (run / "no_face.txt").write_text("\n".join(no_face) + "\n")
+            say(f"{len(no_face)} images without a detected face are listed in {run / 'no_face.txt'}")
     aug = cfg.augment()
     size, tpl = cfg.input_size, cfg.template
     ds_syn = FaceDataset(train_set, {n: i for i, n in enumerate(syn_names)}, size, tpl, cfg.align, aug)

@@ -6,8 +6,9 @@ import numpy as np
 
 
 def make_pairs(labels, n_pairs: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to n_pairs/2 genuine and as many impostor pairs (i, j, same), sampled without
-    repeats where the data allows. Identities with one image give only impostor pairs."""
+    """Up to n_pairs/2 genuine pairs and exactly as many impostor pairs (i, j, same), so
+    chance accuracy is 0.5; sampled without repeats. (Without any genuine pair, n_pairs/2
+    impostor pairs.) Identities with one image give only impostor pairs."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     half = n_pairs // 2
@@ -21,9 +22,10 @@ def make_pairs(labels, n_pairs: int = 1000, seed: int = 0) -> tuple[np.ndarray, 
         gen.add((min(i, j), max(i, j)))
     imp: set[tuple[int, int]] = set()
     n = len(labels)
+    n_imp = len(gen) if gen else half
     if len(by) >= 2:
         tries = 0
-        while len(imp) < half and tries < 50 * half:
+        while len(imp) < n_imp and tries < 50 * half:
             i, j = rng.integers(n, size=2)
             tries += 1
             if labels[i] != labels[j]:

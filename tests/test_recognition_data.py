@@ -248,6 +248,8 @@ def test_verification_metrics():
     i, j, same = make_pairs(labels, 40, seed=0)
     assert same.sum() == 20 and (~same).sum() == 20
     assert all((labels[a] == labels[b]) == s for a, b, s in zip(i, j, same))
+    i, j, same = make_pairs(np.repeat(np.arange(3), 2), 100, seed=0)   # only 3 genuine pairs exist
+    assert same.sum() == 3 and len(same) == 6                           # balanced: chance stays 0.5
     emb = np.eye(6)[labels] + 0.01 * np.random.default_rng(0).normal(size=(24, 6))
     v = verification(emb, labels, 100, seed=1)
     assert v["accuracy"] == 1.0 and v["auc"] == 1.0

@@ -53,3 +53,20 @@ def test_landmark_cache_and_alignment_of_real_folder(tmp_path):
     assert len(cache) == 1
     b = find_landmarks(make_subset(load_imageset(SHARED / "orl_faces"), n_ids=2, per_id=2, seed=0), tmp_path)
     assert np.allclose(a.landmarks, b.landmarks)
+
+
+@needs_shared
+def test_faceless_images_are_listed_and_skipped_by_training(tmp_path):
+    from recognition.train import TrainConfig, train
+    for k in (1, 2):
+        d = tmp_path / "data" / f"s{k}"
+        d.mkdir(parents=True)
+        for m in (1, 2, 3):
+            (d / f"{m}.pgm").symlink_to(SHARED / "orl_faces" / f"s{k}" / f"{m}.pgm")
+        cv2.imwrite(str(d / "blank.png"), np.full((112, 92), 128, np.uint8))
+    s = find_landmarks(load_imageset(tmp_path / "data"), None)
+    assert sorted(s.no_face) == ["s1/blank.png", "s2/blank.png"] and s.report["no_face"] == 2 and len(s) == 6
+    summary = train(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), input_size=40, batch_p=2,
+                                batch_k=3, steps=1, workers=0, threads=1, progress=False), say=lambda *a: None)
+    assert summary["report"]["no_face"] == 2 and summary["train_images"] == 6
+    assert (tmp_path / "run" / "no_face.txt").read_text().count("blank.png") == 2

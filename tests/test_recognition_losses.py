@@ -53,6 +53,7 @@ def test_triplet_loss_zero_when_classes_are_separated():
 
 
 @pytest.mark.parametrize("loss", ["arcface", "cosface"])
+@torch.no_grad()
 def test_soft_label_loss_is_weighted_sum_of_hard_losses(loss):
     torch.manual_seed(0)
     head = MarginHead.build(loss, 16, 7, s=30.0)
@@ -68,6 +69,7 @@ def test_soft_label_loss_is_weighted_sum_of_hard_losses(loss):
     assert float(soft) == pytest.approx(float(expected) / 5, rel=1e-5)
 
 
+@torch.no_grad()
 def test_arcface_hard_label_matches_formula():
     torch.manual_seed(1)
     head = MarginHead.build("arcface", 8, 4, s=64.0, margin=0.5)
@@ -106,6 +108,7 @@ def test_soft_targets_and_domain_mixup():
     assert torch.allclose(y[1], torch.tensor([0, 0, 0, 1.0, 0]))
 
 
+@torch.no_grad()
 def test_domain_mixup_loss_is_mixture_of_domain_losses():
     torch.manual_seed(2)
     head = MarginHead.build("arcface", 8, 5, s=16.0)

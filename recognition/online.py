@@ -1,0 +1,141 @@
+"""Online synthesis: training batches rendered on the fly from a morphable model, never
+written to disk.
+
+Each batch is P identities x K images drawn from an identity pool of the scene config's
+size. Batch `step` depends only on (seed, step, rank) and the config, so a rerun (or a
+resume at step s) sees the same images. Images are rendered with the same pipeline as
+`morphgen render` (SceneRenderer), aligned with the renderer's five landmarks to the
+network's template, augmented, and yielded in the trainer's batch format
+``(x uint8 (B,3,S,S), labels (B,), soft ids (B,2), soft weights (B,2))`` — identity-mixup
+images carry their two identities and weights as soft labels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from morphgen.errors import ConfigError
+from morphgen.sampling import rng_for
+from morphgen.scene import SceneConfig, SceneRenderer
+
+from .align import align_face, template_points
+from .data import Augment, apply_augment
+
+_STREAM_BATCH, _STREAM_AUG = 101, 102
+# The renderer frames the eye-midpoint-to-mouth-midpoint distance at this fraction of the
+# image (morphgen.render.camera.Framing's default).
+_FACE_FRACTION = 0.25
+
+
+def render_size_for(template: str, input_size: int) -> int:
+    """Render side so that the face needs no upsampling when warped onto the template."""
+    pts = template_points(template, input_size)
+    eye_mouth = float(np.linalg.norm(pts[3:5].mean(0) - pts[0:2].mean(0)))
+    return int(math.ceil(eye_mouth / _FACE_FRACTION / 8.0) * 8)
+
+
+def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneConfig:
+    """A SceneConfig from a `morphgen render` YAML/JSON config (render option names), or the
+    defaults when spec is None or 'default'; `overrides` are render option names too."""
+    from morphgen.cli.options import RENDER_DEFAULTS, load_config_file, scene_from_options
+
+    opts = dict(RENDER_DEFAULTS)
+    if spec not in (None, "default"):
+        opts.update(load_config_file(Path(spec)))
+    opts.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if isinstance(opts.get("outputs"), list):
+        opts["outputs"] = ",".join(opts["outputs"])
+    return scene_from_options(opts)
+
+
+class _Crops:
+    """Renders (identity, sample) pairs and aligns them: shared by the stream and held-out sets."""
+
+    def __init__(self, scene: SceneConfig, input_size: int, template: str):
+        self.scene, self.input_size, self.template = scene, input_size, template
+        self._renderer: SceneRenderer | None = None
+
+    @property
+    def renderer(self) -> SceneRenderer:
+        if self._renderer is None:  # built lazily: inside the loader worker, not in the parent
+            self._renderer = SceneRenderer(self.scene, batch_size=256)
+        return self._renderer
+
+    def crops(self, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, list]:
+        r = self.renderer
+        params = [r.sampler.image_params(i, s) for i, s in pairs]
+        results = r.render(params)
+        out = np.stack([align_face(res.rgb, res.landmarks5, self.input_size, self.template) for res in results])
+        return out, params
+
+
+class OnlineBatches(IterableDataset):
+    """Freshly rendered P x K batches for steps start..total-1 (this rank's share)."""
+
+    def __init__(self, scene: SceneConfig, input_size: int, template: str, batch_p: int, batch_k: int,
+                 total: int, start: int = 0, seed: int = 0, augment: Augment | None = None,
+                 rank: int = 0, world: int = 1):
+        n_ids = scene.sampling.n_identities
+        if batch_p > n_ids:
+            raise ConfigError(f"--batch-p {batch_p} exceeds the identity pool of {n_ids}: raise --ids in the online config")
+        size = render_size_for(template, input_size)
+        self.source = _Crops(replace(scene, size=max(scene.size, size)), input_size, template)
+        self.batch_p, self.batch_k, self.total, self.start = batch_p, batch_k, total, start
+        self.seed, self.augment, self.rank, self.world = seed, augment or Augment(), rank, world
+
+    @property
+    def n_classes(self) -> int:
+        return self.source.scene.sampling.n_identities
+
+    def batch(self, step: int):
+        """The batch of `step`: a pure function of (seed, step, rank) and the config."""
+        rng = rng_for(self.seed, _STREAM_BATCH, step, self.rank)
+        ids = rng.choice(self.n_classes, self.batch_p, replace=False)
+        b = self.batch_p * self.batch_k
+        first = (step * self.world + self.rank) * b  # unique sample indices across steps and ranks
+        pairs = [(int(ids[j // self.batch_k]), first + j) for j in range(b)]
+        imgs, params = self.source.crops(pairs)
+        if self.augment.active():
+            arng = rng_for(self.seed, _STREAM_AUG, step, self.rank)
+            imgs = np.stack([apply_augment(im, self.augment, arng) for im in imgs])
+        x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
+        y = torch.tensor([p.identity for p in params], dtype=torch.long)
+        sid = torch.full((b, 2), -1, dtype=torch.long)
+        sw = torch.zeros((b, 2), dtype=torch.float32)
+        sid[:, 0], sw[:, 0] = y, 1.0
+        for j, p in enumerate(params):
+            if p.mixup_partner is not None:
+                sid[j, 1], sw[j, 0], sw[j, 1] = p.mixup_partner, p.mixup_weight, 1.0 - p.mixup_weight
+        return x, y, sid, sw
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in range(self.start + wid, self.total, nw):  # the loader interleaves workers in order
+            yield self.batch(step)
+
+
+class HeldOutSet(Dataset):
+    """`n_ids` identities x `per_id` images rendered once with another seed (identities the
+    training stream never shows), for verification during training."""
+
+    def __init__(self, scene: SceneConfig, input_size: int, template: str, n_ids: int, per_id: int = 6,
+                 seed_offset: int = 7_000_001):
+        s = replace(scene.sampling, seed=scene.sampling.seed + seed_offset, n_identities=n_ids, mixup=None)
+        size = render_size_for(template, input_size)
+        src = _Crops(replace(scene, sampling=s, size=max(scene.size, size)), input_size, template)
+        self.images, _ = src.crops([(i, k) for i in range(n_ids) for k in range(per_id)])
+        self.labels = np.repeat(np.arange(n_ids), per_id)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
+        y = int(self.labels[i])
+        return x, y, torch.tensor([y, -1]), torch.tensor([1.0, 0.0])

@@ -1,0 +1,176 @@
+"""End to end: train NN4.small2 with triplet loss on a procedural morphgen-layout set
+(loss falls, held-out verification rises), resume, embed, fine-tune on real faces,
+identity and domain mixup with a margin head, and the user-facing errors."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from morphgen.errors import ConfigError, DataError, ModelError
+from recognition.checkpoint import load_checkpoint
+from recognition.toydata import write_toy_dataset
+from recognition.train import TrainConfig, train
+
+try:
+    from morphgen.cli.train_cmd import embed as embed_cmd, train as train_cmd
+except ImportError:  # a source checkout that is not pip-installed: cli/ is a top-level package
+    from cli.train_cmd import embed as embed_cmd, train as train_cmd
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_orl = pytest.mark.skipif(not (SHARED / "orl_faces").is_dir(),
+                               reason=f"real test images absent ({SHARED}); CI provides ../shared/data")
+# 40 px crops on the (roomier) ArcFace template. One torch thread: on a busy machine two
+# spinning OpenMP threads made these small steps 3-7x slower, not faster.
+SMALL = ["--input-size", "40", "--template", "arcface", "--batch-p", "8", "--batch-k", "4", "--workers", "1",
+         "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(cmd, args):
+    res = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=True)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def read_log(run):
+    with open(run / "log.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), identities=64, per_identity=6, size=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(toy, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "nn4"
+    out = invoke(train_cmd, ["--data", toy, "--out", run, "--steps", 60, "--val-ids", 12, "--val-pairs", 400,
+                             "--lr", 3e-3, "--log-every", 10, "--checkpoint-every", 20, *SMALL])
+    return run, out
+
+
+def test_smoke_loss_falls_and_verification_rises(smoke_run):
+    run, out = smoke_run
+    assert "held-out verification at step 0" in out and "verification on held-out identities" in out
+    for name in ("config.json", "config.yaml", "log.csv", "checkpoint.pt", "train_list.tsv", "val_list.tsv"):
+        assert (run / name).is_file(), name
+    rows = read_log(run)
+    losses = [float(r["loss"]) for r in rows if r["loss"]]
+    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0], losses
+    val = [(float(r["val_accuracy"]), float(r["val_auc"])) for r in rows if r["val_accuracy"]]
+    (acc0, auc0), (acc1, auc1) = val[0], val[-1]
+    # chance is 0.5; measured with seeds 0/1/2: accuracy 0.63 -> 0.90/0.83/0.90, AUC 0.66 -> 0.94/0.87/0.96
+    assert acc1 >= 0.78 and auc1 >= 0.82 and acc1 >= acc0 + 0.1 and auc1 >= auc0 + 0.1, val
+    assert all(float(r["images_per_s"]) > 0 for r in rows if r["loss"])
+    ck = load_checkpoint(run)
+    assert ck["arch"] == "nn4small2" and ck["step"] == 60 and ck["input_size"] == 40 and len(ck["classes"]) == 52
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["batch_p"] == 8 and cfg["margin"] == 0.2 and cfg["optimizer"] == "adam"
+    val_ids = {l.split("\t")[1] for l in (run / "val_list.tsv").read_text().splitlines()[1:]}
+    train_ids = {l.split("\t")[1] for l in (run / "train_list.tsv").read_text().splitlines()[1:]}
+    assert len(val_ids) == 12 and not val_ids & train_ids
+
+
+def test_resume_continues_from_checkpoint(smoke_run, tmp_path):
+    run, _ = smoke_run
+    res = CliRunner().invoke(train_cmd, ["--out", str(run), "--steps", "60", "--quiet"])
+    assert isinstance(res.exception, ConfigError) or "already holds a run" in res.output
+    copy = tmp_path / "resumed"
+    copy.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    invoke(train_cmd, ["--out", copy, "--resume", "--steps", 63, "--quiet"])   # config from the run
+    assert load_checkpoint(copy)["step"] == 63
+    steps = [int(r["step"]) for r in read_log(copy)]
+    assert steps[-1] == 63 and steps.count(60) == 1
+
+
+def test_embed_morphgen_folder_with_flip(smoke_run, toy, tmp_path):
+    run, _ = smoke_run
+    out = invoke(embed_cmd, ["--model", run, "--images", toy, "--out", tmp_path / "e.npz", "--flip", "--quiet"])
+    assert "384 embeddings of dimension 128" in out
+    z = np.load(tmp_path / "e.npz")
+    assert z["embeddings"].shape == (384, 128) and z["files"].shape == (384,)
+    assert np.allclose(np.linalg.norm(z["embeddings"], axis=1), 1, atol=1e-5)
+
+
+@needs_orl
+def test_finetune_on_orl_from_synthetic_checkpoint(smoke_run, tmp_path):
+    run, _ = smoke_run
+    ft = tmp_path / "ft"
+    out = invoke(train_cmd, ["--data", SHARED / "orl_faces", "--out", ft, "--init", run, "--subset-ids", 8,
+                             "--subset-per-id", 6, "--val-ids", 3, "--val-pairs", 200, "--steps", 6, "--freeze", "stem",
+                             "--backbone-lr-mult", 0.5, "--lr", 5e-4, *SMALL])
+    assert "initialised the nn4small2 backbone" in out
+    init, new = load_checkpoint(run)["model"], load_checkpoint(ft)["model"]
+    frozen = [k for k in init if k.startswith("stem.") and k.endswith("weight")]
+    trained = [k for k in init if k.startswith("inception_5b.") and k.endswith("weight")]
+    assert frozen and all(torch.equal(init[k], new[k]) for k in frozen)
+    assert any(not torch.equal(init[k], new[k]) for k in trained)
+    rows = read_log(ft)
+    assert rows[-1]["val_accuracy"] and float(rows[-1]["val_accuracy"]) > 0.5
+    assert len(list((ft / "cache").glob("landmarks-*.json"))) == 1          # MTCNN landmarks cached
+    assert 25 <= len((ft / "train_list.tsv").read_text().splitlines()) - 1 <= 30   # 5 ids x 6, minus faceless
+
+
+def test_identity_and_domain_mixup_with_arcface(tmp_path):
+    syn = write_toy_dataset(tmp_path / "syn", identities=6, per_identity=4, size=64, seed=3, mixup=2)
+    real = write_toy_dataset(tmp_path / "real", identities=4, per_identity=4, size=64, seed=4, first_id=100)
+    summary = train(TrainConfig(data=str(syn), out=str(tmp_path / "mix"), loss="arcface", real_data=str(real),
+                                domain_mixup=0.6, input_size=48, batch_size=12, steps=3, lr=0.01,
+                                workers=0, threads=1, progress=False), say=lambda *a: None)
+    ck = load_checkpoint(tmp_path / "mix")
+    assert ck["head"]["weight"].shape == (10, 128)                          # 6 synthetic + 4 real classes
+    assert ck["classes"][6:] == ["real:100", "real:101", "real:102", "real:103"]
+    assert all(np.isfinite(summary["losses"])) and summary["steps"] == 3
+    # without mixup the real identities simply join the label space
+    s2 = train(TrainConfig(data=str(syn), out=str(tmp_path / "joint"), loss="cosface", real_data=str(real),
+                           input_size=48, batch_size=12, steps=2, workers=0, threads=1, progress=False), say=lambda *a: None)
+    assert s2["classes"] == 10 and s2["train_images"] == 6 * 6 + 16
+
+
+def test_user_errors(smoke_run, toy, tmp_path):
+    run, _ = smoke_run
+    with pytest.raises(ModelError, match="nn4small2.*iresnet18"):
+        train(TrainConfig(data=str(toy), out=str(tmp_path / "a"), arch="iresnet18", init=str(run), steps=1))
+    with pytest.raises(ConfigError, match="--real-data"):
+        train(TrainConfig(data=str(toy), out=str(tmp_path / "b"), loss="arcface", domain_mixup=0.5, steps=1))
+    with pytest.raises(ConfigError, match="arcface or cosface"):
+        train(TrainConfig(data=str(toy), out=str(tmp_path / "c"), real_data=str(toy), domain_mixup=0.5, steps=1))
+    with pytest.raises(ConfigError, match="not both"):
+        train(TrainConfig(data=str(toy), out=str(tmp_path / "d"), steps=1, epochs=1))
+    with pytest.raises(ConfigError, match="freeze"):
+        train(TrainConfig(data=str(toy), out=str(tmp_path / "e"), steps=1, freeze="nope", input_size=48,
+                          progress=False), say=lambda *a: None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no usable images"):
+        train(TrainConfig(data=str(empty), out=str(tmp_path / "f"), steps=1))
+    one_each = tmp_path / "single"
+    for k in range(3):
+        (one_each / f"p{k}").mkdir(parents=True)
+        (one_each / f"p{k}" / "a.png").write_bytes((toy / "images" / "000000" / "000000_0000.png").read_bytes())
+    with pytest.raises(DataError, match="no identity with 2"):
+        train(TrainConfig(data=str(one_each), out=str(tmp_path / "g"), steps=1, align=False, progress=False),
+              say=lambda *a: None)
+    res = CliRunner().invoke(train_cmd, ["--data", str(toy), "--arch", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output
+    (tmp_path / "cfg.yaml").write_text("batch_p: 4\nbogus_key: 1\n")
+    with pytest.raises(ConfigError, match="bogus_key"):
+        CliRunner().invoke(train_cmd, ["--config", str(tmp_path / "cfg.yaml"), "--data", str(toy)],
+                           catch_exceptions=False)
