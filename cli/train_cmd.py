@@ -23,6 +23,9 @@ def _train_options(f):
                      "options given on the command line win."),
         click.option("--data", type=PATH, help="Training images: a morphgen dataset folder, a folder with one "
                      "sub-folder per identity, or an insightface RecordIO folder."),
+        click.option("--online", help="Online synthesis instead of --data: every batch freshly rendered (P identities x K "
+                     "images) from a `morphgen render` config file (YAML: model, ids = identity pool, pose, "
+                     "identity-mixup...) or 'default'; needs --steps."),
         click.option("--data-format", type=click.Choice(FORMAT_CHOICES), help="How to read --data. [default: auto]"),
         click.option("--out", type=PATH, help="Run folder for config, log.csv, TensorBoard events, "
                      "checkpoint.pt and image lists. [default: run]"),

@@ -46,6 +46,7 @@ from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, dro
 from .embed import embed_dataset
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
 from .models import ARCHS, build_model
+from .online import HeldOutSet, OnlineBatches, load_scene
 from .verify import verification
 
 LOSSES = ("triplet", "arcface", "cosface")
@@ -56,6 +57,7 @@ class TrainConfig:
     """Everything a run needs. ``None`` means "the default for this arch / loss", filled in
     by ``resolved()``."""
     data: str = ""                      # training data folder
+    online: str | None = None           # online synthesis instead: a `morphgen render` config (YAML) or "default"
     out: str = "run"                    # run folder
     data_format: str = "auto"           # auto | morphgen | folder | recordio
     arch: str = "nn4small2"             # nn4small2 | inception_resnet_v1 | iresnet18 | iresnet50
@@ -117,8 +119,12 @@ class TrainConfig:
             raise ConfigError(f"unknown --arch {c.arch!r}: use one of {', '.join(ARCHS)}")
         if c.loss not in LOSSES:
             raise ConfigError(f"unknown --loss {c.loss!r}: use one of {', '.join(LOSSES)}")
-        if not c.data:
-            raise ConfigError("no training data: pass --data DIR")
+        if not c.data and not c.online:
+            raise ConfigError("no training data: pass --data DIR, or --online CONFIG for freshly rendered batches")
+        if c.data and c.online:
+            raise ConfigError("give --data or --online, not both")
+        if c.online and (c.steps is None or c.real_data):
+            raise ConfigError("--online trains on an endless stream: give --steps, and no --real-data")
         size, _, tpl = ARCHS[c.arch]
         c.input_size = c.input_size or size
         c.template = c.template or tpl
@@ -352,48 +358,58 @@ def _train(cfg: TrainConfig, say) -> dict:
         (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    # ---- data (rank 0 first, so MTCNN runs once and the others read its cache)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
-    if dist is not None and not main:
-        dist.barrier()
-    syn = _prepare(cfg.data, cfg.data_format, cfg, cache, "training", True)
-    train_set, val_set = split_identities(syn, cfg.val_ids, cfg.seed)
-    real = _prepare(cfg.real_data, cfg.real_format, cfg, cache, "real", False) if cfg.real_data else None
-    if dist is not None and main:
-        dist.barrier()
-    syn_names = _class_names(train_set)
-    real_names = _class_names(real) if real is not None else []
-    classes = syn_names + [f"real:{n}" for n in real_names]
-    say(f"train: {train_set.describe()}")
-    if val_set is not None:
-        say(f"held out for verification: {val_set.describe()}")
-    if real is not None:
-        say(f"real: {real.describe()}")
-    if main:
-        write_list(train_set, run / "train_list.tsv")
-        if val_set is not None:
-            write_list(val_set, run / "val_list.tsv")
-        if real is not None:
-            write_list(real, run / "real_list.tsv")
-        no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
-        if no_face:
-            (run / "no_face.txt").write_text("\n".join(no_face) + "\n")
-            say(f"{len(no_face)} images without a detected face are listed in {run / 'no_face.txt'}")
     aug = cfg.augment()
     size, tpl = cfg.input_size, cfg.template
-    ds_syn = FaceDataset(train_set, {n: i for i, n in enumerate(syn_names)}, size, tpl, cfg.align, aug)
-    ds_real = None
-    if real is not None:
-        offset = 0 if cfg.domain_mixup is not None else len(syn_names)  # mixup builds the joint space itself
-        ds_real = FaceDataset(real, {n: offset + i for i, n in enumerate(real_names)}, size, tpl, cfg.align, aug)
-    ds_val = FaceDataset(val_set, {n: i for i, n in enumerate(_class_names(val_set))}, size, tpl, cfg.align) if val_set else None
-    if ds_real is not None and cfg.domain_mixup is None:
-        ds_train = ConcatDataset([ds_syn, ds_real])
-        labels = np.concatenate([ds_syn.labels, ds_real.labels])
+    online = None
+    if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
+        online = OnlineBatches(load_scene(cfg.online), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
+                               seed=cfg.seed, augment=aug, rank=rank, world=world)
+        syn_names = classes = [str(i) for i in range(online.n_classes)]
+        train_set = real = ds_real = labels = None
+        say(f"online synthesis: {online.n_classes} identities, {online.source.scene.size} px renders "
+            f"aligned to {tpl} {size} px")
+        ds_val = HeldOutSet(online.source.scene, size, tpl, cfg.val_ids) if cfg.val_ids else None
     else:
-        ds_train, labels = ds_syn, ds_syn.labels
-    per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" else cfg.batch_size
-    total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))
+        # ---- data (rank 0 first, so MTCNN runs once and the others read its cache)
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
+        if dist is not None and not main:
+            dist.barrier()
+        syn = _prepare(cfg.data, cfg.data_format, cfg, cache, "training", True)
+        train_set, val_set = split_identities(syn, cfg.val_ids, cfg.seed)
+        real = _prepare(cfg.real_data, cfg.real_format, cfg, cache, "real", False) if cfg.real_data else None
+        if dist is not None and main:
+            dist.barrier()
+        syn_names = _class_names(train_set)
+        real_names = _class_names(real) if real is not None else []
+        classes = syn_names + [f"real:{n}" for n in real_names]
+        say(f"train: {train_set.describe()}")
+        if val_set is not None:
+            say(f"held out for verification: {val_set.describe()}")
+        if real is not None:
+            say(f"real: {real.describe()}")
+        if main:
+            write_list(train_set, run / "train_list.tsv")
+            if val_set is not None:
+                write_list(val_set, run / "val_list.tsv")
+            if real is not None:
+                write_list(real, run / "real_list.tsv")
+            no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
+            if no_face:
+                (run / "no_face.txt").write_text("\n".join(no_face) + "\n")
+                say(f"{len(no_face)} images without a detected face are listed in {run / 'no_face.txt'}")
+        ds_syn = FaceDataset(train_set, {n: i for i, n in enumerate(syn_names)}, size, tpl, cfg.align, aug)
+        ds_real = None
+        if real is not None:
+            offset = 0 if cfg.domain_mixup is not None else len(syn_names)  # mixup builds the joint space itself
+            ds_real = FaceDataset(real, {n: offset + i for i, n in enumerate(real_names)}, size, tpl, cfg.align, aug)
+        ds_val = FaceDataset(val_set, {n: i for i, n in enumerate(_class_names(val_set))}, size, tpl, cfg.align) if val_set else None
+        if ds_real is not None and cfg.domain_mixup is None:
+            ds_train = ConcatDataset([ds_syn, ds_real])
+            labels = np.concatenate([ds_syn.labels, ds_real.labels])
+        else:
+            ds_train, labels = ds_syn, ds_syn.labels
+    per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" or online is not None else cfg.batch_size
+    total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))  # online: steps
 
     # ---- model
     backbone = build_model(cfg.arch, size)
@@ -434,8 +450,7 @@ def _train(cfg: TrainConfig, say) -> dict:
     model = net
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(net, device_ids=[local] if device.type == "cuda" else None,
-                                        find_unused_parameters=bool(frozen))
+        model = DistributedDataParallel(net, device_ids=[local] if device.type == "cuda" else None)
 
     def sampler_for(ds_labels, seed_off):
         n = max(0, total - start)
@@ -465,11 +480,18 @@ def _train(cfg: TrainConfig, say) -> dict:
     if val_start:
         say(f"held-out verification at step 0: accuracy {val_start['accuracy']:.3f}, AUC {val_start['auc']:.3f}")
         log.row(step=0, val_accuracy=val_start["accuracy"], val_auc=val_start["auc"], val_threshold=val_start["threshold"])
-    batches = loader(ds_train, labels)
+    if online is not None:
+        online.start, online.total = start, total
+        # CPU renders run in a loader worker, overlapping with the training step; a GPU
+        # scene renders in this process on the training device.
+        batches = DataLoader(online, batch_size=None, worker_init_fn=worker_init,
+                             num_workers=workers if online.source.scene.device == "cpu" else 0)
+    else:
+        batches = loader(ds_train, labels)
     real_batches = iter(loader(ds_real, ds_real.labels, 1)) if cfg.domain_mixup is not None else None
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
-    losses, t0, t_int, n_int, seen, ips = [], time.time(), time.time(), 0, 0, 0.0
+    losses, pending, t0, t_int, n_int, seen, ips = [], [], time.time(), time.time(), 0, 0, 0.0
     _set_train_mode(backbone)
     step, val = start, {}
     for x, y, sid, sw in batches:
@@ -493,14 +515,16 @@ def _train(cfg: TrainConfig, say) -> dict:
         scaler.step(opt)
         scaler.update()
         step += 1
-        lv = float(loss.detach())
-        if not math.isfinite(lv):
-            raise ConfigError(f"the loss became {lv} at step {step}: lower --lr (now {cfg.lr}) or use --precision fp32")
-        losses.append(lv)
+        pending.append(loss.detach())  # read back at log steps only: no GPU sync per step
         n_int += len(x) * world
         seen += len(x) * world
         bar.update(1)
         if step % cfg.log_every == 0 or step == total:
+            losses += torch.stack(pending).float().cpu().tolist()
+            pending = []
+            if not all(math.isfinite(v) for v in losses[-cfg.log_every:]):
+                raise ConfigError(f"the loss is not finite at step {step}: lower --lr (now {cfg.lr}) "
+                                  "or use --precision fp32")
             now = time.time()
             ips = n_int / max(now - t_int, 1e-9)
             t_int, n_int = now, 0
@@ -510,7 +534,7 @@ def _train(cfg: TrainConfig, say) -> dict:
         if val:
             _set_train_mode(backbone)
         if step % cfg.log_every == 0 or step == total or val:
-            log.row(step=step, epoch=step * per_step * world / len(labels), loss=float(np.mean(losses[-cfg.log_every:])),
+            log.row(step=step, epoch=step * per_step * world / len(labels) if labels is not None else "", loss=float(np.mean(losses[-cfg.log_every:])),
                     lr=opt.param_groups[0]["lr"], images_per_s=ips, elapsed_s=time.time() - t0,
                     val_accuracy=val.get("accuracy", ""), val_auc=val.get("auc", ""), val_threshold=val.get("threshold", ""))
         if step % cfg.checkpoint_every == 0 or step == total:
@@ -529,5 +553,6 @@ def _train(cfg: TrainConfig, say) -> dict:
         dist.destroy_process_group()
     return {"run": str(run), "steps": step, "start_step": start, "losses": losses, "val_start": val_start,
             "val_end": val, "images_per_s": seen / max(elapsed, 1e-9), "classes": len(classes),
-            "train_images": len(labels), "report": dict(train_set.report), "checkpoint": str(ckpt_file),
+            "train_images": len(labels) if labels is not None else seen,
+            "report": dict(train_set.report) if train_set is not None else {}, "checkpoint": str(ckpt_file),
             "real_report": dict(real.report) if real is not None else {}}

@@ -52,3 +52,38 @@ def test_pool_smaller_than_batch_p_is_an_error(scene):
 
     with pytest.raises(ConfigError, match="identity pool"):
         OnlineBatches(scene, 32, "arcface", batch_p=50, batch_k=1, total=1)
+
+
+def test_train_online_from_the_cli_then_embed(tmp_path):
+    """`morphgen train --online` on the CPU at a tiny budget; checkpoint and embed work on it."""
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+
+    model = tmp_path / "tiny.npz"
+    make_tiny_model(20, 24).save_npz(model)
+    cfg = tmp_path / "online.yaml"
+    cfg.write_text(f"model: {model}\nids: 8\nantialias: 1\nidentity-mixup: true\n")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--online", str(cfg), "--arch", "nn4small2", "--input-size", "32",
+                                 "--steps", "3", "--batch-p", "4", "--batch-k", "2", "--val-ids", "3",
+                                 "--out", str(run), "--threads", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (run / "checkpoint.pt").exists() and "online synthesis: 8 identities" in r.output
+    data = tmp_path / "imgs"
+    r = CliRunner().invoke(cli, ["render", "--model", str(model), "--ids", "2", "--per-id", "2", "--size", "48",
+                                 "--quiet", "--out", str(data), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["embed", "--model", str(run), "--images", str(data), "--out", str(tmp_path / "e.npz")])
+    assert r.exit_code == 0, r.output
+    emb = np.load(tmp_path / "e.npz")["embeddings"]
+    assert emb.shape == (4, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+
+
+def test_online_needs_steps(tmp_path):
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["train", "--online", "default", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "--steps" in r.output
