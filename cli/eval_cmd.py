@@ -2,24 +2,11 @@
 Each writes result.json and summary.md (plus plots and CSVs) into --out."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from morphgen.errors import MorphgenError
-
-
-class _EvalGroup(click.Group):
-    """User errors print one line (`Error: ...`) and exit 2, also when this group runs on its own."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MorphgenError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-
+from .group import OneLineErrorGroup
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -52,7 +39,7 @@ def _cache(f):
                         help="Where MTCNN landmarks are cached (share it between evaluations). [default: OUT/.morphgen_cache]")(f)
 
 
-@click.group("eval", cls=_EvalGroup)
+@click.group("eval", cls=OneLineErrorGroup)
 def eval_group() -> None:
     """Evaluate a trained run: LFW (10-fold accuracy), IJB-A 1:1 (TAR@FAR), accuracy per
     yaw (Multi-PIE or any posed set), and a rendered synthetic pose/light benchmark."""

@@ -2,26 +2,14 @@
 click usage errors) print one line and exit non-zero; nothing else is caught."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from morphgen import __version__
-from morphgen.errors import MorphgenError
+
+from .group import OneLineErrorGroup
 
 
-class _Group(click.Group):
-    """Turns MorphgenError into `Error: <message>` and exit code 2, without a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MorphgenError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="morphgen")
 def cli() -> None:
     """morphgen: face-recognition training data from 3D Morphable Models.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from morphgen.render.synthetic import icosphere as _unit_icosphere
+
 FIVE_POINT_NAMES = (
     "right.eye.corner_outer",
     "right.eye.corner_inner",
@@ -43,37 +45,8 @@ RADIUS_MM = 80.0
 def icosphere(subdivisions: int = 2, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (N, 3) and triangles (T, 3), counter-clockwise seen from outside.
     N = 12, 42, 162, 642 for 0..3 subdivisions."""
-    p = (1.0 + 5 ** 0.5) / 2.0
-    v = [(-1, p, 0), (1, p, 0), (-1, -p, 0), (1, -p, 0), (0, -1, p), (0, 1, p),
-         (0, -1, -p), (0, 1, -p), (p, 0, -1), (p, 0, 1), (-p, 0, -1), (-p, 0, 1)]
-    f = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4),
-         (11, 10, 2), (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8),
-         (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
-    verts = [np.asarray(x, dtype=np.float64) / np.linalg.norm(x) for x in v]
-    faces = [tuple(t) for t in f]
-    for _ in range(subdivisions):
-        cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = verts[a] + verts[b]
-                verts.append(m / np.linalg.norm(m))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
-        faces = new
-    vertices = np.stack(verts) * radius
-    triangles = np.asarray(faces, dtype=np.int64)
-    # make sure of the winding: outward normals on the sphere
-    n = np.cross(vertices[triangles[:, 1]] - vertices[triangles[:, 0]], vertices[triangles[:, 2]] - vertices[triangles[:, 0]])
-    if (np.einsum("ij,ij->i", n, vertices[triangles].mean(1)) < 0).any():
-        triangles = triangles[:, [0, 2, 1]]
-    return vertices, triangles
+    vertices, triangles = _unit_icosphere(subdivisions)
+    return vertices * radius, triangles
 
 
 def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
