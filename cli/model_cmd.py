@@ -37,3 +37,38 @@ def info(path: Path | None, as_json: bool) -> None:
     if s["regions"]:
         click.echo(f"regions:    {', '.join(s['regions'])}")
     click.echo(f"sha256:     {s['sha256']}")
+
+
+@model.command("export")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Mesh file to write: .ply (with vertex colours) or .obj.")
+@click.option("--identity", type=int, default=0, show_default=True, help="Identity index to sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed, as in `morphgen render`.")
+@click.option("--mean", is_flag=True, help="Export the mean face instead of a sampled identity.")
+@click.option("--expression/--no-expression", default=False, show_default=True, help="Add a sampled expression.")
+def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, expression: bool) -> None:
+    """Write a sampled face of PATH (default: the embedded model) as a mesh for inspection.
+
+    The identity is the one `morphgen render --seed SEED` draws for that index."""
+    import numpy as np
+    import trimesh
+
+    from morphgen.errors import ConfigError
+    from morphgen.illumination import make_illumination
+    from morphgen.sampling import Decoder, SamplingConfig, SceneSampler
+
+    if out.suffix.lower() not in (".ply", ".obj"):
+        raise ConfigError(f"--out {out}: use a .ply or .obj file name")
+    m = load_model(path)
+    sampler = SceneSampler(m, SamplingConfig(seed=seed, n_identities=identity + 1, expressions=expression),
+                           make_illumination("frontal"))
+    p = sampler.image_params(identity, 0)
+    shape, color = (np.zeros_like(p.shape), np.zeros_like(p.color)) if mean else (p.shape, p.color)
+    dec = Decoder.for_sampler(m, sampler)
+    verts = dec.vertices(shape[None], p.expression[None])[0]
+    colors = (dec.albedo(color[None])[0] * 255 + 0.5).astype(np.uint8)
+    mesh = trimesh.Trimesh(verts, m.triangles, vertex_colors=colors, process=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(out)
+    click.echo(f"wrote {out} ({m.n_vertices} vertices, {m.n_triangles} triangles, mm)")

@@ -1,4 +1,5 @@
 """`morphgen model info` and the one-line error contract of the CLI."""
+import numpy as np
 from click.testing import CliRunner
 
 from morphgen.cli.main import cli
@@ -44,3 +45,16 @@ def test_missing_and_corrupt_model_one_line_errors(tmp_path):
 def test_unknown_option_is_a_usage_error():
     r = run("model", "info", "--frobnicate")
     assert r.exit_code == 2 and "No such option" in r.output
+
+
+def test_model_export_ply_and_obj(tmp_path):
+    import trimesh
+
+    for name in ("face.ply", "face.obj"):
+        r = run("model", "export", "--out", str(tmp_path / name), "--identity", "3")
+        assert r.exit_code == 0, r.output
+        mesh = trimesh.load(tmp_path / name, process=False)
+        assert len(mesh.vertices) == 6429 and len(mesh.faces) == 12638
+        assert 150 < np.ptp(mesh.vertices[:, 1]) < 400  # a head-and-neck height in mm
+    r = run("model", "export", "--out", str(tmp_path / "face.stl"))
+    assert r.exit_code == 2 and ".ply or .obj" in r.output
