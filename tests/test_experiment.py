@@ -1,0 +1,103 @@
+"""`morphgen experiment run`: a tiny config (tiny face model, 40 px, 2 datasets x 1 recipe
+x 2 evaluations, 3 steps) runs end to end from the CLI, writes the table, CSV and ROC plot
+with one row per cell, skips everything on a second run, and refuses bad configs in one line."""
+import csv
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import make_tiny_model
+
+try:
+    from morphgen.cli.experiment_cmd import experiment
+except ImportError:  # a source checkout that is not pip-installed: cli/ is a top-level package
+    from cli.experiment_cmd import experiment
+
+TINY = {
+    "name": "tiny",
+    "workers": 1,
+    "dataset_defaults": {"model": "tiny.npz", "size": 40, "per_id": 4, "chunk_ids": 5},
+    "recipe_defaults": {"input_size": 40, "template": "arcface", "batch_p": 4, "batch_k": 3, "steps": 3,
+                        "workers": 0, "threads": 1, "log_every": 1},
+    "datasets": {"full": {"ids": 8, "pose": "syn1m"}, "frontal": {"ids": 8, "pose": "frontal"}},
+    "recipes": {"syn": {}},
+    "evaluations": {
+        "syn": {"protocol": "synthetic", "model": "tiny.npz", "ids": 6, "yaws": "-30:30:30", "lights": 2,
+                "size": 40, "folds": 3, "per_fold": 40},
+        "lfw": {"protocol": "lfw", "lfw_dir": "no_lfw_here", "pairs": "no_lfw_here/pairs.txt"},
+    },
+}
+
+
+def write_config(folder: Path, cfg: dict, name: str = "exp.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "tiny.npz").is_file():
+        make_tiny_model().save_npz(folder / "tiny.npz")
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def invoke(args):
+    return CliRunner().invoke(experiment, ["run", *[str(a) for a in args]], catch_exceptions=False)
+
+
+def test_tiny_experiment_end_to_end_then_skips(tmp_path):
+    cfg = write_config(tmp_path / "cfg", TINY)
+    out = tmp_path / "out"
+    res = invoke([cfg, "--dry-run", "--out", out])
+    assert res.exit_code == 0, res.output
+    assert "train full/syn" in res.output and "[to train]" in res.output and not out.exists()
+
+    res = invoke([cfg, "--out", out])
+    assert res.exit_code == 0, res.output
+    for stage in ("[render 1/2] full", "[train 2/2] frontal/syn", "full/syn x syn", "skipped: lfw_dir"):
+        assert stage in res.output, stage
+    for name in ("results.md", "results.csv", "roc_syn.png", "timings.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "roc_lfw.png").exists()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["cell"] for r in rows] == ["full/syn", "frontal/syn"]
+    for r in rows:
+        assert r["syn_status"] == "ok" and 0.0 <= float(r["syn_accuracy_mean"]) <= 1.0
+        assert r["lfw_status"].startswith("skipped: lfw_dir") and r["steps"] == "3"
+    md = (out / "results.md").read_text()
+    assert md.count("| full / syn |") == 1 and md.count("| frontal / syn |") == 1 and "±" in md
+    for cell in ("full__syn", "frontal__syn"):
+        assert (out / "evals" / cell / "syn" / "result.json").is_file()
+        assert (out / "evals" / cell / "syn" / "roc.csv").is_file()
+    assert (out / "benchmarks" / "syn" / "manifest.json").is_file()   # rendered once, shared by the cells
+
+    t0 = time.perf_counter()
+    res = invoke([cfg, "--out", out])
+    dt = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    assert "training" not in res.output and "rendering the syn benchmark" not in res.output
+    assert res.output.count("skipped (complete)") == 4 and res.output.count(": complete") == 2
+    assert dt < 10, dt
+    assert (out / "results.md").read_text().count("| full / syn |") == 1
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(colour="red"), "exp.yaml (top level)"),
+    (lambda c: c["datasets"]["full"].update(yaw_range=30), "unknown key 'yaw_range' in exp.yaml: datasets.full"),
+    (lambda c: c["recipes"]["syn"].update(stepz=3), "unknown key 'stepz' in exp.yaml: recipes.syn"),
+    (lambda c: c["evaluations"]["syn"].update(yawz=1), "unknown key 'yawz' in exp.yaml: evaluations.syn"),
+    (lambda c: c["recipes"]["syn"].update(loss="softmax"), "recipes.syn: unknown --loss 'softmax'"),
+    (lambda c: c["recipes"]["syn"].update(init_from="nope"), "init_from 'nope' is not a recipe"),
+    (lambda c: c.update(cells=["full/nope"]), "unknown recipe 'nope'"),
+    (lambda c: c["datasets"]["full"].update(ids=0), "datasets.full: --ids must be >= 1"),
+    (lambda c: c["evaluations"]["syn"].update(protocol="megaface"), "protocol 'megaface'"),
+])
+def test_bad_config_is_one_line_error(tmp_path, edit, match):
+    import copy
+    cfg = copy.deepcopy(TINY)
+    edit(cfg)
+    res = invoke([write_config(tmp_path, cfg), "--out", tmp_path / "out", "--dry-run"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], res.output
+    assert not (tmp_path / "out").exists()
