@@ -1,9 +1,11 @@
 """`load_model(path)`: one entry point for every model source, chosen by file type."""
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from .calibration import LandmarkCalibration, sidecar_path
 from .errors import ModelError
 from .model import MorphableModel, load_npz
 
@@ -17,7 +19,8 @@ def default_model_path() -> Path:
 
 def load_model(path: str | Path | None = None) -> MorphableModel:
     """Load a morphable model: None = embedded default, .h5 = BFM 2017/2019, .mat = BFM 2009,
-    .npz = morphgen's own format."""
+    .npz = morphgen's own format. A `<model>.calibration.json` beside the file (written by
+    `morphgen model calibrate`) is read into ``metadata["landmark_calibration"]``."""
     if path is None:
         path = default_model_path()
     path = Path(path)
@@ -27,13 +30,16 @@ def load_model(path: str | Path | None = None) -> MorphableModel:
         raise ModelError(f"{path} is a folder: give the model file itself (.h5, .mat or .npz)")
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        from .bfm import load_bfm2017
-
-        return load_bfm2017(path)
-    if suffix == ".mat":
-        from .bfm import load_bfm2009
-
-        return load_bfm2009(path)
-    if suffix == ".npz":
-        return load_npz(path)
-    raise ModelError(f"{path}: unknown model type {suffix!r}; expected .h5 (BFM 2017/2019), .mat (BFM 2009) or .npz")
+        from .bfm import load_bfm2017 as loader
+    elif suffix == ".mat":
+        from .bfm import load_bfm2009 as loader
+    elif suffix == ".npz":
+        loader = load_npz
+    else:
+        raise ModelError(f"{path}: unknown model type {suffix!r}; expected .h5 (BFM 2017/2019), .mat (BFM 2009) or .npz")
+    model = loader(path)
+    calib = sidecar_path(path)
+    if calib.exists():  # landmark calibration against MTCNN, kept beside the model file
+        model = replace(model, metadata={**model.metadata,
+                                         "landmark_calibration": LandmarkCalibration.load(calib).to_dict()})
+    return model

@@ -7,11 +7,14 @@ loaded once per process.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from .calibration import LandmarkCalibration, sidecar_path
 from .distributions import parse_distribution
 from .errors import ConfigError
 from .illumination import ILLUMINATION_KINDS, make_illumination
@@ -107,7 +110,13 @@ class SceneConfig:
         )
 
     def model_hash(self) -> str:
-        return sha256_file(self.model if self.model else default_model_path())
+        """sha256 of the model file, combined with its landmark calibration's when present."""
+        path = Path(self.model) if self.model else default_model_path()
+        digest = sha256_file(path)
+        calib = sidecar_path(path)
+        if calib.exists():
+            digest = hashlib.sha256((digest + sha256_file(calib)).encode()).hexdigest()
+        return digest
 
 
 @dataclass
@@ -143,6 +152,9 @@ class SceneRenderer:
         self.decoder = Decoder.for_sampler(self.model, self.sampler)
         self.backgrounds = make_background_source(config.backgrounds)
         self.five_point = self.model.five_point_vertices()
+        cal = self.model.metadata.get("landmark_calibration")
+        # landmarks5 follow MTCNN's convention when the model carries a calibration
+        self.calibration = LandmarkCalibration.from_dict(cal) if cal else None
         self.landmark_names = tuple(sorted(self.model.landmarks))
         self.landmark_groups = [[self.model.landmarks[n]] for n in self.landmark_names]
         outputs = ("rgb", "landmarks2d") + tuple(config.outputs)
@@ -190,11 +202,14 @@ class SceneRenderer:
         res = render_batch(vertices, albedo, sh, pose, self.model.triangles, self.settings, backgrounds=backgrounds,
                      landmarks=groups, reference_coords=self.model.shape.mean.reshape(-1, 3),
                      region_labels=self._region_labels)
+        lm5 = res["landmarks2d"][:, :5]
+        if self.calibration is not None:
+            lm5 = self.calibration.apply(lm5, np.array([p.yaw for p in params]))
         results = []
         for k in range(b):
             lm, vis = res["landmarks2d"][k], res["visibility"][k]
             extras = {name: _to_image(name, res[name][k]) for name in cfg.outputs}
-            results.append(RenderResult(res["rgb"][k], extras, lm[5:], vis[5:], lm[:5], vis[:5], self.landmark_names))
+            results.append(RenderResult(res["rgb"][k], extras, lm[5:], vis[5:], lm5[k], vis[:5], self.landmark_names))
         return results
 
 
