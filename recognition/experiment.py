@@ -45,7 +45,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field

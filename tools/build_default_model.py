@@ -741,7 +741,6 @@ def find_landmarks(g: Geometry):
     # ---- eyes
     for side, s in (("left", 1.0), ("right", -1.0)):
         m = eye_margin(g, side)
-        c = g.eye_center[side]
         xs = s * X[m, 0]
         outer, inner = m[np.argmax(xs)], m[np.argmin(xs)]
         lm[f"{side}.eye.corner_outer"] = int(outer)
@@ -811,7 +810,6 @@ def find_landmarks(g: Geometry):
     fv = np.flatnonzero(front)
     for side, s in (("left", 1.0), ("right", -1.0)):
         fr = brow_frame(X, lm, side)
-        pts = {}
         for name, u, edge in (("inner_lower", 0.02, -0.5), ("inner_upper", 0.02, 0.5),
                               ("bend.lower", BROW_BEND, -0.5), ("bend.upper", BROW_BEND, 0.5)):
             x, yc, th = brow_point(fr, u)
@@ -1047,8 +1045,6 @@ class Albedo:
 
     # ---- one sample -------------------------------------------------------------
     def sample(self, rng: np.random.Generator, eye_angle: np.ndarray) -> np.ndarray:
-        n = self.n
-        X = self.g.X
         # skin tone along the ramp, small hue / brightness jitter
         dark = rng.uniform(0, 1)  # 0 very light .. 1 very dark
         tone = srgb_to_linear(255 * np.array([np.interp(dark, SKIN_ARC, SKIN_RAMP_SRGB[:, k]) for k in range(3)]))
@@ -1235,7 +1231,6 @@ def expression_model(src: Source, mesh: Mesh, n_src: int):
     sampling). Returns (basis (3n, K), variance (K,), unit names, unit->alpha matrix)."""
     names = sorted(p[len(FACEUNITS):-len(".target")] for p in src.list("faceunits01/targets/faceunits", ".target"))
     U = np.stack([(mesh.M @ parse_target(src.read(f"{FACEUNITS}{nm}.target"), n_src)).ravel() * DM_TO_MM for nm in names])
-    k = len(names)
     sig = np.array([UNIT_SIGMA.get(nm, 0.3) for nm in names])
     C = np.diag(sig ** 2)
     for i, nm in enumerate(names):
