@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import click
-import yaml
 
+from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
 
 # Defaults of every render option (None = decided later, e.g. per-id by a grid).
@@ -25,16 +25,7 @@ PER_ID_DEFAULT = 10
 
 
 def load_config_file(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"--config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must hold a mapping of option names to values")
+    data = read_mapping(path, "--config")
     out = {}
     for key, val in data.items():
         name = str(key).replace("-", "_")

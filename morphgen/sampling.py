@@ -78,17 +78,9 @@ def pose_config(spec: "str | dict | PoseConfig") -> PoseConfig:
 
     path = Path(spec)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"pose file {path} does not exist (or use a preset: {', '.join(POSE_PRESETS)})")
-        import yaml
+        from .configfile import read_mapping
 
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"pose file {path} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"pose file {path} must hold a mapping like {{yaw: 'uniform(-90, 90)'}}")
-        return PoseConfig.from_dict(data)
+        return PoseConfig.from_dict(read_mapping(path, "pose file", f" (or use a preset: {', '.join(POSE_PRESETS)})"))
     raise ConfigError(f"unknown pose preset {spec!r}: use {', '.join(POSE_PRESETS)} or a YAML file")
 
 

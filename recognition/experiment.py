@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError, DataError
 
 TOP_KEYS = ("name", "description", "out", "workers", "dataset_defaults", "recipe_defaults", "datasets",
@@ -187,16 +188,8 @@ def _name_ok(name: str, where: str) -> str:
 
 def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experiment:
     """Read and check an experiment config; every problem is a one-line ConfigError."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    raw = _mapping(raw, str(path))
+    raw = _mapping(read_mapping(path, "experiment config"), str(path))
     _check_keys(raw, TOP_KEYS, f"{path} (top level)")
     base = path.resolve().parent
     where = path.name

@@ -37,6 +37,7 @@ import yaml
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
+from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError, DataError
 
 from .checkpoint import FILENAME, check_arch, load_backbone_state, load_checkpoint, save_checkpoint
@@ -191,13 +192,7 @@ class TrainConfig:
     @classmethod
     def read_yaml(cls, path: str | Path) -> dict:
         """The options a YAML (or JSON) file sets, keys checked against the fields."""
-        try:
-            d = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"config {path} must be a mapping of option: value")
-        d = {str(k).replace("-", "_"): v for k, v in d.items()}
+        d = {str(k).replace("-", "_"): v for k, v in read_mapping(path, "--config").items()}
         cls.from_dict(d)
         return d
 
