@@ -230,6 +230,24 @@ def read_image(iset: ImageSet, i: int) -> np.ndarray | None:
 
 # ----------------------------------------------------------------------------- landmarks
 
+def read_cache(path: Path | None) -> dict:
+    """A JSON landmark cache, or {} when absent or unreadable (it is rebuilt then)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def write_cache(path: Path, cache: dict) -> None:
+    """Write the cache atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.replace(path)
+
+
 def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool = True,
                    progress: bool = False) -> ImageSet:
     """Decode every image that lacks landmarks once, run MTCNN on it (when `detect`), and
@@ -244,11 +262,7 @@ def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool =
     if cache_dir is not None:
         tag = hashlib.sha1(str(Path(iset.root).resolve()).encode()).hexdigest()[:12]
         cache_path = Path(cache_dir) / f"landmarks-{tag}.json"
-        if cache_path.is_file():
-            try:
-                cache = json.loads(cache_path.read_text())
-            except ValueError:
-                cache = {}
+        cache = read_cache(cache_path)
     from tqdm import tqdm
     keep = np.ones(len(iset), bool)
     lms = iset.landmarks.copy()
@@ -280,10 +294,7 @@ def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool =
             else:
                 lms[i] = np.asarray(hit["lm"], np.float32)
     if cache_path is not None and new:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_path)
+        write_cache(cache_path, cache)
     out = replace(iset, landmarks=lms).take(np.nonzero(keep)[0])
     out.count("unreadable", int((~keep).sum()) - len(no_face))
     out.count("no_face", len(no_face))

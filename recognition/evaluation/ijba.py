@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from torch.utils.data import Dataset
 from morphgen.errors import DataError
 
 from ..align import align_face, template_points, umeyama
+from ..data import read_cache, write_cache
 from . import metrics
 from .common import load_eval_model, model_info, parse_splits, prepare_out
 from .report import fmt, md_table, plot_roc, pm, write_json, write_markdown, write_roc_csv
@@ -252,12 +252,7 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
     (FILE, box) and the file's size and mtime."""
     from tqdm import tqdm
 
-    cache: dict = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except ValueError:
-            cache = {}
+    cache = read_cache(cache_path)
     n = len(faces)
     ok = np.zeros(n, bool)
     lms = np.full((n, 5, 2), np.nan, np.float32)
@@ -287,10 +282,7 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
         if align and hit["ok"] and hit.get("lm") is not None:
             lms[i] = np.asarray(hit["lm"], np.float32)
     if cache_path is not None and new:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_path)
+        write_cache(cache_path, cache)
     return ok, lms
 
 
