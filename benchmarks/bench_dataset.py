@@ -2,11 +2,14 @@
 
     python benchmarks/bench_dataset.py                       # default model, 128 px, PNG
     python benchmarks/bench_dataset.py --ids 200 --per-id 20 --workers 2 --antialias 1
+    python benchmarks/bench_dataset.py --device cuda --ids 1000 --per-id 100 --workers 15
 
-Prints images/s for the whole `morphgen render` pipeline (worker start-up excluded by a
-warm-up chunk) and the peak resident memory of the worker processes, for two dataset sizes
-so that "memory flat in dataset size" can be read off directly. Target on a 2-core machine
-at 128x128 PNG: >= 450 images/s with 2 workers, < 1.5 GB per worker.
+Prints images/s for the whole `morphgen render` pipeline (numba compilation and CUDA
+start-up excluded by a warm-up chunk; pool start-up included) and the peak resident memory
+of the worker processes, for two dataset sizes (on cpu; one on cuda, see --scales) so that
+"memory flat in dataset size" can be read off directly. Targets at 128x128 PNG: on a 2-core
+machine >= 450 images/s with 2 workers, < 1.5 GB per worker; on a 16-core GPU machine
+>= 5,500 images/s with 15 workers.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from morphgen.dataset import DatasetJob, OutputConfig, run
@@ -23,14 +27,16 @@ from morphgen.sampling import SamplingConfig
 from morphgen.scene import SceneConfig
 
 
-def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None) -> dict:
-    scene = SceneConfig(sampling=SamplingConfig(n_identities=ids), model=model, size=size, antialias=antialias)
+def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
+          device: str) -> dict:
+    scene = SceneConfig(sampling=SamplingConfig(n_identities=ids), model=model, size=size, antialias=antialias,
+                        device=device)
     job = DatasetJob(scene, per_id, OutputConfig(image_format=fmt, chunk_ids=max(1, min(10, ids // (4 * workers)))))
     root = Path(tempfile.mkdtemp(prefix="morphgen_bench_"))
     try:
-        # Warm-up: a one-chunk dataset compiles the numba kernels into the on-disk cache.
-        warm = DatasetJob(SceneConfig(sampling=SamplingConfig(n_identities=1), model=model, size=size,
-                                      antialias=antialias), 2, job.output)
+        # Warm-up: a one-chunk dataset compiles the numba kernels into the on-disk cache (and
+        # starts CUDA in this process on --device cuda).
+        warm = DatasetJob(replace(scene, sampling=SamplingConfig(n_identities=1)), 2, job.output)
         run(root / "warm", warm, workers=1, progress=False)
         t0 = time.perf_counter()
         summary = run(root / "ds", job, workers=workers, progress=False)
@@ -52,10 +58,20 @@ def main() -> None:
     ap.add_argument("--antialias", type=int, default=1)
     ap.add_argument("--format", default="png", choices=["png", "jpg"])
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--scales", default=None,
+                    help="dataset sizes as multiples of --ids, comma-separated (default: 1,2 on cpu, 1 on cuda)")
     a = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {a.workers} workers, {a.size}px, antialias {a.antialias}, {a.format}")
-    for scale in (1, 2):
-        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model)
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("error: --device cuda: no CUDA device is available here; use --device cpu")
+    scales = [int(x) for x in (a.scales or ("1,2" if a.device == "cpu" else "1")).split(",")]
+    print(f"python {sys.version.split()[0]}, {a.device}, {a.workers} workers, {a.size}px, antialias {a.antialias}, "
+          f"{a.format}")
+    for scale in scales:
+        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device)
         print(f"{r['images']:7d} images: {r['img_per_s']:7.1f} img/s end to end ({r['wall_s']:.1f} s, "
               f"{r['mb']:.0f} MB written), peak worker RSS {r['peak_worker_mb']:.0f} MB")
 

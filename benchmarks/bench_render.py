@@ -1,6 +1,7 @@
 """Renderer throughput: images/s for rasterize-only and full render, per core and on all cores.
 
 Usage: .venv/bin/python benchmarks/bench_render.py [--seconds 3] [--sizes 128 256] [--batch 32]
+       python benchmarks/bench_render.py --only-torch --torch-device cuda --torch-batch 512   # a GPU
 
 Meshes: a synthetic face mask sized like BFM 2017 face12 (28,561 vertices, 56,448
 triangles), and the embedded default model when ``assets/default_model.npz`` exists.
@@ -74,22 +75,40 @@ def _run(
     backend = "torch" if what == "torch" else "numba"
     st = RenderSettings(size, size, antialias=antialias, backend=backend, device=device if what == "torch" else None)
     bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
-    if what == "raster":
+    if what in ("raster", "torch-raster"):
         cam = st.camera.scaled(antialias)
         t = frame_translation(verts, pose, groups, st.camera, st.framing)
         screen = cam.project(pose.with_translation(t).transform(verts.astype(np.float64))).astype(np.float32)
+        if what == "torch-raster":
+            import torch
+
+            screen, tris = torch.from_numpy(screen).to(device), torch.from_numpy(np.asarray(tris)).to(device)
 
         def step():
-            rasterize(screen, tris, cam.height, cam.width, backend="numba", cull_backfaces=True)
+            rasterize(screen, tris, cam.height, cam.width, backend="numba" if what == "raster" else "torch",
+                      cull_backfaces=True)
+            _sync(device)
+
+    elif what == "torch-device":  # tensors stay on the device: what the online trainer does
+        import torch
+
+        from morphgen.render.renderer import render_torch
+
+        t = frame_translation(verts, pose, groups, st.camera, st.framing)
+        dpose = pose.with_translation(t).torch(device)
+        v, a, l_ = (torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device) for x in (verts, albedo, sh))
+        tt, b = torch.as_tensor(np.asarray(tris), device=device), torch.as_tensor(bg, device=device).float() / 255
+
+        def step():
+            with torch.no_grad():
+                render_torch(v, a, l_, dpose, tt, st.camera, antialias=antialias, backgrounds=b)
+            _sync(device)
 
     else:
 
         def step():
             render_batch(verts, albedo, sh, pose, tris, st, backgrounds=bg, five_point_groups=groups)
-            if device.startswith("cuda"):
-                import torch
-
-                torch.cuda.synchronize()
+            _sync(device)
 
     step()  # compile / warm caches
     if barrier is not None:
@@ -101,6 +120,13 @@ def _run(
         dt = time.perf_counter() - t0
         if dt >= seconds:
             return n / dt, n / max(time.process_time() - c0, 1e-9)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _worker(args, barrier, queue):
@@ -130,6 +156,8 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the (slow on CPU) torch-path figure")
     ap.add_argument("--torch-device", default="cpu", help="device of the torch-path figure, e.g. cuda")
     ap.add_argument("--torch-batch", type=int, default=16, help="batch of the torch-path figure (GPU: 256-1024)")
+    ap.add_argument("--only-torch", action="store_true", help="only the torch rows (for a GPU): rasterize only, "
+                    "render with tensors kept on the device (aa 1 and 2), and the numpy-in/numpy-out path")
     a = ap.parse_args()
 
     meshes = ["synthetic"]
@@ -138,19 +166,27 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for mesh in meshes:
         verts, _, _, _, tris, _ = _scene(mesh, 1)
-        print(f"\nmesh: {mesh} ({verts.shape[1]} vertices, {tris.shape[0]} triangles), batch {a.batch}")
+        print(f"\nmesh: {mesh} ({verts.shape[1]} vertices, {tris.shape[0]} triangles), batch {a.torch_batch if a.only_torch else a.batch}")
         print(f"{'':<40}{'1 process':>20}{f'{a.procs} processes':>20}")
         print(f"{'what (img/s)':<34}{'size':>6}{'wall':>10}{'cpu':>10}{'wall':>10}{'cpu':>10}")
         rows = []
         for size in a.sizes:
             rows += [("rasterize only (numba)", "raster", size, 1), ("full render, fused numba, aa 1", "full", size, 1),
                      ("full render, fused numba, aa 2", "full", size, 2)]  # fmt: skip
-        if not a.no_torch:
+        if a.only_torch:
+            dev = a.torch_device
+            rows = [r for size in a.sizes for r in (
+                (f"rasterize only, torch ({dev})", "torch-raster", size, 1),
+                (f"full render on {dev}, aa 1", "torch-device", size, 1),
+                (f"full render on {dev}, aa 2", "torch-device", size, 2),
+                (f"full render, numpy in/out ({dev})", "torch", size, 1))]
+        elif not a.no_torch:
             rows += [(f"full render, torch path ({a.torch_device})", "torch", size, 1) for size in a.sizes[:1 if a.torch_device == "cpu" else None]]
         for label, what, size, aa in rows:
-            args = (mesh, what, size, aa, a.batch if what != "torch" else a.torch_batch, a.seconds, a.torch_device)
+            on_torch = what.startswith("torch")
+            args = (mesh, what, size, aa, a.batch if not on_torch else a.torch_batch, a.seconds, a.torch_device)
             one = _run(*args)
-            multi = run_parallel(args, a.procs) if what != "torch" else (float("nan"), float("nan"))
+            multi = run_parallel(args, a.procs) if not on_torch else (float("nan"), float("nan"))
             print(f"{label:<34}{size:>6}{one[0]:>10.0f}{one[1]:>10.0f}{multi[0]:>10.0f}{multi[1]:>10.0f}", flush=True)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

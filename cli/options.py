@@ -93,7 +93,7 @@ def scene_from_options(opts: dict):
         "color_dist": opts["color_dist"],
         "expression_dist": opts["expression_dist"],
         "expressions": bool(opts["expressions"]),
-        "pose": str(opts["pose"]),
+        "pose": opts["pose"] if isinstance(opts["pose"], dict) else str(opts["pose"]),  # preset, file or mapping
         "grid": _parse_grid(opts["grid"]) if opts["grid"] else None,
         "identity_mixup": {"phis": phis, "fraction": float(opts["mixup_fraction"])} if opts["identity_mixup"] else None,
         "illumination": opts["illumination"],

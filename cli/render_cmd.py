@@ -116,10 +116,10 @@ def _dask_client(address: str, workers: int):
 @click.pass_context
 def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> None:
     """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary)."""
-    import cv2
     import numpy as np
 
     from morphgen.scene import SceneRenderer
+    from morphgen.sheet import write_sheet
 
     if not (1 <= rows <= 64 and 1 <= cols <= 64):
         raise ConfigError("--rows and --cols must be 1..64")
@@ -130,12 +130,6 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
     if scene.sampling.grid is not None:
         per_id = min(cols, len(scene.sampling.grid.points()))
     images = [r.rgb for i in range(rows) for r in renderer.render([renderer.sampler.image_params(i, n) for n in range(per_id)])]
+    write_sheet(out, np.stack(images), per_id)
     s = scene.size
-    sheet = np.zeros((rows * s, per_id * s, 3), np.uint8)
-    for k, img in enumerate(images):
-        r, c = divmod(k, per_id)
-        sheet[r * s:(r + 1) * s, c * s:(c + 1) * s] = img
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise ConfigError(f"could not write {out}: check the folder exists and is writable")
     click.echo(f"wrote {out} ({rows} identities x {per_id} samples, {s}x{s} px each)")

@@ -98,6 +98,9 @@ def _train_options(f):
         click.option("--seed", type=int, help="Seed of batches, held-out split and initialisation. [default: 0]"),
         click.option("--cache", "cache_dir", type=PATH, help="Folder for cached MTCNN landmarks of real images; "
                      "share one between runs on the same data. [default: RUN/cache]"),
+        click.option("--real-preview", type=PATH, help="Real images (a folder per identity): 64 of them aligned "
+                     "with MTCNN go to RUN/real_crops.png, beside RUN/train_crops.png (the first batch), to compare "
+                     "the framing of the two domains."),
         click.option("--quiet", is_flag=True, default=None, help="No progress bar."),
     ]
     for o in reversed(opts):

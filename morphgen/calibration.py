@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import ModelError
 
@@ -26,13 +27,14 @@ def sidecar_path(model_path: str | Path) -> Path:
     return p.with_name(p.stem + ".calibration.json")
 
 
-def _frame(lm5: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame(lm5):
     """Unit eye-line vector u, its perpendicular v (pointing down the face) and the
-    inter-ocular distance, per image: lm5 (B, 5, 2) -> (B, 2), (B, 2), (B,)."""
+    inter-ocular distance, per image: lm5 (B, 5, 2) -> (B, 2), (B, 2), (B,). numpy or torch."""
     e = lm5[:, 1] - lm5[:, 0]
-    iod = np.maximum(np.linalg.norm(e, axis=1), 1e-6)
+    iod = (e ** 2).sum(-1) ** 0.5
+    iod = iod.clamp_min(1e-6) if isinstance(iod, torch.Tensor) else np.maximum(iod, 1e-6)
     u = e / iod[:, None]
-    v = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    v = (torch if isinstance(u, torch.Tensor) else np).stack([-u[:, 1], u[:, 0]], 1)
     return u, v, iod
 
 
@@ -50,11 +52,12 @@ class LandmarkCalibration:
 
     def apply(self, lm5: np.ndarray, yaw: np.ndarray) -> np.ndarray:
         """Projected five points (B, 5, 2) at yaw (B,) degrees -> MTCNN-convention points."""
-        lm5 = np.asarray(lm5, np.float64)
-        u, v, iod = _frame(lm5)
-        off = np.einsum("bk,pak->bpa", _design(yaw), self.coeffs)  # (B, 5, 2) in IOD units
-        shift = off[..., 0:1] * u[:, None, :] + off[..., 1:2] * v[:, None, :]
-        return lm5 + iod[:, None, None] * shift
+        return shift_points(np.asarray(lm5, np.float64), self.offsets(yaw))
+
+    def offsets(self, yaw: np.ndarray) -> np.ndarray:
+        """(B, 5, 2) offsets in IOD units along (u, v) at yaw (B,) degrees: they depend on
+        the pose alone, so a batch's offsets are known before it is rendered."""
+        return np.einsum("bk,pak->bpa", _design(yaw), self.coeffs)
 
     @classmethod
     def fit(cls, projected: np.ndarray, detected: np.ndarray, yaw: np.ndarray) -> "LandmarkCalibration":
@@ -100,3 +103,11 @@ class LandmarkCalibration:
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: unreadable landmark calibration ({exc}); delete it or run morphgen model calibrate") from None
         return cls.from_dict(data)
+
+
+def shift_points(lm5, off):
+    """Move five points (B, 5, 2) by offsets (B, 5, 2) given in the face's (u, v) frame in
+    IOD units (numpy, or torch on any device)."""
+    u, v, iod = _frame(lm5)
+    shift = off[..., 0:1] * u[:, None, :] + off[..., 1:2] * v[:, None, :]
+    return lm5 + iod[:, None, None] * shift

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .calibration import LandmarkCalibration, sidecar_path
 from .distributions import parse_distribution
@@ -139,6 +140,37 @@ class RenderResult:
         }
 
 
+@dataclass
+class RenderPlan:
+    """Everything but the mesh that decides a batch's pixels, as plain numpy arrays.
+
+    Made on the CPU by :meth:`SceneRenderer.plan` (cheap, picklable: loader or pool workers
+    make plans while the main process renders the previous ones) and turned into pixels by
+    :meth:`SceneRenderer.render_plan` or, on a GPU, :class:`morphgen.torch_scene.TorchScene`.
+    ``translation`` already frames each face by its five points (plus the sampled jitter);
+    ``backgrounds`` is None when the renderer picks them itself (a GPU background pool).
+    """
+    params: list[ImageParams]
+    shape: np.ndarray            # (B, ks) coefficients (identity mixup already applied)
+    color: np.ndarray            # (B, kc)
+    expression: np.ndarray       # (B, ke), ke = 0 without expressions
+    sh: np.ndarray               # (B, 9, 3)
+    yaw: np.ndarray              # (B,) degrees
+    pitch: np.ndarray
+    roll: np.ndarray
+    scale: np.ndarray
+    translation: np.ndarray      # (B, 3) mm, camera space
+    background_seed: np.ndarray  # (B,) int64
+    backgrounds: np.ndarray | None = None  # (B, S, S, 3) uint8
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def pose(self) -> Pose:
+        return Pose.create(yaw=self.yaw, pitch=self.pitch, roll=self.roll, scale=self.scale,
+                           translation=self.translation, batch=len(self))
+
+
 class SceneRenderer:
     """Loads the model and priors once; `render(params)` draws a batch of images."""
 
@@ -173,40 +205,88 @@ class SceneRenderer:
             labels[self.model.regions[name]] = i
         return labels
 
-    def render(self, params: list[ImageParams]) -> list[RenderResult]:
-        out: list[RenderResult] = []
-        for i in range(0, len(params), self.batch_size):
-            out.extend(self._render_batch(params[i:i + self.batch_size]))
-        return out
+    @cached_property
+    def _five_point_decoder(self) -> tuple[Decoder, list[list[int]]]:
+        """A decoder of only the five points' vertices (a few dozen rows of the bases), so a
+        plan frames its faces without decoding whole meshes."""
+        verts = sorted({int(v) for g in self.five_point for v in np.atleast_1d(g)})
+        where = {v: i for i, v in enumerate(verts)}
+        rows = (3 * np.asarray(verts)[:, None] + np.arange(3)).reshape(-1)
+        d = Decoder.__new__(Decoder)
+        d.n_vertices = len(verts)
+        d.shape_mean, d.shape_basis = self.decoder.shape_mean[rows], self.decoder.shape_basis[rows]
+        d.color_mean = d.color_basis = None
+        if self.decoder.expr_basis is not None:
+            d.expr_mean, d.expr_basis = self.decoder.expr_mean[rows], self.decoder.expr_basis[rows]
+        else:
+            d.expr_mean = d.expr_basis = None
+        return d, [[where[int(v)] for v in np.atleast_1d(g)] for g in self.five_point]
 
-    def _render_batch(self, params: list[ImageParams]) -> list[RenderResult]:
+    def plan(self, params: list[ImageParams], with_backgrounds: bool = True) -> RenderPlan:
+        """The numpy side of a batch: coefficients, framed pose and (optionally) backgrounds."""
         cfg = self.config
         b = len(params)
-        shape = np.stack([p.shape for p in params])
-        expr = np.stack([p.expression for p in params]) if self.sampler.n_expr else None
-        vertices = self.decoder.vertices(shape, expr)
-        albedo = self.decoder.albedo(np.stack([p.color for p in params]))
-        sh = np.stack([p.sh for p in params])
+        shape = np.stack([p.shape for p in params]).astype(np.float32)
+        expr = (np.stack([p.expression for p in params]).astype(np.float32) if self.sampler.n_expr
+                else np.zeros((b, 0), np.float32))
         pose = Pose.create(yaw=[p.yaw for p in params], pitch=[p.pitch for p in params],
                            roll=[p.roll for p in params], scale=[p.scale for p in params], batch=b)
         # Frame by the five points, then shift by the sampled image-plane jitter.
+        dec, groups = self._five_point_decoder
+        pts = dec.vertices(shape, expr if expr.shape[1] else None)
         camera = self.settings.camera
-        t = frame_translation(vertices, pose, self.five_point, camera, self.framing)
+        t = frame_translation(pts, pose, groups, camera, self.framing)
         jitter = np.stack([p.translation for p in params])  # fraction of the image
         t[:, 0] += jitter[:, 0] * cfg.size * (-t[:, 2]) / camera.focal_px
         t[:, 1] -= jitter[:, 1] * cfg.size * (-t[:, 2]) / camera.focal_px
-        pose = pose.with_translation(t)
-        backgrounds = np.stack([self.backgrounds.sample(rng_for(p.background_seed, _STREAM_BACKGROUND), cfg.size, cfg.size)
-                                for p in params])
-        groups = self.five_point + self.landmark_groups
-        res = render_batch(vertices, albedo, sh, pose, self.model.triangles, self.settings, backgrounds=backgrounds,
-                     landmarks=groups, reference_coords=self.model.shape.mean.reshape(-1, 3),
-                     region_labels=self._region_labels)
+        seeds = np.array([p.background_seed for p in params], np.int64)
+        backgrounds = None
+        if with_backgrounds:
+            backgrounds = np.stack([self.backgrounds.sample(rng_for(int(s), _STREAM_BACKGROUND), cfg.size, cfg.size)
+                                    for s in seeds])
+        return RenderPlan(params, shape, np.stack([p.color for p in params]).astype(np.float32), expr,
+                          np.stack([p.sh for p in params]).astype(np.float32), pose.yaw, pose.pitch, pose.roll,
+                          pose.scale, t, seeds, backgrounds)
+
+    def _render_numba(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
+        vertices = self.decoder.vertices(plan.shape, plan.expression if plan.expression.shape[1] else None)
+        albedo = self.decoder.albedo(plan.color)
+        res = render_batch(vertices, albedo, plan.sh, plan.pose(), self.model.triangles, self.settings,
+                           backgrounds=plan.backgrounds, landmarks=self.five_point + self.landmark_groups,
+                           reference_coords=self.model.shape.mean.reshape(-1, 3), region_labels=self._region_labels)
         lm5 = res["landmarks2d"][:, :5]
         if self.calibration is not None:
-            lm5 = self.calibration.apply(lm5, np.array([p.yaw for p in params]))
+            lm5 = self.calibration.apply(lm5, plan.yaw)
+        return res, lm5
+
+    def _render_device(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
+        dev = self._torch_scene.render(plan, self.config.outputs, all_landmarks=True)
+        dev["rgb"] = (dev["rgb"].clamp(0.0, 1.0) * 255.0 + 0.5).floor().clamp(max=255).to(torch.uint8)
+        res = {k: dev[k].cpu().numpy() for k in ("rgb", "landmarks2d", "visibility", *self.config.outputs)}
+        return res, dev["landmarks5"].cpu().numpy().astype(np.float64)
+
+    def render(self, params: list[ImageParams]) -> list[RenderResult]:
+        out: list[RenderResult] = []
+        for i in range(0, len(params), self.batch_size):
+            out.extend(self.render_plan(self.plan(params[i:i + self.batch_size])))
+        return out
+
+    @cached_property
+    def _torch_scene(self):
+        from .torch_scene import TorchScene  # imports this module
+
+        return TorchScene(self, self.config.device, pool_size=0)
+
+    def render_plan(self, plan: RenderPlan) -> list[RenderResult]:
+        """Pixels, extra modalities and landmarks of a plan made with its backgrounds: the
+        fused numba renderer on the CPU; on a GPU, decode and render stay on the device
+        (TorchScene) and only the finished uint8 images and the landmarks come back."""
+        cfg = self.config
+        if plan.backgrounds is None:
+            raise ConfigError("render_plan needs a plan made with its backgrounds (plan(..., with_backgrounds=True))")
+        res, lm5 = self._render_numba(plan) if cfg.device == "cpu" else self._render_device(plan)
         results = []
-        for k in range(b):
+        for k in range(len(plan)):
             lm, vis = res["landmarks2d"][k], res["visibility"][k]
             extras = {name: _to_image(name, res[name][k]) for name in cfg.outputs}
             results.append(RenderResult(res["rgb"][k], extras, lm[5:], vis[5:], lm5[k], vis[:5], self.landmark_names))

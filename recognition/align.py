@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from morphgen.errors import ConfigError
 
@@ -71,3 +73,38 @@ def resize_face(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
     return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def align_batch(images: torch.Tensor, landmarks5: torch.Tensor, size: int, template: str = "openface",
+                jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """`align_face` for a batch on any torch device: images (B, H, W, C) float, five points
+    (B, 5, 2), optional jitter (B, 3) = (scale, dx, dy) -> (B, C, size, size).
+
+    The least-squares similarity has a closed form in 2D (a rotation-scale [[a, -b], [b, a]]
+    plus translation: Umeyama's solution, reflections excluded), so no SVD is needed; the
+    warp samples pixel centres bilinearly with replicated borders, as cv2.warpAffine does
+    with INTER_LINEAR and BORDER_REPLICATE."""
+    b, h, w, _ = images.shape
+    dev, dt = images.device, torch.float32
+    src = landmarks5.to(dt)
+    dst = torch.as_tensor(template_points(template, size), device=dev, dtype=dt).expand(b, 5, 2)
+    if jitter is not None:
+        c = size / 2.0
+        dst = (dst - c) * jitter[:, None, 0:1].to(dt) + c + jitter[:, None, 1:3].to(dt)
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    s, d = src - mu_s, dst - mu_d
+    var = (s ** 2).sum((1, 2)).clamp_min(1e-12)
+    a = (s * d).sum((1, 2)) / var
+    bb = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / var
+    # output pixel p -> source M^-1 (p - t), with t = mu_d - M mu_s, i.e. mu_s + M^-1 (p - mu_d)
+    det = (a ** 2 + bb ** 2).clamp_min(1e-12)
+    ys, xs = torch.meshgrid(torch.arange(size, device=dev, dtype=dt), torch.arange(size, device=dev, dtype=dt),
+                            indexing="ij")
+    px = xs[None] - mu_d[:, :, 0, None]
+    py = ys[None] - mu_d[:, :, 1, None]
+    a_, b_ = (a / det)[:, None, None], (bb / det)[:, None, None]
+    sx = mu_s[:, :, 0, None] + a_ * px + b_ * py
+    sy = mu_s[:, :, 1, None] - b_ * px + a_ * py
+    grid = torch.stack(((2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1), -1)
+    return F.grid_sample(images.permute(0, 3, 1, 2).to(dt), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)

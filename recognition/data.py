@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from morphgen.errors import ConfigError, DataError
@@ -440,6 +441,43 @@ def apply_augment(img: np.ndarray, aug: Augment, rng: np.random.Generator) -> np
     if x is not None:
         img = np.clip(x, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img)
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """`apply_augment` for a batch on its device: x (B, C, S, S) float in grey levels.
+
+    Same kinds and ranges; every random number is drawn for every image whether used or
+    not, so a batch's result depends only on the generator's seed."""
+    b, dev = x.shape[0], x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)).view(b, 1, 1, 1)
+
+    def hit(p: float) -> torch.Tensor:
+        return (torch.rand(b, generator=gen, device=dev) < p).view(b, 1, 1, 1)
+
+    flip, color, blur, noise = hit(aug.flip), hit(aug.color), hit(aug.blur), hit(aug.noise)
+    sat, con, bri, sigma, nsd = u(0.6, 1.4), u(0.7, 1.3), u(0.7, 1.3), u(0.5, 1.5), u(2.0, 8.0)
+    eps = torch.randn(x.shape, generator=gen, device=dev)
+    if aug.flip:
+        x = torch.where(flip, x.flip(-1), x)
+    if aug.color:
+        grey = x.mean(1, keepdim=True)
+        y = grey + (x - grey) * sat
+        m = y.mean((1, 2, 3), keepdim=True)
+        x = torch.where(color, ((y - m) * con + m) * bri, x)
+    if aug.blur:  # separable Gaussian per image (grouped convolution), reflected borders as cv2
+        r = 4
+        t = torch.arange(-r, r + 1, device=dev, dtype=x.dtype)
+        k = torch.exp(-0.5 * (t.view(1, -1) / sigma.view(b, 1)) ** 2)
+        k = (k / k.sum(1, keepdim=True)).repeat_interleave(x.shape[1], 0)  # (B*C, 2r+1)
+        y = x.reshape(1, -1, *x.shape[2:])
+        y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=k.shape[0])
+        y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k[:, None, :, None], groups=k.shape[0])
+        x = torch.where(blur, y.reshape(x.shape), x)
+    if aug.noise:
+        x = torch.where(noise, x + eps * nsd, x)
+    return x
 
 
 class FaceDataset(Dataset):

@@ -27,7 +27,9 @@ A config (YAML; paths relative to the config file)::
 Recipes: ``train_on`` says what the trainer's ``data`` is: ``dataset`` (the cell's
 render; the default), ``real`` (``real_data`` only: fine-tuning Casia-NK style; subsets
 apply to it; the cell's dataset then only picks the ``init_from`` checkpoint), or
-``dataset+real`` (the trainer's joint label space, or ``domain_mixup``). ``init_from: R``
+``dataset+real`` (the trainer's joint label space, or ``domain_mixup``), or ``online``
+(``online: CONFIG``: batches freshly rendered from a `morphgen render` config, in cells
+with dataset ``none``). ``init_from: R``
 starts from recipe R's checkpoint trained on the same dataset (that cell is added when not
 listed). ``identities`` (names, ``first:N`` or ``last:N`` in natural order) restricts the
 training data's identities, so real benchmarks can use the others.
@@ -62,9 +64,9 @@ _RENDER_EXCLUDED = ("out", "workers", "shard", "resume", "overwrite", "dask_addr
 _RENDER_PATHS = ("model", "bip")
 # trainer fields the experiment decides itself
 _TRAIN_EXCLUDED = ("data", "out", "resume", "progress", "extra")
-_TRAIN_PATHS = ("real_data", "list_file", "init", "cache_dir")
+_TRAIN_PATHS = ("real_data", "list_file", "init", "cache_dir", "real_preview")
 RECIPE_EXTRA = ("init_from", "train_on", "identities", "label")
-TRAIN_ON = ("dataset", "real", "dataset+real")
+TRAIN_ON = ("dataset", "real", "dataset+real", "online")
 NONE = "none"
 
 # protocol -> {option: default}; path options are resolved against the config file
@@ -230,10 +232,16 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
         for k in _TRAIN_PATHS:
             if k in opts:
                 opts[k] = _rel(base, opts[k])
-        train_on = extra.get("train_on") or ("dataset+real" if opts.get("real_data") else "dataset")
+        if opts.get("online") not in (None, "default"):
+            opts["online"] = _rel(base, opts["online"])
+        train_on = extra.get("train_on") or ("online" if opts.get("online") else
+                                             "dataset+real" if opts.get("real_data") else "dataset")
         if train_on not in TRAIN_ON:
             raise ConfigError(f"{where}: recipes.{name}.train_on {train_on!r}: use one of {', '.join(TRAIN_ON)}")
-        if train_on != "dataset" and not opts.get("real_data"):
+        if (train_on == "online") != bool(opts.get("online")):
+            raise ConfigError(f"{where}: recipes.{name}: online synthesis needs both train_on: online and "
+                              "online: CONFIG (a `morphgen render` config file, or default)")
+        if train_on not in ("dataset", "online") and not opts.get("real_data"):
             raise ConfigError(f"{where}: recipes.{name}: train_on {train_on} needs real_data: PATH")
         if train_on == "dataset" and opts.get("real_data"):
             raise ConfigError(f"{where}: recipes.{name}: real_data is given but train_on is dataset: "
@@ -341,7 +349,10 @@ def _check_train(opts: dict, where: str) -> None:
         if not torch.cuda.is_available():
             o["device"], o["precision"] = "cpu", "auto"  # refused when it trains, not when planning
     try:
-        TrainConfig(data="x", **o).resolved()
+        TrainConfig(data="" if o.get("online") else "x", **o).resolved()
+        if o.get("online"):  # a bad scene stops the plan, not the training hours later
+            from .online import load_scene
+            load_scene(o["online"])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -405,9 +416,12 @@ def _cells(spec, datasets: dict, recipes: dict, where: str) -> list[Cell]:
         if r not in recipes:
             raise ConfigError(f"{where}: cell {d}/{r}: unknown recipe {r!r} (recipes: {', '.join(recipes)})")
         rec = recipes[r]
-        if d == NONE and rec.train_on != "real":
+        if d == NONE and rec.train_on not in ("real", "online"):
             raise ConfigError(f"{where}: cell none/{r}: without a dataset the recipe must train on real data "
-                              "(train_on: real with real_data: PATH)")
+                              "(train_on: real with real_data: PATH) or online (online: CONFIG)")
+        if d != NONE and rec.train_on == "online":
+            raise ConfigError(f"{where}: cell {d}/{r}: an online recipe renders its own batches: "
+                              f"use the cell none/{r}")
         if (d, r) in seen:
             if not added:
                 raise ConfigError(f"{where}: cell {d}/{r} is listed twice")
@@ -625,6 +639,8 @@ class Runner:
                 what = f"on {c.dataset}"
             elif r.train_on == "real":
                 what = f"on {Path(t['real_data']).name} (real)"
+            elif r.train_on == "online":
+                what = f"on online synthesis from {Path(t['online']).name}"
             else:
                 what = f"on {c.dataset} + {Path(t['real_data']).name}" + (
                     f" (domain mixup {t['domain_mixup']})" if t.get("domain_mixup") is not None else "")
@@ -672,6 +688,8 @@ class Runner:
         run = self.run_dir(cell)
         if r.train_on == "real":
             o["data"], o["data_format"] = o.pop("real_data"), o.pop("real_format", "auto")
+        elif r.train_on == "online":
+            o["data"] = ""
         else:
             o["data"] = str(self.dataset_dir(cell.dataset))
         if r.identities is not None:

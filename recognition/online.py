@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from morphgen.errors import ConfigError
 from morphgen.sampling import rng_for
-from morphgen.scene import SceneConfig, SceneRenderer
+from morphgen.scene import RenderPlan, SceneConfig, SceneRenderer
 
-from .align import align_face, template_points
-from .data import Augment, apply_augment
+from .align import align_batch, align_face, template_points
+from .data import Augment, apply_augment, augment_batch, worker_init
 
 _STREAM_BATCH, _STREAM_AUG = 101, 102
 # The renderer frames the eye-midpoint-to-mouth-midpoint distance at this fraction of the
@@ -75,7 +75,12 @@ class _Crops:
 
 
 class OnlineBatches(IterableDataset):
-    """Freshly rendered P x K batches for steps start..total-1 (this rank's share)."""
+    """Freshly rendered P x K batches for steps start..total-1 (this rank's share).
+
+    Two paths, one sampling: a CPU scene renders, aligns and augments whole batches in the
+    loader workers (numba + OpenCV); a device scene (``device: cuda``) has the workers make
+    only the numpy plans and `stream` renders, aligns and augments them on the device
+    (`TorchScene`, `align_batch`, `augment_batch`), so no image crosses the bus."""
 
     def __init__(self, scene: SceneConfig, input_size: int, template: str, batch_p: int, batch_k: int,
                  total: int, start: int = 0, seed: int = 0, augment: Augment | None = None,
@@ -92,32 +97,79 @@ class OnlineBatches(IterableDataset):
     def n_classes(self) -> int:
         return self.source.scene.sampling.n_identities
 
-    def batch(self, step: int):
-        """The batch of `step`: a pure function of (seed, step, rank) and the config."""
+    @property
+    def on_device(self) -> bool:
+        return self.source.scene.device != "cpu"
+
+    def pairs(self, step: int) -> list[tuple[int, int]]:
+        """(identity, sample) of each image of `step`: a pure function of (seed, step, rank)."""
         rng = rng_for(self.seed, _STREAM_BATCH, step, self.rank)
         ids = rng.choice(self.n_classes, self.batch_p, replace=False)
         b = self.batch_p * self.batch_k
         first = (step * self.world + self.rank) * b  # unique sample indices across steps and ranks
-        pairs = [(int(ids[j // self.batch_k]), first + j) for j in range(b)]
-        imgs, params = self.source.crops(pairs)
+        return [(int(ids[j // self.batch_k]), first + j) for j in range(b)]
+
+    def batch(self, step: int):
+        """The batch of `step` rendered on the CPU: (x uint8, labels, soft ids, soft weights)."""
+        imgs, params = self.source.crops(self.pairs(step))
         if self.augment.active():
             arng = rng_for(self.seed, _STREAM_AUG, step, self.rank)
             imgs = np.stack([apply_augment(im, self.augment, arng) for im in imgs])
         x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
-        y = torch.tensor([p.identity for p in params], dtype=torch.long)
-        sid = torch.full((b, 2), -1, dtype=torch.long)
-        sw = torch.zeros((b, 2), dtype=torch.float32)
-        sid[:, 0], sw[:, 0] = y, 1.0
-        for j, p in enumerate(params):
-            if p.mixup_partner is not None:
-                sid[j, 1], sw[j, 0], sw[j, 1] = p.mixup_partner, p.mixup_weight, 1.0 - p.mixup_weight
-        return x, y, sid, sw
+        return (x, *_labels(params))
+
+    def plan(self, step: int) -> tuple[int, RenderPlan]:
+        r = self.source.renderer
+        return step, r.plan([r.sampler.image_params(i, s) for i, s in self.pairs(step)], with_backgrounds=False)
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        make = self.plan if self.on_device else self.batch
         for step in range(self.start + wid, self.total, nw):  # the loader interleaves workers in order
-            yield self.batch(step)
+            yield make(step)
+
+    def stream(self, workers: int, device: torch.device):
+        """The training batches, in step order, on `device` when the scene renders there."""
+        loader = DataLoader(self, batch_size=None, worker_init_fn=worker_init, num_workers=workers,
+                            persistent_workers=False, prefetch_factor=4 if workers and self.on_device else None)
+        if not self.on_device:
+            yield from loader
+            return
+        from morphgen.torch_scene import TorchScene
+
+        scene = TorchScene(self.source.renderer, device, pool_seed=self.seed)
+        gen = torch.Generator(device=device)
+        for step, plan in loader:
+            res = scene.render(plan)
+            rgb, lm5 = res["rgb"], res["landmarks5"]
+            aug = self.augment
+            jitter = None
+            gen.manual_seed(int(rng_for(self.seed, _STREAM_AUG, step, self.rank).integers(2**62)))
+            if aug.crop:  # random scale and shift of the crop, as FaceDataset's
+                b, s = len(plan), self.source.input_size
+                pick = torch.rand(b, generator=gen, device=device) < aug.crop
+                j = torch.stack([0.9 + 0.2 * torch.rand(b, generator=gen, device=device),
+                                 (torch.rand(b, generator=gen, device=device) - 0.5) * 0.12 * s,
+                                 (torch.rand(b, generator=gen, device=device) - 0.5) * 0.12 * s], 1)
+                jitter = torch.where(pick[:, None], j, torch.tensor([1.0, 0.0, 0.0], device=device))
+            x = align_batch(rgb * 255.0, lm5, self.source.input_size, self.source.template, jitter)
+            if aug.active():
+                x = augment_batch(x, aug, gen)
+            yield (x.round_().clamp_(0, 255).to(torch.uint8), *_labels(plan.params))
+
+
+def _labels(params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class labels and soft labels (identity mixup: two identities and their weights)."""
+    b = len(params)
+    y = torch.tensor([p.identity for p in params], dtype=torch.long)
+    sid = torch.full((b, 2), -1, dtype=torch.long)
+    sw = torch.zeros((b, 2), dtype=torch.float32)
+    sid[:, 0], sw[:, 0] = y, 1.0
+    for j, p in enumerate(params):
+        if p.mixup_partner is not None:
+            sid[j, 1], sw[j, 0], sw[j, 1] = p.mixup_partner, p.mixup_weight, 1.0 - p.mixup_weight
+    return y, sid, sw
 
 
 class HeldOutSet(Dataset):

@@ -39,6 +39,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError, DataError
+from morphgen.sheet import write_sheet
 
 from .checkpoint import FILENAME, check_arch, load_backbone_state, load_checkpoint, save_checkpoint
 from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
@@ -110,6 +111,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     cache_dir: str | None = None        # MTCNN landmark cache (default RUN/cache; share it between runs)
+    real_preview: str | None = None     # real images whose aligned crops go to real_crops.png (vs train_crops.png)
     progress: bool = True
     extra: dict = field(default_factory=dict)   # free-form notes, saved with the config
 
@@ -231,6 +233,18 @@ def _prepare(path: str, fmt: str, cfg: TrainConfig, cache: Path, role: str, with
         raise DataError(f"{role} data {path} has no identity with {cfg.min_images_per_id}+ usable images "
                         f"({iset.describe()}): training needs one sub-folder per identity")
     return iset
+
+
+def _real_sheet(cfg: TrainConfig, cache: Path, path: Path) -> Path:
+    """64 real images aligned exactly as training images are (MTCNN, the run's template),
+    written beside train_crops.png so the two domains' framing can be compared by eye."""
+    iset = make_subset(load_imageset(Path(cfg.real_preview), "auto"), 64, None, None, cfg.seed)
+    iset = find_landmarks(iset, cache, detect=cfg.align, progress=False)
+    ds = FaceDataset(iset, {n: 0 for n in set(iset.identities)}, cfg.input_size, cfg.template, cfg.align)
+    crops = [c for c in (ds.crop(i) for i in range(len(ds))) if c is not None]
+    if not crops:
+        raise DataError(f"--real-preview {cfg.real_preview}: no readable face image")
+    return write_sheet(path, np.stack(crops), 8)
 
 
 def _class_names(iset) -> list[str]:
@@ -357,7 +371,7 @@ def _train(cfg: TrainConfig, say) -> dict:
     size, tpl = cfg.input_size, cfg.template
     online = None
     if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
-        online = OnlineBatches(load_scene(cfg.online), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
+        online = OnlineBatches(load_scene(cfg.online, {"device": str(device)}), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
                                seed=cfg.seed, augment=aug, rank=rank, world=world)
         syn_names = classes = [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
@@ -470,6 +484,9 @@ def _train(cfg: TrainConfig, say) -> dict:
                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                              "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state()}, ckpt_file)
 
+    if main and cfg.real_preview:
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
+        say(f"real crops for comparison: {_real_sheet(cfg, cache, run / 'real_crops.png')}")
     log = _Log(run, main, say)
     val_start = evaluate() if start == 0 else {}
     if val_start:
@@ -477,10 +494,9 @@ def _train(cfg: TrainConfig, say) -> dict:
         log.row(step=0, val_accuracy=val_start["accuracy"], val_auc=val_start["auc"], val_threshold=val_start["threshold"])
     if online is not None:
         online.start, online.total = start, total
-        # CPU renders run in a loader worker, overlapping with the training step; a GPU
-        # scene renders in this process on the training device.
-        batches = DataLoader(online, batch_size=None, worker_init_fn=worker_init,
-                             num_workers=workers if online.source.scene.device == "cpu" else 0)
+        # CPU scenes render whole batches in loader workers, overlapping with the training
+        # step; device scenes get only their plans from the workers and render here.
+        batches = online.stream(workers, device)
     else:
         batches = loader(ds_train, labels)
     real_batches = iter(loader(ds_real, ds_real.labels, 1)) if cfg.domain_mixup is not None else None
@@ -491,6 +507,8 @@ def _train(cfg: TrainConfig, say) -> dict:
     step, val = start, {}
     for x, y, sid, sw in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if main and step == start and not (run / "train_crops.png").exists():
+            write_sheet(run / "train_crops.png", x[:64].permute(0, 2, 3, 1).cpu().numpy(), 8)
         targets = None
         if head is not None and cfg.domain_mixup is not None:
             xr, yr, sidr, swr = (t.to(device) for t in next(real_batches))

@@ -64,16 +64,19 @@ def test_train_online_from_the_cli_then_embed(tmp_path):
     make_tiny_model(20, 24).save_npz(model)
     cfg = tmp_path / "online.yaml"
     cfg.write_text(f"model: {model}\nids: 8\nantialias: 1\nidentity-mixup: true\n")
-    run = tmp_path / "run"
-    r = CliRunner().invoke(cli, ["train", "--online", str(cfg), "--arch", "nn4small2", "--input-size", "32",
-                                 "--steps", "3", "--batch-p", "4", "--batch-k", "2", "--val-ids", "3",
-                                 "--out", str(run), "--threads", "1", "--quiet"])
-    assert r.exit_code == 0, r.output
-    assert (run / "checkpoint.pt").exists() and "online synthesis: 8 identities" in r.output
     data = tmp_path / "imgs"
     r = CliRunner().invoke(cli, ["render", "--model", str(model), "--ids", "2", "--per-id", "2", "--size", "48",
                                  "--quiet", "--out", str(data), "--workers", "1"])
     assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--online", str(cfg), "--arch", "nn4small2", "--input-size", "32",
+                                 "--steps", "3", "--batch-p", "4", "--batch-k", "2", "--val-ids", "3",
+                                 "--out", str(run), "--threads", "1", "--quiet", "--real-preview", str(data)])
+    assert r.exit_code == 0, r.output
+    assert (run / "checkpoint.pt").exists() and "online synthesis: 8 identities" in r.output
+    import cv2
+    train_sheet, real_sheet = cv2.imread(str(run / "train_crops.png")), cv2.imread(str(run / "real_crops.png"))
+    assert train_sheet.shape == (32, 8 * 32, 3) and real_sheet.shape == (32, 8 * 32, 3)
     r = CliRunner().invoke(cli, ["embed", "--model", str(run), "--images", str(data), "--out", str(tmp_path / "e.npz")])
     assert r.exit_code == 0, r.output
     emb = np.load(tmp_path / "e.npz")["embeddings"]
@@ -87,3 +90,104 @@ def test_online_needs_steps(tmp_path):
 
     r = CliRunner().invoke(cli, ["train", "--online", "default", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "--steps" in r.output
+
+
+# ---- the device path (TorchScene + align_batch + augment_batch), checked on the CPU ----
+
+def _device_stream(src: OnlineBatches):
+    """The batches the trainer gets from a GPU scene, made on the CPU (same torch code)."""
+    src.__class__ = type("OnCpuDevice", (OnlineBatches,), {"on_device": property(lambda self: True)})
+    return list(src.stream(0, torch.device("cpu")))
+
+
+def test_torch_scene_matches_the_numba_renderer(scene):
+    from dataclasses import replace
+
+    from morphgen.scene import SceneRenderer
+    from morphgen.torch_scene import TorchScene
+
+    r = SceneRenderer(replace(scene, size=48, sampling=replace(scene.sampling, mixup=None)))
+    plan = r.plan([r.sampler.image_params(i, s) for i in range(4) for s in range(3)])
+    ref = r.render_plan(plan)
+    ts = TorchScene(r, "cpu", pool_size=2)
+    ts.pool = torch.from_numpy(plan.backgrounds)  # the same backgrounds, in plan order
+    res = ts.render(replace(plan, backgrounds=None, background_seed=np.arange(len(plan))))
+    rgb, lm5 = res["rgb"], res["landmarks5"]
+    got = (rgb.numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8).astype(int)
+    want = np.stack([x.rgb for x in ref]).astype(int)
+    assert np.abs(got - want).max() <= 1
+    assert np.abs(lm5.numpy() - np.stack([x.landmarks5 for x in ref])).max() < 1e-3
+
+
+def test_align_batch_matches_align_face():
+    import cv2
+
+    from recognition.align import align_batch, align_face
+
+    rng = np.random.default_rng(0)
+    img = np.stack([cv2.GaussianBlur((rng.random((70, 80, 3)) * 255).astype(np.uint8), (0, 0), 3) for _ in range(3)])
+    lm = np.array([[30, 30], [55, 28], [42, 45], [33, 58], [53, 57]], np.float32) + rng.normal(0, 2, (3, 5, 2))
+    jit = np.array([[1.0, 0, 0], [1.08, 3, -2], [0.92, -1, 2]], np.float32)
+    for tpl, size in (("arcface", 112), ("openface", 96)):
+        want = np.stack([align_face(img[i], lm[i].astype(np.float32), size, tpl, jit[i]) for i in range(3)])
+        got = align_batch(torch.from_numpy(img).float(), torch.from_numpy(lm), size, tpl, torch.from_numpy(jit))
+        assert np.abs(got.permute(0, 2, 3, 1).numpy() - want).max() <= 0.51  # cv2 rounds to uint8
+
+
+def test_augment_batch_is_seeded_and_changes_pixels():
+    from recognition.data import Augment, augment_batch
+
+    x = torch.rand(6, 3, 24, 24) * 255
+    aug = Augment.preset("strong")
+    a = augment_batch(x, aug, torch.Generator().manual_seed(3))
+    b = augment_batch(x, aug, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, x) and a.shape == x.shape
+    assert torch.equal(augment_batch(x, Augment(), torch.Generator().manual_seed(3)), x)
+
+
+def test_device_stream_matches_the_cpu_batches(scene):
+    """Plain backgrounds make the background pool irrelevant: the device path's crops equal
+    the CPU path's (OpenCV warp, uint8 rounding) within two grey levels."""
+    from dataclasses import replace
+
+    plain = replace(scene, backgrounds="color:90,120,150")
+    cpu = OnlineBatches(plain, 32, "arcface", batch_p=3, batch_k=2, total=2, seed=4)
+    dev = _device_stream(OnlineBatches(plain, 32, "arcface", batch_p=3, batch_k=2, total=2, seed=4))
+    assert len(dev) == 2
+    for step, (x, y, sid, sw) in enumerate(dev):
+        cx, cy, csid, csw = cpu.batch(step)
+        assert x.dtype == torch.uint8 and x.shape == cx.shape
+        assert torch.equal(y, cy) and torch.equal(sid, csid) and torch.equal(sw, csw)
+        assert (x.int() - cx.int()).abs().max() <= 2
+
+
+def test_device_stream_is_deterministic_with_augmentation(scene):
+    from recognition.data import Augment
+
+    def run():
+        return _device_stream(OnlineBatches(scene, 32, "arcface", 3, 2, total=2, seed=4,
+                                            augment=Augment.preset("strong")))
+
+    a, b = run(), run()
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
+    assert not torch.equal(a[0][0], a[1][0])
+
+
+def test_scene_renderer_device_path_matches_numba(scene):
+    """`SceneRenderer.render_plan` on a GPU decodes and renders with TorchScene; run here on
+    the CPU, its images, extra outputs and landmarks equal the numba path's."""
+    from dataclasses import replace
+
+    from morphgen.scene import SceneRenderer
+    from morphgen.torch_scene import TorchScene
+
+    cfg = replace(scene, size=40, outputs=("depth", "mask", "normals", "albedo"),
+                  sampling=replace(scene.sampling, mixup=None))
+    r = SceneRenderer(cfg)
+    r.__dict__["_torch_scene"] = TorchScene(r, "cpu", pool_size=0)
+    plan = r.plan([r.sampler.image_params(i, s) for i in range(3) for s in range(2)])
+    (a, lm_a), (b, lm_b) = r._render_numba(plan), r._render_device(plan)
+    assert b["rgb"].dtype == np.uint8 and np.abs(a["rgb"].astype(int) - b["rgb"]).max() <= 1
+    assert np.abs(lm_a - lm_b).max() < 1e-3 and np.abs(a["landmarks2d"] - b["landmarks2d"]).max() < 1e-3
+    assert (a["visibility"] == b["visibility"]).all() and (a["mask"] == b["mask"]).mean() > 0.99
+    assert np.abs(a["albedo"] - b["albedo"]).max() < 0.02

@@ -600,12 +600,12 @@ def render_batch(
         )
     out: dict[str, np.ndarray] = {}
     for key, val in res.items():
+        if key == "face_id":  # the supersampled id map: large, and the numba path has none
+            continue
+        if key == "rgb" and settings.output_dtype == "uint8":  # convert where the pixels are
+            val = (val.clamp(0.0, 1.0) * 255.0 + 0.5).floor().clamp(max=255).to(torch.uint8)
         arr = val.detach().cpu().numpy()
-        if key == "rgb" and settings.output_dtype == "uint8":
-            arr = np.minimum(np.floor(np.clip(arr, 0.0, 1.0) * 255.0 + 0.5), 255).astype(np.uint8)
-        elif arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
-        out[key] = arr
+        out[key] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
     out["translation"] = np.asarray(used_pose.translation, dtype=np.float64)
     return out
 
