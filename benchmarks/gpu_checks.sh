@@ -9,7 +9,7 @@
 #   OUT=results bash benchmarks/gpu_checks.sh
 #
 # Environment: OUT (where logs and results go; default ./gpu_checks_out), TRAIN_SECONDS
-# (default 100; the step count is derived from the end-to-end rate measured in step 2),
+# (default 90; the step count is derived from the end-to-end rate measured in step 2),
 # WORKERS (CPU processes; default cores - 1); DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS
 # (cuda, 512, 128, 1000, 40) shrink it for a trial on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8
 # IDS=10 BENCH_STEPS=2 TRAIN_SECONDS=10. Needs morphgen installed (python3 and morphgen on
@@ -18,7 +18,7 @@
 # the others.
 set -u
 OUT=${OUT:-gpu_checks_out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-100}
+TRAIN_SECONDS=${TRAIN_SECONDS:-90}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 DEVICE=${DEVICE:-cuda}
 TORCH_BATCH=${TORCH_BATCH:-512}
@@ -36,15 +36,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 python3 -c "import torch, numpy, numba; print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 say "1. renderer (torch path on the GPU, batch 512)"
-step 100 python3 benchmarks/bench_render.py --only-torch --torch-device "$DEVICE" --torch-batch "$TORCH_BATCH" --seconds 1 --sizes 128 256
+step 60 python3 benchmarks/bench_render.py --only-torch --torch-device "$DEVICE" --torch-batch "$TORCH_BATCH" --seconds 1 --sizes 128 256
 
 say "2. online synthesis throughput (IResNet-18, 128 x 4)"
-step 120 python3 benchmarks/bench_online.py --device "$DEVICE" --config experiments/online_scene.yaml --arch iresnet18 \
+step 90 python3 benchmarks/bench_online.py --device "$DEVICE" --config experiments/online_scene.yaml --arch iresnet18 \
     --batch-p "$P" --batch-k 4 --steps "$BENCH_STEPS" --warmup $(( BENCH_STEPS / 5 + 1 )) --workers "$WORKERS" | tee "$OUT/bench_online.txt"
 
 say "3. dataset writer: 1,000 identities x 100 images, 128 px PNG, to local disk"
 rm -rf /tmp/syn100k
-step 120 morphgen render --ids "$IDS" --per-id 100 --device "$DEVICE" --workers "$WORKERS" --out /tmp/syn100k
+step 75 morphgen render --ids "$IDS" --per-id 100 --device "$DEVICE" --workers "$WORKERS" --out /tmp/syn100k
 du -sh /tmp/syn100k 2>&1 | tee -a "$LOG"
 find /tmp/syn100k/images -name '*.png' | wc -l | tee -a "$LOG"
 rm -rf /tmp/syn100k
@@ -57,7 +57,7 @@ sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_
     -e "s/^    warmup_steps: .*/    warmup_steps: $(( STEPS / 20 ))/" -e "s/^    device: .*/    device: $DEVICE/" \
     -e "s/^    batch_p: .*/    batch_p: $P/" \
     experiments/online_gpu_10min.yaml > experiments/online_gpu_short.yaml
-step 330 morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
+step 210 morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
 RUN=/tmp/online_gpu/runs/none__online
 cp /tmp/online_gpu/results.md "$RUN/log.csv" "$RUN/train_crops.png" "$RUN/real_crops.png" "$OUT/" 2>>"$LOG"
 cp /tmp/online_gpu/roc_orl.png "$OUT/" 2>>"$LOG"
