@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # an installed morphgen wins
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train import train_rate  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # an installed morphgen wins
 
 from recognition.data import (Augment, FaceDataset, PKBatchSampler, load_imageset, single_threaded_cv2,  # noqa: E402
                               to_input, worker_init)

@@ -55,6 +55,7 @@ STEPS=$(python3 -c "print(max(20, int(float('${RATE:-2000}') * $TRAIN_SECONDS / 
 say "end-to-end rate ${RATE:-unknown} img/s -> $STEPS steps"
 sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_every: 0/" \
     -e "s/^    warmup_steps: .*/    warmup_steps: $(( STEPS / 20 ))/" -e "s/^    device: .*/    device: $DEVICE/" \
+    -e "s/^    margin_warmup_steps: .*/    margin_warmup_steps: $(( STEPS / 5 ))/" \
     -e "s/^    batch_p: .*/    batch_p: $P/" \
     experiments/online_gpu_10min.yaml > experiments/online_gpu_short.yaml
 step 210 morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu

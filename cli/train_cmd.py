@@ -50,6 +50,8 @@ def _train_options(f):
         click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]),
                      help="Learning rate after warm-up: constant, or cosine decay to 0. [default: cosine]"),
         click.option("--warmup-steps", type=int, help="Linear learning-rate warm-up steps. [default: 0]"),
+        click.option("--margin-warmup-steps", type=int, help="Ramp the ArcFace/CosFace margin linearly from 0 "
+                     "to --margin over these steps (helps a head over many classes trained from scratch). [default: 0]"),
         click.option("--margin", type=float, help="Triplet margin (0.2), ArcFace angular margin m2 (0.5) or "
                      "CosFace margin m3 (0.35)."),
         click.option("--scale", type=float, help="Margin-head scale s. [default: 64]"),

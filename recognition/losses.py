@@ -57,6 +57,13 @@ class MarginHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
         self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
+        self._full_margins = (m2, m3)
+
+    def warm(self, fraction: float) -> None:
+        """Set the additive margins (m2, m3) to `fraction` of their full values. A margin
+        warm-up lets a head over many classes from scratch separate them before the full
+        penalty applies (the online recipe's ArcFace stalls without it)."""
+        self.m2, self.m3 = (m * fraction for m in self._full_margins)
 
     @classmethod
     def build(cls, loss: str, embedding_size: int, num_classes: int, s: float | None = None,
@@ -86,7 +93,7 @@ class MarginHead(nn.Module):
         else:
             rows, cls_k = torch.nonzero(targets > 0, as_tuple=True)
             w = targets[rows, cls_k].float()
-        logits = cos[rows].clone()                     # one row per (sample, labelled class)
+        logits = cos[rows].float()                     # one row per (sample, labelled class); fp32 under autocast
         r = torch.arange(len(rows), device=cos.device)
         logits[r, cls_k] = self.target_logit(logits[r, cls_k])
         ce = F.cross_entropy(self.s * logits, cls_k, reduction="none")

@@ -80,6 +80,7 @@ class TrainConfig:
     weight_decay: float | None = None   # 0 adam, 5e-4 sgd
     lr_schedule: str = "cosine"         # constant | cosine
     warmup_steps: int = 0
+    margin_warmup_steps: int = 0        # ramp the ArcFace/CosFace margin linearly from 0 over these steps
     margin: float | None = None         # triplet 0.2, arcface 0.5 (m2), cosface 0.35 (m3)
     scale: float = 64.0                 # margin-head s
     aug: str = "none"                   # preset: none | standard | strong
@@ -146,6 +147,8 @@ class TrainConfig:
         if c.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown --lr-schedule {c.lr_schedule!r}: use constant or cosine")
         c.batch_size = c.batch_size or c.batch_p * c.batch_k
+        if c.warmup_steps < 0 or c.margin_warmup_steps < 0:
+            raise ConfigError("--warmup-steps and --margin-warmup-steps must be 0 or more")
         if min(c.batch_p, c.batch_k, c.batch_size) < 1 or (c.loss == "triplet" and c.batch_k < 2):
             raise ConfigError("batch sizes must be positive, and triplet loss needs --batch-k of 2 or more")
         if c.steps is not None and c.epochs is not None:
@@ -344,7 +347,7 @@ def _train(cfg: TrainConfig, say) -> dict:
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-    device = torch.device(f"cuda:{local}" if cfg.device == "cuda" and world > 1 else cfg.device)
+    device = torch.device("cuda", local) if cfg.device == "cuda" else torch.device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     cores = os.cpu_count() or 1
@@ -519,6 +522,8 @@ def _train(cfg: TrainConfig, say) -> dict:
         elif head is not None and (sw[:, 1] > 0).any():
             targets = soft_targets(sid.to(device), sw.to(device), len(classes))
         factor = _lr_factor(cfg, step, total)
+        if head is not None and cfg.margin_warmup_steps:
+            head.warm(min(1.0, step / cfg.margin_warmup_steps))
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * factor
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):

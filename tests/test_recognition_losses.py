@@ -119,3 +119,29 @@ def test_domain_mixup_loss_is_mixture_of_domain_losses():
     syn = head(emb, torch.tensor([0, 1, 2, 0]))
     real = head(emb, torch.tensor([1, 0, 1, 1]) + 3)
     assert float(mixed) == pytest.approx(0.6 * float(syn) + 0.4 * float(real), rel=1e-5)
+
+
+def test_margin_head_under_bf16_autocast():
+    """Autocast makes the cosines bf16; the margin is applied in fp32 (this crashed on a GPU)."""
+    torch.manual_seed(0)
+    head = MarginHead.build("arcface", 16, 10)
+    emb, y = torch.randn(8, 16), torch.arange(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = head(emb, y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert abs(loss.item() - head(emb, y).item()) < 0.05 * head(emb, y).item()
+
+
+def test_margin_warm_up_scales_the_margin():
+    torch.manual_seed(0)
+    head = MarginHead.build("arcface", 16, 10)
+    emb, y = torch.randn(8, 16), torch.arange(8)
+    full = head(emb, y)
+    head.warm(0.0)
+    plain = F.cross_entropy(head.s * head.cosine(emb), y)
+    assert torch.allclose(head(emb, y), plain, atol=1e-4) and plain < full
+    head.warm(1.0)
+    assert torch.allclose(head(emb, y), full)
+    cos = MarginHead.build("cosface", 16, 10, margin=0.4)
+    cos.warm(0.5)
+    assert cos.m3 == pytest.approx(0.2) and cos.m2 == 0.0

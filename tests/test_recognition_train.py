@@ -142,6 +142,11 @@ def test_identity_and_domain_mixup_with_arcface(tmp_path):
     s2 = train(TrainConfig(data=str(syn), out=str(tmp_path / "joint"), loss="cosface", real_data=str(real),
                            input_size=48, batch_size=12, steps=2, workers=0, threads=1, progress=False), say=lambda *a: None)
     assert s2["classes"] == 10 and s2["train_images"] == 6 * 6 + 16
+    # bf16 autocast (the GPU default) with a margin warm-up, on the CPU
+    s3 = train(TrainConfig(data=str(syn), out=str(tmp_path / "bf16"), loss="arcface", precision="bf16",
+                           margin_warmup_steps=2, input_size=48, batch_size=12, steps=3, workers=0, threads=1,
+                           progress=False), say=lambda *a: None)
+    assert s3["steps"] == 3 and all(np.isfinite(s3["losses"]))
 
 
 def test_user_errors(smoke_run, toy, tmp_path):
