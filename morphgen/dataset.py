@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ConfigError, DataError
+from .render.renderer import limit_threads
 from .scene import RenderPlan, RenderResult, SceneConfig, SceneRenderer
 
 PARAMS_DIR, IMAGES_DIR, WDS_DIR, PARTIAL_DIR = "params", "images", "wds", ".partial"
@@ -150,10 +151,7 @@ _WORKER: dict = {}
 
 def _worker_init(job_dict: dict) -> None:
     """Per-process set-up: one thread per library (parallelism comes from processes)."""
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    limit_threads(1)
     job = job_from_dict(job_dict)
     _WORKER["job"] = job
     _WORKER["renderer"] = SceneRenderer(job.scene)

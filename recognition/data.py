@@ -553,7 +553,11 @@ def to_input(x: torch.Tensor) -> torch.Tensor:
 def worker_init(_worker_id: int) -> None:
     """One torch thread per loader worker: the trainer owns the cores. OpenCV's thread
     count must not be changed inside a forked worker (it can deadlock on the parent's
-    pool): the parent sets it to 1 before starting workers (see ``single_threaded_cv2``)."""
+    pool): the parent sets it to 1 before starting workers (see ``single_threaded_cv2``).
+    numpy's BLAS gets one thread too (online synthesis decodes meshes in the workers)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     torch.set_num_threads(1)
 
 

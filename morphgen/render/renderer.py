@@ -138,9 +138,13 @@ class RenderSettings:
 
 
 def limit_threads(n: int = 1) -> None:
-    """One compute thread per process (numba, torch, OpenCV): on a loaded machine
-    several threads per process are slower than one (FACTS section 6); parallelism
-    comes from running one process per core."""
+    """One compute thread per process (numba, torch, OpenCV, numpy's BLAS): on a loaded
+    machine several threads per process are slower than one (FACTS section 6); parallelism
+    comes from running one process per core. BLAS matters: two dataset workers whose
+    decode matmuls each spun two OpenBLAS threads wrote 161 img/s here, 224 with one."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
     torch.set_num_threads(n)
     try:
         numba.set_num_threads(n)
