@@ -232,12 +232,40 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid):
                     fid[py, px] = tid
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def pixel_weights(sc, tris, f, pcx, pcy):
+    """Vertices (i0, i1, i2) of triangle ``f`` and their perspective-correct barycentric
+    weights at the pixel centre (pcx, pcy), summing to 1. sc: (N, 3) screen x, y, w.
+
+    The one per-pixel resolve of every numba kernel (inlined, so it costs what the code
+    written out in place did): the weights e_i / w_i are formed as e_i * w_j * w_k, which
+    needs one division per pixel instead of three."""
+    f = np.uint32(f)
+    i0 = tris[f, 0]
+    i1 = tris[f, 1]
+    i2 = tris[f, 2]
+    x0 = np.float64(sc[i0, 0])
+    y0 = np.float64(sc[i0, 1])
+    x1 = np.float64(sc[i1, 0])
+    y1 = np.float64(sc[i1, 1])
+    x2 = np.float64(sc[i2, 0])
+    y2 = np.float64(sc[i2, 1])
+    w0 = np.float64(sc[i0, 2])
+    w1 = np.float64(sc[i1, 2])
+    w2 = np.float64(sc[i2, 2])
+    e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) * (w1 * w2)
+    e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) * (w0 * w2)
+    e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) * (w0 * w1)
+    es = e0 + e1 + e2
+    es = 1.0 / es if es != 0.0 else 1.0
+    return i0, i1, i2, e0 * es, e1 * es, e2 * es
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def resolve_bary(sx, sy, sw, tris, fid, bary):
+def resolve_bary(sc, tris, fid, bary):
     """Perspective-correct barycentrics (H, W, 3) of each covered pixel centre, in place."""
     h, w = fid.shape
     for py in range(h):
-        cy = py + 0.5
         for px in range(w):
             f = fid[py, px]
             if f < 0:
@@ -245,29 +273,10 @@ def resolve_bary(sx, sy, sw, tris, fid, bary):
                 bary[py, px, 1] = 0.0
                 bary[py, px, 2] = 0.0
                 continue
-            cx = px + 0.5
-            f = np.uint32(f)
-            i0 = tris[f, 0]
-            i1 = tris[f, 1]
-            i2 = tris[f, 2]
-            x0 = np.float64(sx[i0])
-            y0 = np.float64(sy[i0])
-            x1 = np.float64(sx[i1])
-            y1 = np.float64(sy[i1])
-            x2 = np.float64(sx[i2])
-            y2 = np.float64(sy[i2])
-            e0 = (x2 - x1) * (cy - y1) - (y2 - y1) * (cx - x1)
-            e1 = (x0 - x2) * (cy - y2) - (y0 - y2) * (cx - x2)
-            e2 = (x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)
-            b0 = e0 / np.float64(sw[i0])
-            b1 = e1 / np.float64(sw[i1])
-            b2 = e2 / np.float64(sw[i2])
-            s = b0 + b1 + b2
-            if s == 0.0:
-                s = 1.0
-            bary[py, px, 0] = b0 / s
-            bary[py, px, 1] = b1 / s
-            bary[py, px, 2] = b2 / s
+            _, _, _, b0, b1, b2 = pixel_weights(sc, tris, f, px + 0.5, py + 0.5)
+            bary[py, px, 0] = b0
+            bary[py, px, 1] = b1
+            bary[py, px, 2] = b2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -277,7 +286,7 @@ def _raster_batch_numba(screen, tris_sorted, tri_ids, tris, cull, near, zbuf, fi
         sy = screen[b, :, 1]
         sw = screen[b, :, 2]
         raster_core(sx, sy, sw, tris_sorted, tri_ids, cull, near, zbuf[b], fid[b])
-        resolve_bary(sx, sy, sw, tris, fid[b], bary[b])
+        resolve_bary(screen[b], tris, fid[b], bary[b])
 
 
 def _rasterize_numba(screen: np.ndarray, triangles: np.ndarray, h: int, w: int, cull: bool, near: float):

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
 from .interpolate import interpolate
-from .rasterize import MESH_CACHE, raster_core, rasterize
+from .rasterize import MESH_CACHE, pixel_weights, raster_core, rasterize
 from .shading import (
     N0,
     N1,
@@ -318,29 +318,7 @@ def _fused_render(
                         f = fb[py, px]
                         if f < 0:
                             continue
-                        pcx = px + 0.5
-                        f = np.uint32(f)
-                        i0 = tris[f, 0]
-                        i1 = tris[f, 1]
-                        i2 = tris[f, 2]
-                        x0 = np.float64(sc[i0, 0])
-                        y0 = np.float64(sc[i0, 1])
-                        x1 = np.float64(sc[i1, 0])
-                        y1 = np.float64(sc[i1, 1])
-                        x2 = np.float64(sc[i2, 0])
-                        y2 = np.float64(sc[i2, 1])
-                        w0 = np.float64(sc[i0, 2])
-                        w1 = np.float64(sc[i1, 2])
-                        w2 = np.float64(sc[i2, 2])
-                        # perspective-correct weights e_i / w_i, as e_i * w_j * w_k (one division)
-                        e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) * (w1 * w2)
-                        e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) * (w0 * w2)
-                        e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) * (w0 * w1)
-                        es = e0 + e1 + e2
-                        es = 1.0 / es if es != 0.0 else 1.0
-                        e0 *= es
-                        e1 *= es
-                        e2 *= es
+                        i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, pcy)
                         q0 = e0 * vcol[i0, 0] + e1 * vcol[i1, 0] + e2 * vcol[i2, 0]
                         q1 = e0 * vcol[i0, 1] + e1 * vcol[i1, 1] + e2 * vcol[i2, 1]
                         q2 = e0 * vcol[i0, 2] + e1 * vcol[i1, 2] + e2 * vcol[i2, 2]
@@ -386,25 +364,9 @@ def _resolve_attrs(fid, sc, tris, attr, k, out):
                     f = fid[py, px]
                     if f < 0:
                         continue
-                    pcx = px + 0.5
-                    f = np.uint32(f)
-                    i0 = tris[f, 0]
-                    i1 = tris[f, 1]
-                    i2 = tris[f, 2]
-                    x0 = np.float64(sc[i0, 0])
-                    y0 = np.float64(sc[i0, 1])
-                    x1 = np.float64(sc[i1, 0])
-                    y1 = np.float64(sc[i1, 1])
-                    x2 = np.float64(sc[i2, 0])
-                    y2 = np.float64(sc[i2, 1])
-                    e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) / sc[i0, 2]
-                    e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) / sc[i1, 2]
-                    e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) / sc[i2, 2]
-                    es = e0 + e1 + e2
-                    if es == 0.0:
-                        es = 1.0
+                    i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, pcy)
                     for c in range(nc):
-                        acc[c] += (e0 * attr[i0, c] + e1 * attr[i1, c] + e2 * attr[i2, c]) / es
+                        acc[c] += e0 * attr[i0, c] + e1 * attr[i1, c] + e2 * attr[i2, c]
                     cov += 1
             for c in range(nc):
                 out[oy, ox, c] = acc[c] / cov if cov > 0 else 0.0
@@ -424,24 +386,7 @@ def _resolve_labels(fid, sc, tris, labels, k, out):
             if f < 0:
                 out[oy, ox] = -1
                 continue
-            pcy = py + 0.5
-            pcx = px + 0.5
-            f = np.uint32(f)
-            i0 = tris[f, 0]
-            i1 = tris[f, 1]
-            i2 = tris[f, 2]
-            x0 = np.float64(sc[i0, 0])
-            y0 = np.float64(sc[i0, 1])
-            x1 = np.float64(sc[i1, 0])
-            y1 = np.float64(sc[i1, 1])
-            x2 = np.float64(sc[i2, 0])
-            y2 = np.float64(sc[i2, 1])
-            e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) / sc[i0, 2]
-            e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) / sc[i1, 2]
-            e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) / sc[i2, 2]
-            es = e0 + e1 + e2
-            if es < 0:
-                e0, e1, e2 = -e0, -e1, -e2
+            i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, py + 0.5)
             if e0 >= e1 and e0 >= e2:
                 out[oy, ox] = labels[i0]
             elif e1 >= e2:
