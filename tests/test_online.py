@@ -94,10 +94,14 @@ def test_online_needs_steps(tmp_path):
 
 # ---- the device path (TorchScene + align_batch + augment_batch), checked on the CPU ----
 
-def _device_stream(src: OnlineBatches):
+class _OnCpuDevice(OnlineBatches):
+    on_device = property(lambda self: True)
+
+
+def _device_stream(src: OnlineBatches, workers: int = 0):
     """The batches the trainer gets from a GPU scene, made on the CPU (same torch code)."""
-    src.__class__ = type("OnCpuDevice", (OnlineBatches,), {"on_device": property(lambda self: True)})
-    return list(src.stream(0, torch.device("cpu")))
+    src.__class__ = _OnCpuDevice
+    return list(src.stream(workers, torch.device("cpu")))
 
 
 def test_torch_scene_matches_the_numba_renderer(scene):
@@ -171,6 +175,10 @@ def test_device_stream_is_deterministic_with_augmentation(scene):
     a, b = run(), run()
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
     assert not torch.equal(a[0][0], a[1][0])
+    # plans made by two loader processes: the same batches, in step order
+    c = _device_stream(OnlineBatches(scene, 32, "arcface", 3, 2, total=2, seed=4, augment=Augment.preset("strong")),
+                       workers=2)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, c))
 
 
 def test_scene_renderer_device_path_matches_numba(scene):
