@@ -147,6 +147,8 @@ class TrainConfig:
         if c.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown --lr-schedule {c.lr_schedule!r}: use constant or cosine")
         c.batch_size = c.batch_size or c.batch_p * c.batch_k
+        if c.real_preview and not Path(c.real_preview).is_dir():
+            raise ConfigError(f"--real-preview {c.real_preview} is not a folder: give a folder of real face images")
         if c.warmup_steps < 0 or c.margin_warmup_steps < 0:
             raise ConfigError("--warmup-steps and --margin-warmup-steps must be 0 or more")
         if min(c.batch_p, c.batch_k, c.batch_size) < 1 or (c.loss == "triplet" and c.batch_k < 2):
@@ -241,8 +243,12 @@ def _prepare(path: str, fmt: str, cfg: TrainConfig, cache: Path, role: str, with
 def _real_sheet(cfg: TrainConfig, cache: Path, path: Path) -> Path:
     """64 real images aligned exactly as training images are (MTCNN, the run's template),
     written beside train_crops.png so the two domains' framing can be compared by eye."""
-    iset = make_subset(load_imageset(Path(cfg.real_preview), "auto"), 64, None, None, cfg.seed)
-    iset = find_landmarks(iset, cache, detect=cfg.align, progress=False)
+    try:
+        iset = make_subset(load_imageset(Path(cfg.real_preview), "auto"), 64, None, None, cfg.seed)
+        iset = find_landmarks(iset, cache, detect=cfg.align, progress=False)
+    except DataError as exc:
+        what = str(exc).split(": check")[0]  # the reader's hint names --data; this is --real-preview
+        raise DataError(f"--real-preview: {what}: give a folder of face images (a sub-folder per identity)") from None
     ds = FaceDataset(iset, {n: 0 for n in set(iset.identities)}, cfg.input_size, cfg.template, cfg.align)
     crops = [c for c in (ds.crop(i) for i in range(len(ds))) if c is not None]
     if not crops:

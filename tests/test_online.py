@@ -199,3 +199,18 @@ def test_scene_renderer_device_path_matches_numba(scene):
     assert np.abs(lm_a - lm_b).max() < 1e-3 and np.abs(a["landmarks2d"] - b["landmarks2d"]).max() < 1e-3
     assert (a["visibility"] == b["visibility"]).all() and (a["mask"] == b["mask"]).mean() > 0.99
     assert np.abs(a["albedo"] - b["albedo"]).max() < 0.02
+
+
+def test_real_preview_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+
+    base = ["train", "--online", "default", "--steps", "1", "--arch", "nn4small2", "--input-size", "32",
+            "--batch-p", "2", "--batch-k", "2", "--threads", "1", "--quiet"]
+    r = CliRunner().invoke(cli, base + ["--real-preview", str(tmp_path / "nope"), "--out", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "--real-preview" in r.output and "not a folder" in r.output
+    assert not (tmp_path / "a").exists()  # refused before any work
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(cli, base + ["--real-preview", str(tmp_path / "empty"), "--out", str(tmp_path / "b")])
+    assert r.exit_code != 0 and "--real-preview: no usable images" in r.output and "Traceback" not in r.output
