@@ -211,16 +211,7 @@ class SceneRenderer:
         plan frames its faces without decoding whole meshes."""
         verts = sorted({int(v) for g in self.five_point for v in np.atleast_1d(g)})
         where = {v: i for i, v in enumerate(verts)}
-        rows = (3 * np.asarray(verts)[:, None] + np.arange(3)).reshape(-1)
-        d = Decoder.__new__(Decoder)
-        d.n_vertices = len(verts)
-        d.shape_mean, d.shape_basis = self.decoder.shape_mean[rows], self.decoder.shape_basis[rows]
-        d.color_mean = d.color_basis = None
-        if self.decoder.expr_basis is not None:
-            d.expr_mean, d.expr_basis = self.decoder.expr_mean[rows], self.decoder.expr_basis[rows]
-        else:
-            d.expr_mean = d.expr_basis = None
-        return d, [[where[int(v)] for v in np.atleast_1d(g)] for g in self.five_point]
+        return self.decoder.restricted(verts), [[where[int(v)] for v in np.atleast_1d(g)] for g in self.five_point]
 
     def plan(self, params: list[ImageParams], with_backgrounds: bool = True) -> RenderPlan:
         """The numpy side of a batch: coefficients, framed pose and (optionally) backgrounds."""

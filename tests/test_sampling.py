@@ -131,3 +131,17 @@ def test_decoder_matches_pca_instance(tiny_model):
     np.testing.assert_allclose(v, expected, atol=1e-3)
     alb = dec.albedo(p.color[None])[0]
     np.testing.assert_allclose(alb, np.clip(tiny_model.color.instance(p.color), 0, 1), atol=1e-5)
+
+
+def test_restricted_decoder_matches_the_full_decode():
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(20, 24)
+    full = Decoder(model, 5, 4, 3 if model.expression is not None else 0)
+    ids = [7, 2, 11]
+    part = full.restricted(ids)
+    rng = np.random.default_rng(0)
+    shape, color = rng.normal(size=(4, 5)), rng.normal(size=(4, 4))
+    expr = rng.normal(size=(4, 3)) if full.expr_basis is not None else None
+    assert np.allclose(part.vertices(shape, expr), full.vertices(shape, expr)[:, ids], atol=1e-4)
+    assert np.allclose(part.albedo(color), full.albedo(color)[:, ids], atol=1e-6)
