@@ -26,6 +26,8 @@ def _train_options(f):
         click.option("--online", help="Online synthesis instead of --data: every batch freshly rendered (P identities x K "
                      "images) from a `morphgen render` config file (YAML: model, ids = identity pool, pose, "
                      "identity-mixup...) or 'default'; needs --steps."),
+        click.option("--online-unbounded", is_flag=True, default=None, help="With --online: every batch brings new "
+                     "identities (2^31 of them) instead of drawing from the config's pool of `ids`; triplet loss only."),
         click.option("--data-format", type=click.Choice(FORMAT_CHOICES), help="How to read --data. [default: auto]"),
         click.option("--out", type=PATH, help="Run folder for config, log.csv, TensorBoard events, "
                      "checkpoint.pt and image lists. [default: run]"),

@@ -27,6 +27,7 @@ from .align import align_batch, align_face, template_points
 from .data import Augment, apply_augment, augment_batch, worker_init
 
 _STREAM_BATCH, _STREAM_AUG = 101, 102
+UNBOUNDED = 2**31 - 1  # identity indices of an unbounded stream
 # The renderer frames the eye-midpoint-to-mouth-midpoint distance at this fraction of the
 # image (morphgen.render.camera.Framing's default).
 _FACE_FRACTION = 0.25
@@ -84,10 +85,15 @@ class OnlineBatches(IterableDataset):
 
     def __init__(self, scene: SceneConfig, input_size: int, template: str, batch_p: int, batch_k: int,
                  total: int, start: int = 0, seed: int = 0, augment: Augment | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, unbounded: bool = False):
         n_ids = scene.sampling.n_identities
-        if batch_p > n_ids:
+        if unbounded and scene.sampling.mixup is not None:
+            raise ConfigError("identity mixup pairs identities of a pool: drop --online-unbounded or identity-mixup")
+        if batch_p > n_ids and not unbounded:
             raise ConfigError(f"--batch-p {batch_p} exceeds the identity pool of {n_ids}: raise --ids in the online config")
+        self.unbounded = unbounded
+        if unbounded:  # identities are indices into 2^31 - 1 instead of the config's pool
+            scene = replace(scene, sampling=replace(scene.sampling, n_identities=UNBOUNDED))
         size = render_size_for(template, input_size)
         self.source = _Crops(replace(scene, size=max(scene.size, size)), input_size, template)
         self.batch_p, self.batch_k, self.total, self.start = batch_p, batch_k, total, start
@@ -95,6 +101,8 @@ class OnlineBatches(IterableDataset):
 
     @property
     def n_classes(self) -> int:
+        """Identities the batches draw from: the scene's pool, or 2^31 - 1 when unbounded
+        (every batch brings new identities; only a loss without a classifier can use that)."""
         return self.source.scene.sampling.n_identities
 
     @property

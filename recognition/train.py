@@ -60,6 +60,7 @@ class TrainConfig:
     by ``resolved()``."""
     data: str = ""                      # training data folder
     online: str | None = None           # online synthesis instead: a `morphgen render` config (YAML) or "default"
+    online_unbounded: bool = False      # online: new identities in every batch instead of the config's pool (triplet)
     out: str = "run"                    # run folder
     data_format: str = "auto"           # auto | morphgen | folder | recordio
     arch: str = "nn4small2"             # nn4small2 | inception_resnet_v1 | iresnet18 | iresnet50
@@ -129,6 +130,9 @@ class TrainConfig:
             raise ConfigError("give --data or --online, not both")
         if c.online and (c.steps is None or c.real_data):
             raise ConfigError("--online trains on an endless stream: give --steps, and no --real-data")
+        if c.online_unbounded and (not c.online or c.loss != "triplet"):
+            raise ConfigError("--online-unbounded draws new identities for every batch: it needs --online and "
+                              "--loss triplet (a classifier head needs a fixed identity pool)")
         size, _, tpl = ARCHS[c.arch]
         c.input_size = c.input_size or size
         c.template = c.template or tpl
@@ -381,10 +385,11 @@ def _train(cfg: TrainConfig, say) -> dict:
     online = None
     if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
         online = OnlineBatches(load_scene(cfg.online, {"device": str(device)}), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
-                               seed=cfg.seed, augment=aug, rank=rank, world=world)
-        syn_names = classes = [str(i) for i in range(online.n_classes)]
+                               seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
+        syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
-        say(f"online synthesis: {online.n_classes} identities, {online.source.scene.size} px renders "
+        say(f"online synthesis: {'unbounded' if cfg.online_unbounded else online.n_classes} identities, "
+            f"{online.source.scene.size} px renders "
             f"aligned to {tpl} {size} px")
         ds_val = HeldOutSet(online.source.scene, size, tpl, cfg.val_ids) if cfg.val_ids else None
     else:

@@ -214,3 +214,26 @@ def test_real_preview_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(cli, base + ["--real-preview", str(tmp_path / "empty"), "--out", str(tmp_path / "b")])
     assert r.exit_code != 0 and "--real-preview: no usable images" in r.output and "Traceback" not in r.output
+
+
+def test_unbounded_stream_brings_new_identities(scene, tmp_path):
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+    from morphgen.errors import ConfigError
+
+    plain = replace(scene, sampling=replace(scene.sampling, mixup=None))
+    src = OnlineBatches(plain, 32, "arcface", batch_p=3, batch_k=2, total=2, seed=1, unbounded=True)
+    ids = [set(src.batch(s)[1].tolist()) for s in (0, 1)]
+    assert len(ids[0]) == 3 and max(ids[0] | ids[1]) >= 12 and not ids[0] & ids[1]  # beyond the pool of 12
+    with pytest.raises(ConfigError, match="identity mixup"):
+        OnlineBatches(scene, 32, "arcface", 3, 2, total=1, unbounded=True)
+    r = CliRunner().invoke(cli, ["train", "--online", "default", "--online-unbounded", "--loss", "arcface",
+                                 "--steps", "1", "--out", str(tmp_path / "r")])
+    assert r.exit_code != 0 and "triplet" in r.output
+    r = CliRunner().invoke(cli, ["train", "--online", "default", "--online-unbounded", "--steps", "2", "--arch",
+                                 "nn4small2", "--input-size", "32", "--batch-p", "3", "--batch-k", "2", "--threads", "1",
+                                 "--quiet", "--out", str(tmp_path / "u")])
+    assert r.exit_code == 0 and "unbounded identities" in r.output, r.output
