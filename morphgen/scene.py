@@ -150,7 +150,7 @@ class RenderPlan:
     ``translation`` already frames each face by its five points (plus the sampled jitter);
     ``backgrounds`` is None when the renderer picks them itself (a GPU background pool).
     """
-    params: list[ImageParams]
+    params: list[ImageParams]    # may be emptied where only the arrays travel (dataset GPU path)
     shape: np.ndarray            # (B, ks) coefficients (identity mixup already applied)
     color: np.ndarray            # (B, kc)
     expression: np.ndarray       # (B, ke), ke = 0 without expressions
@@ -164,7 +164,7 @@ class RenderPlan:
     backgrounds: np.ndarray | None = None  # (B, S, S, 3) uint8
 
     def __len__(self) -> int:
-        return len(self.params)
+        return len(self.shape)
 
     def pose(self) -> Pose:
         return Pose.create(yaw=self.yaw, pitch=self.pitch, roll=self.roll, scale=self.scale,
