@@ -58,3 +58,15 @@ def make_tiny_model(n_lat: int = 12, n_lon: int = 16, k_shape: int = 8, k_color:
 @pytest.fixture(scope="session")
 def tiny_model() -> MorphableModel:
     return make_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small torch ops are far faster with one thread, and much faster still on a busy
+    2-core machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,12 +10,7 @@ from recognition.models import ARCHS, build_model
 from recognition.models.nn4small2 import CrossMapLRN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # small tensors: one thread is faster, and far faster on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -29,12 +29,7 @@ SMALL = ["--input-size", "40", "--template", "arcface", "--batch-p", "8", "--bat
          "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(cmd, args):

@@ -39,13 +39,7 @@ from morphgen.render.shading import (
 from morphgen.render.synthetic import icosphere, synthetic_head
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small torch ops are far slower with 2 threads on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

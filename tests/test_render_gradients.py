@@ -16,12 +16,7 @@ from morphgen.render.synthetic import synthetic_head
 DT = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def light() -> np.ndarray:

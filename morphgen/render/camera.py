@@ -233,14 +233,17 @@ def rotation_matrix(yaw, pitch, roll):
     and device as the input).
     """
     if isinstance(yaw, torch.Tensor):
-        deg = math.pi / 180.0
-        a, b, c = yaw * deg, pitch * deg, roll * deg
-        ca, sa, cb, sb, cc, sc = torch.cos(a), torch.sin(a), torch.cos(b), torch.sin(b), torch.cos(c), torch.sin(c)
-        one, zero = torch.ones_like(ca), torch.zeros_like(ca)
-        ry = torch.stack((ca, zero, sa, zero, one, zero, -sa, zero, ca), -1).reshape(-1, 3, 3)
-        rx = torch.stack((one, zero, zero, zero, cb, -sb, zero, sb, cb), -1).reshape(-1, 3, 3)
-        rz = torch.stack((cc, -sc, zero, sc, cc, zero, zero, zero, one), -1).reshape(-1, 3, 3)
-        return rz @ rx @ ry
+        xp = torch
+        a, b, c = (x * (math.pi / 180.0) for x in (yaw, pitch, roll))
+    else:
+        xp = np
+        a, b, c = (np.deg2rad(np.atleast_1d(np.asarray(x, dtype=np.float64))) for x in (yaw, pitch, roll))
+    ca, sa, cb, sb, cc, sc = xp.cos(a), xp.sin(a), xp.cos(b), xp.sin(b), xp.cos(c), xp.sin(c)
+    one, zero = xp.ones_like(ca), xp.zeros_like(ca)
+    ry = xp.stack((ca, zero, sa, zero, one, zero, -sa, zero, ca), -1).reshape(-1, 3, 3)
+    rx = xp.stack((one, zero, zero, zero, cb, -sb, zero, sb, cb), -1).reshape(-1, 3, 3)
+    rz = xp.stack((cc, -sc, zero, sc, cc, zero, zero, zero, one), -1).reshape(-1, 3, 3)
+    return rz @ rx @ ry
     a, b, c = (np.deg2rad(np.atleast_1d(np.asarray(x, dtype=np.float64))) for x in (yaw, pitch, roll))
     ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
     one, zero = np.ones_like(ca), np.zeros_like(ca)
