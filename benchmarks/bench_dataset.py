@@ -7,7 +7,10 @@
 Prints images/s for the whole `morphgen render` pipeline (numba compilation and CUDA
 start-up excluded by a warm-up chunk; pool start-up included) and the peak resident memory
 of the worker processes, for two dataset sizes (on cpu; one on cuda, see --scales) so that
-"memory flat in dataset size" can be read off directly. Targets at 128x128 PNG: on a 2-core
+"memory flat in dataset size" can be read off directly, and the difference of the two
+gives the steady-state rate without the pool start-up. Images per CPU-second (all
+processes) are printed too: on a shared virtual machine the wall-clock figures swing by
+20-30 % from run to run with the neighbours' load, the CPU figures much less. Targets at 128x128 PNG: on a 2-core
 machine >= 450 images/s with 2 workers, < 1.5 GB per worker; on a 16-core GPU machine
 >= 5,500 images/s with 15 workers.
 """
@@ -27,6 +30,12 @@ from morphgen.sampling import SamplingConfig
 from morphgen.scene import SceneConfig
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the pool)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
           device: str) -> dict:
     scene = SceneConfig(sampling=SamplingConfig(n_identities=ids), model=model, size=size, antialias=antialias,
@@ -38,14 +47,14 @@ def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: s
         # starts CUDA in this process on --device cuda).
         warm = DatasetJob(replace(scene, sampling=SamplingConfig(n_identities=1)), 2, job.output)
         run(root / "warm", warm, workers=1, progress=False)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         summary = run(root / "ds", job, workers=workers, progress=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     finally:
         shutil.rmtree(root, ignore_errors=True)
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MB (Linux: KiB)
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"images": summary["images"], "wall_s": wall, "img_per_s": summary["images"] / wall,
+    return {"images": summary["images"], "wall_s": wall, "img_per_s": summary["images"] / wall, "cpu_s": cpu,
             "mb": summary["bytes"] / 1e6, "peak_worker_mb": max(peak_children, peak_self if workers == 1 else 0)}
 
 
@@ -70,10 +79,21 @@ def main() -> None:
     scales = [int(x) for x in (a.scales or ("1,2" if a.device == "cpu" else "1")).split(",")]
     print(f"python {sys.version.split()[0]}, {a.device}, {a.workers} workers, {a.size}px, antialias {a.antialias}, "
           f"{a.format}")
+    runs = []
     for scale in scales:
         r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device)
+        runs.append(r)
         print(f"{r['images']:7d} images: {r['img_per_s']:7.1f} img/s end to end ({r['wall_s']:.1f} s, "
-              f"{r['mb']:.0f} MB written), peak worker RSS {r['peak_worker_mb']:.0f} MB")
+              f"{r['mb']:.0f} MB written), {r['images'] / r['cpu_s']:.1f} img per CPU-second, "
+              f"peak worker RSS {r['peak_worker_mb']:.0f} MB")
+    if len(runs) >= 2 and runs[-1]["wall_s"] > runs[0]["wall_s"]:
+        # The difference of two sizes cancels the pool start-up (about 4 s on 2 cores: imports,
+        # numba cache loads): the rate a SYN-1M-sized run sustains.
+        rate = (runs[-1]["images"] - runs[0]["images"]) / (runs[-1]["wall_s"] - runs[0]["wall_s"])
+        cpu_rate = (runs[-1]["images"] - runs[0]["images"]) / (runs[-1]["cpu_s"] - runs[0]["cpu_s"])
+        print(f"steady state (start-up cancelled, {runs[0]['images']} -> {runs[-1]['images']} images): "
+              f"{rate:7.1f} img/s; {cpu_rate:.1f} img per CPU-second, x {a.workers} cores = "
+              f"{cpu_rate * a.workers:.1f} img/s where the cores are not shared")
 
 
 if __name__ == "__main__":

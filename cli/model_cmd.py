@@ -1,12 +1,13 @@
-"""`morphgen model ...`: inspect and export morphable models."""
+"""`morphgen model ...`: inspect and export morphable models.
+
+morphgen modules are imported inside the commands (here and in every command module):
+they pull in torch and numba, and `morphgen --help` should not wait seconds for them."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import click
-
-from morphgen.loading import load_model
 
 
 @click.group()
@@ -20,6 +21,8 @@ def model() -> None:
 def info(path: Path | None, as_json: bool) -> None:
     """Print source, vertex and triangle counts, PCA components and landmarks of PATH
     (the embedded default model when PATH is omitted)."""
+    from morphgen.loading import load_model
+
     m = load_model(path)
     s = m.summary()
     if as_json:
@@ -56,6 +59,7 @@ def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, e
 
     from morphgen.errors import ConfigError
     from morphgen.illumination import make_illumination
+    from morphgen.loading import load_model
     from morphgen.sampling import Decoder, SamplingConfig, SceneSampler
 
     if out.suffix.lower() not in (".ply", ".obj"):

@@ -340,13 +340,20 @@ class BuiltinPrior:
         return t / t.mean()
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        el = math.radians(float(np.clip(rng.normal(*self.elevation_deg), -35.0, 75.0)))
-        az = math.radians(float(np.clip(rng.normal(0.0, self.azimuth_sd_deg), -100.0, 100.0)))
-        direction = np.array([math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)])
-        amb = float(rng.uniform(*self.ambient))
-        c = sh_ambient(amb * self._tint(rng)) + sh_directional(direction, (1.0 - amb) * self._tint(rng))
+        # Scalar maths where the values are scalars: this runs once per image, and the
+        # numpy form (small arrays, np.clip on floats) took 0.19 ms of the writer's time.
+        el = math.radians(min(max(rng.normal(*self.elevation_deg), -35.0), 75.0))
+        az = math.radians(min(max(rng.normal(0.0, self.azimuth_sd_deg), -100.0), 100.0))
+        x, y, z = math.sin(az) * math.cos(el), math.sin(el), math.cos(az) * math.cos(el)
+        amb = rng.uniform(*self.ambient)
+        ambient_rgb, light_rgb = amb * self._tint(rng), (1.0 - amb) * self._tint(rng)
+        # sh_ambient + sh_directional, written out for a unit direction
+        basis = np.array([SH_N0, SH_N1 * y, SH_N1 * z, SH_N1 * x, SH_N2_1 * x * y, SH_N2_1 * y * z,
+                          SH_N2_0 * (3.0 * z * z - 1.0), SH_N2_1 * x * z, SH_N2_2 * (x * x - y * y)])
+        c = basis[:, None] * light_rgb
+        c[0] += ambient_rgb / (SH_N0 * LAMBERT_KERNEL[0])
         c[4:9] += self.band2_sd * rng.standard_normal((5, 1))
-        target = float(rng.uniform(*self.exposure))
+        target = rng.uniform(*self.exposure)
         level = float(mean_frontal_irradiance(c).mean())
         if level > 0:
             c *= target / level

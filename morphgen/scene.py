@@ -132,11 +132,11 @@ class RenderResult:
 
     def record(self) -> dict:
         """The per-image landmark entries of the params file."""
+        xy = np.round(np.asarray(self.landmarks, np.float64), 3).tolist()
         return {
             "landmarks5": self.landmarks5.round(3).tolist(),
             "landmarks5_visible": self.landmarks5_visible.tolist(),
-            "landmarks": {n: [round(float(x), 3), round(float(y), 3), bool(v)]
-                          for n, (x, y), v in zip(self.landmark_names, self.landmarks, self.visible)},
+            "landmarks": {n: [x, y, v] for n, (x, y), v in zip(self.landmark_names, xy, self.visible.tolist())},
         }
 
 

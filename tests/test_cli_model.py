@@ -1,4 +1,7 @@
 """`morphgen model info` and the one-line error contract of the CLI."""
+import subprocess
+import sys
+
 import numpy as np
 from click.testing import CliRunner
 
@@ -13,6 +16,13 @@ def run(*args):
 def test_help_lists_commands():
     r = run("--help")
     assert r.exit_code == 0 and "model" in r.output
+
+
+def test_help_does_not_import_torch():
+    """`morphgen --help` answers at once: command modules import morphgen (torch, numba) lazily."""
+    code = "import sys; from morphgen.cli.main import cli; assert 'torch' not in sys.modules, 'torch imported'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_model_info_bfm2017(tmp_path):

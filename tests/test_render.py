@@ -506,6 +506,22 @@ def test_procedural_backgrounds_deterministic_and_varied():
         ProceduralBackgrounds(["plasma"])
 
 
+def test_procedural_pool_is_a_pure_function_of_the_rng():
+    """Pool textures are drawn on first use from fixed seeds, so an image does not depend on
+    which images a process drew before it (worker layout, resume)."""
+    src = ProceduralBackgrounds(pool_size=16)
+    later = [src.sample(np.random.default_rng(100 + i), 48, 48) for i in range(40)]
+    ProceduralBackgrounds._POOLS.clear()
+    fresh = ProceduralBackgrounds(pool_size=16)
+    assert np.array_equal(fresh.sample(np.random.default_rng(139), 48, 48), later[-1])
+    # 40 images from 16 textures: the crop, flip/rotation and channel order still make each one distinct
+    assert len({img.tobytes() for img in later}) == 40
+    direct = sample_batch(ProceduralBackgrounds(pool_size=0), np.random.default_rng(3), 4, 48, 48)
+    assert direct.shape == (4, 48, 48, 3) and len({img.tobytes() for img in direct}) == 4
+    with pytest.raises(ConfigError):
+        ProceduralBackgrounds(pool_size=-1)
+
+
 def test_plain_backgrounds_and_spec_parsing(tmp_path):
     img = make_background_source("color:255,0,0").sample(np.random.default_rng(0), 8, 8)
     assert (img == [255, 0, 0]).all()
