@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import ClassVar, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -286,7 +286,7 @@ class ProceduralBackgrounds:
     kinds: which patterns to draw from (names in ``PATTERNS``).
     """
 
-    _POOLS: dict[tuple, list] = {}  # (kinds, pool_size, side) -> P textures (side, side, 3) uint8 or None, per process
+    _POOLS: ClassVar[dict[tuple, list]] = {}  # (kinds, pool_size, side) -> P textures (side, side, 3) uint8 or None, per process
     _POOL_SEED = 0x6D6F7270
 
     def __init__(self, kinds: Sequence[str] = tuple(PATTERNS), pool_size: int = 1024) -> None:
