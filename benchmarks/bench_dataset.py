@@ -3,6 +3,7 @@
     python benchmarks/bench_dataset.py                       # default model, 128 px, PNG
     python benchmarks/bench_dataset.py --ids 200 --per-id 20 --workers 2 --antialias 1
     python benchmarks/bench_dataset.py --device cuda --ids 1000 --per-id 100 --workers 15
+    python benchmarks/bench_dataset.py --stub-render --ids 400 --per-id 20   # GPU pipeline, no GPU
 
 Prints images/s for the whole `morphgen render` pipeline (numba compilation and CUDA
 start-up excluded by a warm-up chunk; pool start-up included) and the peak resident memory
@@ -25,15 +26,34 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from morphgen.dataset import DatasetJob, OutputConfig, run
 from morphgen.sampling import SamplingConfig
-from morphgen.scene import SceneConfig
+from morphgen.scene import SceneConfig, SceneRenderer
 
 
 def _cpu_seconds() -> float:
     """User + system CPU time of this process and its finished children (the pool)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class StubRenderer:
+    """Stands in for the device renderer of the GPU path (--stub-render): the "rendered"
+    image is the plan's background and the landmarks are one real render's, so the whole
+    pipeline around the device -- planning in the workers, the rings, encoding and writing
+    -- runs and can be timed on a machine without a GPU."""
+
+    def __init__(self, config: SceneConfig, batch_size: int):
+        self.batch_size = batch_size
+        self.cpu = SceneRenderer(replace(config, device="cpu"))
+        self.one = self.cpu.render_plan_arrays(self.cpu.plan([self.cpu.sampler.image_params(0, 0)]))
+
+    def render_plan_arrays(self, plan) -> dict:
+        arrays = {k: np.repeat(v, len(plan), axis=0) for k, v in self.one.items()}
+        arrays["rgb"] = np.array(plan.backgrounds)
+        return arrays
 
 
 def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
@@ -47,14 +67,15 @@ def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: s
         # starts CUDA in this process on --device cuda).
         warm = DatasetJob(replace(scene, sampling=SamplingConfig(n_identities=1)), 2, job.output)
         run(root / "warm", warm, workers=1, progress=False)
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        t0, cpu0, main0 = time.perf_counter(), _cpu_seconds(), time.process_time()
         summary = run(root / "ds", job, workers=workers, progress=False)
-        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        wall, cpu, main = time.perf_counter() - t0, _cpu_seconds() - cpu0, time.process_time() - main0
     finally:
         shutil.rmtree(root, ignore_errors=True)
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MB (Linux: KiB)
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"images": summary["images"], "wall_s": wall, "img_per_s": summary["images"] / wall, "cpu_s": cpu,
+            "main_ms_per_1000": main * 1e6 / max(summary["images"], 1),
             "mb": summary["bytes"] / 1e6, "peak_worker_mb": max(peak_children, peak_self if workers == 1 else 0)}
 
 
@@ -68,10 +89,18 @@ def main() -> None:
     ap.add_argument("--format", default="png", choices=["png", "jpg"])
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--stub-render", action="store_true",
+                    help="the GPU path with the device renderer stubbed out (no GPU needed): times the pipeline "
+                         "around the device and the main process's CPU per 1000 images, its serial stage")
     ap.add_argument("--scales", default=None,
                     help="dataset sizes as multiples of --ids, comma-separated (default: 1,2 on cpu, 1 on cuda)")
     a = ap.parse_args()
-    if a.device == "cuda":
+    if a.stub_render:
+        import morphgen.dataset
+
+        morphgen.dataset.SceneRenderer = StubRenderer
+        a.device = "cuda"
+    elif a.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -84,7 +113,8 @@ def main() -> None:
         r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device)
         runs.append(r)
         print(f"{r['images']:7d} images: {r['img_per_s']:7.1f} img/s end to end ({r['wall_s']:.1f} s, "
-              f"{r['mb']:.0f} MB written), {r['images'] / r['cpu_s']:.1f} img per CPU-second, "
+              f"{r['mb']:.0f} MB written), {r['images'] / r['cpu_s']:.1f} img per CPU-second, main process "
+              f"{r['main_ms_per_1000']:.0f} ms CPU per 1000 img, "
               f"peak worker RSS {r['peak_worker_mb']:.0f} MB")
     if len(runs) >= 2 and runs[-1]["wall_s"] > runs[0]["wall_s"]:
         # The difference of two sizes cancels the pool start-up (about 4 s on 2 cores: imports,

@@ -269,19 +269,31 @@ class SceneRenderer:
         return TorchScene(self, self.config.device, pool_size=0)
 
     def render_plan(self, plan: RenderPlan) -> list[RenderResult]:
-        """Pixels, extra modalities and landmarks of a plan made with its backgrounds: the
-        fused numba renderer on the CPU; on a GPU, decode and render stay on the device
+        """Pixels, extra modalities and landmarks of a plan made with its backgrounds, per image."""
+        return self.results_from_arrays(self.render_plan_arrays(plan))
+
+    def render_plan_arrays(self, plan: RenderPlan) -> dict[str, np.ndarray]:
+        """The batch form of :meth:`render_plan`: arrays with one row per image -- ``rgb``,
+        each extra output under its name (as stored: see ``_to_image``), ``landmarks`` /
+        ``visible`` (the model's named landmarks) and ``landmarks5`` / ``landmarks5_visible``.
+        The fused numba renderer on the CPU; on a GPU, decode and render stay on the device
         (TorchScene) and only the finished uint8 images and the landmarks come back."""
         cfg = self.config
         if plan.backgrounds is None:
             raise ConfigError("render_plan needs a plan made with its backgrounds (plan(..., with_backgrounds=True))")
         res, lm5 = self._render_numba(plan) if cfg.device == "cpu" else self._render_device(plan)
-        results = []
-        for k in range(len(plan)):
-            lm, vis = res["landmarks2d"][k], res["visibility"][k]
-            extras = {name: _to_image(name, res[name][k]) for name in cfg.outputs}
-            results.append(RenderResult(res["rgb"][k], extras, lm[5:], vis[5:], lm5[k], vis[:5], self.landmark_names))
-        return results
+        lm, vis = res["landmarks2d"], res["visibility"]
+        out = {"rgb": res["rgb"], "landmarks": lm[:, 5:], "visible": vis[:, 5:], "landmarks5": lm5,
+               "landmarks5_visible": vis[:, :5]}
+        out.update({name: _to_image(name, res[name]) for name in cfg.outputs})
+        return out
+
+    def results_from_arrays(self, arrays: dict[str, np.ndarray]) -> list[RenderResult]:
+        """Per-image RenderResults viewing the rows of :meth:`render_plan_arrays`' arrays."""
+        a = arrays
+        return [RenderResult(a["rgb"][k], {name: a[name][k] for name in self.config.outputs}, a["landmarks"][k],
+                             a["visible"][k], a["landmarks5"][k], a["landmarks5_visible"][k], self.landmark_names)
+                for k in range(len(a["rgb"]))]
 
 
 def _to_image(name: str, a: np.ndarray) -> np.ndarray:

@@ -48,16 +48,39 @@ def test_gpu_pipeline_writes_the_cpu_paths_bytes(tmp_path, model_file, monkeypat
     assert hashes == tree_hashes(tmp_path / "cpu")
 
 
-def test_render_plan_batched_slices_a_plan(model_file):
-    renderer = SceneRenderer(tiny_job(model_file, "cpu").scene, batch_size=2)
+def test_slice_plan_and_pixel_ring_round_trip(model_file, tmp_path):
+    renderer = SceneRenderer(tiny_job(model_file, "cpu").scene)
     plan = renderer.plan([renderer.sampler.image_params(0, s) for s in range(5)])
     part = dataset.slice_plan(plan, 2, 4)
     assert len(part) == 2 and part.params == plan.params[2:4]
     np.testing.assert_array_equal(part.backgrounds, plan.backgrounds[2:4])
     np.testing.assert_array_equal(part.translation, plan.translation[2:4])
-    batched = dataset.render_plan_batched(renderer, plan)  # batches of 2, 2, 1
-    whole = renderer.render_plan(plan)
-    assert len(batched) == 5
-    for a, b in zip(batched, whole):
-        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
-        assert np.mean(a.rgb != b.rgb) < 1e-3  # equal up to float rounding of the decoded mesh
+
+    arrays = renderer.render_plan_arrays(plan)
+    assert set(arrays) == {"rgb", "depth", "landmarks", "visible", "landmarks5", "landmarks5_visible"}
+    ring = dataset.PixelRing(tmp_path, 2, dataset.row_specs(arrays), max_rows=8)
+    try:
+        views = ring.views(1, 5)
+        for name, a in arrays.items():
+            views[name][:] = a
+        back = dataset.read_ring(ring.handle(1, 5))  # as a write worker sees it
+        for name, a in arrays.items():
+            assert back[name].dtype == a.dtype
+            np.testing.assert_array_equal(back[name], a)
+        one = renderer.results_from_arrays(back)[3]
+        np.testing.assert_array_equal(one.extras["depth"], arrays["depth"][3])
+        assert one.record() == renderer.render_plan(plan)[3].record()
+    finally:
+        ring.close()
+    assert not list(tmp_path.iterdir())  # a memfd on Linux; a temporary file elsewhere, removed
+
+
+def test_pixel_ring_without_memfd(model_file, tmp_path, monkeypatch):
+    """Where os.memfd_create is missing the ring is a temporary file in the given folder."""
+    monkeypatch.delattr(dataset.os, "memfd_create", raising=False)
+    ring = dataset.PixelRing(tmp_path, 2, [("a", "<u2", (3, 4))], max_rows=5)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".ring"]
+    ring.views(0, 5)["a"][:] = 7
+    assert (dataset.read_ring(ring.handle(0, 5))["a"] == 7).all()
+    ring.close()
+    assert not list(tmp_path.iterdir())
