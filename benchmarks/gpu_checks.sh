@@ -8,8 +8,10 @@
 #
 #   OUT=results bash benchmarks/gpu_checks.sh
 #
-# Environment: OUT (where logs and results go; default ./gpu_checks_out), TRAIN_SECONDS
-# (default 90; the step count is derived from the end-to-end rate measured in step 2),
+# Environment: OUT (where logs and results go; default ./gpu_checks_out), CHECKS (which of
+# the four to run; default 1234: e.g. CHECKS=34 TRAIN_SECONDS=420 spends a 15-minute device
+# session on the dataset slice and a 7-minute recipe), TRAIN_SECONDS (default 90; the step
+# count is derived from the end-to-end rate measured in step 2, else 2,000 img/s),
 # WORKERS (CPU processes; default cores - 1); DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS
 # (cuda, 512, 128, 1000, 40) shrink it for a trial on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8
 # IDS=10 BENCH_STEPS=2 TRAIN_SECONDS=10. Needs morphgen installed (python3 and morphgen on
@@ -18,6 +20,7 @@
 # the others.
 set -u
 OUT=${OUT:-gpu_checks_out}
+CHECKS=${CHECKS:-1234}
 TRAIN_SECONDS=${TRAIN_SECONDS:-90}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 DEVICE=${DEVICE:-cuda}
@@ -29,28 +32,36 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG="$OUT/gpu_log.txt"
 say() { echo "=== $(date +%T) $*" | tee -a "$LOG"; }
+want() { [[ "$CHECKS" == *"$1"* ]]; }
 step() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tee -a "$LOG"; say "exit ${PIPESTATUS[0]}"; }
 
 say "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, numpy, numba; print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
+if want 1; then
 say "1. renderer (torch path on the GPU, batch 512)"
 step 60 python3 benchmarks/bench_render.py --only-torch --torch-device "$DEVICE" --torch-batch "$TORCH_BATCH" --seconds 1 --sizes 128 256
+fi
 
+if want 2; then
 say "2. online synthesis throughput (IResNet-18, 128 x 4)"
 step 90 python3 benchmarks/bench_online.py --device "$DEVICE" --config experiments/online_scene.yaml --arch iresnet18 \
     --batch-p "$P" --batch-k 4 --steps "$BENCH_STEPS" --warmup $(( BENCH_STEPS / 5 + 1 )) --workers "$WORKERS" | tee "$OUT/bench_online.txt"
+fi
 
+if want 3; then
 say "3. dataset writer: 1,000 identities x 100 images, 128 px PNG, to local disk"
 rm -rf /tmp/syn100k
 step 75 morphgen render --ids "$IDS" --per-id 100 --device "$DEVICE" --workers "$WORKERS" --out /tmp/syn100k
 du -sh /tmp/syn100k 2>&1 | tee -a "$LOG"
 find /tmp/syn100k/images -name '*.png' | wc -l | tee -a "$LOG"
 rm -rf /tmp/syn100k
+fi
 
+if want 4; then
 say "4. online recipe, about $TRAIN_SECONDS s of training"
-RATE=$(grep -o 'end to end *: *[0-9.]*' "$OUT/bench_online.txt" | grep -o '[0-9.]*$')
+RATE=$(grep -o 'end to end *: *[0-9.]*' "$OUT/bench_online.txt" 2>/dev/null | grep -o '[0-9.]*$')
 STEPS=$(python3 -c "print(max(20, int(float('${RATE:-2000}') * $TRAIN_SECONDS / ($P * 4))))")
 say "end-to-end rate ${RATE:-unknown} img/s -> $STEPS steps"
 sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_every: 0/" \
@@ -58,10 +69,11 @@ sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_
     -e "s/^    margin_warmup_steps: .*/    margin_warmup_steps: $(( STEPS / 5 ))/" \
     -e "s/^    batch_p: .*/    batch_p: $P/" \
     experiments/online_gpu_10min.yaml > experiments/online_gpu_short.yaml
-step 210 morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
+step $(( TRAIN_SECONDS + 150 )) morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
 RUN=/tmp/online_gpu/runs/none__online
 cp /tmp/online_gpu/results.md "$RUN/log.csv" "$RUN/train_crops.png" "$RUN/real_crops.png" "$OUT/" 2>>"$LOG"
 cp /tmp/online_gpu/roc_orl.png "$OUT/" 2>>"$LOG"
 cat /tmp/online_gpu/results.md 2>&1 | tee -a "$LOG"
 rm -f experiments/online_gpu_short.yaml
+fi
 say "done"
