@@ -165,6 +165,30 @@ def _worker_init(job_dict: dict) -> None:
     _WORKER["renderer"] = SceneRenderer(job.scene)
 
 
+def _pool_worker_init(job_dict: dict) -> None:
+    """`_worker_init` for the processes of our own pools, which also exit with the main process."""
+    _exit_with_parent()
+    _worker_init(job_dict)
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the process that spawned it dies. A pool worker holds both ends
+    of the executor's queue pipes, so it never sees end-of-file after a kill -9 of the main
+    process and would otherwise sleep on forever, holding its memory."""
+    import multiprocessing.connection
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _render_chunk_in_worker(out: str, chunk: int) -> tuple[int, int, int]:
     return render_chunk(Path(out), _WORKER["job"], _WORKER["renderer"], chunk)
 
@@ -363,7 +387,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 import multiprocessing as mp
 
                 executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                               initializer=_worker_init, initargs=(job.to_dict(),))
+                                               initializer=_pool_worker_init, initargs=(job.to_dict(),))
                 submit = lambda c: executor.submit(_render_chunk_in_worker, str(out), c)
             else:
                 submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
@@ -410,7 +434,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
     bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
     ring: PixelRing | None = None  # its row layout is known after the first render
     planner_job = replace(job, scene=replace(job.scene, device="cpu"))  # workers never touch the device
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_worker_init,
                                initargs=(planner_job.to_dict(),))  # starts its processes on first submit
     writes: dict = {}  # future -> ring slot
 

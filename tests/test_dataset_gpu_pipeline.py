@@ -3,7 +3,14 @@ same workers encode and write), run with a CPU device renderer so it needs no GP
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +53,65 @@ def test_gpu_pipeline_writes_the_cpu_paths_bytes(tmp_path, model_file, monkeypat
     hashes = tree_hashes(out)
     assert len([k for k in hashes if k.startswith("images/")]) == 24  # rgb + depth
     assert hashes == tree_hashes(tmp_path / "cpu")
+
+
+_GPU_PATH_SCRIPT = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+if __name__ == "__main__":  # (spawned workers import this file as well)
+    from morphgen import dataset
+    from morphgen.scene import SceneRenderer
+    from test_dataset_gpu_pipeline import tiny_job
+
+    dataset.SceneRenderer = lambda config, batch_size: SceneRenderer(replace(config, device="cpu"), batch_size)
+    job = tiny_job(sys.argv[1], "cuda")
+    job = replace(job, scene=replace(job.scene, sampling=replace(job.scene.sampling, n_identities=12)))
+    dataset.run(Path(sys.argv[2]), job, workers=2, resume=True, progress=False)
+"""
+
+
+def _processes_with(env_entry: str) -> list[int]:
+    """Live processes whose environment holds env_entry (Linux /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and env_entry.encode() in (d / "environ").read_bytes().split(b"\0"):
+                if (d / "stat").read_text().split(") ")[-1][0] != "Z":  # zombies are already dead
+                    found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc to find the workers")
+def test_gpu_pipeline_killed_then_resumed(tmp_path, model_file):
+    """kill -9 of the GPU path's main process mid-run leaves no ring behind and no file that
+    looks finished; a resumed run completes the same bytes as a run without interruption."""
+    script = tmp_path / "gpu_run.py"
+    script.write_text(_GPU_PATH_SCRIPT)
+    mark = f"MORPHGEN_TEST_RUN={uuid.uuid4().hex}"  # inherited by the spawned workers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+           "MORPHGEN_TEST_RUN": mark.split("=")[1]}
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, str(script), model_file, str(ref)], env=env, check=True, timeout=300)
+    proc = subprocess.Popen([sys.executable, str(script), model_file, str(out)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("params/*.jsonl"))) < 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "params").glob("*.jsonl")))
+    assert 1 <= done < 12, "the kill should land mid-run"
+    deadline = time.time() + 20
+    while _processes_with(mark) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _processes_with(mark), "pool workers outlived their killed main process"
+    assert not list((out / ".partial").glob("*.ring"))  # the rings were memfds: gone with the process
+    subprocess.run([sys.executable, str(script), model_file, str(out)], env=env, check=True, timeout=300)
+    assert tree_hashes(out) == tree_hashes(ref)
+    assert not (out / ".partial").exists()
 
 
 def test_slice_plan_and_pixel_ring_round_trip(model_file, tmp_path):
