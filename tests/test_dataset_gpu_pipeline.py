@@ -77,9 +77,9 @@ def _processes_with(env_entry: str) -> list[int]:
     found = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and env_entry.encode() in (d / "environ").read_bytes().split(b"\0"):
-                if (d / "stat").read_text().split(") ")[-1][0] != "Z":  # zombies are already dead
-                    found.append(int(d.name))
+            if (d.name.isdigit() and env_entry.encode() in (d / "environ").read_bytes().split(b"\0")
+                    and (d / "stat").read_text().split(") ")[-1][0] != "Z"):  # zombies are already dead
+                found.append(int(d.name))
         except OSError:
             continue
     return found
