@@ -85,6 +85,11 @@ def render(ctx: click.Context, **kwargs) -> None:
         summary = run(Path(opts["out"]), job, workers=opts["workers"], shard=opts.get("shard"), resume=opts["resume"],
                       overwrite=opts["overwrite"], progress=not opts["quiet"],
                       executor=client.get_executor() if client else None)
+    except KeyboardInterrupt:
+        # Finished chunks are on disk (each one atomic); say how to finish the rest.
+        click.echo(f"interrupted: finished chunks are kept in {opts['out']}; run the same command with --resume "
+                   "to render the rest", err=True)
+        raise SystemExit(130) from None
     finally:
         if client is not None:
             client.close()

@@ -218,3 +218,15 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, model_file):
         pytest.skip("a CUDA device is present: the no-GPU message cannot be triggered")
     r = invoke("render", "--model", model_file, "--ids", 1, "--per-id", 1, "--device", "cuda", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "no CUDA device" in r.output
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, model_file, monkeypatch):
+    import morphgen.dataset
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(morphgen.dataset, "run", interrupted)
+    r = invoke("render", "--model", model_file, *COMMON, "--out", tmp_path / "ds")
+    assert r.exit_code == 130
+    assert "--resume" in r.output and "Traceback" not in r.output
