@@ -41,4 +41,9 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
 
     exp = load_experiment(config)
     target = out or exp.out or Path("experiments_out") / config.stem
-    run_experiment(exp, target, list(only), dry_run, say=lambda m: click.echo(m))
+    try:
+        run_experiment(exp, target, list(only), dry_run, say=lambda m: click.echo(m))
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue (finished stages are skipped, datasets "
+                   "and training resume)", err=True)
+        raise SystemExit(130) from None

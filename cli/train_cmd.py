@@ -146,7 +146,12 @@ def train(ctx: click.Context, **values) -> None:
         else:
             base[k] = str(v) if isinstance(v, Path) else v
     cfg = TrainConfig.from_dict(base)
-    summary = run_training(cfg, say=click.echo)
+    try:
+        summary = run_training(cfg, say=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the run in {cfg.out} continues from its last checkpoint (saved every "
+                   f"{cfg.checkpoint_every} steps) with the same command and --resume", err=True)
+        raise SystemExit(130) from None
     if summary["val_end"]:
         v = summary["val_end"]
         click.echo(f"verification on held-out identities: accuracy {v['accuracy']:.4f}, AUC {v['auc']:.4f} "

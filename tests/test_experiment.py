@@ -101,3 +101,14 @@ def test_bad_config_is_one_line_error(tmp_path, edit, match):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and match in lines[0], res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch):
+    import recognition.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recognition.experiment, "run_experiment", interrupted)
+    res = invoke([write_config(tmp_path / "cfg", TINY), "--out", tmp_path / "out"])
+    assert res.exit_code == 130 and "run the same command again" in res.output

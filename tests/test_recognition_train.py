@@ -174,3 +174,14 @@ def test_user_errors(smoke_run, toy, tmp_path):
     with pytest.raises(ConfigError, match="bogus_key"):
         CliRunner().invoke(train_cmd, ["--config", str(tmp_path / "cfg.yaml"), "--data", str(toy)],
                            catch_exceptions=False)
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
+    import recognition.train
+
+    def interrupted(cfg, say):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recognition.train, "train", interrupted)
+    res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "run"), "--steps", "5", "--quiet"])
+    assert res.exit_code == 130 and "--resume" in res.output and "Traceback" not in res.output
