@@ -316,6 +316,19 @@ class SceneSampler:
                            yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi)
 
 
+def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False) -> np.ndarray:
+    """``mean + coeffs @ basis.T`` (optionally clipped to [0, 1]), each distinct row of coeffs
+    computed once: a batch often repeats one identity's shape and colour (the dataset writer
+    renders identity by identity), and decoding is a memory-bound matmul over the basis."""
+    rows, inverse = np.unique(coeffs, axis=0, return_inverse=True)
+    if len(rows) == len(coeffs):
+        rows, inverse = coeffs, None
+    flat = mean + rows @ basis.T
+    if clip:
+        np.clip(flat, 0.0, 1.0, out=flat)
+    return flat if inverse is None else flat[inverse.reshape(-1)]
+
+
 def _components(asked: int | None, available: int, label: str) -> int:
     if asked is None:
         return available
@@ -343,17 +356,8 @@ class Decoder:
             self.expr_mean = self.expr_basis = None
 
     def vertices(self, shape: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
-        """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients.
-
-        A batch often repeats one identity's shape (the dataset writer renders identity by
-        identity), so each distinct shape row is decoded once: half the decoding time
-        when expressions vary per image."""
-        shape = np.atleast_2d(shape)
-        rows, inverse = np.unique(shape, axis=0, return_inverse=True)
-        if len(rows) < len(shape):
-            flat = (self.shape_mean + rows @ self.shape_basis.T)[inverse.reshape(-1)]
-        else:
-            flat = self.shape_mean + shape @ self.shape_basis.T
+        """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients."""
+        flat = _decode_distinct_rows(np.atleast_2d(shape), self.shape_mean, self.shape_basis)
         if self.expr_basis is not None:
             flat = flat + self.expr_mean
             if expression is not None and np.size(expression):
@@ -362,8 +366,8 @@ class Decoder:
 
     def albedo(self, color: np.ndarray) -> np.ndarray:
         """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range)."""
-        flat = self.color_mean + np.atleast_2d(color) @ self.color_basis.T
-        return np.clip(flat, 0.0, 1.0).reshape(flat.shape[0], self.n_vertices, 3)
+        flat = _decode_distinct_rows(np.atleast_2d(color), self.color_mean, self.color_basis, clip=True)
+        return flat.reshape(flat.shape[0], self.n_vertices, 3)
 
     def restricted(self, vertex_ids) -> "Decoder":
         """A decoder of only these vertices (their rows of the bases, in the given order):
