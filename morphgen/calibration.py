@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import ModelError
+from .tensors import is_tensor
 
 DEGREE = 2  # offset = c0 + c1 * y + c2 * y^2 with y = yaw / 90
 
@@ -32,9 +32,14 @@ def _frame(lm5):
     inter-ocular distance, per image: lm5 (B, 5, 2) -> (B, 2), (B, 2), (B,). numpy or torch."""
     e = lm5[:, 1] - lm5[:, 0]
     iod = (e ** 2).sum(-1) ** 0.5
-    iod = iod.clamp_min(1e-6) if isinstance(iod, torch.Tensor) else np.maximum(iod, 1e-6)
+    if is_tensor(iod):
+        import torch
+
+        iod, xp = iod.clamp_min(1e-6), torch
+    else:
+        iod, xp = np.maximum(iod, 1e-6), np
     u = e / iod[:, None]
-    v = (torch if isinstance(u, torch.Tensor) else np).stack([-u[:, 1], u[:, 0]], 1)
+    v = xp.stack([-u[:, 1], u[:, 0]], 1)
     return u, v, iod
 
 

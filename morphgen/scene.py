@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .calibration import LandmarkCalibration, sidecar_path
 from .distributions import parse_distribution
@@ -251,6 +250,8 @@ class SceneRenderer:
         return res, lm5
 
     def _render_device(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
+        import torch
+
         dev = self._torch_scene.render(plan, self.config.outputs, all_landmarks=True)
         dev["rgb"] = (dev["rgb"].clamp(0.0, 1.0) * 255.0 + 0.5).floor().clamp(max=255).to(torch.uint8)
         res = {k: dev[k].cpu().numpy() for k in ("rgb", "landmarks2d", "visibility", *self.config.outputs)}

@@ -230,3 +230,18 @@ def test_ctrl_c_says_how_to_resume(tmp_path, model_file, monkeypatch):
     r = invoke("render", "--model", model_file, *COMMON, "--out", tmp_path / "ds")
     assert r.exit_code == 130
     assert "--resume" in r.output and "Traceback" not in r.output
+
+
+def test_cpu_render_path_does_not_import_torch():
+    """Every spawned worker of `morphgen render` imports the dataset module and renders with
+    numba; importing torch there would cost each of them 2 s for nothing."""
+    code = (
+        "import sys, morphgen.dataset, morphgen.scene, morphgen.render.renderer\n"
+        "from morphgen.scene import SceneConfig, SceneRenderer\n"
+        "from morphgen.sampling import SamplingConfig\n"
+        "r = SceneRenderer(SceneConfig(sampling=SamplingConfig(n_identities=2), antialias=1))\n"
+        "r.render([r.sampler.image_params(0, 0)])\n"
+        "assert 'torch' not in sys.modules, 'the CPU render path imported torch'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
+from ..tensors import is_tensor
 
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 4096
@@ -124,7 +124,9 @@ class Camera:
         cx, cy = self.center_px
         x, y, z = points_cam[..., 0], points_cam[..., 1], points_cam[..., 2]
         depth = -z
-        if isinstance(points_cam, torch.Tensor):
+        if is_tensor(points_cam):
+            import torch
+
             # keep the division finite for points behind the camera; the rasterizer drops them
             safe = torch.where(depth.abs() > 1e-9, depth, torch.full_like(depth, 1e-9))
             return torch.stack((cx + f * x / safe, cy - f * y / safe, depth), dim=-1)
@@ -140,7 +142,7 @@ class Camera:
 
 def _as_batch(x, b: int, shape: tuple[int, ...], name: str, like=None):
     """Broadcast a scalar / per-image value to (b, *shape) in the array type of ``x``."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x.expand(b, *shape) if x.dim() < 1 + len(shape) else x
     arr = np.asarray(x, dtype=np.float64)
     try:
@@ -194,14 +196,18 @@ class Pose:
         """A float64 numpy copy (detached)."""
 
         def cv(x, shape):
-            if isinstance(x, torch.Tensor):
+            if is_tensor(x):
                 x = x.detach().cpu().double().numpy()
             return _as_batch(x, self.batch, shape, "value")
 
         return Pose(cv(self.yaw, ()), cv(self.pitch, ()), cv(self.roll, ()), cv(self.translation, (3,)), cv(self.scale, ()))
 
-    def torch(self, device=None, dtype=torch.float32) -> "Pose":
-        """Tensors on ``device`` (values already tensors are moved, keeping their graph)."""
+    def torch(self, device=None, dtype=None) -> "Pose":
+        """Tensors on ``device`` (values already tensors are moved, keeping their graph);
+        ``dtype`` defaults to float32."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         b = self.batch
 
         def cv(x, shape):
@@ -219,7 +225,9 @@ class Pose:
     def transform(self, vertices):
         """Model-space vertices (B, N, 3) -> camera space: ``scale * R v + t``."""
         r = self.rotation()
-        if isinstance(vertices, torch.Tensor):
+        if is_tensor(vertices):
+            import torch
+
             s = self.scale.reshape(-1, 1, 1)
             return s * torch.matmul(vertices, r.transpose(1, 2)) + self.translation[:, None, :]
         s = np.asarray(self.scale, dtype=np.float64).reshape(-1, 1, 1)
@@ -232,7 +240,9 @@ def rotation_matrix(yaw, pitch, roll):
     Accepts numpy arrays (float64 result) or torch tensors (differentiable, same dtype
     and device as the input).
     """
-    if isinstance(yaw, torch.Tensor):
+    if is_tensor(yaw):
+        import torch
+
         xp = torch
         a, b, c = (x * (math.pi / 180.0) for x in (yaw, pitch, roll))
     else:
@@ -281,7 +291,9 @@ class Framing:
 def group_points(vertices, groups: Sequence[Sequence[int]]):
     """Mean of each vertex-index group: (B, N, 3) -> (B, L, 3) (numpy or torch)."""
     idx, w = group_weights(groups)
-    if isinstance(vertices, torch.Tensor):
+    if is_tensor(vertices):
+        import torch
+
         it = torch.as_tensor(idx, device=vertices.device, dtype=torch.long)
         wt = torch.as_tensor(w, device=vertices.device, dtype=vertices.dtype)
         return (vertices[:, it] * wt[None, :, :, None]).sum(2)

@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
-import torch
 
 from ..errors import ConfigError
+from ..tensors import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ("numba", "torch", "pytorch3d")
 DEFAULT_NEAR = 10.0
@@ -314,6 +317,8 @@ def _rasterize_torch(
     max_candidates: int | None = None,
 ) -> RasterOutput:
     """Batched bounding-box rasterizer; same coverage and z-test as the numba backend."""
+    import torch
+
     dev = screen.device
     dt = screen.dtype if screen.dtype == torch.float64 else torch.float32
     screen = screen.detach().to(dt)
@@ -420,6 +425,8 @@ def pytorch3d_available() -> tuple[bool, str]:
 
 
 def _rasterize_pytorch3d(screen: torch.Tensor, triangles: torch.Tensor, h: int, w: int, cull: bool, near: float):
+    import torch
+
     ok, why = pytorch3d_available()
     if not ok:
         raise ConfigError(f"rasterizer backend 'pytorch3d' is unavailable: {why}; install pytorch3d or use 'numba'/'torch'")
@@ -483,7 +490,7 @@ def rasterize(
     ):
         raise ConfigError(f"raster size {height}x{width} is invalid: use whole numbers from 1 to 16384")
     height, width = int(height), int(width)
-    is_torch = isinstance(screen_vertices, torch.Tensor)
+    is_torch = is_tensor(screen_vertices)
     if screen_vertices.ndim == 2:
         screen_vertices = screen_vertices[None]
     if screen_vertices.ndim != 3 or screen_vertices.shape[-1] != 3:
@@ -494,6 +501,8 @@ def rasterize(
         raise ConfigError(f"unknown rasterizer backend {backend!r}: use one of {', '.join(BACKENDS)} or 'auto'")
     if backend == "numba":
         if is_torch:
+            import torch
+
             dev = screen_vertices.device
             tri = triangles.detach().cpu().numpy() if isinstance(triangles, torch.Tensor) else np.asarray(triangles)
             out = _rasterize_numba(screen_vertices.detach().cpu().numpy(), tri, height, width, cull_backfaces, near)
@@ -502,6 +511,8 @@ def rasterize(
         if scr.dtype not in (np.float32, np.float64):
             scr = scr.astype(np.float64)
         return _rasterize_numba(scr, np.asarray(triangles), height, width, cull_backfaces, near)
+    import torch
+
     fn = _rasterize_torch if backend == "torch" else _rasterize_pytorch3d
     if is_torch:
         tri = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))

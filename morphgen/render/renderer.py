@@ -48,17 +48,16 @@ but are plainly visible.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numba
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
-from .interpolate import interpolate
 from .rasterize import MESH_CACHE, pixel_weights, raster_core, rasterize
 from .shading import (
     N0,
@@ -74,6 +73,9 @@ from .shading import (
     irradiance_torch,
     vertex_normals_torch,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 OUTPUTS = ("rgb", "depth", "normals", "albedo", "illumination", "mask", "correspondence", "regions", "landmarks2d")
 RENDER_BACKENDS = ("auto", "numba", "torch", "pytorch3d")
@@ -134,18 +136,28 @@ class RenderSettings:
     def resolved_backend(self) -> str:
         if self.backend != "auto":
             return self.backend
-        return "torch" if self.device is not None and torch.device(self.device).type != "cpu" else "numba"
+        if self.device is None:
+            return "numba"
+        import torch
+
+        return "torch" if torch.device(self.device).type != "cpu" else "numba"
 
 
 def limit_threads(n: int = 1) -> None:
     """One compute thread per process (numba, torch, OpenCV, numpy's BLAS): on a loaded
     machine several threads per process are slower than one (FACTS section 6); parallelism
     comes from running one process per core. BLAS matters: two dataset workers whose
-    decode matmuls each spun two OpenBLAS threads wrote 161 img/s here, 224 with one."""
+    decode matmuls each spun two OpenBLAS threads wrote 161 img/s here, 224 with one.
+    Torch is not imported for this (2 s, and the CPU dataset path never needs it): when it
+    is not loaded yet, the environment makes a later import use n threads."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n)
-    torch.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    else:  # torch takes its thread count from these when it is imported
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
     try:
         numba.set_num_threads(n)
     except Exception:  # numba without a threading layer: nothing to limit
@@ -397,7 +409,7 @@ def _resolve_labels(fid, sc, tris, labels, k, out):
 # helpers shared by both paths
 # --------------------------------------------------------------------------------------
 def _batch_np(x, b: int, tail: tuple[int, ...], name: str, dtype=np.float32) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         x = x.detach().cpu().numpy()
     a = np.asarray(x, dtype=dtype)
     if a.shape == tail:
@@ -411,7 +423,7 @@ def _backgrounds_np(backgrounds, b: int, h: int, w: int) -> np.ndarray:
     """Backgrounds as uint8 (B or 1, H, W, 3)."""
     if backgrounds is None:
         return np.zeros((1, h, w, 3), dtype=np.uint8)
-    if isinstance(backgrounds, torch.Tensor):
+    if is_tensor(backgrounds):
         backgrounds = backgrounds.detach().cpu().numpy()
     bg = np.asarray(backgrounds)
     if bg.ndim == 3:
@@ -495,7 +507,7 @@ def render_batch(
     Returns a dict with the requested outputs plus "translation" (B, 3), the pose
     translation actually used.
     """
-    verts = np.asarray(vertices.detach().cpu().numpy() if isinstance(vertices, torch.Tensor) else vertices)
+    verts = np.asarray(vertices.detach().cpu().numpy() if is_tensor(vertices) else vertices)
     if verts.ndim == 2:
         verts = verts[None]
     if verts.ndim != 3 or verts.shape[-1] != 3:
@@ -503,7 +515,7 @@ def render_batch(
     b, n = verts.shape[:2]
     if pose.batch != b:
         raise ConfigError(f"pose is for {pose.batch} images but {b} vertex sets were given")
-    tris = np.ascontiguousarray(triangles.cpu().numpy() if isinstance(triangles, torch.Tensor) else triangles, dtype=np.int32)
+    tris = np.ascontiguousarray(triangles.cpu().numpy() if is_tensor(triangles) else triangles, dtype=np.int32)
     if tris.ndim != 2 or tris.shape[1] != 3 or (tris.size and (tris.min() < 0 or tris.max() >= n)):
         raise ConfigError(f"triangles must be (T, 3) indices into {n} vertices")
     used_pose = _resolve_pose(verts, pose, settings, five_point_groups, rng)
@@ -521,6 +533,8 @@ def render_batch(
     backend = settings.resolved_backend()
     if backend == "numba":
         return _render_numba(verts, albedo, sh, used_pose, tris, settings, backgrounds, lm_groups, reference_coords, region_labels, color_transform)
+    import torch
+
     dev = torch.device(settings.device) if settings.device else torch.device("cpu")
     raster = "pytorch3d" if backend == "pytorch3d" else settings.raster_backend
     al = _batch_np(albedo, b, (n, 3), "albedo")
@@ -703,6 +717,11 @@ def render_torch(
     :func:`render_batch`. Gradients reach vertices, albedo, sh, the colour transform
     and the pose through the interpolated colours (not through silhouette changes).
     """
+    import torch
+    import torch.nn.functional as F
+
+    from .interpolate import covered_barycentrics, interpolate
+
     dev, dt = vertices.device, vertices.dtype
     if vertices.dim() == 2:
         vertices = vertices[None]
@@ -771,8 +790,6 @@ def render_torch(
             raise ConfigError(f"region_labels has {labels.shape[0]} entries for {n} vertices")
         o = k // 2
         f_c = fid[:, o::k, o::k].contiguous()
-        from .interpolate import covered_barycentrics
-
         sub = screen.detach().clone()
         # map the centre of sub-sample (o, o) of each block onto the centre of its pixel
         sub[..., :2] = (sub[..., :2] - o - 0.5) / k + 0.5

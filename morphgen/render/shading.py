@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
-import torch
 
 from ..errors import ConfigError
+from ..tensors import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 N0 = math.sqrt(1.0 / math.pi) / 2.0
 N1 = math.sqrt(3.0 / math.pi) / 2.0
@@ -49,6 +52,8 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 # --------------------------------------------------------------------------------------
 def sh_basis_torch(normals: torch.Tensor) -> torch.Tensor:
     """SH basis Y_i(n), (..., 3) unit normals -> (..., 9), Basel order and constants."""
+    import torch
+
     x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
     return torch.stack(
         (
@@ -68,6 +73,8 @@ def sh_basis_torch(normals: torch.Tensor) -> torch.Tensor:
 
 def irradiance_torch(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
     """Lambertian irradiance (B, ..., 3) for normals (B, ..., 3) and SH light (B, 9, 3)."""
+    import torch
+
     basis = sh_basis_torch(normals) * torch.as_tensor(KERNEL9, dtype=normals.dtype, device=normals.device)
     lead = basis.shape[1:-1]
     flat = basis.reshape(basis.shape[0], -1, 9)
@@ -81,6 +88,8 @@ def vertex_normals_torch(vertices: torch.Tensor, triangles) -> torch.Tensor:
     normal) to its three vertices; front faces are counter-clockwise seen from outside,
     so normals point outward.
     """
+    import torch
+
     tris = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))
     tris = tris.to(device=vertices.device, dtype=torch.long)
     v0, v1, v2 = vertices[:, tris[:, 0]], vertices[:, tris[:, 1]], vertices[:, tris[:, 2]]
@@ -216,6 +225,8 @@ class ColorTransform:
 
     def apply_torch(self, colors: torch.Tensor) -> torch.Tensor:
         """Apply to (B, ..., 3) colours (differentiable in colours and parameters)."""
+        import torch
+
         b = colors.shape[0]
         shape = (b,) + (1,) * (colors.dim() - 2)
 
@@ -232,4 +243,4 @@ class ColorTransform:
 
 
 def _np(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    return x.detach().cpu().numpy() if is_tensor(x) else x
