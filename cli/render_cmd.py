@@ -33,7 +33,7 @@ def scene_options(f):
         click.option("--bip", type=click.Path(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
         click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
         click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
-        click.option("--backgrounds", help="'procedural' (built-in textures: 1,024 patterns, each image a random crop, flip/rotation and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). [default: procedural]"),
+        click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). [default: procedural]"),
         click.option("--size", type=int, help="Image side in pixels (16..1024). [default: 128]"),
         click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). [default: 2]"),
         click.option("--outputs", help=_OUTPUT_HELP),

@@ -149,8 +149,9 @@ def train(ctx: click.Context, **values) -> None:
     try:
         summary = run_training(cfg, say=click.echo)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: the run in {cfg.out} continues from its last checkpoint (saved every "
-                   f"{cfg.checkpoint_every} steps) with the same command and --resume", err=True)
+        click.echo(f"interrupted: the same command with --resume continues the run in {cfg.out} from its last "
+                   f"checkpoint (one every {cfg.checkpoint_every} steps; from the start if none was saved yet)",
+                   err=True)
         raise SystemExit(130) from None
     if summary["val_end"]:
         v = summary["val_end"]

@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields, replace
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import cv2
@@ -430,12 +430,12 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
     renderer = SceneRenderer(job.scene, batch_size=1024)
     chunks = iter(todo)
     max_rows, size = job.output.chunk_ids * job.per_id, job.scene.size
-    # Backgrounds come back from the planners, and pixels go out to the writers, through rings.
-    bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
-    ring: PixelRing | None = None  # its row layout is known after the first render
     planner_job = replace(job, scene=replace(job.scene, device="cpu"))  # workers never touch the device
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_worker_init,
                                initargs=(planner_job.to_dict(),))  # starts its processes on first submit
+    # Backgrounds come back from the planners, and pixels go out to the writers, through rings.
+    bg_ring: PixelRing | None = None
+    ring: PixelRing | None = None  # its row layout is known after the first render
     writes: dict = {}  # future -> ring slot
 
     def plan_next(c: int) -> tuple:
@@ -443,6 +443,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
         return c, slot, pool.submit(_plan_chunk_in_worker, c, bg_ring.handle(slot, len(job.chunk_identities(c)) * job.per_id))
 
     try:
+        bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
         plans = deque(plan_next(c) for c in islice(chunks, 2 * workers))
         while plans:
             chunk, bg_slot, planned = plans.popleft()
@@ -461,7 +462,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
             slot = ring.free.pop()
             views = ring.views(slot, len(plan))
             row = 0
-            for arrays in (first, *batches):
+            for arrays in chain((first,), batches):  # one batch at a time: memory flat in chunk size
                 n = len(arrays["rgb"])
                 for name, a in arrays.items():
                     views[name][row:row + n] = a
@@ -513,19 +514,24 @@ class PixelRing:
         self.specs = specs
         row_bytes = sum(-(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize // 64) * 64
                         for _, dt, shape in specs)
-        self.shape = (slots, max_rows * row_bytes + 64 * len(specs))
+        self.shape = (slots, max_rows * row_bytes)  # each array's rows rounded up to 64 bytes: room for its end
         self._fd: int | None = None
         self._file: Path | None = None
+        self.buf: np.memmap | None = None
         if hasattr(os, "memfd_create") and Path(f"/proc/{os.getpid()}/fd").is_dir():
-            self._fd = os.memfd_create("morphgen-ring")
-            os.ftruncate(self._fd, self.shape[0] * self.shape[1])
-            self.path = f"/proc/{os.getpid()}/fd/{self._fd}"
-        else:
+            try:
+                self._fd = os.memfd_create("morphgen-ring")
+                os.ftruncate(self._fd, self.shape[0] * self.shape[1])
+                self.path = f"/proc/{os.getpid()}/fd/{self._fd}"
+                self.buf = np.memmap(self.path, np.uint8, mode="r+", shape=self.shape)
+            except OSError:  # a sandbox without memfds or /proc access: use the file below
+                self.close()
+        if self.buf is None:
             fd, name = tempfile.mkstemp(prefix="pixels_", suffix=".ring", dir=folder)
             os.close(fd)
             self._file = Path(name)
             self.path = name
-        self.buf = np.memmap(self.path, np.uint8, mode="r+" if self._fd is not None else "w+", shape=self.shape)
+            self.buf = np.memmap(self.path, np.uint8, mode="w+", shape=self.shape)
         self.free = list(range(slots))
         self.token = uuid.uuid4().hex  # fd numbers (and so paths) are reused once a ring is closed
 
@@ -537,11 +543,13 @@ class PixelRing:
         return self.token, self.path, self.shape, slot, self.specs, n
 
     def close(self) -> None:
-        del self.buf
+        self.buf = None
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
         if self._file is not None:
             self._file.unlink(missing_ok=True)
+            self._file = None
 
 
 def read_ring(handle: tuple) -> dict[str, np.ndarray]:

@@ -270,8 +270,9 @@ class SceneSampler:
     def identity_coefficients(self, identity: int) -> tuple[np.ndarray, np.ndarray]:
         """Shape and color coefficients of a base identity: a function of (seed, identity).
 
-        Recent identities' are kept: samples are drawn identity by identity, and two
-        generators per image were a tenth of the CPU dataset writer's sampling time."""
+        Cached (up to 64 identities, then cleared): samples are drawn identity by identity,
+        and two generators per image were a tenth of the CPU dataset writer's sampling time.
+        The arrays are read-only: they are shared by the identity's images."""
         cached = self._identity_cache.get(identity)
         if cached is None:
             c = self.config

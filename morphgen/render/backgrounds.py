@@ -269,6 +269,7 @@ PATTERNS = {"fbm": _fbm, "stripes": _stripes, "blobs": _blobs, "gradient": _grad
 
 
 _CHANNEL_ORDERS = ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])
+_ROTATIONS = (None, cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE)
 
 
 class ProceduralBackgrounds:
@@ -277,11 +278,11 @@ class ProceduralBackgrounds:
     A texture is a pattern mapped between two random colours, optionally mixed with a
     second pattern and low-contrast noise. Drawing one costs about 0.9 ms at 128 px, more
     than rendering the face, so a pool of ``pool_size`` textures is kept per process, at
-    half the image size (at most 128 px), each drawn from a fixed seed when first used
-    (the same pool on every machine and worker). An image takes one of them through a
-    random crop (60-100 % of the side), one of the 8 flips/rotations and a channel
-    permutation, then a resize to the requested size: about 0.1 ms. ``pool_size=0``
-    draws a fresh texture for every image.
+    the image size (at most 256 px), each drawn from a fixed seed when first used (the
+    same pool on every machine and worker). An image takes one of them through a random
+    crop (75-100 % of the side: little enlargement, so backgrounds stay about as sharp as
+    fresh ones), one of the 8 flips/rotations and a channel permutation, then a resize to
+    the requested size: about 0.1 ms. ``pool_size=0`` draws a fresh texture per image.
 
     kinds: which patterns to draw from (names in ``PATTERNS``).
     """
@@ -303,24 +304,33 @@ class ProceduralBackgrounds:
         # and a background behind a face reads as slightly out of focus, as in photos.
         if self.pool_size == 0:
             return self._draw(rng, max(16, height // 2), max(16, width // 2), height, width)
-        side = min(128, max(16, max(height, width) // 2))
-        u = rng.random(6)  # one draw for all choices: texture, flip/rotation, crop, channels
-        tex = np.rot90(self._pooled(side, int(u[0] * self.pool_size)), int(u[1] * 8) % 4)
-        if u[1] >= 0.5:
-            tex = tex[:, ::-1]
-        crop = side * (0.6 + 0.4 * u[2])
-        ch = max(1, round(crop * height / max(height, width)))
-        cw = max(1, round(crop * width / max(height, width)))
+        side = min(256, max(16, height, width))
+        u = rng.random(6)  # one draw for all choices: texture, rotation/flip, crop, channels
+        tex = self._pooled(side, int(u[0] * self.pool_size))
+        k = int(u[1] * 8)
+        rot, hh, ww = k % 4, *((width, height) if k % 2 else (height, width))  # size before the rotation
+        crop = side * (0.75 + 0.25 * u[2])
+        ch, cw = max(1, round(crop * hh / max(hh, ww))), max(1, round(crop * ww / max(hh, ww)))
         y0, x0 = int(u[3] * (side - ch + 1)), int(u[4] * (side - cw + 1))
-        tex = tex[y0:y0 + ch, x0:x0 + cw, _CHANNEL_ORDERS[int(u[5] * 6)]]
-        return cv2.resize(np.ascontiguousarray(tex), (width, height), interpolation=cv2.INTER_LINEAR)
+        # Crop and resize first (cv2 reads the slice in place), then turn and flip the
+        # result: a rotated view would cost a strided copy before cv2 could read it.
+        img = cv2.resize(tex[y0:y0 + ch, x0:x0 + cw], (ww, hh), interpolation=cv2.INTER_LINEAR)
+        if rot:
+            img = cv2.rotate(img, _ROTATIONS[rot])
+        if k >= 4:
+            img = cv2.flip(img, 1)
+        return cv2.merge([img[..., c] for c in _CHANNEL_ORDERS[int(u[5] * 6)]])
 
     def _pooled(self, side: int, j: int) -> np.ndarray:
         """Pool texture j at this side, drawn on first use (a pure function of (side, j), so
         small runs pay only for the textures they use)."""
-        pool = self._POOLS.setdefault((self.kinds, self.pool_size, side), [None] * self.pool_size)
-        if pool[j] is None:
-            pool[j] = self._draw(np.random.default_rng([self._POOL_SEED, side, j]), side, side, side, side)
+        key = (self.kinds, self.pool_size, side)
+        pool = self._POOLS.get(key)
+        if pool is None:
+            pool = self._POOLS[key] = [None] * self.pool_size
+        if pool[j] is None:  # drawn at half size like a fresh background, then scaled to the pool's
+            rng = np.random.default_rng([self._POOL_SEED, side, j])
+            pool[j] = self._draw(rng, max(16, side // 2), max(16, side // 2), side, side)
         return pool[j]
 
     def _draw(self, rng: np.random.Generator, h: int, w: int, height: int, width: int) -> np.ndarray:
