@@ -117,7 +117,7 @@ def main() -> None:
               f"{r['main_ms_per_1000']:.0f} ms CPU per 1000 img, "
               f"peak worker RSS {r['peak_worker_mb']:.0f} MB")
     if len(runs) >= 2 and runs[-1]["wall_s"] > runs[0]["wall_s"]:
-        # The difference of two sizes cancels the pool start-up (about 4 s on 2 cores: imports,
+        # The difference of two sizes cancels the pool start-up (about 2 s on 2 cores: imports,
         # numba cache loads): the rate a SYN-1M-sized run sustains.
         rate = (runs[-1]["images"] - runs[0]["images"]) / (runs[-1]["wall_s"] - runs[0]["wall_s"])
         cpu_rate = (runs[-1]["images"] - runs[0]["images"]) / (runs[-1]["cpu_s"] - runs[0]["cpu_s"])
