@@ -254,13 +254,6 @@ def rotation_matrix(yaw, pitch, roll):
     rx = xp.stack((one, zero, zero, zero, cb, -sb, zero, sb, cb), -1).reshape(-1, 3, 3)
     rz = xp.stack((cc, -sc, zero, sc, cc, zero, zero, zero, one), -1).reshape(-1, 3, 3)
     return rz @ rx @ ry
-    a, b, c = (np.deg2rad(np.atleast_1d(np.asarray(x, dtype=np.float64))) for x in (yaw, pitch, roll))
-    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
-    one, zero = np.ones_like(ca), np.zeros_like(ca)
-    ry = np.stack((ca, zero, sa, zero, one, zero, -sa, zero, ca), -1).reshape(-1, 3, 3)
-    rx = np.stack((one, zero, zero, zero, cb, -sb, zero, sb, cb), -1).reshape(-1, 3, 3)
-    rz = np.stack((cc, -sc, zero, sc, cc, zero, zero, zero, one), -1).reshape(-1, 3, 3)
-    return rz @ rx @ ry
 
 
 @dataclass(frozen=True)
