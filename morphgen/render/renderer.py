@@ -136,7 +136,7 @@ class RenderSettings:
     def resolved_backend(self) -> str:
         if self.backend != "auto":
             return self.backend
-        if self.device is None:
+        if self.device is None or str(self.device).split(":")[0] == "cpu":  # a str or a torch.device
             return "numba"
         import torch
 
