@@ -486,15 +486,22 @@ def row_specs(arrays: dict[str, np.ndarray]) -> RowSpecs:
     return [(name, a.dtype.str, tuple(a.shape[1:])) for name, a in arrays.items()]
 
 
-def _ring_views(buf: np.ndarray, specs: RowSpecs, n: int) -> dict[str, np.ndarray]:
-    """Arrays of n rows laid out one after another (64-byte aligned) in the byte row ``buf``."""
-    views, offset = {}, 0
-    for name, dtype, shape in specs:
-        dt = np.dtype(dtype)
-        size = n * int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        views[name] = buf[offset:offset + size].view(dt).reshape((n, *shape))
+def _ring_layout(specs: RowSpecs, n: int) -> tuple[list[tuple[int, int]], int]:
+    """(offset, size) in bytes of each array of n rows, laid out one after another and
+    64-byte aligned, and the bytes they take in all."""
+    spans, offset = [], 0
+    for _, dtype, shape in specs:
+        size = n * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        spans.append((offset, size))
         offset += -(-size // 64) * 64
-    return views
+    return spans, offset
+
+
+def _ring_views(buf: np.ndarray, specs: RowSpecs, n: int) -> dict[str, np.ndarray]:
+    """The arrays of n rows in the byte row ``buf`` (see `_ring_layout`)."""
+    spans, _ = _ring_layout(specs, n)
+    return {name: buf[offset:offset + size].view(np.dtype(dtype)).reshape((n, *shape))
+            for (name, dtype, shape), (offset, size) in zip(specs, spans)}
 
 
 class PixelRing:
@@ -512,9 +519,7 @@ class PixelRing:
 
     def __init__(self, folder: Path, slots: int, specs: RowSpecs, max_rows: int):
         self.specs = specs
-        row_bytes = sum(-(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize // 64) * 64
-                        for _, dt, shape in specs)
-        self.shape = (slots, max_rows * row_bytes)  # each array's rows rounded up to 64 bytes: room for its end
+        self.shape = (slots, _ring_layout(specs, max_rows)[1])  # fewer rows take fewer bytes
         self._fd: int | None = None
         self._file: Path | None = None
         self.buf: np.memmap | None = None
