@@ -62,7 +62,8 @@ def _scene(mesh: str, batch: int, seed: int = 0):
 
 
 def _run(
-    mesh: str, what: str, size: int, antialias: int, batch: int, seconds: float, device: str = "cpu", barrier=None
+    mesh: str, what: str, size: int, antialias: int, batch: int, seconds: float, device: str = "cpu",
+    raster: str = "auto", barrier=None
 ) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU second of this process)."""
     from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
@@ -73,7 +74,8 @@ def _run(
     limit_threads(1)
     verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
     backend = "torch" if what == "torch" else "numba"
-    st = RenderSettings(size, size, antialias=antialias, backend=backend, device=device if what == "torch" else None)
+    st = RenderSettings(size, size, antialias=antialias, backend=backend, device=device if what == "torch" else None,
+                        raster_backend=raster if what.startswith("torch") else "auto")
     bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
     if what in ("raster", "torch-raster"):
         cam = st.camera.scaled(antialias)
@@ -85,8 +87,8 @@ def _run(
             screen, tris = torch.from_numpy(screen).to(device), torch.from_numpy(np.asarray(tris)).to(device)
 
         def step():
-            rasterize(screen, tris, cam.height, cam.width, backend="numba" if what == "raster" else "torch",
-                      cull_backfaces=True)
+            rasterize(screen, tris, cam.height, cam.width, backend="numba" if what == "raster" else raster,
+                      cull_backfaces=True, with_bary=False)
             _sync(device)
 
     elif what == "torch-device":  # tensors stay on the device: what the online trainer does
@@ -101,7 +103,7 @@ def _run(
 
         def step():
             with torch.no_grad():
-                render_torch(v, a, l_, dpose, tt, st.camera, antialias=antialias, backgrounds=b)
+                render_torch(v, a, l_, dpose, tt, st.camera, antialias=antialias, backgrounds=b, raster_backend=raster)
             _sync(device)
 
     else:
@@ -158,6 +160,8 @@ def main() -> None:
     ap.add_argument("--torch-batch", type=int, default=16, help="batch of the torch-path figure (GPU: 256-1024)")
     ap.add_argument("--only-torch", action="store_true", help="only the torch rows (for a GPU): rasterize only, "
                     "render with tensors kept on the device (aa 1 and 2), and the numpy-in/numpy-out path")
+    ap.add_argument("--rasters", nargs="+", default=["auto"], choices=["auto", "torch", "triton", "numba"],
+                    help="rasterizers of the --only-torch rows (auto: triton on CUDA where installed, else torch)")
     a = ap.parse_args()
 
     meshes = ["synthetic"]
@@ -175,16 +179,18 @@ def main() -> None:
                      ("full render, fused numba, aa 2", "full", size, 2)]  # fmt: skip
         if a.only_torch:
             dev = a.torch_device
-            rows = [r for size in a.sizes for r in (
-                (f"rasterize only, torch ({dev})", "torch-raster", size, 1),
-                (f"full render on {dev}, aa 1", "torch-device", size, 1),
-                (f"full render on {dev}, aa 2", "torch-device", size, 2),
-                (f"full render, numpy in/out ({dev})", "torch", size, 1))]
+            rows = [r for size in a.sizes for ras in a.rasters for r in (
+                (f"rasterize only, {ras} ({dev})", "torch-raster", size, 1, ras),
+                (f"render on {dev}, {ras}, aa 1", "torch-device", size, 1, ras),
+                (f"render on {dev}, {ras}, aa 2", "torch-device", size, 2, ras))]
+            rows += [(f"full render, numpy in/out ({dev})", "torch", size, 1, "auto") for size in a.sizes]
         elif not a.no_torch:
-            rows += [(f"full render, torch path ({a.torch_device})", "torch", size, 1) for size in a.sizes[:1 if a.torch_device == "cpu" else None]]
-        for label, what, size, aa in rows:
+            rows += [(f"full render, torch path ({a.torch_device})", "torch", size, 1, "auto")
+                     for size in a.sizes[:1 if a.torch_device == "cpu" else None]]
+        for label, what, size, aa, *ras in rows:
             on_torch = what.startswith("torch")
-            args = (mesh, what, size, aa, a.batch if not on_torch else a.torch_batch, a.seconds, a.torch_device)
+            args = (mesh, what, size, aa, a.batch if not on_torch else a.torch_batch, a.seconds, a.torch_device,
+                    *ras)
             one = _run(*args)
             multi = run_parallel(args, a.procs) if not on_torch else (float("nan"), float("nan"))
             print(f"{label:<34}{size:>6}{one[0]:>10.0f}{one[1]:>10.0f}{multi[0]:>10.0f}{multi[1]:>10.0f}", flush=True)

@@ -26,12 +26,17 @@ sorted once into scan-line order, because at 128 px most triangles are smaller t
 pixel and memory locality decides the speed), ``torch`` (batched and device-agnostic:
 candidate pixels of each triangle's bounding box are enumerated and the nearest one is
 picked with ``scatter_reduce(amin)`` on int64 keys packing depth bits and triangle id),
-and ``pytorch3d`` (only when that package is importable).
+``triton`` (CUDA: the same keys, made by one Triton kernel launch per batch with an
+atomic min, and a fused colour resolve that ``render_torch`` uses when no gradient is
+wanted; see :mod:`.triton_raster`), and ``pytorch3d`` (only when that package is
+importable).
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -43,7 +48,7 @@ from ..tensors import is_tensor
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("numba", "torch", "pytorch3d")
+BACKENDS = ("numba", "torch", "triton", "pytorch3d")
 DEFAULT_NEAR = 10.0
 
 
@@ -315,6 +320,7 @@ def _rasterize_torch(
     cull: bool,
     near: float,
     max_candidates: int | None = None,
+    with_bary: bool = True,
 ) -> RasterOutput:
     """Batched bounding-box rasterizer; same coverage and z-test as the numba backend."""
     import torch
@@ -400,15 +406,90 @@ def _rasterize_torch(
             pix = (bi[mr] * h + py[r, c]) * w + px[r, c]
             keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
+    fid, depth = maps_from_keys(keys.reshape(b, h, w))
+    return _with_bary(fid, depth, screen, tris, with_bary)
+
+
+def maps_from_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face-id (int32, -1 = background) and depth (+inf on background) maps from the
+    packed ``depth bits << 32 | triangle id`` keys of the torch and triton backends."""
+    import torch
+
     empty = keys == torch.iinfo(torch.int64).max
-    fid = torch.where(empty, torch.full_like(keys, -1), keys & 0xFFFFFFFF).to(torch.int32).reshape(b, h, w)
-    depth = (keys >> 32).to(torch.int32).view(torch.float32)
-    depth = torch.where(empty, torch.full_like(depth, float("inf")), depth).reshape(b, h, w)
+    fid = torch.where(empty, -1, keys & 0xFFFFFFFF).to(torch.int32)
+    depth = (keys >> 32).to(torch.int32).view(torch.float32).masked_fill(empty, float("inf"))
+    return fid, depth
+
+
+def _with_bary(fid, depth, screen, tris, with_bary: bool) -> RasterOutput:
+    import torch
+
     from .interpolate import barycentrics
 
+    if not with_bary:
+        return RasterOutput(fid, None, depth)
     with torch.no_grad():
-        bary = barycentrics(fid, screen, tris).to(torch.float32)
-    return RasterOutput(fid, bary, depth)
+        return RasterOutput(fid, barycentrics(fid, screen, tris).to(torch.float32), depth)
+
+
+# --------------------------------------------------------------------------------------
+# triton backend (CUDA; kernels in .triton_raster)
+# --------------------------------------------------------------------------------------
+_TRITON_WORKS: dict[str, bool] = {}
+
+
+def auto_backend(device) -> str:
+    """The rasterizer "auto" picks for torch tensors on ``device``: numba on the CPU,
+    triton on CUDA where it is installed and compiles, else torch.
+
+    The first call per device type rasterizes one triangle with triton: a Triton release
+    that cannot compile the kernel for this GPU then costs a warning, not the run."""
+    if device.type == "cpu":
+        return "numba"
+    if device.type not in _TRITON_WORKS:
+        ok, why = triton_available(device)
+        if ok:
+            import torch
+
+            tri = torch.tensor([[[1.0, 1.0, 100.0], [1.0, 6.0, 100.0], [6.0, 1.0, 100.0]]], device=device)
+            try:
+                ok = bool((_rasterize_triton(tri, torch.tensor([[0, 1, 2]]), 8, 8, False, 1.0, False).face_id == 0).any())
+                why = "its test triangle drew no pixel"
+            except Exception as e:  # noqa: BLE001 - any compile/launch failure means: fall back
+                ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if not ok:
+                warnings.warn(f"triton rasterizer unusable on {device.type} ({why}); using the torch rasterizer")
+        _TRITON_WORKS[device.type] = ok
+    return "triton" if _TRITON_WORKS[device.type] else "torch"
+
+
+def triton_available(device) -> tuple[bool, str]:
+    """(usable, reason): triton importable and able to run on ``device`` (CUDA, or the
+    CPU under TRITON_INTERPRET=1, which the tests use)."""
+    import os
+
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False, "triton is not installed"
+    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return True, ""
+    return False, f"triton does not run on {device.type} (on the CPU only with TRITON_INTERPRET=1)"
+
+
+def _rasterize_triton(screen, triangles, h: int, w: int, cull: bool, near: float, with_bary: bool = True) -> RasterOutput:
+    """One kernel launch for the whole batch; same keys as the torch backend."""
+    import torch
+
+    from .triton_raster import raster_keys
+
+    ok, why = triton_available(screen.device)
+    if not ok:
+        raise ConfigError(f"raster backend 'triton' is unavailable: {why}")
+    scr = screen.detach().to(torch.float32).contiguous()
+    tris = triangles.to(device=scr.device, dtype=torch.int32).contiguous()
+    fid, depth = maps_from_keys(raster_keys(scr, tris, h, w, cull, near))
+    return _with_bary(fid, depth, scr, tris.long(), with_bary)
 
 
 # --------------------------------------------------------------------------------------
@@ -477,13 +558,15 @@ def rasterize(
     backend: str = "numba",
     cull_backfaces: bool = False,
     near: float = DEFAULT_NEAR,
+    with_bary: bool = True,
 ) -> RasterOutput:
     """Rasterize (B, N, 3) screen vertices (pixel x, pixel y, depth) into (B, H, W) maps.
 
     Numpy input gives numpy output; torch input gives torch output on the input's
     device (the numba backend round-trips through the CPU). (N, 3) input is treated as a
-    batch of one. ``backend``: "numba", "torch", "pytorch3d" or "auto" (torch on CUDA,
-    numba otherwise).
+    batch of one. ``backend``: "numba", "torch", "triton", "pytorch3d" or "auto" (triton on
+    CUDA where it is installed, else torch there; numba otherwise). ``with_bary=False``
+    leaves ``bary`` None on the torch and triton backends, which compute it afterwards.
     """
     if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))) or not (
         1 <= height <= 4 * 4096 and 1 <= width <= 4 * 4096
@@ -496,7 +579,7 @@ def rasterize(
     if screen_vertices.ndim != 3 or screen_vertices.shape[-1] != 3:
         raise ConfigError(f"screen vertices must be (B, N, 3) pixel x, y and depth; got shape {tuple(screen_vertices.shape)}")
     if backend == "auto":
-        backend = "torch" if is_torch and screen_vertices.device.type != "cpu" else "numba"
+        backend = auto_backend(screen_vertices.device) if is_torch else "numba"
     if backend not in BACKENDS:
         raise ConfigError(f"unknown rasterizer backend {backend!r}: use one of {', '.join(BACKENDS)} or 'auto'")
     if backend == "numba":
@@ -513,7 +596,10 @@ def rasterize(
         return _rasterize_numba(scr, np.asarray(triangles), height, width, cull_backfaces, near)
     import torch
 
-    fn = _rasterize_torch if backend == "torch" else _rasterize_pytorch3d
+    if backend == "pytorch3d":
+        fn = _rasterize_pytorch3d
+    else:
+        fn = partial(_rasterize_torch if backend == "torch" else _rasterize_triton, with_bary=with_bary)
     if is_torch:
         tri = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))
         return fn(screen_vertices, tri, height, width, cull_backfaces, near)

@@ -58,7 +58,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
-from .rasterize import MESH_CACHE, pixel_weights, raster_core, rasterize
+from .rasterize import BACKENDS, MESH_CACHE, auto_backend, pixel_weights, raster_core, rasterize
 from .shading import (
     N0,
     N1,
@@ -88,8 +88,8 @@ class RenderSettings:
     backend: "numba" (fused CPU path), "torch" (batched torch path; rasterizes with
         ``raster_backend``), "pytorch3d" (torch path with PyTorch3D's rasterizer) or
         "auto" (torch on CUDA devices, numba otherwise).
-    raster_backend: rasterizer of the torch path: "auto" (numba on CPU, torch on CUDA),
-        "numba", "torch", "pytorch3d".
+    raster_backend: rasterizer of the torch path: "auto" (numba on CPU; on CUDA triton
+        where it is installed, else torch), "numba", "torch", "triton", "pytorch3d".
     antialias: supersampling factor k (1 to 4); see the module docstring.
     outputs: any of ``OUTPUTS``; "landmarks2d" also returns "visibility".
     framing: place each face by its five alignment points (None: use pose.translation).
@@ -115,8 +115,8 @@ class RenderSettings:
         Camera(self.height, self.width, self.focal_mm, self.sensor_mm, self.near)  # validates
         if self.backend not in RENDER_BACKENDS:
             raise ConfigError(f"unknown render backend {self.backend!r}: use one of {', '.join(RENDER_BACKENDS)}")
-        if self.raster_backend not in ("auto", "numba", "torch", "pytorch3d"):
-            raise ConfigError(f"unknown raster backend {self.raster_backend!r}: use auto, numba, torch or pytorch3d")
+        if self.raster_backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"unknown raster backend {self.raster_backend!r}: use auto, {', '.join(BACKENDS)}")
         if isinstance(self.antialias, bool) or not isinstance(self.antialias, (int, np.integer)) or not 1 <= self.antialias <= 4:
             raise ConfigError(f"antialias = {self.antialias!r} is invalid: use a whole supersampling factor from 1 to 4")
         if isinstance(self.outputs, str):
@@ -737,7 +737,7 @@ def render_torch(
         sh = sh[None].expand(b, -1, -1)
     p = pose.torch(dev, dt)
     if raster_backend == "auto":
-        raster_backend = "torch" if dev.type != "cpu" else "numba"
+        raster_backend = auto_backend(dev)
     rot = p.rotation().to(dt)
     s = p.scale.reshape(-1, 1, 1).to(dt)
     vc = s * torch.matmul(vertices, rot.transpose(1, 2)) + p.translation.to(dt)[:, None, :]
@@ -748,10 +748,22 @@ def render_torch(
     if color_transform is not None:
         col = color_transform.apply_torch(col)
     screen = cam_hi.project(vc)
-    rast = rasterize(screen.detach(), tris, hh, ww, backend=raster_backend, cull_backfaces=cull_backfaces, near=near)
-    fid = rast.face_id
-    covered = (fid >= 0).to(dt)[..., None]  # (B, hh, ww, 1)
     outputs = tuple(outputs)
+    # no gradient wanted: Triton rasterizes and resolves the colour image in two launches
+    fused = raster_backend == "triton" and "rgb" in outputs and not (col.requires_grad or screen.requires_grad)
+    if fused:
+        from .rasterize import RasterOutput, maps_from_keys
+        from .triton_raster import raster_keys, resolve_rgb
+
+        scr32 = screen.to(torch.float32).contiguous()
+        tris32 = tris.to(torch.int32).contiguous()
+        keys = raster_keys(scr32, tris32, hh, ww, cull_backfaces, near)
+        fid_map, depth_map = maps_from_keys(keys)
+        rast = RasterOutput(fid_map, None, depth_map)
+    else:
+        rast = rasterize(screen.detach(), tris, hh, ww, backend=raster_backend, cull_backfaces=cull_backfaces,
+                         near=near, with_bary=False)
+    fid = rast.face_id
 
     def pool(x: torch.Tensor) -> torch.Tensor:  # (B, hh, ww, C) -> (B, h, w, C) block mean
         if k == 1:
@@ -759,8 +771,13 @@ def render_torch(
         return F.avg_pool2d(x.permute(0, 3, 1, 2), k).permute(0, 2, 3, 1)
 
     res: dict[str, torch.Tensor] = {"face_id": fid}
-    alpha = pool(covered)
-    if "rgb" in outputs:
+    if not fused or set(outputs) - {"rgb", "landmarks2d"}:  # the coverage maps the other outputs need
+        covered = (fid >= 0).to(dt)[..., None]  # (B, hh, ww, 1)
+        alpha = pool(covered)
+    if fused:
+        bg = None if backgrounds is None else backgrounds.to(dev, torch.float32)
+        res["rgb"] = resolve_rgb(keys, scr32, tris32, col.to(torch.float32).contiguous(), bg, k).to(dt)
+    elif "rgb" in outputs:
         img = interpolate(col, fid, screen, tris).clamp(0.0, 1.0) * covered
         face = pool(img)
         bg = torch.zeros(b, h, w, 3, dtype=dt, device=dev) if backgrounds is None else backgrounds.to(dev, dt)
