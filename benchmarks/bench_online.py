@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import train_rate  # noqa: E402
 from recognition.data import Augment, to_input  # noqa: E402
 from recognition.losses import MarginHead  # noqa: E402
-from recognition.models import ARCHS, build_model  # noqa: E402
+from recognition.models import ARCHS, build_model, to_device  # noqa: E402
 from recognition.online import OnlineBatches, load_scene  # noqa: E402
 
 
@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="loader workers making the plans / CPU batches")
     ap.add_argument("--aug", default="standard", choices=["none", "standard", "strong"])
     ap.add_argument("--antialias", type=int, help="override the config's antialias")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then profile N end-to-end steps (torch.profiler) and print the ops by device time")
     args = ap.parse_args()
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -89,7 +91,7 @@ def main() -> None:
     print(f"model only  : {model_only:10.1f} img/s", flush=True)
 
     torch.manual_seed(0)
-    model = build_model(args.arch, size).to(dev).train()
+    model = to_device(build_model(args.arch, size), dev).train()
     head = MarginHead.build("arcface", model.embedding_size, src.n_classes).to(dev)
     params = list(model.parameters()) + list(head.parameters())
     try:
@@ -108,6 +110,29 @@ def main() -> None:
     _, batches = stream()
     e2e = timed(batches, args.warmup, dev, step)
     print(f"end to end  : {e2e:10.1f} img/s = {e2e / model_only:.2f} x model only", flush=True)
+    if args.profile:
+        profile(stream, step, args.warmup, min(args.profile, args.steps), dev)
+
+
+def profile(stream, step, warmup: int, n: int, dev: str) -> None:
+    """Where the time of n end-to-end steps goes: torch.profiler's ops sorted by device
+    (or CPU) time, rendering and training together."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
+    batches = iter(stream()[1])
+    for _ in range(warmup):
+        x, y, *_rest = next(batches)
+        step(x.to(dev), y.to(dev))
+    sync(dev)
+    with torch_profile(activities=acts) as prof:
+        for _ in range(n):
+            x, y, *_rest = next(batches)
+            step(x.to(dev), y.to(dev))
+        sync(dev)
+    key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # an installed morphg
 from recognition.data import (Augment, FaceDataset, PKBatchSampler, load_imageset, single_threaded_cv2,  # noqa: E402
                               to_input, worker_init)
 from recognition.losses import MarginHead, triplet_semihard_loss  # noqa: E402
-from recognition.models import ARCHS, build_model  # noqa: E402
+from recognition.models import ARCHS, build_model, to_device  # noqa: E402
 from recognition.toydata import write_toy_dataset  # noqa: E402
 
 CPU_BATCH = {"nn4small2": 300, "inception_resnet_v1": 32, "iresnet18": 32, "iresnet50": 16}
@@ -36,7 +36,7 @@ CPU_BATCH = {"nn4small2": 300, "inception_resnet_v1": 32, "iresnet18": 32, "ires
 
 def train_rate(arch: str, batch: int, steps: int, warmup: int, device: str, size: int | None) -> float:
     torch.manual_seed(0)
-    model = build_model(arch, size).to(device).train()
+    model = to_device(build_model(arch, size), device).train()
     s = model.input_size
     head = None if arch == "nn4small2" else MarginHead.build("arcface", model.embedding_size, 1000).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])

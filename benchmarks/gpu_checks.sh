@@ -12,9 +12,11 @@
 # the four to run; default 1234: e.g. CHECKS=34 TRAIN_SECONDS=420 spends a 15-minute device
 # session on the dataset slice and a 7-minute recipe), TRAIN_SECONDS (default 90; the step
 # count is derived from the end-to-end rate measured in step 2, else 2,000 img/s),
-# WORKERS (CPU processes; default cores - 1); DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS
+# WORKERS (CPU processes; default cores - 1); RASTERS (step 1's rasterizers; default
+# "torch triton"); PROFILE (step 2 then profiles that many steps; default 0); RATE (step 4's
+# end-to-end img/s when step 2 ran in another call); DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS
 # (cuda, 512, 128, 1000, 40) shrink it for a trial on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8
-# IDS=10 BENCH_STEPS=2 TRAIN_SECONDS=10. Needs morphgen installed (python3 and morphgen on
+# IDS=10 BENCH_STEPS=2 TRAIN_SECONDS=10 RASTERS=torch. Needs morphgen installed (python3 and morphgen on
 # the PATH), facenet-pytorch for MTCNN and ../shared/data (ORL, Yale) beside the repo for
 # the real-face pairs. Each step has its own time limit, and a failing step does not stop
 # the others.
@@ -28,6 +30,8 @@ TORCH_BATCH=${TORCH_BATCH:-512}
 P=${P:-128}
 IDS=${IDS:-1000}
 BENCH_STEPS=${BENCH_STEPS:-40}
+RASTERS=${RASTERS:-torch triton}
+PROFILE=${PROFILE:-0}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG="$OUT/gpu_log.txt"
@@ -37,17 +41,18 @@ step() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | tr '\r' '\n' | grep
 
 say "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
-python3 -c "import torch, numpy, numba; print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+python3 -c "import torch, numpy, numba, cv2; print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'opencv', cv2.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+python3 -c "import triton; print('triton', triton.__version__)" 2>&1 | tee -a "$LOG"
 
 if want 1; then
 say "1. renderer (torch path on the GPU, batch 512)"
-step 60 python3 benchmarks/bench_render.py --only-torch --torch-device "$DEVICE" --torch-batch "$TORCH_BATCH" --seconds 1 --sizes 128 256
+step 120 python3 benchmarks/bench_render.py --only-torch --torch-device "$DEVICE" --torch-batch "$TORCH_BATCH" --seconds 1 --sizes 128 256 --rasters $RASTERS
 fi
 
 if want 2; then
 say "2. online synthesis throughput (IResNet-18, 128 x 4)"
-step 90 python3 benchmarks/bench_online.py --device "$DEVICE" --config experiments/online_scene.yaml --arch iresnet18 \
-    --batch-p "$P" --batch-k 4 --steps "$BENCH_STEPS" --warmup $(( BENCH_STEPS / 5 + 1 )) --workers "$WORKERS" | tee "$OUT/bench_online.txt"
+step $(( 90 + 5 * PROFILE )) python3 benchmarks/bench_online.py --device "$DEVICE" --config experiments/online_scene.yaml --arch iresnet18 \
+    --batch-p "$P" --batch-k 4 --steps "$BENCH_STEPS" --warmup $(( BENCH_STEPS / 5 + 1 )) --workers "$WORKERS" --profile "$PROFILE" | tee "$OUT/bench_online.txt"
 fi
 
 if want 3; then
@@ -61,7 +66,7 @@ fi
 
 if want 4; then
 say "4. online recipe, about $TRAIN_SECONDS s of training"
-RATE=$(grep -o 'end to end *: *[0-9.]*' "$OUT/bench_online.txt" 2>/dev/null | grep -o '[0-9.]*$')
+RATE=${RATE:-$(grep -o 'end to end *: *[0-9.]*' "$OUT/bench_online.txt" 2>/dev/null | grep -o '[0-9.]*$')}
 STEPS=$(python3 -c "print(max(20, int(float('${RATE:-2000}') * $TRAIN_SECONDS / ($P * 4))))")
 say "end-to-end rate ${RATE:-unknown} img/s -> $STEPS steps"
 sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_every: 0/" \

@@ -120,8 +120,10 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
 # ---- encoding ---------------------------------------------------------------------------
 # zlib level 1 with the Paeth filter and run-length matching: 0.94 ms and 19.5 kB for a
 # 128 px render, against 1.22 ms and 20.0 kB for libpng's adaptive filters (cv2's default).
-_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH,
-              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+# An older OpenCV (say a preinstalled system build) has no filter flag and keeps libpng's.
+_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+    _PNG_FLAGS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
 
 
 def encode_image(img: np.ndarray, fmt: str, quality: int) -> bytes:

@@ -546,8 +546,10 @@ class FaceDataset(Dataset):
 
 
 def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> float network input, (pixel - 127.5) / 128."""
-    return (x.float() - 127.5) / 128.0
+    """uint8 (B, 3, S, S) -> float network input, (pixel - 127.5) / 128; channels-last on
+    CUDA, the layout `recognition.models.to_device` gives the networks there."""
+    y = (x.float() - 127.5) / 128.0
+    return y.contiguous(memory_format=torch.channels_last) if y.is_cuda else y
 
 
 def worker_init(_worker_id: int) -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
 from .data import FaceDataset, ImageSet, find_landmarks, load_imageset, to_input
-from .models import build_model
+from .models import build_model, to_device
 
 
 def load_model(run_or_file: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -26,7 +26,7 @@ def load_model(run_or_file: str | Path, device: str = "cpu") -> tuple[torch.nn.M
     model = build_model(ckpt["arch"], ckpt["input_size"])
     load_backbone_state(model, ckpt, ckpt["arch"], checkpoint_path(run_or_file))
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "head", "optimizer", "scaler", "rng")}
-    return model.to(device).eval(), meta
+    return to_device(model, device).eval(), meta
 
 
 @torch.inference_mode()

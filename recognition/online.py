@@ -151,7 +151,26 @@ class OnlineBatches(IterableDataset):
 
         scene = TorchScene(self.source.renderer, device, pool_seed=self.seed)
         gen = torch.Generator(device=device)
+        # On CUDA the batches are made on a side stream: batch n + 1 renders while the
+        # trainer's kernels for batch n run on the main stream.
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(device))  # the scene's tensors are ready
         for step, plan, labels in loader:
+            if side is None:
+                yield (self._on_device(scene, gen, step, plan), *labels)
+                continue
+            with torch.cuda.stream(side):
+                x = self._on_device(scene, gen, step, plan)
+            main = torch.cuda.current_stream(device)
+            main.wait_stream(side)
+            x.record_stream(main)  # x is freed on the main stream's schedule, not the side one's
+            yield (x, *labels)
+
+    def _on_device(self, scene, gen: torch.Generator, step: int, plan: RenderPlan) -> torch.Tensor:
+        """Batch `step` rendered, aligned and augmented on the scene's device: uint8 (B, 3, S, S)."""
+        device = scene.device
+        with torch.no_grad():
             res = scene.render(plan)
             rgb, lm5 = res["rgb"], res["landmarks5"]
             aug = self.augment
@@ -167,7 +186,7 @@ class OnlineBatches(IterableDataset):
             x = align_batch(rgb * 255.0, lm5, self.source.input_size, self.source.template, jitter)
             if aug.active():
                 x = augment_batch(x, aug, gen)
-            yield (x.round_().clamp_(0, 255).to(torch.uint8), *labels)
+            return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _labels(params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

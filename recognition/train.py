@@ -47,7 +47,7 @@ from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, dro
                    to_input, worker_init, write_list, natural_key)
 from .embed import embed_dataset
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
-from .models import ARCHS, build_model
+from .models import ARCHS, build_model, to_device
 from .online import HeldOutSet, OnlineBatches, load_scene
 from .verify import verification
 
@@ -443,7 +443,7 @@ def _train(cfg: TrainConfig, say) -> dict:
     frozen = _freeze(backbone, cfg.freeze)
     if frozen:
         say(f"frozen: {len(frozen)} parameter tensors ({cfg.freeze})")
-    net = TrainNet(backbone, head, cfg.margin).to(device)
+    net = to_device(TrainNet(backbone, head, cfg.margin), device)
     groups = [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": cfg.lr * cfg.backbone_lr_mult}]
     if head is not None:
         groups.append({"params": list(head.parameters()), "lr": cfg.lr})

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from morphgen.errors import ConfigError
@@ -39,3 +40,16 @@ def build_model(arch: str, input_size: int | None = None) -> nn.Module:
         net = (iresnet18 if arch == "iresnet18" else iresnet50)(input_size=size)
     net.arch, net.input_size = arch, size
     return net
+
+
+def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """`model` moved to `device`; on CUDA in channels-last layout with cuDNN autotuning.
+
+    cuDNN's bf16 tensor-core convolutions work in NHWC: a model left in NCHW pays a layout
+    transpose around every convolution. `recognition.data.to_input` hands CUDA inputs over
+    in the same layout."""
+    model = model.to(device)
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    return model
