@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure the issues ask for, in one run on one CUDA machine (about 8 minutes):
+# Every GPU figure the issues ask for, on one CUDA machine (H200, 2026-11-27: steps 1-2 took
+# 2 minutes; steps 3-4 with TRAIN_SECONDS=350 took 9):
 #   1. renderer: batched torch path, 128 and 256 px, batch 512      (bench_render.py)
 #   2. online synthesis: render only / model only / end to end       (bench_online.py)
 #   3. dataset writer: a 100k-image slice of SYN-1M to disk          (morphgen render --device cuda)
@@ -8,18 +9,23 @@
 #
 #   OUT=results bash benchmarks/gpu_checks.sh
 #
-# Environment: OUT (where logs and results go; default ./gpu_checks_out), CHECKS (which of
-# the four to run; default 1234: e.g. CHECKS=34 TRAIN_SECONDS=420 spends a 15-minute device
-# session on the dataset slice and a 7-minute recipe), TRAIN_SECONDS (default 90; the step
-# count is derived from the end-to-end rate measured in step 2, else 2,000 img/s),
-# WORKERS (CPU processes; default cores - 1); RASTERS (step 1's rasterizers; default
-# "torch triton"); PROFILE (step 2 then profiles that many steps; default 0); RATE (step 4's
-# end-to-end img/s when step 2 ran in another call); DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS
-# (cuda, 512, 128, 1000, 40) shrink it for a trial on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8
-# IDS=10 BENCH_STEPS=2 TRAIN_SECONDS=10 RASTERS=torch. Needs morphgen installed (python3 and morphgen on
-# the PATH), facenet-pytorch for MTCNN and ../shared/data (ORL, Yale) beside the repo for
-# the real-face pairs. Each step has its own time limit, and a failing step does not stop
-# the others.
+# Environment:
+#   OUT            where logs and results go (default ./gpu_checks_out)
+#   CHECKS         which of the four steps to run (default 1234). CHECKS=12, then CHECKS=34
+#                  RATE=<step 2's end-to-end img/s> TRAIN_SECONDS=350 on the same warm
+#                  machine, fits a 15-minute device session.
+#   TRAIN_SECONDS  step 4's training time (default 90); the step count is derived from the
+#                  end-to-end rate of step 2 (or RATE, or else 2,000 img/s)
+#   RATE           step 4's end-to-end img/s when step 2 ran in another call
+#   WORKERS        CPU processes (default cores - 1)
+#   RASTERS        step 1's rasterizers (default "torch triton")
+#   PROFILE        step 2 then profiles that many end-to-end steps (default 0)
+#   DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS (cuda, 512, 128, 1000, 40) shrink it for a trial
+#                  on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8 IDS=10 BENCH_STEPS=2
+#                  TRAIN_SECONDS=10 RASTERS=torch
+# Needs morphgen installed (python3 and morphgen on the PATH), facenet-pytorch for MTCNN and
+# ../shared/data (ORL, Yale) beside the repo for the real-face pairs. Each step has its own
+# time limit, and a failing step does not stop the others.
 set -u
 OUT=${OUT:-gpu_checks_out}
 CHECKS=${CHECKS:-1234}
