@@ -208,33 +208,41 @@ def _camera_unit(nc, i, rot):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
-def _shade_vertices(idx, count, nc, rot, sk, al, gain, contrast, offset, luma, vcol):
-    """Colour of the listed vertices ``idx[:count]`` into ``vcol``: the summed normals in
+def _shade_vertices(stamp, b, nc, rot, sk, al, gain, contrast, offset, luma, vcol):
+    """Colour of the vertices marked ``stamp[i] == b`` into ``vcol``: the summed normals in
     ``nc`` (model space) are normalised and rotated to camera space, SH-shaded and
     colour-transformed.
 
-    Only vertices of triangles that won a pixel are listed: at 128 px that is about 40 %
-    of a face mesh, and shading is the costliest per-vertex step (scalar float maths
-    that does not vectorise).
+    Only vertices of triangles that won a pixel are marked: at 128 px that is about 40 %
+    of a face mesh, and shading is the costliest per-vertex step. They are visited in
+    vertex order (a scan of the stamps), not in the order pixels found them: the
+    sequential reads of normals, albedo and colours make it 1.6x faster.
     """
     a0, a1, a2 = N0 * sk[0, 0], N0 * sk[0, 1], N0 * sk[0, 2]
+    # the basis constants folded into the light, read once (the loop's stores could alias sk)
+    s10, s11, s12 = N1 * sk[1, 0], N1 * sk[1, 1], N1 * sk[1, 2]
+    s20, s21, s22 = N1 * sk[2, 0], N1 * sk[2, 1], N1 * sk[2, 2]
+    s30, s31, s32 = N1 * sk[3, 0], N1 * sk[3, 1], N1 * sk[3, 2]
+    s40, s41, s42 = N2_1 * sk[4, 0], N2_1 * sk[4, 1], N2_1 * sk[4, 2]
+    s50, s51, s52 = N2_1 * sk[5, 0], N2_1 * sk[5, 1], N2_1 * sk[5, 2]
+    s60, s61, s62 = N2_0 * sk[6, 0], N2_0 * sk[6, 1], N2_0 * sk[6, 2]
+    s70, s71, s72 = N2_1 * sk[7, 0], N2_1 * sk[7, 1], N2_1 * sk[7, 2]
+    s80, s81, s82 = N2_2 * sk[8, 0], N2_2 * sk[8, 1], N2_2 * sk[8, 2]
     g0, g1, g2 = gain[0], gain[1], gain[2]
     o0, o1, o2 = offset[0], offset[1], offset[2]
     l0, l1, l2 = luma[0], luma[1], luma[2]
-    for j in range(count):
-        i = idx[j]
+    for i in range(nc.shape[0]):
+        if stamp[i] != b:
+            continue
         nx, ny, nz = _camera_unit(nc, i, rot)
-        b1 = N1 * ny
-        b2 = N1 * nz
-        b3 = N1 * nx
-        b4 = N2_1 * nx * ny
-        b5 = N2_1 * ny * nz
-        b6 = N2_0 * (3.0 * nz * nz - 1.0)
-        b7 = N2_1 * nx * nz
-        b8 = N2_2 * (nx * nx - ny * ny)
-        c0 = al[i, 0] * (a0 + b1 * sk[1, 0] + b2 * sk[2, 0] + b3 * sk[3, 0] + b4 * sk[4, 0] + b5 * sk[5, 0] + b6 * sk[6, 0] + b7 * sk[7, 0] + b8 * sk[8, 0])
-        c1 = al[i, 1] * (a1 + b1 * sk[1, 1] + b2 * sk[2, 1] + b3 * sk[3, 1] + b4 * sk[4, 1] + b5 * sk[5, 1] + b6 * sk[6, 1] + b7 * sk[7, 1] + b8 * sk[8, 1])
-        c2 = al[i, 2] * (a2 + b1 * sk[1, 2] + b2 * sk[2, 2] + b3 * sk[3, 2] + b4 * sk[4, 2] + b5 * sk[5, 2] + b6 * sk[6, 2] + b7 * sk[7, 2] + b8 * sk[8, 2])
+        b4 = nx * ny
+        b5 = ny * nz
+        b6 = 3.0 * nz * nz - 1.0
+        b7 = nx * nz
+        b8 = nx * nx - ny * ny
+        c0 = al[i, 0] * (a0 + ny * s10 + nz * s20 + nx * s30 + b4 * s40 + b5 * s50 + b6 * s60 + b7 * s70 + b8 * s80)
+        c1 = al[i, 1] * (a1 + ny * s11 + nz * s21 + nx * s31 + b4 * s41 + b5 * s51 + b6 * s61 + b7 * s71 + b8 * s81)
+        c2 = al[i, 2] * (a2 + ny * s12 + nz * s22 + nx * s32 + b4 * s42 + b5 * s52 + b6 * s62 + b7 * s72 + b8 * s82)
         lu = l0 * c0 + l1 * c1 + l2 * c2
         vcol[i, 0] = g0 * (lu + contrast * (c0 - lu)) + o0
         vcol[i, 1] = g1 * (lu + contrast * (c1 - lu)) + o1
@@ -242,22 +250,17 @@ def _shade_vertices(idx, count, nc, rot, sk, al, gain, contrast, offset, luma, v
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _used_vertices(fb, tris, stamp, b, idx):
-    """List (into ``idx``) the vertices of the triangles in the face-id map; returns the count."""
-    count = 0
+def _mark_used_vertices(fb, tris, stamp, b):
+    """Mark ``stamp[i] = b`` for the vertices of the triangles in the face-id map."""
     for py in range(fb.shape[0]):
         for px in range(fb.shape[1]):
             f = fb[py, px]
             if f < 0:
                 continue
             f = np.uint32(f)
-            for c in range(3):
-                i = tris[f, c]
-                if stamp[i] != b:
-                    stamp[i] = b
-                    idx[count] = i
-                    count += 1
-    return count
+            stamp[tris[f, 0]] = b
+            stamp[tris[f, 1]] = b
+            stamp[tris[f, 2]] = b
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
@@ -273,13 +276,13 @@ def _fused_render(
     verts, albedo, shk, rot, scale, trans, fpx, cx, cy, near,
     tris, tris_sorted, tri_ids, cull, k,
     gain, contrast, offset, luma, bg, out_u8, out_f32, use_u8,
-    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, vcol, stamp, idx, zbuf, fid,
+    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, vcol, stamp, cells, zbuf, fid,
 ):  # fmt: skip
     """Render a batch; buffers with a leading dimension of 1 are reused for every image.
 
-    Per image: project all vertices, rasterize, list the vertices of the triangles that
-    won a pixel (``stamp[i] == b`` marks them), sum normals, shade the listed vertices,
-    then resolve, average the sub-samples and composite.
+    Per image: project all vertices, rasterize, mark the vertices of the triangles that
+    won a pixel (``stamp[i] == b``), sum normals, shade the marked vertices, then resolve,
+    average the sub-samples and composite.
     """
     nb = verts.shape[0]
     if use_u8:
@@ -307,10 +310,10 @@ def _fused_render(
             _camera_normals(v, tris, rb, ncam[b])
         zb[:, :] = np.inf
         fb[:, :] = -1
-        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb)
-        count = _used_vertices(fb, tris, stamp, b, idx)
+        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb, cells)
+        _mark_used_vertices(fb, tris, stamp, b)
         accumulate_normals_raw(v, tris, nsum)
-        _shade_vertices(idx, count, nsum, rb, sk, al, gb, ct, ob, luma, vcol)
+        _shade_vertices(stamp, b, nsum, rb, sk, al, gb, ct, ob, luma, vcol)
         for j in range(lm_idx.shape[0]):  # landmark normals, for their visibility test
             lm_nrm[b, j, 0], lm_nrm[b, j, 1], lm_nrm[b, j, 2] = _camera_unit(nsum, lm_idx[j], rb)
         # resolve, average the k x k sub-samples, composite
@@ -618,7 +621,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
         tris, mesh.sorted, mesh.order, bool(settings.cull_backfaces), k,
         gain, contrast, offset, LUMA, bg, out_u8, out_f32, use_u8,
         screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, vcol, stamp,
-        np.empty(n, np.int64), zbuf, fid,
+        np.empty((n, 4), np.int32), zbuf, fid,
     )  # fmt: skip
     result: dict[str, np.ndarray] = {}
     if "rgb" in outputs:
