@@ -11,7 +11,9 @@ triangle ids agree):
   device-agnostic (CPU or CUDA). The rasterizer only picks triangle ids; colours are
   interpolated by :func:`.interpolate.interpolate`, so images are differentiable with
   respect to vertices, albedo, SH light, colour transform and pose. Used for fitting and
-  for GPU generation.
+  for GPU generation. On CUDA with triton installed, a call that needs no gradient
+  rasterizes and resolves the colour image with two Triton kernels
+  (:mod:`.triton_raster`), the GPU dataset and online-training path.
 
 Image formation (both paths): ``v_cam = scale * R v + t``; normals are area-weighted
 vertex normals rotated into camera space; per-vertex radiance ``albedo * irradiance``
