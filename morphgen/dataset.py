@@ -447,6 +447,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
     try:
         bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
         plans = deque(plan_next(c) for c in islice(chunks, 2 * workers))
+        renderer.warm_up()  # device start-up overlaps the workers' (both take seconds)
         while plans:
             chunk, bg_slot, planned = plans.popleft()
             plan = planned.result()

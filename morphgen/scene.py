@@ -257,6 +257,12 @@ class SceneRenderer:
         res = {k: dev[k].cpu().numpy() for k in ("rgb", "landmarks2d", "visibility", *self.config.outputs)}
         return res, dev["landmarks5"].cpu().numpy().astype(np.float64)
 
+    def warm_up(self) -> None:
+        """Render one throwaway image, so that what a first render builds (on a GPU the
+        device context, the bases on the device and the compiled kernels, a few seconds) is
+        ready. The GPU dataset writer calls it while its worker processes start."""
+        self.render_plan_arrays(self.plan([self.sampler.image_params(0, 0)]))
+
     def render(self, params: list[ImageParams]) -> list[RenderResult]:
         out: list[RenderResult] = []
         for i in range(0, len(params), self.batch_size):
