@@ -50,6 +50,9 @@ class StubRenderer:
         self.cpu = SceneRenderer(replace(config, device="cpu"))
         self.one = self.cpu.render_plan_arrays(self.cpu.plan([self.cpu.sampler.image_params(0, 0)]))
 
+    def warm_up(self) -> None:
+        """Nothing to start: the one real render ran in __init__."""
+
     def render_plan_arrays(self, plan) -> dict:
         arrays = {k: np.repeat(v, len(plan), axis=0) for k, v in self.one.items()}
         arrays["rgb"] = np.array(plan.backgrounds)
