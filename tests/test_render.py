@@ -551,3 +551,18 @@ def test_rasterize_array_types_and_float_output(head):
     u8 = render_batch(verts, alb, frontal_light(), pose, head.triangles, RenderSettings(40, 40), **kw)["rgb"]
     f32 = render_batch(verts, alb, frontal_light(), pose, head.triangles, RenderSettings(40, 40, output_dtype="float32"), **kw)["rgb"]
     assert f32.dtype == np.float32 and np.abs(f32 * 255 - u8).max() <= 0.5 + 1e-3
+
+
+def test_auto_raster_backend_falls_back_to_torch_without_a_working_triton(monkeypatch):
+    """"auto" on a CUDA device tries the triton kernel once; where it cannot run (no triton,
+    or here no CUDA at all) the torch rasterizer is used instead of failing the run."""
+    from morphgen.render import rasterize as raster_module
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: triton may work here (covered by the GPU checks)")
+    monkeypatch.setattr(raster_module, "_TRITON_WORKS", {})
+    assert raster_module.auto_backend(torch.device("cpu")) == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # with triton installed, the failed trial is reported
+        assert raster_module.auto_backend(torch.device("cuda")) == "torch"
+    assert raster_module._TRITON_WORKS == {"cuda": False}  # tried once per process

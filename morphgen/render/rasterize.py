@@ -461,8 +461,8 @@ def auto_backend(device) -> str:
         if ok:
             import torch
 
-            tri = torch.tensor([[[1.0, 1.0, 100.0], [1.0, 6.0, 100.0], [6.0, 1.0, 100.0]]], device=device)
             try:
+                tri = torch.tensor([[[1.0, 1.0, 100.0], [1.0, 6.0, 100.0], [6.0, 1.0, 100.0]]], device=device)
                 ok = bool((_rasterize_triton(tri, torch.tensor([[0, 1, 2]]), 8, 8, False, 1.0, False).face_id == 0).any())
                 why = "its test triangle drew no pixel"
             except Exception as e:  # noqa: BLE001 - any compile/launch failure means: fall back
