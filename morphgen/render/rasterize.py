@@ -164,7 +164,7 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, cells):
     for i in range(sx.shape[0]):  # cells[i] = x first, x last, y first, y last
         x = np.float64(sx[i]) - 0.5
         y = np.float64(sy[i]) - 0.5
-        if (x != x) | (y != y):  # NaN: the vertex adds nothing to a box (its pixels fail the edge test)
+        if np.isnan(x) | np.isnan(y):  # NaN: the vertex adds nothing to a box (its pixels fail the edge test)
             cells[i, 0], cells[i, 1], cells[i, 2], cells[i, 3] = w, -1, h, -1
             continue
         # clamped to [-1, size] first, so that int32 holds any coordinate
