@@ -566,3 +566,12 @@ def test_auto_raster_backend_falls_back_to_torch_without_a_working_triton(monkey
         warnings.simplefilter("ignore")  # with triton installed, the failed trial is reported
         assert raster_module.auto_backend(torch.device("cuda")) == "torch"
     assert raster_module._TRITON_WORKS == {"cuda": False}  # tried once per process
+
+
+def test_numba_rasterizer_skips_triangles_with_nan_vertices():
+    """A NaN vertex (a broken mesh) must not draw, nor send the box walk out of the image."""
+    scr = np.array([[[2.0, 3.0, 100.0], [60.0, 5.0, 120.0], [8.0, 61.0, 90.0], [np.nan, np.nan, 100.0]]])
+    tri = np.array([[0, 2, 1], [1, 2, 3]], dtype=np.int32)
+    with_nan = rasterize(scr, tri, 64, 64, backend="numba").face_id
+    alone = rasterize(scr, tri[:1], 64, 64, backend="numba").face_id
+    assert np.array_equal(with_nan, alone) and (alone == 0).sum() > 500
