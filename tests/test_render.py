@@ -575,3 +575,11 @@ def test_numba_rasterizer_skips_triangles_with_nan_vertices():
     with_nan = rasterize(scr, tri, 64, 64, backend="numba").face_id
     alone = rasterize(scr, tri[:1], 64, 64, backend="numba").face_id
     assert np.array_equal(with_nan, alone) and (alone == 0).sum() > 500
+
+
+def test_rasterize_without_barycentrics_numpy_in_and_out(head):
+    cam = Camera(32, 32)
+    scr = screen_of(head, Pose.create(1, translation=(0.0, 0.0, -700.0)), cam).astype(np.float32)
+    full = rasterize(scr, head.triangles, 32, 32, backend="torch")
+    bare = rasterize(scr, head.triangles, 32, 32, backend="torch", with_bary=False)
+    assert bare.bary is None and np.array_equal(bare.face_id, full.face_id)

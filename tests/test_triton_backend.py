@@ -83,4 +83,13 @@ def test_fused_triton_render_matches_numba():
         assert (d <= 1).mean() >= 0.999, (d > 1).mean()
         assert np.array_equal(a["mask"], t["mask"]) and np.array_equal(a["visibility"], t["visibility"])
         assert np.allclose(a["landmarks2d"], t["landmarks2d"], atol=1e-3)
+        # one background for the whole batch broadcasts, as in the unfused path
+        from morphgen.render.renderer import render_torch
+        cam = st.camera
+        one = torch.from_numpy(bg[:1]).float() / 255
+        v, al, l_ = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (verts, head.albedo, sh))
+        fused = render_torch(v, al, l_, pose, head.triangles, cam, antialias=aa, backgrounds=one, raster_backend="triton")
+        plain = render_torch(v, al, l_, pose, head.triangles, cam, antialias=aa, backgrounds=one, raster_backend="torch")
+        assert torch.allclose(fused["rgb"], plain["rgb"], atol=1e-4), (fused["rgb"] - plain["rgb"]).abs().max()
+        assert ((plain["rgb"] - one).abs().amax(-1) > 0.05).float().mean() > 0.2  # a face in view
     """)

@@ -461,10 +461,15 @@ def auto_backend(device) -> str:
         if ok:
             import torch
 
-            try:
+            try:  # both kernels, as render_torch's no-gradient path launches them
+                from .triton_raster import resolve_rgb
+
                 tri = torch.tensor([[[1.0, 1.0, 100.0], [1.0, 6.0, 100.0], [6.0, 1.0, 100.0]]], device=device)
-                ok = bool((_rasterize_triton(tri, torch.tensor([[0, 1, 2]]), 8, 8, False, 1.0, False).face_id == 0).any())
-                why = "its test triangle drew no pixel"
+                keys, scr, tris = triton_keys(tri, torch.tensor([[0, 1, 2]]), 8, 8, False, 1.0)
+                rgb = resolve_rgb(keys, scr, tris, torch.ones(1, 3, 3, device=device), None, 1)
+                ok = bool((maps_from_keys(keys)[0] == 0).any()) and bool((rgb == 1.0).any())
+                if not ok:
+                    why = "its test triangle drew no pixel"
             except Exception as e:  # noqa: BLE001 - any compile/launch failure means: fall back
                 ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if not ok:
@@ -487,8 +492,10 @@ def triton_available(device) -> tuple[bool, str]:
     return False, f"triton does not run on {device.type} (on the CPU only with TRITON_INTERPRET=1)"
 
 
-def _rasterize_triton(screen, triangles, h: int, w: int, cull: bool, near: float, with_bary: bool = True) -> RasterOutput:
-    """One kernel launch for the whole batch; same keys as the torch backend."""
+def triton_keys(screen, triangles, h: int, w: int, cull: bool, near: float):
+    """(keys, screen, triangles): the packed keys of one `triton_raster.raster_keys` launch
+    for the whole batch, with the float32 screen vertices and int32 triangles it read
+    (float64 input is rasterized in float32). ConfigError where triton cannot run."""
     import torch
 
     from .triton_raster import raster_keys
@@ -498,7 +505,13 @@ def _rasterize_triton(screen, triangles, h: int, w: int, cull: bool, near: float
         raise ConfigError(f"raster backend 'triton' is unavailable: {why}")
     scr = screen.detach().to(torch.float32).contiguous()
     tris = triangles.to(device=scr.device, dtype=torch.int32).contiguous()
-    fid, depth = maps_from_keys(raster_keys(scr, tris, h, w, cull, near))
+    return raster_keys(scr, tris, h, w, cull, near), scr, tris
+
+
+def _rasterize_triton(screen, triangles, h: int, w: int, cull: bool, near: float, with_bary: bool = True) -> RasterOutput:
+    """One kernel launch for the whole batch; same keys as the torch backend."""
+    keys, scr, tris = triton_keys(screen, triangles, h, w, cull, near)
+    fid, depth = maps_from_keys(keys)
     return _with_bary(fid, depth, scr, tris.long(), with_bary)
 
 
@@ -576,7 +589,8 @@ def rasterize(
     device (the numba backend round-trips through the CPU). (N, 3) input is treated as a
     batch of one. ``backend``: "numba", "torch", "triton", "pytorch3d" or "auto" (triton on
     CUDA where it is installed, else torch there; numba otherwise). ``with_bary=False``
-    leaves ``bary`` None on the torch and triton backends, which compute it afterwards.
+    skips the barycentrics where they cost a pass of their own (torch and triton backends:
+    ``bary`` is None then); callers that interpolate with :mod:`.interpolate` need none.
     """
     if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))) or not (
         1 <= height <= 4 * 4096 and 1 <= width <= 4 * 4096
@@ -614,4 +628,4 @@ def rasterize(
         tri = triangles if isinstance(triangles, torch.Tensor) else torch.as_tensor(np.asarray(triangles))
         return fn(screen_vertices, tri, height, width, cull_backfaces, near)
     out = fn(torch.from_numpy(np.asarray(screen_vertices)), torch.as_tensor(np.asarray(triangles)), height, width, cull_backfaces, near)
-    return RasterOutput(out.face_id.numpy(), out.bary.numpy(), out.depth.numpy())
+    return RasterOutput(out.face_id.numpy(), None if out.bary is None else out.bary.numpy(), out.depth.numpy())

@@ -721,6 +721,8 @@ def render_torch(
     ``face_id`` (the high-resolution triangle-id map) and the requested extras as in
     :func:`render_batch`. Gradients reach vertices, albedo, sh, the colour transform
     and the pose through the interpolated colours (not through silhouette changes).
+    When none of them requires a gradient and the rasterizer is triton, ``rgb`` comes
+    from the fused Triton resolve instead (float32, same image within rounding).
     """
     import torch
     import torch.nn.functional as F
@@ -757,12 +759,10 @@ def render_torch(
     # no gradient wanted: Triton rasterizes and resolves the colour image in two launches
     fused = raster_backend == "triton" and "rgb" in outputs and not (col.requires_grad or screen.requires_grad)
     if fused:
-        from .rasterize import RasterOutput, maps_from_keys
-        from .triton_raster import raster_keys, resolve_rgb
+        from .rasterize import RasterOutput, maps_from_keys, triton_keys
+        from .triton_raster import resolve_rgb
 
-        scr32 = screen.to(torch.float32).contiguous()
-        tris32 = tris.to(torch.int32).contiguous()
-        keys = raster_keys(scr32, tris32, hh, ww, cull_backfaces, near)
+        keys, scr32, tris32 = triton_keys(screen, tris, hh, ww, cull_backfaces, near)
         fid_map, depth_map = maps_from_keys(keys)
         rast = RasterOutput(fid_map, None, depth_map)
     else:

@@ -151,7 +151,10 @@ def raster_keys(screen: torch.Tensor, tris: torch.Tensor, h: int, w: int, cull: 
     keys = torch.full((b, h, w), EMPTY_KEY, dtype=torch.int64, device=screen.device)
     if b and t:
         grid = (triton.cdiv(t, _TRI_BLOCK), b)
-        raster_kernel[grid](screen, tris, keys, n, t, h, w, float(near), CULL=bool(cull), BLOCK=_TRI_BLOCK)
+        # no FMA contraction: edge functions and depths round as the torch backend's
+        # separate multiplies and adds do, so edge pixels and depth ties resolve alike
+        raster_kernel[grid](screen, tris, keys, n, t, h, w, float(near), CULL=bool(cull), BLOCK=_TRI_BLOCK,
+                            enable_fp_fusion=False)
     return keys
 
 
@@ -165,7 +168,8 @@ def resolve_rgb(keys: torch.Tensor, screen: torch.Tensor, tris: torch.Tensor, co
     out = torch.empty((b, h, w, 3), dtype=torch.float32, device=keys.device)
     n_pix = b * h * w
     if n_pix:
-        bg = backgrounds.contiguous() if backgrounds is not None else out
+        # one background for the batch broadcasts, as in the unfused path
+        bg = backgrounds.expand(b, h, w, 3).contiguous() if backgrounds is not None else out
         resolve_kernel[(triton.cdiv(n_pix, _PIX_BLOCK),)](
             keys, screen, tris, colors, bg, out, screen.shape[1], n_pix, h, w,
             HAS_BG=backgrounds is not None, EMPTY=EMPTY_KEY, K=int(k), BLOCK=_PIX_BLOCK)
