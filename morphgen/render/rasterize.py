@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("numba", "torch", "triton", "pytorch3d")
 DEFAULT_NEAR = 10.0
+EMPTY_KEY = (1 << 63) - 1  # int64 max: the torch and triton backends' key of a pixel no triangle covers
 
 
 @dataclass
@@ -384,7 +385,7 @@ def _rasterize_torch(
     # power-of-two square buckets bound the wasted candidates to < 4x per triangle
     bucket = torch.ceil(torch.log2(size.to(torch.float64))).long() if size.numel() else size
 
-    keys = torch.full((b * h * w,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    keys = torch.full((b * h * w,), EMPTY_KEY, dtype=torch.int64, device=dev)
     for e in (torch.unique(bucket).tolist() if bucket.numel() else []):
         s = 1 << int(e)
         members = (bucket == e).nonzero().squeeze(1)
@@ -425,7 +426,7 @@ def maps_from_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     packed ``depth bits << 32 | triangle id`` keys of the torch and triton backends."""
     import torch
 
-    empty = keys == torch.iinfo(torch.int64).max
+    empty = keys == EMPTY_KEY
     fid = torch.where(empty, -1, keys & 0xFFFFFFFF).to(torch.int32)
     depth = (keys >> 32).to(torch.int32).view(torch.float32).masked_fill(empty, float("inf"))
     return fid, depth

@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-EMPTY_KEY = (1 << 63) - 1  # int64 max: no triangle at this pixel
+from .rasterize import EMPTY_KEY
+
 _TRI_BLOCK = 128
 _PIX_BLOCK = 256
 
