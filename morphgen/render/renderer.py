@@ -60,7 +60,8 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
-from .rasterize import BACKENDS, MESH_CACHE, auto_backend, pixel_weights, raster_core, rasterize
+from .rasterize import (BACKENDS, MESH_CACHE, RasterOutput, auto_backend, maps_from_keys, pixel_weights, raster_core,
+                        rasterize, triton_keys)
 from .shading import (
     N0,
     N1,
@@ -759,8 +760,7 @@ def render_torch(
     # no gradient wanted: Triton rasterizes and resolves the colour image in two launches
     fused = raster_backend == "triton" and "rgb" in outputs and not (col.requires_grad or screen.requires_grad)
     if fused:
-        from .rasterize import RasterOutput, maps_from_keys, triton_keys
-        from .triton_raster import resolve_rgb
+        from .triton_raster import resolve_rgb  # imports triton
 
         keys, scr32, tris32 = triton_keys(screen, tris, hh, ww, cull_backfaces, near)
         fid_map, depth_map = maps_from_keys(keys)
