@@ -453,8 +453,8 @@ def auto_backend(device) -> str:
     """The rasterizer "auto" picks for torch tensors on ``device``: numba on the CPU,
     triton on CUDA where it is installed and compiles, else torch.
 
-    The first call per device type rasterizes one triangle with triton: a Triton release
-    that cannot compile the kernel for this GPU then costs a warning, not the run."""
+    The first call per device type runs both triton kernels on one triangle: a Triton
+    release that cannot compile them for this GPU then costs a warning, not the run."""
     if device.type == "cpu":
         return "numba"
     if device.type not in _TRITON_WORKS:
