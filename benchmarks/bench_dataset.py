@@ -18,6 +18,7 @@ machine >= 450 images/s with 2 workers, < 1.5 GB per worker; on a 16-core GPU ma
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -59,12 +60,27 @@ class StubRenderer:
         return arrays
 
 
+def file_create_ms(folder: Path, n: int = 300) -> float:
+    """CPU milliseconds the kernel takes to create one new (empty) file in ``folder``: a PNG
+    dataset creates one per image. Typically 0.01-0.05 ms; on the 2-core VM's ext4 it swings
+    between 0.1 and 1.5 ms (inode allocation; re-opening, renaming or linking stay near
+    0.01-0.05 ms), as much as a whole 128 px render, so it is printed with the rates."""
+    root = Path(tempfile.mkdtemp(prefix="morphgen_fsprobe_", dir=folder))
+    try:
+        c0 = time.process_time()
+        for i in range(n):
+            os.close(os.open(root / f"{i:04d}.png", os.O_CREAT | os.O_WRONLY, 0o644))
+        return (time.process_time() - c0) / n * 1e3
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
-          device: str) -> dict:
+          device: str, folder: Path | None = None) -> dict:
     scene = SceneConfig(sampling=SamplingConfig(n_identities=ids), model=model, size=size, antialias=antialias,
                         device=device)
     job = DatasetJob(scene, per_id, OutputConfig(image_format=fmt, chunk_ids=max(1, min(10, ids // (4 * workers)))))
-    root = Path(tempfile.mkdtemp(prefix="morphgen_bench_"))
+    root = Path(tempfile.mkdtemp(prefix="morphgen_bench_", dir=folder))
     try:
         # Warm-up: a one-chunk dataset compiles the numba kernels into the on-disk cache (and
         # starts CUDA in this process on --device cuda).
@@ -95,6 +111,8 @@ def main() -> None:
     ap.add_argument("--stub-render", action="store_true",
                     help="the GPU path with the device renderer stubbed out (no GPU needed): times the pipeline "
                          "around the device and the main process's CPU per 1000 images, its serial stage")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="folder the datasets are written to, then removed (default: the system temp folder)")
     ap.add_argument("--scales", default=None,
                     help="dataset sizes as multiples of --ids, comma-separated (default: 1,2 on cpu, 1 on cuda)")
     a = ap.parse_args()
@@ -110,10 +128,10 @@ def main() -> None:
             sys.exit("error: --device cuda: no CUDA device is available here; use --device cpu")
     scales = [int(x) for x in (a.scales or ("1,2" if a.device == "cpu" else "1")).split(",")]
     print(f"python {sys.version.split()[0]}, {a.device}, {a.workers} workers, {a.size}px, antialias {a.antialias}, "
-          f"{a.format}")
+          f"{a.format}; output in {a.dir or tempfile.gettempdir()}: {file_create_ms(a.dir):.2f} ms CPU to create a file")
     runs = []
     for scale in scales:
-        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device)
+        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device, a.dir)
         runs.append(r)
         print(f"{r['images']:7d} images: {r['img_per_s']:7.1f} img/s end to end ({r['wall_s']:.1f} s, "
               f"{r['mb']:.0f} MB written), {r['images'] / r['cpu_s']:.1f} img per CPU-second, main process "
