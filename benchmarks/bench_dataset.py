@@ -1,7 +1,7 @@
 """End-to-end dataset writing speed and memory: sample, decode, render, PNG-encode, write.
 
-    python benchmarks/bench_dataset.py                       # default model, 128 px, PNG
-    python benchmarks/bench_dataset.py --ids 200 --per-id 20 --workers 2 --antialias 1
+    python benchmarks/bench_dataset.py                       # default model, 128 px, PNG, antialias 2
+    python benchmarks/bench_dataset.py --ids 250 --per-id 20 --workers 2 --dir /dev/shm   # without the disk
     python benchmarks/bench_dataset.py --device cuda --ids 1000 --per-id 100 --workers 15
     python benchmarks/bench_dataset.py --stub-render --ids 400 --per-id 20   # GPU pipeline, no GPU
 
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--per-id", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--antialias", type=int, default=1)
+    ap.add_argument("--antialias", type=int, default=2, help="supersampling factor (default 2, as morphgen render)")
     ap.add_argument("--format", default="png", choices=["png", "jpg"])
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

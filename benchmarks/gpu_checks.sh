@@ -3,7 +3,8 @@
 # 2 minutes; steps 3-4 with TRAIN_SECONDS=350 took 9):
 #   1. renderer: batched torch path, 128 and 256 px, batch 512      (bench_render.py)
 #   2. online synthesis: render only / model only / end to end       (bench_online.py)
-#   3. dataset writer: a 100k-image slice of SYN-1M to disk          (morphgen render --device cuda)
+#   3. dataset writer: a 100k-image slice of SYN-1M to disk          (morphgen render --device cuda),
+#      then 100k and 200k slices for the steady rate                 (bench_dataset.py --scales 1,2)
 #   4. the online recipe (experiments/online_gpu_10min.yaml) for TRAIN_SECONDS of training,
 #      then its evaluations (held-out synthetic, ORL and Yale pairs) and table
 #
@@ -23,7 +24,8 @@
 #   DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS (cuda, 512, 128, 1000, 40) shrink it for a trial
 #                  on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8 IDS=10 BENCH_STEPS=2
 #                  TRAIN_SECONDS=10 RASTERS=torch
-# Needs morphgen installed (python3 and morphgen on the PATH), facenet-pytorch for MTCNN and
+# Needs morphgen installed with its dependencies (python3 and morphgen on the PATH; isal is the
+# one a GPU machine's torch image may lack), facenet-pytorch for MTCNN and
 # ../shared/data (ORL, Yale) beside the repo for the real-face pairs. Each step has its own
 # time limit, and a failing step does not stop the others.
 set -u
@@ -68,6 +70,8 @@ step 75 morphgen render --ids "$IDS" --per-id 100 --device "$DEVICE" --workers "
 du -sh /tmp/syn100k 2>&1 | tee -a "$LOG"
 find /tmp/syn100k/images -name '*.png' | wc -l | tee -a "$LOG"
 rm -rf /tmp/syn100k
+say "3b. the same slice and a 200k one (bench_dataset.py): their difference is the steady rate a SYN-1M run sees"
+step 200 python3 benchmarks/bench_dataset.py --device "$DEVICE" --ids "$IDS" --per-id 100 --workers "$WORKERS" --scales 1,2 --dir /tmp
 fi
 
 if want 4; then
