@@ -200,6 +200,8 @@ def _extend_json(obj_json: str, more: dict) -> str:
     """``json.dumps(obj | more)`` from ``json.dumps(obj)``, for non-empty dicts with distinct
     keys: the image's params are serialised where they are sampled (a planner, on the GPU
     path) and its render record added here."""
+    if not more or not obj_json.startswith("{") or obj_json == "{}":
+        raise ValueError("_extend_json joins two non-empty JSON objects")
     return f"{obj_json[:-1]}, {json.dumps(more)[1:]}"
 
 

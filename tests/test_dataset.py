@@ -57,14 +57,28 @@ def test_layout_manifest_and_params(reference):
     m = json.loads((reference / "manifest.json").read_text())
     assert m["complete"] and m["counts"]["images"] == 18 and m["counts"]["chunks_done"] == 3
     assert len(m["model_sha256"]) == 64 and m["seed"] == 0
-    recs = [json.loads(line) for p in sorted((reference / "params").glob("*.jsonl")) for line in p.read_text().splitlines()]
-    assert len(recs) == 18
+    def unique_keys(pairs):  # a params line is joined from two records: no key may appear twice
+        assert len({k for k, _ in pairs}) == len(pairs), [k for k, _ in pairs]
+        return dict(pairs)
+
+    lines = [line for p in sorted((reference / "params").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    recs = [json.loads(line, object_pairs_hook=unique_keys) for line in lines]
+    assert len(recs) == 18 and lines[0] == json.dumps(recs[0])
     r = recs[0]
     for key in ("identity", "sample", "shape", "color", "expression", "yaw", "pitch", "roll", "sh", "image",
                 "landmarks5", "landmarks5_visible", "landmarks", "soft_label", "background_seed"):
         assert key in r
     assert len(r["landmarks5"]) == 5 and (reference / r["image"]).exists()
     assert not (reference / ".partial").exists()
+
+
+def test_extend_json_joins_two_objects():
+    from morphgen.dataset import _extend_json
+
+    assert _extend_json(json.dumps({"a": [1.5, "x"]}), {"b": {"c": None}}) == json.dumps({"a": [1.5, "x"], "b": {"c": None}})
+    for obj, more in (("{}", {"b": 1}), ('{"a": 1}', {})):
+        with pytest.raises(ValueError):
+            _extend_json(obj, more)
 
 
 def test_workers_do_not_change_bytes(reference, tmp_path, model_file):
