@@ -6,8 +6,9 @@ the 2-core VM, 0.6 ms of it in zlib. ISA-L's deflate (the ``isal`` wheel) compre
 same filtered rows 2.5x faster to within 5 % of the size, so the whole encode takes about
 0.3 ms. The file is a plain PNG (IHDR, one IDAT, IEND; 8 or 16 bits; grey,
 RGB or RGBA) that every decoder reads back exactly. The bytes are a pure function of the
-pixels for one ``isal`` version on one CPU family (ISA-L picks its match hashing by CPU
-features), so datasets written on different kinds of machine compare by decoded pixels.
+pixels for one ``isal`` version and CPU family: ISA-L hashes with the SSE4.2 CRC
+instruction where there is one (every x86-64 CPU since about 2010) and in C elsewhere
+(intel/isa-l#73), so datasets written on an ARM machine compare with these by pixels.
 """
 from __future__ import annotations
 
