@@ -336,8 +336,10 @@ class BuiltinPrior:
         self.exposure = exposure
 
     def _tint(self, rng: np.random.Generator) -> np.ndarray:
-        t = np.clip(1.0 + self.tint_sd * rng.standard_normal(3), 0.5, 1.5)
-        return t / t.mean()
+        # scalar maths, bit for bit what np.clip and t / t.mean() give (18 -> 5 us a call)
+        t0, t1, t2 = (min(max(1.0 + self.tint_sd * z, 0.5), 1.5) for z in rng.standard_normal(3).tolist())
+        m = (t0 + t1 + t2) / 3.0
+        return np.array([t0 / m, t1 / m, t2 / m])
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         # Scalar maths where the values are scalars: this runs once per image, and the
