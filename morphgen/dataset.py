@@ -575,10 +575,6 @@ def read_ring(handle: tuple) -> dict[str, np.ndarray]:
     return _ring_views(rings[token][slot], specs, n)
 
 
-def _chunk_params(job: DatasetJob, renderer: SceneRenderer, chunk: int) -> list:
-    return [renderer.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(job.per_id)]
-
-
 def _plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, list[str]]:
     """A chunk's plan and its images' params records as JSON (for the writer, which would
     otherwise sample the chunk again: 0.3 ms an image). The backgrounds go to the ring slot
@@ -587,7 +583,7 @@ def _plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, lis
     0.2 ms for their records as dicts, about 0.03 ms for a 128 px background through the
     pipe, against microseconds for a JSON string; measured)."""
     job, renderer = _WORKER["job"], _WORKER["renderer"]
-    params = _chunk_params(job, renderer, chunk)
+    params = [renderer.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(job.per_id)]
     plan = renderer.plan(params)
     read_ring(bg_handle)["backgrounds"][:] = plan.backgrounds
     return replace(plan, params=[], backgrounds=None), [json.dumps(p.to_record()) for p in params]
