@@ -192,7 +192,7 @@ def render_chunk(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int
     items = []
     for identity in job.chunk_identities(chunk):
         params = [renderer.sampler.image_params(identity, s) for s in range(job.per_id)]
-        items += [(json.dumps(p.to_record()), r) for p, r in zip(params, renderer.render(params))]
+        items += [(p.to_json(), r) for p, r in zip(params, renderer.render(params))]
     return write_chunk(out, job, chunk, items)
 
 
@@ -210,7 +210,7 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
     params file (the completion marker) last; returns (chunk, images, bytes).
 
     items: per image, in the chunk's order (identity by identity, samples in order), its
-    params record as JSON (``json.dumps(ImageParams.to_record())``) and its render."""
+    params record as JSON (``ImageParams.to_json()``) and its render."""
     out = Path(out)
     ids = job.chunk_identities(chunk)
     if len(items) != len(ids) * job.per_id:
@@ -586,7 +586,7 @@ def _plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, lis
     params = [renderer.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(job.per_id)]
     plan = renderer.plan(params)
     read_ring(bg_handle)["backgrounds"][:] = plan.backgrounds
-    return replace(plan, params=[], backgrounds=None), [json.dumps(p.to_record()) for p in params]
+    return replace(plan, params=[], backgrounds=None), [p.to_json() for p in params]
 
 
 def _write_chunk_in_worker(out: str, chunk: int, ring_handle: tuple, records: list[str]) -> tuple[int, int, int]:

@@ -145,3 +145,18 @@ def test_restricted_decoder_matches_the_full_decode():
     expr = rng.normal(size=(4, 3)) if full.expr_basis is not None else None
     assert np.allclose(part.vertices(shape, expr), full.vertices(shape, expr)[:, ids], atol=1e-4)
     assert np.allclose(part.albedo(color), full.albedo(color)[:, ids], atol=1e-6)
+
+
+def test_to_json_is_the_record_as_json(tiny_model):
+    """to_json caches the coefficients' text; it must stay byte-identical to dumping the record."""
+    import json
+
+    plain = sampler(tiny_model, n_identities=6)
+    mixed = sampler(tiny_model, n_identities=6, mixup=MixupConfig(fraction=0.5))
+    bare = sampler(tiny_model, n_identities=6, expressions=False, shape_components=0)
+    for s in (plain, mixed, bare):
+        for i in range(6):
+            for n in range(4):
+                p = s.image_params(i, n)
+                assert p.to_json() == json.dumps(p.to_record())
+    assert any(mixed.image_params(i, n).soft_label for i in range(6) for n in range(4))
