@@ -146,13 +146,16 @@ MESH_CACHE = _MeshCache()
 # numba backend
 # --------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, cells):
-    """Rasterize one image into ``zbuf`` (H, W) float32 / ``fid`` (H, W) int32 in place.
+def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, bary, cells):
+    """Rasterize one image into ``zbuf`` (H, W) float32 / ``fid`` (H, W) int32 / ``bary``
+    (H, W, 2) float32 in place.
 
     sx, sy, sw: per-vertex screen x, y and depth; tris: (T, 3) uint32 in raster order;
     tri_ids: the id written for each of them (the original index). zbuf must start at
-    +inf and fid at -1 (or hold an earlier pass: the test merges). cells: (N, 4) int32
-    scratch (the caller allocates it once per batch).
+    +inf and fid at -1 (or hold an earlier pass: the test merges); bary is written where
+    a triangle wins: the perspective-correct weights of its second and third vertices
+    (see :func:`sample_weights`), a by-product of the depth. cells: (N, 4) int32 scratch
+    (the caller allocates it once per batch).
 
     Cheapest test first: at 128 px about 80 % of a face's triangles contain no pixel
     centre, so the bounding box of covered centres is checked before anything else, in
@@ -203,7 +206,9 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, cells):
         if area > 0.0:  # back-facing (front faces are clockwise in y-down pixels)
             if cull:
                 continue
+            flip = False
         else:  # orient so that inside means all edge functions >= 0
+            flip = True  # bary below: e1 / e2 now belong to the original third / second vertex
             x1, x2 = x2, x1
             y1, y2 = y2, y1
             w1, w2 = w2, w1
@@ -276,69 +281,42 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, cells):
                         continue
                     if e2 == 0.0 and not (d2y < 0.0 or (d2y == 0.0 and d2x > 0.0)):
                         continue
-                z = np.float32(num / (e0 * p0 + e1 * p1 + e2 * p2))
+                den = e0 * p0 + e1 * p1 + e2 * p2
+                z = np.float32(num / den)
                 zo = zbuf[py, px]
                 if z < zo or (z == zo and tid < fid[py, px]):
                     zbuf[py, px] = z
                     fid[py, px] = tid
+                    u = e1 * p1 / den
+                    v = e2 * p2 / den
+                    bary[py, px, 0] = v if flip else u
+                    bary[py, px, 1] = u if flip else v
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def pixel_weights(sc, tris, f, pcx, pcy):
-    """Vertices (i0, i1, i2) of triangle ``f`` and their perspective-correct barycentric
-    weights at the pixel centre (pcx, pcy), summing to 1. sc: (N, 3) screen x, y, w.
-
-    The one per-pixel resolve of every numba kernel (inlined, so it costs what the code
-    written out in place did): the weights e_i / w_i are formed as e_i * w_j * w_k, which
-    needs one division per pixel instead of three."""
-    f = np.uint32(f)
-    i0 = tris[f, 0]
-    i1 = tris[f, 1]
-    i2 = tris[f, 2]
-    x0 = np.float64(sc[i0, 0])
-    y0 = np.float64(sc[i0, 1])
-    x1 = np.float64(sc[i1, 0])
-    y1 = np.float64(sc[i1, 1])
-    x2 = np.float64(sc[i2, 0])
-    y2 = np.float64(sc[i2, 1])
-    w0 = np.float64(sc[i0, 2])
-    w1 = np.float64(sc[i1, 2])
-    w2 = np.float64(sc[i2, 2])
-    e0 = ((x2 - x1) * (pcy - y1) - (y2 - y1) * (pcx - x1)) * (w1 * w2)
-    e1 = ((x0 - x2) * (pcy - y2) - (y0 - y2) * (pcx - x2)) * (w0 * w2)
-    e2 = ((x1 - x0) * (pcy - y0) - (y1 - y0) * (pcx - x0)) * (w0 * w1)
-    es = e0 + e1 + e2
-    es = 1.0 / es if es != 0.0 else 1.0
-    return i0, i1, i2, e0 * es, e1 * es, e2 * es
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def resolve_bary(sc, tris, fid, bary):
-    """Perspective-correct barycentrics (H, W, 3) of each covered pixel centre, in place."""
-    h, w = fid.shape
-    for py in range(h):
-        for px in range(w):
-            f = fid[py, px]
-            if f < 0:
-                bary[py, px, 0] = 0.0
-                bary[py, px, 1] = 0.0
-                bary[py, px, 2] = 0.0
-                continue
-            _, _, _, b0, b1, b2 = pixel_weights(sc, tris, f, px + 0.5, py + 0.5)
-            bary[py, px, 0] = b0
-            bary[py, px, 1] = b1
-            bary[py, px, 2] = b2
+def sample_weights(tris, fid, bary, py, px):
+    """Vertices (i0, i1, i2) of the triangle that won sample (py, px) (``fid`` >= 0 there)
+    and their perspective-correct barycentric weights, summing to 1, from the maps
+    :func:`raster_core` wrote: the one per-sample resolve of every numba kernel."""
+    f = np.uint32(fid[py, px])
+    b1 = np.float64(bary[py, px, 0])
+    b2 = np.float64(bary[py, px, 1])
+    return tris[f, 0], tris[f, 1], tris[f, 2], 1.0 - b1 - b2, b1, b2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _raster_batch_numba(screen, tris_sorted, tri_ids, tris, cull, near, zbuf, fid, bary):
     cells = np.empty((screen.shape[1], 4), np.int32)
+    b12 = np.empty((zbuf.shape[1], zbuf.shape[2], 2), np.float32)
     for b in range(screen.shape[0]):
-        sx = screen[b, :, 0]
-        sy = screen[b, :, 1]
-        sw = screen[b, :, 2]
-        raster_core(sx, sy, sw, tris_sorted, tri_ids, cull, near, zbuf[b], fid[b], cells)
-        resolve_bary(screen[b], tris, fid[b], bary[b])
+        fb = fid[b]
+        raster_core(screen[b, :, 0], screen[b, :, 1], screen[b, :, 2], tris_sorted, tri_ids, cull, near, zbuf[b], fb, b12, cells)
+        for py in range(fb.shape[0]):
+            for px in range(fb.shape[1]):
+                if fb[py, px] < 0:
+                    bary[b, py, px, 0] = bary[b, py, px, 1] = bary[b, py, px, 2] = 0.0
+                else:
+                    _, _, _, bary[b, py, px, 0], bary[b, py, px, 1], bary[b, py, px, 2] = sample_weights(tris, fb, b12, py, px)
 
 
 def _rasterize_numba(screen: np.ndarray, triangles: np.ndarray, h: int, w: int, cull: bool, near: float):

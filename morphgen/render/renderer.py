@@ -60,7 +60,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
-from .rasterize import (BACKENDS, MESH_CACHE, RasterOutput, auto_backend, maps_from_keys, pixel_weights, raster_core,
+from .rasterize import (BACKENDS, MESH_CACHE, RasterOutput, auto_backend, maps_from_keys, raster_core, sample_weights,
                         rasterize, triton_keys)
 from .shading import (
     N0,
@@ -279,7 +279,7 @@ def _fused_render(
     verts, albedo, shk, rot, scale, trans, fpx, cx, cy, near,
     tris, tris_sorted, tri_ids, cull, k,
     gain, contrast, offset, luma, bg, out_u8, out_f32, use_u8,
-    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, vcol, stamp, cells, zbuf, fid,
+    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, vcol, stamp, cells, zbuf, fid, bary,
 ):  # fmt: skip
     """Render a batch; buffers with a leading dimension of 1 are reused for every image.
 
@@ -300,6 +300,7 @@ def _fused_render(
         sc = screen[b if screen.shape[0] > 1 else 0]
         zb = zbuf[b if zbuf.shape[0] > 1 else 0]
         fb = fid[b if fid.shape[0] > 1 else 0]
+        bb = bary[b if bary.shape[0] > 1 else 0]
         bgi = bg[b if bg.shape[0] > 1 else 0]
         al = albedo[b if albedo.shape[0] > 1 else 0]
         v = verts[b]
@@ -313,7 +314,7 @@ def _fused_render(
             _camera_normals(v, tris, rb, ncam[b])
         zb[:, :] = np.inf
         fb[:, :] = -1
-        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb, cells)
+        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb, bb, cells)
         _mark_used_vertices(fb, tris, stamp, b)
         accumulate_normals_raw(v, tris, nsum)
         _shade_vertices(stamp, b, nsum, rb, sk, al, gb, ct, ob, luma, vcol)
@@ -328,13 +329,11 @@ def _fused_render(
                 cov = 0
                 for sy in range(k):
                     py = oy * k + sy
-                    pcy = py + 0.5
                     for sx in range(k):
                         px = ox * k + sx
-                        f = fb[py, px]
-                        if f < 0:
+                        if fb[py, px] < 0:
                             continue
-                        i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, pcy)
+                        i0, i1, i2, e0, e1, e2 = sample_weights(tris, fb, bb, py, px)
                         q0 = e0 * vcol[i0, 0] + e1 * vcol[i1, 0] + e2 * vcol[i2, 0]
                         q1 = e0 * vcol[i0, 1] + e1 * vcol[i1, 1] + e2 * vcol[i2, 1]
                         q2 = e0 * vcol[i0, 2] + e1 * vcol[i1, 2] + e2 * vcol[i2, 2]
@@ -362,7 +361,7 @@ def _fused_render(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _resolve_attrs(fid, sc, tris, attr, k, out):
+def _resolve_attrs(fid, bary, tris, attr, k, out):
     """Mean of the perspective-correct interpolated ``attr`` (N, C) over covered sub-samples."""
     h = out.shape[0]
     w = out.shape[1]
@@ -374,13 +373,11 @@ def _resolve_attrs(fid, sc, tris, attr, k, out):
             cov = 0
             for sy in range(k):
                 py = oy * k + sy
-                pcy = py + 0.5
                 for sx in range(k):
                     px = ox * k + sx
-                    f = fid[py, px]
-                    if f < 0:
+                    if fid[py, px] < 0:
                         continue
-                    i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, pcy)
+                    i0, i1, i2, e0, e1, e2 = sample_weights(tris, fid, bary, py, px)
                     for c in range(nc):
                         acc[c] += e0 * attr[i0, c] + e1 * attr[i1, c] + e2 * attr[i2, c]
                     cov += 1
@@ -389,7 +386,7 @@ def _resolve_attrs(fid, sc, tris, attr, k, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _resolve_labels(fid, sc, tris, labels, k, out):
+def _resolve_labels(fid, bary, tris, labels, k, out):
     """Label of the vertex with the largest barycentric weight at sub-sample (k//2, k//2)."""
     h = out.shape[0]
     w = out.shape[1]
@@ -398,11 +395,10 @@ def _resolve_labels(fid, sc, tris, labels, k, out):
         for ox in range(w):
             py = oy * k + o
             px = ox * k + o
-            f = fid[py, px]
-            if f < 0:
+            if fid[py, px] < 0:
                 out[oy, ox] = -1
                 continue
-            i0, i1, i2, e0, e1, e2 = pixel_weights(sc, tris, f, px + 0.5, py + 0.5)
+            i0, i1, i2, e0, e1, e2 = sample_weights(tris, fid, bary, py, px)
             if e0 >= e1 and e0 >= e2:
                 out[oy, ox] = labels[i0]
             elif e1 >= e2:
@@ -614,6 +610,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     stamp = np.empty(n, np.int32)
     zbuf = np.empty((keep, hh, ww), np.float32)
     fid = np.empty((keep, hh, ww), np.int32)
+    bary = np.empty((keep, hh, ww, 2), np.float32)
     use_u8 = settings.output_dtype == "uint8"
     out_u8 = np.empty((b, h, w, 3) if use_u8 else (1, 1, 1, 3), np.uint8)
     out_f32 = np.empty((1, 1, 1, 3) if use_u8 else (b, h, w, 3), np.float32)
@@ -624,7 +621,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
         tris, mesh.sorted, mesh.order, bool(settings.cull_backfaces), k,
         gain, contrast, offset, LUMA, bg, out_u8, out_f32, use_u8,
         screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, vcol, stamp,
-        np.empty((n, 4), np.int32), zbuf, fid,
+        np.empty((n, 4), np.int32), zbuf, fid, bary,
     )  # fmt: skip
     result: dict[str, np.ndarray] = {}
     if "rgb" in outputs:
@@ -663,7 +660,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
                 else:
                     parts.append(ref_col)
             attr = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
-            _resolve_attrs(fid[i], screen[i], tris, attr, k, res[i])
+            _resolve_attrs(fid[i], bary[i], tris, attr, k, res[i])
         c0 = 0
         for name, c in cols:
             val = res[..., c0 : c0 + c]
@@ -681,7 +678,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
             raise ConfigError(f"region_labels has {labels.shape[0]} entries for {n} vertices")
         reg = np.empty((b, h, w), np.int32)
         for i in range(b):
-            _resolve_labels(fid[i], screen[i], tris, labels, k, reg[i])
+            _resolve_labels(fid[i], bary[i], tris, labels, k, reg[i])
         result["regions"] = reg
     if "landmarks2d" in outputs:
         pts = group_points(verts, lm_groups).astype(np.float64)
