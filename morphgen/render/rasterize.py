@@ -23,7 +23,9 @@ Conventions shared by all backends (so that they agree pixel for pixel):
 
 Backends: ``numba`` (CPU default; a bounding-box / edge-function loop over triangles
 sorted once into scan-line order, because at 128 px most triangles are smaller than a
-pixel and memory locality decides the speed), ``torch`` (batched and device-agnostic:
+pixel and memory locality decides the speed; each row of a box is cut to the span the
+edges allow, and a winning triangle's barycentrics are written with its depth, so that
+resolving a pixel needs no geometry again), ``torch`` (batched and device-agnostic:
 candidate pixels of each triangle's bounding box are enumerated and the nearest one is
 picked with ``scatter_reduce(amin)`` on int64 keys packing depth bits and triangle id),
 ``triton`` (CUDA: the same keys, made by one Triton kernel launch per batch with an
@@ -164,7 +166,8 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, bary, cells):
     max (ceil and floor commute with min and max), which is 20 % faster than rounding per
     triangle. Depth at a pixel is ``area * w0 * w1 * w2 / (e0 w1 w2 + e1 w0 w2 + e2 w0 w1)``
     (the harmonic interpolation of the vertex depths) with one division per covered pixel;
-    the torch backend evaluates the same expression in the same order.
+    the torch backend evaluates the same expression in the same order. The weights of the
+    vertices are the terms of that denominator over their sum (``e_i w_j w_k / sum``).
     """
     h, w = zbuf.shape
     for i in range(sx.shape[0]):  # cells[i] = x first, x last, y first, y last

@@ -25,11 +25,11 @@ sub-samples of each pixel together with its coverage ``alpha``, and composited a
 
 Supersampling (``antialias = k``) renders at k times the resolution and averages k x k
 blocks, which is exact area anti-aliasing of the silhouette. It costs about as much as
-rendering at k times the size: on this project's 2-core machines a BFM-face12-sized mesh
-(56k triangles) renders at about 390-440 images/s per core at 128 px with k = 1 but
-about 220-300 with k = 2, so the default is ``antialias=1`` to meet the 400 images/s
-per core target at 128 px; use 2 (or render larger and downsample) when quality matters
-more than speed. benchmarks/bench_render.py prints both.
+rendering at k times the size: on this project's 2-core machines the embedded model
+(12.6k triangles) renders at about 850-940 images/s per core at 128 px with k = 1 and
+490-550 with k = 2, a BFM-face12-sized mesh (56k triangles) at 430-540 and 250-300
+(benchmarks/bench_render.py prints these). ``RenderSettings`` defaults to k = 1, the
+dataset writer (``morphgen render --antialias``) to 2.
 
 Other outputs (``settings.outputs``) at the output resolution:
 ``depth`` (mm, view space, 0 = background), ``normals`` (camera-space unit normals),
