@@ -230,8 +230,7 @@ class ImageParams:
         """``json.dumps(self.to_record())``, byte for byte, with the shape and colour
         coefficients' text cached: an identity's images share them, and encoding those
         floats was half of the record's cost (0.09 of 0.18 ms an image)."""
-        shape, color = (_coeffs_json(np.asarray(a).dtype.str, np.ascontiguousarray(a).tobytes())
-                        for a in (self.shape, self.color))
+        shape, color = _coeffs_text(self.shape), _coeffs_text(self.color)
         return (f'{{"identity": {json.dumps(self.identity)}, "sample": {json.dumps(self.sample)}, '
                 f'"shape": {shape}, "color": {color}, {json.dumps(self._record_tail())[1:]}')
 
@@ -253,9 +252,16 @@ def _r6(a: np.ndarray) -> list:
     return np.round(np.asarray(a, np.float64), 6).tolist()
 
 
+def _coeffs_text(a: np.ndarray) -> str:
+    """``json.dumps(_r6(a))``, cached for numeric vectors (what the sampler makes)."""
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "fiu":
+        return json.dumps(_r6(a))
+    return _vector_json(a.dtype.str, np.ascontiguousarray(a).tobytes())
+
+
 @functools.lru_cache(maxsize=256)
-def _coeffs_json(dtype: str, raw: bytes) -> str:
-    """The JSON text of a coefficient vector given as (dtype, bytes), rounded as in records."""
+def _vector_json(dtype: str, raw: bytes) -> str:
     return json.dumps(_r6(np.frombuffer(raw, dtype=dtype)))
 
 

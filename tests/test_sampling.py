@@ -149,6 +149,7 @@ def test_restricted_decoder_matches_the_full_decode():
 
 def test_to_json_is_the_record_as_json(tiny_model):
     """to_json caches the coefficients' text; it must stay byte-identical to dumping the record."""
+    import dataclasses
     import json
 
     plain = sampler(tiny_model, n_identities=6)
@@ -160,3 +161,9 @@ def test_to_json_is_the_record_as_json(tiny_model):
                 p = s.image_params(i, n)
                 assert p.to_json() == json.dumps(p.to_record())
     assert any(mixed.image_params(i, n).soft_label for i in range(6) for n in range(4))
+    # arrays the sampler never makes are encoded as to_record does, not from a flat cache
+    p = plain.image_params(0, 0)
+    for shape in (np.arange(6.0).reshape(2, 3), np.array(0.5), np.arange(6.0).reshape(2, 3).ravel(),
+                  np.array([1, 2], dtype=object), np.arange(8.0)[::2]):
+        q = dataclasses.replace(p, shape=shape)
+        assert q.to_json() == json.dumps(q.to_record())
