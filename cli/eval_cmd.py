@@ -1,5 +1,6 @@
-"""`morphgen eval`: verification protocols for a trained run (LFW, IJB-A, pose, synthetic).
-Each writes result.json and summary.md (plus plots and CSVs) into --out."""
+"""`morphgen eval`: verification protocols for a trained run (LFW, CFP, insightface .bin
+files, generic pair lists, IJB-A, pose, synthetic). Each writes result.json and
+summary.md (plus plots and CSVs) into --out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,10 +40,16 @@ def _cache(f):
                         help="Where MTCNN landmarks are cached (share it between evaluations). [default: OUT/.morphgen_cache]")(f)
 
 
+def _workers(f):
+    return click.option("--workers", type=click.IntRange(1), default=None,
+                        help="Processes detecting landmarks (MTCNN). [default: one per core]")(f)
+
+
 @click.group("eval", cls=OneLineErrorGroup)
 def eval_group() -> None:
-    """Evaluate a trained run: LFW (10-fold accuracy), IJB-A 1:1 (TAR@FAR), accuracy per
-    yaw (Multi-PIE or any posed set), and a rendered synthetic pose/light benchmark."""
+    """Evaluate a trained run: LFW and CFP-FF/FP (cross-validated accuracy), insightface
+    .bin files, any pair list, IJB-A 1:1 (TAR@FAR), accuracy per yaw (Multi-PIE or any
+    posed set), and a rendered synthetic pose/light benchmark."""
 
 
 @eval_group.command("lfw")
@@ -53,7 +60,8 @@ def eval_group() -> None:
 @_common
 @_no_align
 @_cache
-def lfw_cmd(model, lfw_dir, pairs, out, flip, batch_size, quiet, no_align, cache_dir) -> None:
+@_workers
+def lfw_cmd(model, lfw_dir, pairs, out, flip, batch_size, quiet, no_align, cache_dir, workers) -> None:
     """LFW verification: mean ± std accuracy over the pairs file's folds (threshold chosen on
     the other folds), AUC, TAR at FAR 0.1/0.01/0.001, ROC (PNG, CSV).
 
@@ -62,11 +70,87 @@ def lfw_cmd(model, lfw_dir, pairs, out, flip, batch_size, quiet, no_align, cache
     from recognition.evaluation.lfw import evaluate_lfw
 
     r = evaluate_lfw(model, lfw_dir, pairs, out, flip=flip, align=not no_align, batch_size=batch_size,
-                     cache_dir=cache_dir, progress=not quiet)
+                     cache_dir=cache_dir, progress=not quiet, workers=workers)
     acc = r["accuracy"]
     click.echo(f"LFW accuracy {acc['mean']:.4f} ± {acc['std']:.4f} over {r['pairs']['folds']} folds "
                f"({r['pairs']['evaluated']}/{r['pairs']['total']} pairs, {r['pairs']['missing']} missing an image); "
                f"AUC {r['auc']:.4f}; results in {out}")
+
+
+@eval_group.command("cfp")
+@_model
+@click.option("--cfp-dir", required=True, type=_DIR, help="CFP folder holding Data/Images and Protocol/ (the original layout).")
+@click.option("--protocol", "protocol", type=click.Choice(["FF", "FP", "both"], case_sensitive=False), default="both",
+              show_default=True, help="Frontal-frontal, frontal-profile, or both.")
+@_common
+@_no_align
+@_cache
+@_workers
+def cfp_cmd(model, cfp_dir, protocol, out, flip, batch_size, quiet, no_align, cache_dir, workers) -> None:
+    """CFP (Celebrities in Frontal-Profile): the official FF / FP protocol over every fold
+    present under Protocol/Split, each fold's threshold chosen on the others; accuracy mean
+    ± std, AUC, EER, TAR at FAR 0.1/0.01/0.001, ROC (PNG, CSV), per-fold tables, and per
+    view how many faces needed the second MTCNN pass or a typical-position crop.
+
+    Example: morphgen eval cfp --model runs/online --cfp-dir ../shared/data/cfp --out eval/cfp
+    """
+    from recognition.evaluation.cfp import alignment_text, evaluate_cfp
+
+    r = evaluate_cfp(model, cfp_dir, out, protocol=protocol, flip=flip, align=not no_align, batch_size=batch_size,
+                     cache_dir=cache_dir, progress=not quiet, workers=workers)
+    parts = [f"CFP-{n} accuracy {r[n]['accuracy']['mean']:.4f} ± {r[n]['accuracy']['std']:.4f} "
+             f"(AUC {r[n]['auc']:.4f}, EER {r[n]['eer']:.4f}, {r[n]['pairs']} pairs, {r[n]['unscored_pairs']} unscored)"
+             for n in r["inputs"]["protocols"]]
+    click.echo("; ".join(parts) + f" over folds {r['inputs']['folds'][0]}-{r['inputs']['folds'][-1]}; results in {out}")
+    if r["alignment"]:
+        click.echo("alignment: " + alignment_text(r["alignment"]))
+
+
+@eval_group.command("bin")
+@_model
+@click.option("--bin", "bins", required=True, multiple=True, type=_FILE,
+              help="insightface validation file (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin...); repeatable.")
+@_common
+def bin_cmd(model, bins, out, flip, batch_size, quiet) -> None:
+    """insightface validation files: 10-fold accuracy as arcface_torch reports it (one row
+    per file), AUC, EER, TAR@FAR, ROC. The files' pickles are read without executing
+    anything: one holding more than images and booleans is refused.
+
+    Example: morphgen eval bin --model runs/online --bin lfw.bin --bin cfp_fp.bin --out eval/bins --flip
+    """
+    from recognition.evaluation.insightface_bin import evaluate_bins
+
+    r = evaluate_bins(model, list(bins), out, flip=flip, batch_size=batch_size, progress=not quiet)
+    for name, s in r["sets"].items():
+        click.echo(f"{name}: accuracy {s['accuracy']['mean']:.4f} ± {s['accuracy']['std']:.4f}, AUC {s['auc']:.4f} "
+                   f"({s['pairs']}/{s['pairs_total']} pairs scored, {s['undecodable_images']} undecodable images)")
+    click.echo(f"results in {out}")
+
+
+@eval_group.command("pairs")
+@_model
+@click.option("--pairs", "pairs", required=True, type=_FILE,
+              help="Lines 'path1 path2 label [fold]' (label 1/0, true/false or same/diff; tab, comma or space separated).")
+@click.option("--root", required=True, type=_DIR, help="Folder the pair paths are relative to.")
+@click.option("--folds", type=click.IntRange(2), default=10, show_default=True,
+              help="Folds to make when the file gives none (identity-disjoint where the pairs allow).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold assignment.")
+@_common
+@_no_align
+@_cache
+@_workers
+def pairs_cmd(model, pairs, root, folds, seed, out, flip, batch_size, quiet, no_align, cache_dir, workers) -> None:
+    """Any verification pair list (CALFW / CPLFW / AgeDB-style, or your own): cross-
+    validated accuracy, AUC, EER, TAR@FAR, ROC; pairs with a missing image are listed.
+
+    Example: morphgen eval pairs --model runs/online --pairs calfw_pairs.txt --root calfw/aligned --out eval/calfw
+    """
+    from recognition.evaluation.pair_list import evaluate_pair_list
+
+    r = evaluate_pair_list(model, pairs, root, out, folds=folds, seed=seed, align=not no_align, flip=flip,
+                           batch_size=batch_size, cache_dir=cache_dir, progress=not quiet, workers=workers)
+    click.echo(f"accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f} over {len(r['folds'])} folds "
+               f"({r['pairs']} pairs scored, {r['unscored_pairs']} unscored); AUC {r['auc']:.4f}; results in {out}")
 
 
 @eval_group.command("ijba")
@@ -107,18 +191,19 @@ def ijba_cmd(model, ijba_dir, splits, images, margin, out, flip, batch_size, qui
 @_common
 @_no_align
 @_cache
+@_workers
 def pose_cmd(model, images, poses, pairs, folds, per_fold, seed, yaw_step, out, flip, batch_size, quiet, no_align,
-             cache_dir) -> None:
+             cache_dir, workers) -> None:
     """Accuracy per probe yaw against a frontal gallery (10-fold protocol, seeded pairs written
     to OUT/pairs.txt), with a plot of accuracy vs yaw.
 
     Example: morphgen eval pose --model runs/syn1m --images Multi-PIE/data --out eval/pose
     """
-    from recognition.evaluation.multipie import evaluate_pose
+    from recognition.evaluation.pose import evaluate_pose
 
     r = evaluate_pose(model, images, out, poses=poses, pairs_file=pairs, folds=folds, per_fold=per_fold, seed=seed,
                       yaw_step=yaw_step, align=not no_align, flip=flip, batch_size=batch_size, cache_dir=cache_dir,
-                      progress=not quiet)
+                      progress=not quiet, workers=workers)
     per = ", ".join(f"{b['bin']:g}: {b['accuracy']:.3f}" for b in r["bins"].values())
     click.echo(f"pose accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f} ({r['pairs']} pairs); "
                f"per yaw {per}; results in {out}")

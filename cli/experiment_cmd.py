@@ -47,3 +47,16 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
         click.echo("interrupted: run the same command again to continue (finished stages are skipped, datasets "
                    "and training resume)", err=True)
         raise SystemExit(130) from None
+
+
+@experiment.command("protocols")
+def protocols() -> None:
+    """List the evaluation protocols an experiment's `evaluations:` can use, with their
+    options and defaults (paths are relative to the config file)."""
+    from recognition.evaluation.protocols import COMMON, registry
+
+    for p in registry().values():
+        opts = ", ".join(f"{k}={'PATH' if k in p.paths and v is None else repr(v)}"
+                         + (" (required)" if k in p.required else "") for k, v in p.defaults.items())
+        click.echo(f"{p.name}: {p.summary}\n    {opts}")
+    click.echo(f"every protocol also takes: {', '.join(k for k in COMMON if k != 'protocol')}")

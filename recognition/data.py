@@ -1,6 +1,7 @@
 """Face image sets for training and embedding: readers, subsets, landmarks, alignment,
 augmentation, and the P x K batch sampler.
 
+Landmarks for images that have none come from ``recognition.landmarks`` (MTCNN).
 Readers give an ``ImageSet`` (file list, identity per image, 5-point landmarks or NaN,
 soft labels) for
 - ``morphgen``: ``DIR/manifest.json``, ``DIR/images/<id:06d>/<id:06d>_<n:04d>.png`` and
@@ -16,7 +17,6 @@ skipped and counted in ``ImageSet.report``; they never stop a run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -55,6 +55,8 @@ class ImageSet:
     report: dict[str, int] = field(default_factory=dict)
     reader: object | None = None          # RecordReader for recordio
     no_face: list[str] = field(default_factory=list)   # files where MTCNN found no face
+    second_pass: list[str] = field(default_factory=list)  # files whose face only the second MTCNN pass found
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (h, w) of files the detector decoded
 
     def __len__(self) -> int:
         return len(self.files)
@@ -126,7 +128,7 @@ def read_morphgen(root: Path) -> ImageSet:
             except (ValueError, KeyError, TypeError):
                 raise DataError(f"{path}:{n} is not a morphgen params row (needs \"image\" and \"identity\"): "
                                 "regenerate the dataset") from None
-            if not _source_file(iset, rel).is_file():
+            if not source_file(iset, rel).is_file():
                 iset.count("missing_files")
                 continue
             lm = row.get("landmarks5")
@@ -210,100 +212,60 @@ class TarMembers:
         return None if m is None else tf.extractfile(m).read()
 
 
-def _source_file(iset: ImageSet, rel: str) -> Path:
+def source_file(iset: ImageSet, rel: str) -> Path:
     """The file on disk that holds image `rel` (the tar for ``x.tar:member`` references)."""
     return iset.root / (rel.rpartition(".tar:")[0] + ".tar" if ".tar:" in rel else rel)
 
 
 def read_image(iset: ImageSet, i: int) -> np.ndarray | None:
     """RGB uint8 image i of the set, or None when it cannot be decoded."""
-    rel = iset.files[i]
-    if iset.kind == "recordio" or ".tar:" in rel:
+    return decode_ref(iset.root, iset.kind, iset.reader, iset.files[i])
+
+
+def decode_ref(root: Path, kind: str, reader, rel: str) -> np.ndarray | None:
+    """RGB uint8 image `rel` of a source (a file under `root`, a ``shard.tar:member``, a
+    RecordIO key, or a key of an in-memory ``reader`` for kind "memory"), or None."""
+    if kind in ("recordio", "memory") or ".tar:" in rel:
         try:
-            data = iset.reader.labels_and_image(int(rel))[1] if iset.kind == "recordio" else iset.reader.read(rel)
+            data = (reader.labels_and_image(int(rel))[1] if kind == "recordio" else reader.read(rel))
         except DataError:
             data = None
         img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     else:
-        img = cv2.imread(str(iset.root / rel), cv2.IMREAD_COLOR)
+        img = cv2.imread(str(Path(root) / rel), cv2.IMREAD_COLOR)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-# ----------------------------------------------------------------------------- landmarks
-
-def read_cache(path: Path | None) -> dict:
-    """A JSON landmark cache, or {} when absent or unreadable (it is rebuilt then)."""
-    if path is None or not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return {}
-
-
-def write_cache(path: Path, cache: dict) -> None:
-    """Write the cache atomically (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache))
-    tmp.replace(path)
-
-
-def find_landmarks(iset: ImageSet, cache_dir: Path | None = None, detect: bool = True,
-                   progress: bool = False) -> ImageSet:
-    """Decode every image that lacks landmarks once, run MTCNN on it (when `detect`), and
-    drop unreadable images (``report["unreadable"]``) and faceless ones
-    (``report["no_face"]``, names listed in ``iset.no_face``). Results are cached in
-    ``cache_dir/landmarks-<hash>.json`` keyed by path, size and mtime, so a second run
-    decodes nothing."""
-    todo = np.nonzero(np.isnan(iset.landmarks).any(axis=(1, 2)))[0]
-    if len(todo) == 0 or iset.kind == "recordio":
-        return iset
-    cache_path, cache = None, {}
-    if cache_dir is not None:
-        tag = hashlib.sha1(str(Path(iset.root).resolve()).encode()).hexdigest()[:12]
-        cache_path = Path(cache_dir) / f"landmarks-{tag}.json"
-        cache = read_cache(cache_path)
-    from tqdm import tqdm
-    keep = np.ones(len(iset), bool)
-    lms = iset.landmarks.copy()
-    no_face, new = [], 0
-    for i in tqdm(todo, desc="landmarks (MTCNN)" if detect else "checking images", disable=not progress, leave=False):
-        rel = iset.files[i]
-        try:
-            st = _source_file(iset, rel).stat()
-        except OSError:  # vanished since the folder was listed
-            keep[i] = False
-            continue
-        stamp = [st.st_size, int(st.st_mtime)]
-        hit = cache.get(rel)
-        if hit is None or hit.get("stamp") != stamp or (detect and hit.get("ok") and "lm" not in hit):
-            img = read_image(iset, i)
-            hit = {"stamp": stamp, "ok": img is not None}
-            if img is not None and detect:
-                from .detect import detect_faces
-                res = detect_faces([img])[0]
-                hit["lm"] = None if res is None else np.round(res[2], 2).tolist()
-            cache[rel] = hit
-            new += 1
-        if not hit["ok"]:
-            keep[i] = False
-        elif detect:
-            if hit["lm"] is None:
-                keep[i] = False
-                no_face.append(rel)
-            else:
-                lms[i] = np.asarray(hit["lm"], np.float32)
-    if cache_path is not None and new:
-        write_cache(cache_path, cache)
-    out = replace(iset, landmarks=lms).take(np.nonzero(keep)[0])
-    out.count("unreadable", int((~keep).sum()) - len(no_face))
-    out.count("no_face", len(no_face))
-    out.no_face = iset.no_face + no_face
-    return out
-
-
 # ----------------------------------------------------------------------------- selection
+
+def identity_selector(spec, where: str):
+    """Parse an identity selector: None / "all", a list of names, "first:N" or "last:N"."""
+    if spec is None or spec == "all":
+        return None
+    if isinstance(spec, list):
+        return ("names", [str(x) for x in spec])
+    m = re.fullmatch(r"\s*(first|last)\s*:\s*(\d+)\s*", str(spec))
+    if not m or int(m.group(2)) < 1:
+        raise ConfigError(f"{where} {spec!r}: give a list of identity names, 'first:N' or 'last:N'")
+    return (m.group(1), int(m.group(2)))
+
+
+def select_identities(names: list[str], spec, where: str = "identities") -> set[str]:
+    """The identity names a selector keeps (natural sort order for first/last)."""
+    sel = identity_selector(spec, where)
+    uniq = sorted(set(names), key=natural_key)
+    if sel is None:
+        return set(uniq)
+    kind, arg = sel
+    if kind == "names":
+        missing = [n for n in arg if n not in set(uniq)]
+        if missing:
+            raise DataError(f"{where}: no identity {missing[0]!r} in the data ({len(missing)} of {len(arg)} missing)")
+        return set(arg)
+    if arg > len(uniq):
+        raise DataError(f"{where}: {kind}:{arg} but the data has only {len(uniq)} identities")
+    return set(uniq[:arg] if kind == "first" else uniq[-arg:])
+
 
 def drop_small_identities(iset: ImageSet, min_images: int) -> ImageSet:
     """Remove identities with fewer than `min_images` images (``report["small_identities"]``)."""

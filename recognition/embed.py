@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
-from .data import FaceDataset, ImageSet, find_landmarks, load_imageset, to_input
+from .data import FaceDataset, ImageSet, load_imageset, to_input
+from .landmarks import find_landmarks
 from .models import build_model, to_device
 
 
@@ -34,12 +35,12 @@ def embed_dataset(model: torch.nn.Module, ds: FaceDataset, batch_size: int = 64,
                   device: str = "cpu", workers: int = 0, progress: bool = False) -> np.ndarray:
     """L2-normalised embeddings (N, D) of a FaceDataset, in order. With `flip`, the
     embedding of the mirrored crop is added before normalising."""
-    from tqdm import tqdm
+    from morphgen.progress import progress_bar
     was_training = model.training
     model.eval()
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     out = []
-    for x, *_ in tqdm(loader, desc="embed", disable=not progress, leave=False):
+    for x, *_ in progress_bar(loader, desc="embed", unit="batch", enabled=progress):
         x = to_input(x.to(device))
         e = torch.nn.functional.normalize(model(x).float(), dim=1)
         if flip:

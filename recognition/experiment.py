@@ -22,7 +22,11 @@ A config (YAML; paths relative to the config file)::
     evaluations:
       syn:  {protocol: synthetic, ids: 40, size: 64}
       orl:  {protocol: real_pairs, images: ../data/orl, identities: "last:20"}
+      cfp:  {protocol: cfp, cfp_dir: ../data/cfp}                 # CFP-FF and CFP-FP columns
       lfw:  {protocol: lfw, lfw_dir: lfw, pairs: lfw/pairs.txt}    # skipped when absent
+
+Evaluation protocols (``protocol:``) and their options are listed by
+``recognition.evaluation.protocols.registry()`` (``morphgen experiment protocols``).
 
 Recipes: ``train_on`` says what the trainer's ``data`` is: ``dataset`` (the cell's
 render; the default), ``real`` (``real_data`` only: fine-tuning Casia-NK style; subsets
@@ -55,7 +59,9 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.configfile import read_mapping
-from morphgen.errors import ConfigError, DataError
+from morphgen.errors import ConfigError
+
+from .data import identity_selector
 
 TOP_KEYS = ("name", "description", "out", "workers", "dataset_defaults", "recipe_defaults", "datasets",
             "recipes", "cells", "evaluations")
@@ -68,22 +74,6 @@ _TRAIN_PATHS = ("real_data", "list_file", "init", "cache_dir", "real_preview")
 RECIPE_EXTRA = ("init_from", "train_on", "identities", "label")
 TRAIN_ON = ("dataset", "real", "dataset+real", "online")
 NONE = "none"
-
-# protocol -> {option: default}; path options are resolved against the config file
-PROTOCOLS: dict[str, dict] = {
-    "synthetic": {"ids": 50, "seed": 100000, "yaws": "-90:90:15", "lights": 3, "size": 128, "model": None,
-                  "expressions": False, "folds": 10, "per_fold": 300, "pair_seed": 0, "flip": False},
-    "pose": {"images": None, "poses": None, "yaw_step": 15.0, "folds": 10, "per_fold": 300, "seed": 0,
-             "align": True, "flip": False},
-    "lfw": {"lfw_dir": None, "pairs": None, "flip": False, "align": True},
-    "ijba": {"ijba_dir": None, "splits": "1-10", "images": None, "flip": False, "align": True},
-    "real_pairs": {"images": None, "identities": None, "folds": 10, "per_fold": 300, "seed": 0, "align": True,
-                   "flip": False},
-}
-_EVAL_COMMON = {"protocol": None, "label": None, "batch_size": 64}
-_EVAL_PATHS = ("model", "images", "poses", "lfw_dir", "pairs", "ijba_dir")
-_EVAL_REQUIRED = {"pose": ("images",), "lfw": ("lfw_dir", "pairs"), "ijba": ("ijba_dir",), "real_pairs": ("images",)}
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -129,21 +119,22 @@ class Cell:
 class Evaluation:
     name: str
     protocol: str
-    options: dict
+    options: dict            # the protocol's options, paths absolute
     label: str
     batch_size: int = 64
 
+    @property
+    def spec(self):
+        """The protocol's registry entry (``recognition.evaluation.protocols``)."""
+        from .evaluation.protocols import get
+        return get(self.protocol)
+
     def missing(self) -> str | None:
         """Why this evaluation cannot run here (a data path is absent), or None."""
-        for key in _EVAL_REQUIRED.get(self.protocol, ()):
-            p = self.options.get(key)
-            if not p or not Path(p).exists():
-                return f"{key} {p} not found"
-        for key in ("poses", "images") if self.protocol in ("pose", "ijba") else ():
-            p = self.options.get(key)
-            if p and not Path(p).exists():
-                return f"{key} {p} not found"
-        return None
+        return self.spec.missing(self.options)
+
+    def columns(self, result: dict | None) -> list:
+        return self.spec.columns(self.options, self.label, result)
 
 
 @dataclass
@@ -249,7 +240,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
         recipes[name] = Recipe(name, opts, extra.get("init_from"), train_on, extra.get("identities"),
                                extra.get("label"))
         if extra.get("identities") is not None:
-            _identity_selector(extra["identities"], f"{where}: recipes.{name}.identities")
+            identity_selector(extra["identities"], f"{where}: recipes.{name}.identities")
         _check_train(opts, f"{where}: recipes.{name}")
     for r in recipes.values():
         if r.init_from is not None:
@@ -264,21 +255,20 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
     cells = _cells(raw.get("cells"), datasets, recipes, where)
 
     # evaluations
+    from .evaluation.protocols import COMMON, registry
+
+    protocols = registry()
     evaluations: dict[str, Evaluation] = {}
     for name, opts in _mapping(raw.get("evaluations"), f"{where}: evaluations").items():
         name = _name_ok(name, "evaluation")
         opts = _mapping(opts, f"{where}: evaluations.{name}")
         proto = opts.get("protocol")
-        if proto not in PROTOCOLS:
-            raise ConfigError(f"{where}: evaluations.{name}.protocol {proto!r}: use one of {', '.join(PROTOCOLS)}")
-        _check_keys(opts, set(PROTOCOLS[proto]) | set(_EVAL_COMMON), f"{where}: evaluations.{name}")
-        o = {**PROTOCOLS[proto], **{k: v for k, v in opts.items() if k not in _EVAL_COMMON}}
-        for k in _EVAL_PATHS:
-            if k in o and o[k] is not None:
-                o[k] = _rel(base, o[k])
-        _check_eval(proto, o, f"{where}: evaluations.{name}")
+        if proto not in protocols:
+            raise ConfigError(f"{where}: evaluations.{name}.protocol {proto!r}: use one of {', '.join(protocols)}")
+        o = protocols[proto].options({k: v for k, v in opts.items() if k not in COMMON}, base,
+                                     f"{where}: evaluations.{name}")
         bs = opts.get("batch_size", 64)
-        if not isinstance(bs, int) or bs < 1:
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
             raise ConfigError(f"{where}: evaluations.{name}.batch_size must be a positive integer, got {bs!r}")
         evaluations[name] = Evaluation(name, proto, o, str(opts.get("label") or name), bs)
 
@@ -359,23 +349,6 @@ def _check_train(opts: dict, where: str) -> None:
         raise ConfigError(f"{where}: bad value: {exc}") from None
 
 
-def _check_eval(proto: str, o: dict, where: str) -> None:
-    ints = [k for k in ("ids", "seed", "lights", "size", "folds", "per_fold", "pair_seed") if k in o]
-    for k in ints:
-        if not isinstance(o[k], int) or isinstance(o[k], bool) or o[k] < (0 if "seed" in k else 1):
-            raise ConfigError(f"{where}.{k} must be a {'non-negative' if 'seed' in k else 'positive'} integer, got {o[k]!r}")
-    for k in ("flip", "align", "expressions"):
-        if k in o and not isinstance(o[k], bool):
-            raise ConfigError(f"{where}.{k} must be true or false, got {o[k]!r}")
-    if proto == "synthetic" and o["ids"] < 2:
-        raise ConfigError(f"{where}.ids must be >= 2 for verification pairs")
-    if proto == "real_pairs" and o.get("identities") is not None:
-        _identity_selector(o["identities"], f"{where}.identities")
-    for k in _EVAL_REQUIRED.get(proto, ()):
-        if not o.get(k):
-            raise ConfigError(f"{where}: protocol {proto} needs {k}: PATH")
-
-
 def _check_init_cycles(recipes: dict, where: str) -> None:
     for r in recipes.values():
         seen, cur = {r.name}, r
@@ -436,110 +409,6 @@ def _cells(spec, datasets: dict, recipes: dict, where: str) -> list[Cell]:
     if not cells:
         raise ConfigError(f"{where}: no cells to run")
     return cells
-
-
-# ----------------------------------------------------------------------------- identities
-
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
-
-
-def _identity_selector(spec, where: str):
-    if spec is None or spec == "all":
-        return None
-    if isinstance(spec, list):
-        return ("names", [str(x) for x in spec])
-    m = re.fullmatch(r"\s*(first|last)\s*:\s*(\d+)\s*", str(spec))
-    if not m or int(m.group(2)) < 1:
-        raise ConfigError(f"{where} {spec!r}: give a list of identity names, 'first:N' or 'last:N'")
-    return (m.group(1), int(m.group(2)))
-
-
-def select_identities(names: list[str], spec, where: str = "identities") -> set[str]:
-    """The identity names a selector keeps (natural sort order for first/last)."""
-    sel = _identity_selector(spec, where)
-    uniq = sorted(set(names), key=_natural_key)
-    if sel is None:
-        return set(uniq)
-    kind, arg = sel
-    if kind == "names":
-        missing = [n for n in arg if n not in set(uniq)]
-        if missing:
-            raise DataError(f"{where}: no identity {missing[0]!r} in the data ({len(missing)} of {len(arg)} missing)")
-        return set(arg)
-    if arg > len(uniq):
-        raise DataError(f"{where}: {kind}:{arg} but the data has only {len(uniq)} identities")
-    return set(uniq[:arg] if kind == "first" else uniq[-arg:])
-
-
-def _folder_imageset(root: Path):
-    """A folder of identity sub-folders, or of files named <identity>.<anything> (Yale)."""
-    from .data import load_imageset
-
-    iset = load_imageset(Path(root), "folder")
-    iset.identities = [n if n else Path(f).name.split(".")[0] for f, n in zip(iset.files, iset.identities)]
-    return iset
-
-
-# ----------------------------------------------------------------------------- real-pairs protocol
-
-def evaluate_real_pairs(run, images, out, identities=None, folds: int = 10, per_fold: int = 300, seed: int = 0,
-                        align: bool = True, flip: bool = False, batch_size: int = 64, cache_dir=None,
-                        progress: bool = False) -> dict:
-    """Verification on a plain folder of real identities (ORL, Yale, ...): seeded genuine and
-    impostor pairs in identity-disjoint folds (LFW View 2 style, at most `folds`, at least 2
-    identities each), each fold's threshold chosen on the others. Writes result.json,
-    summary.md, pairs.txt, scores.csv, roc.csv and roc.png into `out`."""
-    from .evaluation.common import gallery_probe_pairs, load_eval_model, model_info, prepare_out, write_pairs_file
-    from .evaluation import metrics
-    from .evaluation.multipie import evaluate_pairs_on_images
-    from .evaluation.report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
-
-    model, meta = load_eval_model(run)
-    iset = _folder_imageset(Path(images))
-    keep = select_identities(iset.identities, identities, "real_pairs identities")
-    iset = iset.take([i for i, n in enumerate(iset.identities) if n in keep])
-    n = len(iset)
-    pairs = gallery_probe_pairs(iset.identities, np.ones(n, bool), ["all"] * n, None, folds, per_fold, seed)
-    if len(pairs) == 0:
-        raise DataError(f"{images}: no verification pairs (needs >= 2 identities with >= 2 images)")
-    out = prepare_out(out)
-    write_pairs_file(out / "pairs.txt", pairs, iset.files,
-                     {"protocol": "real-pairs", "folds": pairs.n_folds, "per_fold": per_fold, "seed": seed,
-                      "identity_disjoint": pairs.identity_disjoint, "images": str(images)})
-    res = evaluate_pairs_on_images(model, meta, iset, pairs, align, flip, batch_size,
-                                   Path(cache_dir) if cache_dir else out / ".morphgen_cache", progress)
-    rows = res.pop("_rows")
-    scores = np.array([r[5] for r in rows])
-    same = np.array([bool(r[1]) for r in rows])
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["fold", "same", "gallery", "probe", "score"])
-        w.writerows([[r[0], r[1], r[3], r[4], f"{r[5]:.6f}"] for r in rows])
-    fpr, tpr, thr = metrics.roc_curve(scores, same)
-    curve = [{"label": f"{meta['arch']} (AUC {fmt(res['auc'], 3)})", "fpr": fpr, "tpr": tpr, "thresholds": thr}]
-    write_roc_csv(out / "roc.csv", curve)
-    plot_roc(out / "roc.png", curve, f"{Path(images).name}: accuracy {pm(res['accuracy'], 3)}", log_far=False)
-    res.pop("bins", None)
-    result = {"protocol": "real-pairs", "model": model_info(meta, run),
-              "inputs": {"images": str(images), "identities": sorted(keep, key=_natural_key), "images_used": n,
-                         "folds": pairs.n_folds, "per_fold": per_fold, "seed": seed, "align": align, "flip": flip,
-                         "identity_disjoint": pairs.identity_disjoint},
-              **res,
-              "files": {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                        "roc_csv": str(out / "roc.csv"), "roc_png": str(out / "roc.png"),
-                        "scores_csv": str(out / "scores.csv"), "pairs": str(out / "pairs.txt")}}
-    write_json(out / "result.json", result)
-    m = result["model"]
-    head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
-            f"- images: `{images}`: {len(keep)} identities, {n} images; {pairs.n_folds} identity-disjoint folds, "
-            f"{res['pairs']} pairs ({res['genuine']} genuine)\n\n"
-            f"**Accuracy {pm(res['accuracy'])}** (each fold's threshold chosen on the other folds)  \n"
-            f"AUC {fmt(res['auc'])}; " + tar_text(res["tar_at_far"]))
-    folds_t = md_table(["fold", "accuracy", "threshold", "pairs"],
-                       [[f["fold"], fmt(f["accuracy"]), fmt(f["threshold"]), f["pairs"]] for f in res["folds"]])
-    write_markdown(out / "summary.md", "Verification on real identities", [("", head), ("Folds", folds_t)])
-    return result
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -715,7 +584,7 @@ class Runner:
             return
         r = self.exp.recipes[cell.recipe]
         if r.identities is not None:
-            from .data import load_imageset, write_list
+            from .data import load_imageset, select_identities, write_list
             iset = load_imageset(Path(cfg.data), cfg.data_format)
             if iset.kind == "folder":
                 iset.identities = [n_ if n_ else Path(f).name.split(".")[0] for f, n_ in zip(iset.files, iset.identities)]
@@ -741,65 +610,38 @@ class Runner:
         return self.out / "benchmarks" / ev.name
 
     def evaluate(self, cell: Cell, ev: Evaluation, k: int, n: int) -> None:
+        from .evaluation.protocols import EvalContext
+
         state = self.eval_state(cell, ev)
         tag = f"[eval {k}/{n}] {cell.name} x {ev.name}"
         if state != "to evaluate":
             self.say(f"{tag}: {state}")
             return
-        run, out, o = self.run_dir(cell), self.eval_dir(cell, ev), ev.options
-        cache = self.out / "cache"
         self.say(f"{tag}: {ev.protocol}")
+        ctx = EvalContext(cache_dir=self.out / "cache", shared_dir=self.benchmark_dir(ev), workers=self.exp.workers,
+                          batch_size=ev.batch_size, progress=True, say=self.say)
         t0 = time.perf_counter()
-        if ev.protocol == "synthetic":
-            self._synthetic(run, out, ev, cache)
-        elif ev.protocol == "pose":
-            from .evaluation import evaluate_pose
-            evaluate_pose(run, o["images"], out, poses=o["poses"], folds=o["folds"], per_fold=o["per_fold"],
-                          seed=o["seed"], yaw_step=float(o["yaw_step"]), align=o["align"], flip=o["flip"],
-                          batch_size=ev.batch_size, cache_dir=cache)
-            _roc_from_scores(out / "scores.csv", out / "roc.csv", "score")
-        elif ev.protocol == "lfw":
-            from .evaluation import evaluate_lfw
-            evaluate_lfw(run, o["lfw_dir"], o["pairs"], out, flip=o["flip"], align=o["align"],
-                         batch_size=ev.batch_size, cache_dir=cache)
-        elif ev.protocol == "ijba":
-            from .evaluation import evaluate_ijba
-            evaluate_ijba(run, o["ijba_dir"], out, splits=str(o["splits"]), images_dir=o["images"], align=o["align"],
-                          flip=o["flip"], batch_size=ev.batch_size, cache_dir=cache)
-        elif ev.protocol == "real_pairs":
-            evaluate_real_pairs(run, o["images"], out, identities=o["identities"], folds=o["folds"],
-                                per_fold=o["per_fold"], seed=o["seed"], align=o["align"], flip=o["flip"],
-                                batch_size=ev.batch_size, cache_dir=cache)
+        result = ev.spec.run(self.run_dir(cell), self.eval_dir(cell, ev), ev.options, ctx)
         dt = time.perf_counter() - t0
         self._time(f"eval/{cell.name}/{ev.name}", dt)
-        acc = _metrics(ev, json.loads((out / "result.json").read_text()))
-        self.say(f"{tag}: {acc['text']} ({dt:.0f} s)")
-
-    def _synthetic(self, run: Path, out: Path, ev: Evaluation, cache: Path) -> None:
-        from .evaluation.synthetic import benchmark_scene, evaluate_synthetic, render_benchmark
-
-        o = ev.options
-        bench = self.benchmark_dir(ev)
-        scene = benchmark_scene(o["ids"], o["seed"], str(o["yaws"]), o["lights"], o["size"], o["model"], o["expressions"])
-        man = bench / "manifest.json"
-        if not (man.is_file() and json.loads(man.read_text()).get("complete")):
-            t0 = time.perf_counter()
-            self.say(f"    rendering the {ev.name} benchmark once for all cells -> {bench}")
-            render_benchmark(bench, scene, workers=self.exp.workers)
-            self._time(f"render/benchmark:{ev.name}", time.perf_counter() - t0)
-        evaluate_synthetic(run, out, data_dir=bench, folds=o["folds"], per_fold=o["per_fold"], pair_seed=o["pair_seed"],
-                           flip=o["flip"], batch_size=ev.batch_size)
-        _synthetic_roc(run, out, bench, o["flip"], ev.batch_size)
+        text = "; ".join(f"{c.title}: {c.text}" for c in ev.columns(result))
+        self.say(f"{tag}: {text} ({dt:.0f} s)")
 
     # ---- report
+    def _result(self, cell: Cell, ev: Evaluation) -> dict | None:
+        rf = self.eval_dir(cell, ev) / "result.json"
+        return json.loads(rf.read_text()) if rf.is_file() else None
+
     def report(self) -> tuple[Path, Path]:
+        """results.md (one row per cell, the evaluations' columns), results.csv and one
+        ROC plot per evaluation column."""
+        from .evaluation.report import md_table
+
         cells = self.exp.cells
         evs = list(self.exp.evaluations.values())
-        header = ["cell", "dataset", "recipe", "train images", "steps", "train s"]
+        head = ["cell", "dataset", "recipe", "train images", "steps", "train s"]
+        head += [col.title for ev in evs for col in ev.columns(None)]
         md_rows, csv_rows = [], []
-        cols = []
-        for ev in evs:
-            cols.append(ev)
         for c in cells:
             r = self.exp.recipes[c.recipe]
             done_f = self.run_dir(c) / "experiment_done.json"
@@ -811,24 +653,15 @@ class Runner:
                     "init_from": r.init_from or "", "train_on": r.train_on, "train_images": done.get("train_images", ""),
                     "steps": done.get("steps", ""), "train_seconds": round(done["seconds"], 1) if done.get("seconds") else ""}
             for ev in evs:
-                why = ev.missing()
-                rf = self.eval_dir(c, ev) / "result.json"
-                if why:
-                    row.append(f"skipped ({why})")
-                    crow[f"{ev.name}_status"] = f"skipped: {why}"
-                elif not rf.is_file():
-                    row.append("not run")
-                    crow[f"{ev.name}_status"] = "not run"
-                else:
-                    m = _metrics(ev, json.loads(rf.read_text()))
-                    row.append(m["text"])
-                    crow[f"{ev.name}_status"] = "ok"
-                    for kk, v in m["values"].items():
-                        crow[f"{ev.name}_{kk}"] = "" if v is None else round(v, 5)
+                why, res = ev.missing(), self._result(c, ev)
+                crow[f"{ev.name}_status"] = f"skipped: {why}" if why else "not run" if res is None else "ok"
+                for col in ev.columns(None if why else res):
+                    row.append(f"skipped ({why})" if why else col.text)
+                    prefix = f"{ev.name}_{col.key}_" if col.key else f"{ev.name}_"
+                    for kk, v in col.values.items():
+                        crow[prefix + kk] = "" if v is None else round(v, 5)
             md_rows.append(row)
             csv_rows.append(crow)
-        from .evaluation.report import md_table
-        head = header + [f"{ev.label} ({_metric_name(ev)})" for ev in evs]
         lines = [f"# {self.exp.name}", ""]
         if self.exp.description:
             lines += [self.exp.description.strip(), ""]
@@ -836,18 +669,10 @@ class Runner:
         notes = ["Accuracy: mean ± std over identity-disjoint folds, each fold's threshold chosen on the "
                  "others (LFW protocol); TAR@FAR: mean ± std over splits."]
         for ev in evs:
-            o = ev.options
-            if ev.protocol == "synthetic":
-                notes.append(f"{ev.label}: held-out rendered identities ({o['ids']} ids, seed {o['seed']}, yaw {o['yaws']}, "
-                             f"{o['lights']} lights, {o['size']} px); frontal gallery vs probe at each yaw, same light "
-                             "(the pose protocol; the light protocol is in each cell's result.json).")
-            elif ev.protocol == "real_pairs":
-                notes.append(f"{ev.label}: real pairs from `{o['images']}`"
-                             + (f", identities {o['identities']}" if o.get("identities") else "") + ".")
-            else:
-                notes.append(f"{ev.label}: {ev.protocol} protocol.")
+            first = next((res for res in (self._result(c, ev) for c in cells) if res is not None), None)
+            notes.append(ev.spec.note(ev.options, ev.label, first))
         lines += ["Notes:", ""] + [f"- {n_}" for n_ in notes]
-        rocs = [f"roc_{ev.name}.png" for ev in evs if (self.out / f"roc_{ev.name}.png").is_file()]
+        rocs = self._roc_plots()
         if rocs:
             lines += ["", "ROC curves: " + ", ".join(f"[{r_}]({r_})" for r_ in rocs)]
         if self.timings:
@@ -864,61 +689,37 @@ class Runner:
             w = csv.DictWriter(f, keys)
             w.writeheader()
             w.writerows(csv_rows)
-        self._roc_plots()
         return md, cf
 
-    def _roc_plots(self) -> None:
+    def _roc_plots(self) -> list[str]:
+        """roc_<evaluation>[_<column>].png: every cell's curve of that column."""
         from .evaluation.report import plot_roc
 
+        written = []
         for ev in self.exp.evaluations.values():
-            curves = []
-            for c in self.exp.cells:
-                f = self.eval_dir(c, ev) / "roc.csv"
-                if not f.is_file():
-                    continue
-                fpr, tpr, thr = _read_roc_csv(f)
-                if len(fpr) == 0:
-                    continue
-                rf = self.eval_dir(c, ev) / "result.json"
-                m = _metrics(ev, json.loads(rf.read_text())) if rf.is_file() else {"short": ""}
-                curves.append({"label": f"{c.label} {m['short']}", "fpr": fpr, "tpr": tpr, "thresholds": thr})
-            if curves:
-                plot_roc(self.out / f"roc_{ev.name}.png", curves, f"{self.exp.name}: {ev.label}", log_far=False)
+            for template in ev.columns(None):
+                curves = []
+                for c in self.exp.cells:
+                    f = self.eval_dir(c, ev) / "roc.csv"
+                    res = self._result(c, ev)
+                    if not f.is_file() or res is None:
+                        continue
+                    fpr, tpr, thr = _read_roc_csv(f, template.curve)
+                    if len(fpr) == 0:
+                        continue
+                    col = next(x for x in ev.columns(res) if x.key == template.key)
+                    curves.append({"label": f"{c.label} {col.short}", "fpr": fpr, "tpr": tpr, "thresholds": thr})
+                if curves:
+                    name = f"roc_{ev.name}{'_' + template.key if template.key else ''}.png"
+                    plot_roc(self.out / name, curves, f"{self.exp.name}: {template.title}", log_far=False)
+                    written.append(name)
+        return written
 
 
-def _metric_name(ev: Evaluation) -> str:
-    return "TAR@FAR=0.1 / 0.01" if ev.protocol == "ijba" else "accuracy"
-
-
-def _metrics(ev: Evaluation, r: dict) -> dict:
-    """The table's numbers of one result.json: text, a short legend tag and CSV values."""
-    from .evaluation.report import fmt
-
-    def pm(d: dict) -> str:
-        return f"{fmt(d.get('mean'), 3)} ± {fmt(d.get('std'), 3)}"
-
-    if ev.protocol == "ijba":
-        pool = next(iter(r["summary"]))
-        s = r["summary"][pool]
-        t1, t2 = s.get("tar@far=0.1", {}), s.get("tar@far=0.01", {})
-        return {"text": f"{pm(t1)} / {pm(t2)}", "short": f"(TAR@0.01 {fmt(t2.get('mean'), 3)})",
-                "values": {"tar_far0.1_mean": t1.get("mean"), "tar_far0.1_std": t1.get("std"),
-                           "tar_far0.01_mean": t2.get("mean"), "tar_far0.01_std": t2.get("std"),
-                           "auc_mean": s.get("auc", {}).get("mean")}}
-    p = r["protocols"]["pose"] if ev.protocol == "synthetic" else r
-    acc = p["accuracy"]
-    vals = {"accuracy_mean": acc.get("mean"), "accuracy_std": acc.get("std"), "auc": p.get("auc")}
-    for far, t in (p.get("tar_at_far") or {}).items():
-        vals[f"tar_far{far}"] = t.get("tar")
-    if ev.protocol == "synthetic" and "light" in r["protocols"]:
-        la = r["protocols"]["light"]["accuracy"]
-        vals["light_accuracy_mean"], vals["light_accuracy_std"] = la.get("mean"), la.get("std")
-    return {"text": pm(acc), "short": f"({fmt(acc.get('mean'), 3)})", "values": vals}
-
-
-def _read_roc_csv(path: Path):
-    """The first curve of a report.write_roc_csv file (fpr, tpr, thresholds)."""
-    fpr, tpr, thr, first = [], [], [], None
+def _read_roc_csv(path: Path, curve: str | None = None):
+    """One curve of a report.write_roc_csv file (fpr, tpr, thresholds): the one named
+    `curve`, or the first."""
+    fpr, tpr, thr, first = [], [], [], curve
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             first = first if first is not None else row["curve"]
@@ -926,40 +727,6 @@ def _read_roc_csv(path: Path):
                 continue
             fpr.append(float(row["fpr"])), tpr.append(float(row["tpr"])), thr.append(float(row["threshold"]))
     return np.array(fpr), np.array(tpr), np.array(thr)
-
-
-def _roc_from_scores(scores_csv: Path, roc_csv: Path, column: str) -> None:
-    from .evaluation import metrics
-    from .evaluation.report import write_roc_csv
-
-    s, y = [], []
-    with open(scores_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            s.append(float(row[column])), y.append(bool(int(row["same"])))
-    fpr, tpr, thr = metrics.roc_curve(np.array(s), np.array(y))
-    write_roc_csv(roc_csv, [{"label": "all pairs", "fpr": fpr, "tpr": tpr, "thresholds": thr}])
-
-
-def _synthetic_roc(run: Path, out: Path, bench: Path, flip: bool, batch_size: int) -> None:
-    """roc.csv of the synthetic pose protocol (its pairs file against fresh embeddings)."""
-    from .evaluation import metrics
-    from .evaluation.common import embed_imageset, load_eval_model, read_pairs_file, score_pairs
-    from .evaluation.multipie import read_morphgen_poses
-    from .evaluation.report import write_roc_csv
-
-    model, meta = load_eval_model(run)
-    data = read_morphgen_poses(bench)
-    pairs, _, _ = read_pairs_file(out / "pairs_pose.txt", data.iset.files)
-    used = np.unique(np.r_[pairs.a, pairs.b])
-    emb = embed_imageset(model, meta, data.iset.take(used), align=True, flip=flip, batch_size=batch_size)
-    remap = np.full(len(data.iset), -1, np.int64)
-    remap[used] = np.arange(len(used))
-    from .evaluation.common import PairSet
-    local = PairSet(remap[pairs.a], remap[pairs.b], pairs.same, pairs.fold, pairs.bins, pairs.identity_disjoint,
-                    pairs.n_folds)
-    scores, ok = score_pairs(emb, local)
-    fpr, tpr, thr = metrics.roc_curve(scores, pairs.same[ok])
-    write_roc_csv(out / "roc.csv", [{"label": "pose protocol", "fpr": fpr, "tpr": tpr, "thresholds": thr}])
 
 
 def run_experiment(exp: Experiment, out: Path, only: list[str] | None = None, dry_run: bool = False,

@@ -43,9 +43,10 @@ from morphgen.sheet import write_sheet
 
 from .checkpoint import FILENAME, check_arch, load_backbone_state, load_checkpoint, save_checkpoint
 from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
-                   find_landmarks, load_imageset, make_subset, select_list, single_threaded_cv2, split_identities,
+                   load_imageset, make_subset, select_list, single_threaded_cv2, split_identities,
                    to_input, worker_init, write_list, natural_key)
 from .embed import embed_dataset
+from .landmarks import find_landmarks
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
 from .models import ARCHS, build_model, to_device
 from .online import HeldOutSet, OnlineBatches, load_scene

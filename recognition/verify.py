@@ -1,8 +1,12 @@
-"""Face verification on labelled embeddings: seeded genuine/impostor pairs, accuracy at
-the best threshold (no 10-fold protocol) and ROC AUC. Scores are cosine similarities."""
+"""Held-out verification during training: seeded genuine/impostor pairs of labelled
+embeddings, accuracy at the best threshold (no 10-fold protocol) and ROC AUC. Scores are
+cosine similarities; thresholds and AUC come from ``recognition.evaluation.metrics``, the
+one implementation the evaluation protocols use too."""
 from __future__ import annotations
 
 import numpy as np
+
+from .evaluation.metrics import best_threshold, score_auc
 
 
 def make_pairs(labels, n_pairs: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,38 +41,6 @@ def make_pairs(labels, n_pairs: int = 1000, seed: int = 0) -> tuple[np.ndarray, 
     return i, j, same
 
 
-def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """(accuracy, threshold) maximising accuracy of `score > threshold` == same."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], same[order].astype(np.int64)
-    # predicting "same" for the top t pairs: correct = genuine among them + impostors after them
-    tp = np.concatenate([[0], np.cumsum(y)])
-    fn_imp = (len(y) - y.sum()) - np.concatenate([[0], np.cumsum(1 - y)])
-    acc = (tp + fn_imp) / len(y)
-    t = int(np.argmax(acc))
-    thr = np.inf if t == 0 else (s[t - 1] + (s[t] if t < len(s) else s[t - 1] - 1e-6)) / 2
-    return float(acc[t]), float(thr)
-
-
-def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    same = np.asarray(same, bool)
-    n_pos, n_neg = same.sum(), (~same).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    s_sorted = scores[order]
-    i = 0
-    while i < len(s_sorted):  # average ranks over ties
-        j = i
-        while j + 1 < len(s_sorted) and s_sorted[j + 1] == s_sorted[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def verification(emb: np.ndarray, labels, n_pairs: int = 1000, seed: int = 0) -> dict:
     """Accuracy at the best threshold, threshold, AUC and pair counts for embeddings `emb`."""
     emb = np.asarray(emb, np.float64)
@@ -77,6 +49,6 @@ def verification(emb: np.ndarray, labels, n_pairs: int = 1000, seed: int = 0) ->
     if len(i) == 0:
         return {"accuracy": float("nan"), "threshold": float("nan"), "auc": float("nan"), "pairs": 0, "genuine": 0}
     scores = (emb[i] * emb[j]).sum(1)
-    acc, thr = best_threshold_accuracy(scores, same)
-    return {"accuracy": acc, "threshold": thr, "auc": roc_auc(scores, same), "pairs": int(len(i)),
+    thr, acc = best_threshold(scores, same)
+    return {"accuracy": acc, "threshold": thr, "auc": score_auc(scores, same), "pairs": int(len(i)),
             "genuine": int(same.sum())}

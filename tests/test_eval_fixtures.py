@@ -152,3 +152,64 @@ def write_multipie(root: Path, subjects: int = 4, illums=(7, 8)) -> Path:
 @pytest.fixture(scope="session")
 def eval_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("eval_run") / "run")
+
+
+# ----------------------------------------------------------------------------- CFP
+
+def write_cfp(root: Path, ids: int = 4, folds: int = 2, frontal: int = 3, profile: int = 2) -> dict:
+    """CFP's original layout: Data/Images/<id:03d>/{frontal,profile}/<nn:02d>.jpg, the
+    Protocol/Pair_list_{F,P}.txt lists ('k ../Data/Images/...') and Split/{FF,FP}/<fold:02d>/
+    {same,diff}.txt ('i,j'). Fold f holds identities (f-1)*ids/folds+1 .. f*ids/folds;
+    same = every within-identity pair, diff = every pair of different identities of the
+    fold (FF: frontal-frontal; FP: frontal i, profile j). Returns the lists and pairs."""
+    f_list, p_list = [], []
+    for ident in range(1, ids + 1):
+        for view, n, items in (("frontal", frontal, f_list), ("profile", profile, p_list)):
+            for k in range(1, n + 1):
+                rel = f"Data/Images/{ident:03d}/{view}/{k:02d}.jpg"
+                write_rgb(root / rel, face_image(ident, k + (100 if view == "profile" else 0), 48))
+                items.append((len(items) + 1, ident, rel))
+    proto = root / "Protocol"
+    proto.mkdir(parents=True, exist_ok=True)
+    for name, items in (("F", f_list), ("P", p_list)):
+        (proto / f"Pair_list_{name}.txt").write_text("".join(f"{k} ../{rel}\n" for k, _, rel in items))
+    per = ids // folds
+    pairs: dict = {"FF": {}, "FP": {}}
+    for f in range(1, folds + 1):
+        members = set(range((f - 1) * per + 1, f * per + 1))
+        fr = [(k, i) for k, i, _ in f_list if i in members]
+        pr = [(k, i) for k, i, _ in p_list if i in members]
+        ff_same = [(a, b) for x, (a, ia) in enumerate(fr) for (b, ib) in fr[x + 1:] if ia == ib]
+        ff_diff = [(a, b) for x, (a, ia) in enumerate(fr) for (b, ib) in fr[x + 1:] if ia != ib]
+        fp_same = [(a, b) for a, ia in fr for b, ib in pr if ia == ib]
+        fp_diff = [(a, b) for a, ia in fr for b, ib in pr if ia != ib]
+        for name, same, diff in (("FF", ff_same, ff_diff), ("FP", fp_same, fp_diff)):
+            d = proto / "Split" / name / f"{f:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "same.txt").write_text("".join(f"{a},{b}\n" for a, b in same))
+            (d / "diff.txt").write_text("".join(f"{a},{b}\n" for a, b in diff))
+            pairs[name][f] = {"same": same, "diff": diff}
+    return {"F": f_list, "P": p_list, "pairs": pairs}
+
+
+# ----------------------------------------------------------------------------- insightface .bin
+
+def write_bin(path: Path, pairs: int = 20, protocol: int = 4, undecodable: tuple = ()) -> list[bool]:
+    """An insightface validation file as its tools write it: pickle of (list of encoded
+    112x112 JPEG bytes, list of bools); pair k = images 2k, 2k+1, alternately genuine
+    and impostor. Images listed in `undecodable` are garbage bytes. Returns issame."""
+    import pickle
+
+    images, same = [], []
+    for k in range(pairs):
+        genuine = k % 2 == 0
+        a, b = k, (k if genuine else k + 1000)
+        for ident, n in ((a, 0), (b, 1)):
+            img = face_image(ident, n, 112)
+            ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            images.append(b"not an image" if len(images) in undecodable else enc.tobytes())
+        same.append(genuine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump((images, same), f, protocol=protocol)
+    return same

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from morphgen.cli.eval_cmd import eval_group
 from morphgen.errors import DataError
-from recognition.evaluation.multipie import MULTIPIE_CAMERA_YAW, load_pose_data, multipie_camera, yaw_bins
+from recognition.evaluation.pose import MULTIPIE_CAMERA_YAW, load_pose_data, multipie_camera, yaw_bins
 from test_eval_fixtures import eval_run, face_image, write_multipie, write_rgb  # noqa: F401
 
 

@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import make_tiny_model
+from test_eval_fixtures import write_cfp
 
 try:
     from morphgen.cli.experiment_cmd import experiment
@@ -28,6 +29,7 @@ TINY = {
         "syn": {"protocol": "synthetic", "model": "tiny.npz", "ids": 6, "yaws": "-30:30:30", "lights": 2,
                 "size": 40, "folds": 3, "per_fold": 40},
         "lfw": {"protocol": "lfw", "lfw_dir": "no_lfw_here", "pairs": "no_lfw_here/pairs.txt"},
+        "cfp": {"protocol": "cfp", "cfp_dir": "cfp", "label": "CFP"},
     },
 }
 
@@ -36,6 +38,8 @@ def write_config(folder: Path, cfg: dict, name: str = "exp.yaml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "tiny.npz").is_file():
         make_tiny_model().save_npz(folder / "tiny.npz")
+    if not (folder / "cfp").is_dir():
+        write_cfp(folder / "cfp")
     path = folder / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -64,8 +68,12 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
     for r in rows:
         assert r["syn_status"] == "ok" and 0.0 <= float(r["syn_accuracy_mean"]) <= 1.0
         assert r["lfw_status"].startswith("skipped: lfw_dir") and r["steps"] == "3"
+        assert r["cfp_status"] == "ok" and 0.0 <= float(r["cfp_FF_accuracy_mean"]) <= 1.0
+        assert 0.0 <= float(r["cfp_FP_auc"]) <= 1.0 and float(r["cfp_FP_eer"]) >= 0.0
     md = (out / "results.md").read_text()
     assert md.count("| full / syn |") == 1 and md.count("| frontal / syn |") == 1 and "±" in md
+    assert "CFP-FF (accuracy)" in md and "CFP-FP (accuracy)" in md and "Alignment per view: frontal" in md
+    assert (out / "roc_cfp_FF.png").is_file() and (out / "roc_cfp_FP.png").is_file()
     for cell in ("full__syn", "frontal__syn"):
         assert (out / "evals" / cell / "syn" / "result.json").is_file()
         assert (out / "evals" / cell / "syn" / "roc.csv").is_file()
@@ -76,7 +84,7 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
     dt = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     assert "training" not in res.output and "rendering the syn benchmark" not in res.output
-    assert res.output.count("skipped (complete)") == 4 and res.output.count(": complete") == 2
+    assert res.output.count("skipped (complete)") == 4 and res.output.count(": complete") == 4
     assert dt < 10, dt
     assert (out / "results.md").read_text().count("| full / syn |") == 1
 
@@ -91,6 +99,10 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
     (lambda c: c.update(cells=["full/nope"]), "unknown recipe 'nope'"),
     (lambda c: c["datasets"]["full"].update(ids=0), "datasets.full: --ids must be >= 1"),
     (lambda c: c["evaluations"]["syn"].update(protocol="megaface"), "protocol 'megaface'"),
+    (lambda c: c["evaluations"]["cfp"].update(protocols="FX"), "evaluations.cfp.protocols must be FF, FP or both"),
+    (lambda c: c["evaluations"]["syn"].update(ids="two"), "evaluations.syn.ids must be a positive integer"),
+    (lambda c: c["evaluations"]["cfp"].update(flip="yes"), "evaluations.cfp.flip must be true or false"),
+    (lambda c: c["evaluations"].update(b={"protocol": "bin"}), "protocol bin needs bins: PATH"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, edit, match):
     import copy

@@ -13,9 +13,11 @@ import torch
 from morphgen.errors import DataError
 from recognition.align import align_face, template_points, umeyama
 from recognition.data import (FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
-                              find_landmarks, load_imageset, make_subset, read_image, select_list, write_list)
+                              load_imageset, make_subset, read_image, select_list, write_list)
+from recognition.landmarks import find_landmarks
 from recognition.toydata import write_toy_dataset
-from recognition.verify import best_threshold_accuracy, make_pairs, roc_auc, verification
+from recognition.evaluation.metrics import best_threshold, score_auc
+from recognition.verify import make_pairs, verification
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +259,7 @@ def test_verification_metrics():
     scores, truth = rng.normal(size=200), rng.random(200) < 0.4
     scores[truth] += 1.0
     brute = np.mean([(p > n) + 0.5 * (p == n) for p in scores[truth] for n in scores[~truth]])
-    assert roc_auc(scores, truth) == pytest.approx(brute)
-    acc, thr = best_threshold_accuracy(scores, truth)
+    assert score_auc(scores, truth) == pytest.approx(brute)
+    thr, acc = best_threshold(scores, truth)
     assert acc == pytest.approx(max(np.mean((scores > t) == truth) for t in np.r_[scores, np.inf]))
     assert np.mean((scores > thr) == truth) == pytest.approx(acc)

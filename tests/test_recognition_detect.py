@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from recognition.data import find_landmarks, load_imageset, make_subset
+from morphgen.errors import DataError
+from recognition.data import load_imageset, make_subset
+from recognition.landmarks import find_landmarks
 from recognition.detect import detect_faces
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,3 +72,35 @@ def test_faceless_images_are_listed_and_skipped_by_training(tmp_path):
                                 batch_k=3, steps=1, workers=0, threads=1, progress=False), say=lambda *a: None)
     assert summary["report"]["no_face"] == 2 and summary["train_images"] == 6
     assert (tmp_path / "run" / "no_face.txt").read_text().count("blank.png") == 2
+
+
+@needs_shared
+def test_landmark_pool_matches_one_process(tmp_path, monkeypatch):
+    import recognition.landmarks as lmk
+
+    s = make_subset(load_imageset(SHARED / "orl_faces"), n_ids=3, per_id=3, seed=1)
+    one = find_landmarks(s, None, workers=1)
+    monkeypatch.setattr(lmk, "POOL_MIN", 1)
+    monkeypatch.setattr(lmk, "CHUNK", 2)
+    two = find_landmarks(s, tmp_path, workers=2)
+    assert one.files == two.files and np.array_equal(one.landmarks, two.landmarks)
+    assert len(list(tmp_path.glob("landmarks-v2-*.json"))) == 1
+
+
+class ExplodingReader:
+    """A reader whose every read fails (as a broken network mount would)."""
+
+    def read(self, key):
+        raise RuntimeError(f"cannot reach image {key}")
+
+
+def test_a_failing_landmark_worker_is_one_data_error(monkeypatch):
+    import recognition.landmarks as lmk
+    from recognition.data import NO_LANDMARKS, ImageSet
+
+    monkeypatch.setattr(lmk, "POOL_MIN", 1)
+    iset = ImageSet(Path("mem"), "memory", ["0", "1", "2"], ["a", "a", "b"], np.repeat(NO_LANDMARKS[None], 3, 0),
+                    [None] * 3, reader=ExplodingReader())
+    monkeypatch.setattr("recognition.data.source_file", lambda iset, rel: Path(__file__))
+    with pytest.raises(DataError, match="landmark detection failed in a worker process: RuntimeError: cannot reach"):
+        find_landmarks(iset, None, workers=2)

@@ -13,7 +13,8 @@ import numpy as np
 from morphgen.errors import ConfigError, DataError, ModelError
 
 from ..align import template_points
-from ..data import NO_LANDMARKS, FaceDataset, ImageSet, find_landmarks
+from ..data import NO_LANDMARKS, FaceDataset, ImageSet
+from ..landmarks import find_landmarks
 
 
 # ----------------------------------------------------------------------------- model
@@ -45,18 +46,29 @@ def model_info(meta: dict, run: str | Path) -> dict:
 
 @dataclass
 class Embedded:
-    """Embeddings (N, D) in the order of the input files; rows of unusable images are NaN."""
+    """Embeddings (N, D) in the order of the input files; rows of unusable images are NaN.
+    ``groups`` (optional, one label per image, e.g. CFP's frontal / profile) split the
+    alignment counts of ``report`` per group."""
     emb: np.ndarray
     ok: np.ndarray                                    # (N,) bool: has an embedding
     unreadable: list[str] = field(default_factory=list)
-    no_face: list[str] = field(default_factory=list)  # MTCNN found no face: centre-crop fall-back used
-    detected: int = 0                                 # landmarks from MTCNN
-    given: int = 0                                    # landmarks given (morphgen params)
+    no_face: list[str] = field(default_factory=list)  # no face found by either MTCNN pass: typical-position crop
+    second_pass: list[str] = field(default_factory=list)  # found by the second, permissive MTCNN pass
+    detected: int = 0                                 # landmarks from MTCNN (either pass)
+    given: int = 0                                    # landmarks given (morphgen params, aligned crops)
+    by_group: dict = field(default_factory=dict)
 
     def report(self) -> dict:
-        return {"images": int(len(self.ok)), "embedded": int(self.ok.sum()), "unreadable": self.unreadable,
-                "no_face_center_crop": self.no_face, "landmarks_detected": self.detected,
-                "landmarks_given": self.given}
+        out = {"images": int(len(self.ok)), "embedded": int(self.ok.sum()), "unreadable": self.unreadable,
+               "no_face_center_crop": self.no_face, "landmarks_detected": self.detected,
+               "landmarks_second_pass": len(self.second_pass), "landmarks_given": self.given}
+        if self.by_group:
+            out["by_group"] = self.by_group
+        return out
+
+
+ALIGNMENT_COUNTS = ("images", "detected_first_pass", "detected_second_pass", "no_face_typical_crop",
+                    "landmarks_given", "resized_not_aligned", "unreadable")
 
 
 def centre_crop_landmarks(img_hw: tuple[int, int], template: str, size: int, fraction: float) -> np.ndarray:
@@ -67,19 +79,37 @@ def centre_crop_landmarks(img_hw: tuple[int, int], template: str, size: int, fra
     return (template_points(template, size) * (c / size) + np.array([(w - c) / 2, (h - c) / 2])).astype(np.float32)
 
 
+def typical_positions(files: list[str], landmarks: np.ndarray, sizes: dict, groups: list) -> dict:
+    """Per group: the median landmark position as a fraction of the image's width and
+    height over the images where MTCNN found a face (at least 3), the crop used for the
+    faces it missed. Datasets of loose face crops (CFP, LFW) frame faces alike, so this
+    is a better guess than a fixed central square."""
+    by: dict = {}
+    for f, lm, g in zip(files, landmarks, groups):
+        hw = sizes.get(f)
+        if hw and np.isfinite(lm).all():
+            by.setdefault(g, []).append(lm / np.array([hw[1], hw[0]], np.float32))
+    return {g: np.median(np.stack(v), 0) for g, v in by.items() if len(v) >= 3}
+
+
 def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: bool = False,
                    cache_dir: Path | None = None, fallback_crop: float = 1.0, batch_size: int = 64,
-                   progress: bool = False) -> Embedded:
+                   progress: bool = False, groups: list | None = None, workers: int | None = None) -> Embedded:
     """Embed every image of `iset` (in order). With `align`, images without landmarks get
-    MTCNN's (cached in `cache_dir`); where MTCNN finds no face the central square of side
-    `fallback_crop` x the shorter side is used instead and the file is listed in
-    ``no_face``. Unreadable images get no embedding (NaN row, listed)."""
+    MTCNN's (two passes, see ``recognition.landmarks``; cached in `cache_dir`, detected
+    by `workers` processes). Where neither pass finds a face, the face is cut at the
+    typical landmark position of its group's detected images (``typical_positions``),
+    or, with fewer than 3 of those, the central square of side `fallback_crop` x the
+    shorter side; such files are listed in ``no_face``. Unreadable images get no
+    embedding (NaN row, listed)."""
+    from ..data import read_image
     from ..embed import embed_dataset
 
     size, tpl = int(meta["input_size"]), str(meta["template"])
     n = len(iset)
-    given = int((~np.isnan(iset.landmarks).any(axis=(1, 2))).sum())
-    found = find_landmarks(iset, cache_dir, detect=align, progress=progress) if n else iset
+    groups = list(groups) if groups is not None else [""] * n
+    given_mask = ~np.isnan(iset.landmarks).any(axis=(1, 2))
+    found = find_landmarks(iset, cache_dir, detect=align, progress=progress, workers=workers) if n else iset
     pos = {f: i for i, f in enumerate(iset.files)}
     lms = np.repeat(NO_LANDMARKS[None], n, 0)
     ok = np.zeros(n, bool)
@@ -87,15 +117,28 @@ def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: 
         ok[pos[f]] = True
         lms[pos[f]] = found.landmarks[k]
     no_face = list(found.no_face)[len(iset.no_face):] if align else []
-    from ..data import read_image
+    second = list(found.second_pass)[len(iset.second_pass):] if align else []
+    typical = typical_positions(found.files, found.landmarks, found.sizes, [groups[pos[f]] for f in found.files])
     for f in no_face:
         i = pos[f]
         img = read_image(iset, i)
         if img is None:
             continue
-        lms[i] = centre_crop_landmarks(img.shape[:2], tpl, size, fallback_crop)
+        h, w = img.shape[:2]
+        t = typical.get(groups[i])
+        lms[i] = (t * np.array([w, h], np.float32) if t is not None
+                  else centre_crop_landmarks((h, w), tpl, size, fallback_crop))
         ok[i] = True
     unreadable = [f for i, f in enumerate(iset.files) if not ok[i]]
+    by_group: dict = {}
+    if len(set(groups)) > 1 or groups[:1] != [""]:
+        nf, sp, bad = set(no_face), set(second), set(unreadable)
+        for i, f in enumerate(iset.files):
+            c = by_group.setdefault(str(groups[i]), dict.fromkeys(ALIGNMENT_COUNTS, 0))
+            c["images"] += 1
+            c["unreadable" if f in bad else "landmarks_given" if given_mask[i] else "resized_not_aligned" if not align
+              else "no_face_typical_crop" if f in nf else "detected_second_pass" if f in sp
+              else "detected_first_pass"] += 1
     use = np.nonzero(ok)[0]
     sub = iset.take(use)
     sub.landmarks = lms[use]
@@ -108,8 +151,9 @@ def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: 
         if emb.shape[1] != e.shape[1]:
             emb = np.full((n, e.shape[1]), np.nan, np.float32)
         emb[use] = e
-    return Embedded(emb, ok, unreadable, no_face, detected=int(ok.sum()) - given - len(no_face) if align else 0,
-                    given=given)
+    given = int(given_mask.sum())
+    return Embedded(emb, ok, unreadable, no_face, second,
+                    detected=int(ok.sum()) - given - len(no_face) if align else 0, given=given, by_group=by_group)
 
 
 def folder_imageset(root: Path, files: list[str], identities: list[str] | None = None,

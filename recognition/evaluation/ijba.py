@@ -47,9 +47,10 @@ from torch.utils.data import Dataset
 from morphgen.errors import DataError
 
 from ..align import align_face, template_points, umeyama
-from ..data import read_cache, write_cache
+from ..landmarks import read_cache, write_cache
 from . import metrics
 from .common import load_eval_model, model_info, parse_splits, prepare_out
+from .protocols import Protocol
 from .report import fmt, md_table, plot_roc, pm, write_json, write_markdown, write_roc_csv
 
 COLUMNS = ("TEMPLATE_ID", "SUBJECT_ID", "FILE", "MEDIA_ID", "SIGHTING_ID", "FRAME", "FACE_X", "FACE_Y",
@@ -443,3 +444,39 @@ def _summary(path: Path, r: dict) -> None:
         lines += [f"- missing image: {x}" for x in r["missing_images"][:20]]
         sections.append(("Skipped input", "\n".join(lines)))
     write_markdown(path, "IJB-A 1:1 verification", sections)
+
+
+# ----------------------------------------------------------------------------- experiment protocol
+
+def _run(model_run, out, o: dict, ctx) -> dict:
+    return evaluate_ijba(model_run, o["ijba_dir"], out, splits=str(o["splits"]), images_dir=o["images"],
+                         align=o["align"], flip=o["flip"], batch_size=ctx.batch_size, cache_dir=ctx.cache_dir,
+                         progress=ctx.progress)
+
+
+def _columns(o: dict, label: str, r: dict | None) -> list:
+    from .protocols import Column
+
+    title = f"{label} (TAR@FAR=0.1 / 0.01)"
+    if r is None:
+        return [Column("", title)]
+    s = r["summary"][next(iter(r["summary"]))]
+    t1, t2 = s.get("tar@far=0.1", {}), s.get("tar@far=0.01", {})
+    return [Column("", title, f"{pm(t1, 3)} / {pm(t2, 3)}", f"(TAR@0.01 {fmt(t2.get('mean'), 3)})",
+                   {"tar_far0.1_mean": t1.get("mean"), "tar_far0.1_std": t1.get("std"),
+                    "tar_far0.01_mean": t2.get("mean"), "tar_far0.01_std": t2.get("std"),
+                    "auc_mean": s.get("auc", {}).get("mean")})]
+
+
+def _note(o: dict, label: str, r: dict | None) -> str:
+    return f"{label}: IJB-A 1:1 template verification, TAR@FAR mean ± std over splits {o['splits']}."
+
+
+def _check(o: dict, where: str) -> None:
+    parse_splits(str(o["splits"]))
+
+
+PROTOCOL = Protocol(
+    name="ijba", summary="IJB-A 1:1 template verification (TAR@FAR)",
+    defaults={"ijba_dir": None, "splits": "1-10", "images": None, "flip": False, "align": True},
+    run=_run, columns=_columns, note=_note, paths=("ijba_dir", "images"), required=("ijba_dir",), check=_check)

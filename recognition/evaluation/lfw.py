@@ -32,6 +32,7 @@ from morphgen.errors import DataError
 
 from . import metrics
 from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
+from .protocols import Protocol, accuracy_column
 from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 FALLBACK_CROP = 0.55
@@ -111,7 +112,7 @@ def _resolve(lfw_dir: Path, name: str, index: int) -> str | None:
 
 def evaluate_lfw(run: str | Path, lfw_dir: str | Path, pairs_path: str | Path, out: str | Path,
                  flip: bool = False, align: bool = True, batch_size: int = 64, cache_dir: str | Path | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, workers: int | None = None) -> dict:
     """Run the LFW View 2 protocol; writes result.json, summary.md, roc.png, roc.csv and
     scores.csv into `out` and returns the result dict."""
     lfw_dir = Path(lfw_dir)
@@ -132,7 +133,7 @@ def evaluate_lfw(run: str | Path, lfw_dir: str | Path, pairs_path: str | Path, o
     iset = folder_imageset(lfw_dir, files, [f.split("/")[0] for f in files])
     cache = Path(cache_dir) if cache_dir else out / ".morphgen_cache"
     emb = embed_imageset(model, meta, iset, align=align, flip=flip, cache_dir=cache,
-                         fallback_crop=FALLBACK_CROP, batch_size=batch_size, progress=progress)
+                         fallback_crop=FALLBACK_CROP, batch_size=batch_size, progress=progress, workers=workers)
     row = {f: i for i, f in enumerate(files)}
 
     a, b, keep, missing_pairs = [], [], [], []
@@ -220,3 +221,24 @@ def _summary(path: Path, r: dict) -> None:
                          + (" ..." if len(nf) > 10 else ""))
         sections.append(("Missing data", "\n".join(lines)))
     write_markdown(path, "LFW verification (View 2)", sections)
+
+
+# ----------------------------------------------------------------------------- experiment protocol
+
+def _run(model_run, out, o: dict, ctx) -> dict:
+    return evaluate_lfw(model_run, o["lfw_dir"], o["pairs"], out, flip=o["flip"], align=o["align"],
+                        batch_size=ctx.batch_size, cache_dir=ctx.cache_dir, progress=ctx.progress, workers=ctx.workers)
+
+
+def _columns(o: dict, label: str, r: dict | None) -> list:
+    return [accuracy_column("", f"{label} (accuracy)", r)]
+
+
+def _note(o: dict, label: str, r: dict | None) -> str:
+    return f"{label}: LFW View 2 (`{o['pairs']}`), 10 folds, each fold's threshold chosen on the other nine."
+
+
+PROTOCOL = Protocol(
+    name="lfw", summary="LFW View 2 (pairs.txt, 10 folds)",
+    defaults={"lfw_dir": None, "pairs": None, "flip": False, "align": True},
+    run=_run, columns=_columns, note=_note, paths=("lfw_dir", "pairs"), required=("lfw_dir", "pairs"))

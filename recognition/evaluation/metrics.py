@@ -1,4 +1,6 @@
-"""Verification metrics on cosine similarities of L2-normalised embeddings.
+"""Verification metrics on cosine similarities of L2-normalised embeddings: the one
+implementation of thresholds, ROC, AUC, EER and TAR@FAR in morphgen (the trainer's
+held-out check in ``recognition.verify`` uses it too).
 
 Conventions used throughout ``recognition.evaluation``:
 
@@ -24,8 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from ..verify import roc_auc as mann_whitney_auc  # noqa: F401  (re-exported: rank-based AUC)
 
 FARS = (0.1, 0.01, 0.001)
 
@@ -119,12 +119,41 @@ def roc_curve(scores, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def auc(fpr, tpr) -> float:
-    """Trapezoidal area under an ROC curve (equals the Mann-Whitney AUC with ties counted
-    half, see ``recognition.verify.roc_auc``)."""
+    """Trapezoidal area under an ROC curve (equals the Mann-Whitney AUC, the chance that a
+    genuine pair outscores an impostor pair, with ties counted half)."""
     fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
     if len(fpr) < 2 or not np.isfinite(fpr).all() or not np.isfinite(tpr).all():
         return float("nan")
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def score_auc(scores, same) -> float:
+    """AUC of one scored pair list (NaN without genuine or impostor pairs)."""
+    fpr, tpr, _ = roc_curve(scores, same)
+    return auc(fpr, tpr)
+
+
+def eer(fpr, tpr) -> float:
+    """Equal error rate: the false accept rate where it equals the false reject rate
+    (1 - TPR), linearly interpolated between the two ROC points around the crossing."""
+    fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    if len(fpr) < 2 or not np.isfinite(fpr).all() or not np.isfinite(tpr).all():
+        return float("nan")
+    d = fpr - (1.0 - tpr)              # rises from -1 at (0, 0) to +1 at (1, 1)
+    k = int(np.argmax(d >= 0))
+    if k == 0:
+        return float(fpr[0])
+    t = d[k - 1] / (d[k - 1] - d[k])
+    return float(fpr[k - 1] + t * (fpr[k] - fpr[k - 1]))
+
+
+def contiguous_folds(n: int, k: int = 10) -> np.ndarray:
+    """Fold label of each of `n` pairs split into `k` contiguous folds, the first n % k
+    folds one pair larger (sklearn's ``KFold(k, shuffle=False)``, which insightface's
+    verification code uses for its .bin files)."""
+    k = max(1, min(k, n))
+    sizes = np.full(k, n // k) + (np.arange(k) < n % k)
+    return np.repeat(np.arange(k), sizes)
 
 
 def tar_at_far(scores, same, far: float) -> dict:
@@ -148,7 +177,7 @@ def verification_metrics(scores, same, fars=FARS) -> dict:
     fpr, tpr, _ = roc_curve(s, y)
     thr, acc = best_threshold(s, y)
     return {"pairs": int(len(s)), "genuine": int(y.sum()), "impostor": int((~y).sum()),
-            "auc": auc(fpr, tpr), "best_accuracy": acc, "best_threshold": thr,
+            "auc": auc(fpr, tpr), "eer": eer(fpr, tpr), "best_accuracy": acc, "best_threshold": thr,
             "tar_at_far": {f"{f:g}": tar_at_far(s, y, f) for f in fars},
             "genuine_mean": float(s[y].mean()) if y.any() else float("nan"),
             "impostor_mean": float(s[~y].mean()) if (~y).any() else float("nan")}
@@ -184,3 +213,26 @@ def _sorted_bins(values):
             return (1, 0.0, tuple(float(x) if isinstance(x, (int, float)) else 0.0 for x in v))
         return (2, 0.0, str(v))
     return sorted(values, key=key)
+
+
+def cross_validated(scores, same, folds, fars=FARS) -> dict:
+    """The full verification result of one pair list split into folds: cross-validated
+    accuracy (``kfold_accuracy``), AUC / EER / TAR@FAR on all pairs, AUC and EER per fold
+    (with their mean ± std, as the CFP paper reports them), genuine and impostor mean
+    scores, and ``correct`` per pair (under its fold's threshold)."""
+    s, y = _check(scores, same)
+    folds = np.asarray(folds).reshape(-1)
+    cv = kfold_accuracy(s, y, folds)
+    overall = verification_metrics(s, y, fars)
+    per_fold = []
+    for f, acc, thr, n in zip(cv["folds"], cv["fold_accuracies"], cv["fold_thresholds"], cv["fold_pairs"]):
+        m = folds == f
+        fpr, tpr, _ = roc_curve(s[m], y[m])
+        per_fold.append({"fold": f, "accuracy": acc, "threshold": thr, "pairs": n, "genuine": int(y[m].sum()),
+                         "auc": auc(fpr, tpr), "eer": eer(fpr, tpr)})
+    return {"accuracy": {"mean": cv["accuracy"], "std": cv["std"], "cross_validated": cv["cross_validated"]},
+            "auc": overall["auc"], "eer": overall["eer"],
+            "auc_folds": mean_std([p["auc"] for p in per_fold]), "eer_folds": mean_std([p["eer"] for p in per_fold]),
+            "tar_at_far": overall["tar_at_far"], "pairs": overall["pairs"], "genuine": overall["genuine"],
+            "genuine_mean_score": overall["genuine_mean"], "impostor_mean_score": overall["impostor_mean"],
+            "folds": per_fold, "correct": cv["correct"]}

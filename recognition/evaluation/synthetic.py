@@ -34,8 +34,10 @@ from morphgen.errors import ConfigError, DataError
 
 from .common import (embed_imageset, gallery_probe_pairs, load_eval_model, model_info, pair_protocol_result,
                      prepare_out, score_pairs, write_pairs_file)
-from .multipie import plot_yaw, read_morphgen_poses
-from .report import fmt, md_table, plot_bins, pm, write_json, write_markdown
+from .pose import plot_yaw, read_morphgen_poses
+from . import metrics
+from .protocols import Protocol, accuracy_column
+from .report import fmt, md_table, plot_bins, pm, write_json, write_markdown, write_roc_csv
 
 DEFAULT_SEED = 100000
 
@@ -117,6 +119,7 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         light_pairs = gallery_probe_pairs(ident, light == 0, [int(x) if x > 0 else None for x in light], yaw.tolist(),
                                           folds, per_fold, pair_seed)
         specs.append(("light", light_pairs, "light"))
+    curves = []
     for name, pairs, axis in specs:
         if len(pairs) == 0:
             raise DataError(f"the {name} protocol has no pairs: the render needs >= 2 identities and a frontal yaw")
@@ -128,6 +131,9 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         res["unscored_pairs"] = int((~ok).sum())
         res["folds_used"], res["identity_disjoint"], res["axis"] = pairs.n_folds, pairs.identity_disjoint, axis
         protocols[name] = res
+        fpr, tpr, thr = metrics.roc_curve(scores, pairs.same[ok])
+        curves.append({"label": f"{name} protocol", "fpr": fpr, "tpr": tpr, "thresholds": thr})
+    write_roc_csv(out / "roc.csv", curves)
 
     train_seed = _training_seed(meta)
     warnings = []
@@ -135,7 +141,7 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         warnings.append(f"the run was trained on a dataset rendered with seed {train_seed}, the benchmark's seed: "
                         "its identities are not held out; use another --seed")
     files_out = {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                 "yaw_plot": str(out / "accuracy_vs_yaw.png"), "render": str(render_dir)}
+                 "yaw_plot": str(out / "accuracy_vs_yaw.png"), "roc_csv": str(out / "roc.csv"), "render": str(render_dir)}
     result = {"protocol": "synthetic-controlled", "model": model_info(meta, run),
               "inputs": {"render": str(render_dir), "ids": len(set(ident)), "images": len(ident), "seed": bench_seed,
                          "yaws": sorted(set(yaw.tolist())), "lights": n_lights, "flip": flip,
@@ -174,3 +180,45 @@ def _sections(r: dict) -> list[tuple[str, str]]:
         text += md_table([label, "pairs", "accuracy", "AUC"], rows)
         out.append((f"{name} protocol", text))
     return out
+
+
+# ----------------------------------------------------------------------------- experiment protocol
+
+def _run(model_run, out, o: dict, ctx) -> dict:
+    """Render the benchmark once into the evaluation's shared folder (every cell reuses it)."""
+    scene = benchmark_scene(o["ids"], o["seed"], str(o["yaws"]), o["lights"], o["size"], o["model"], o["expressions"])
+    bench = Path(ctx.shared_dir)
+    man = bench / "manifest.json"
+    if not (man.is_file() and json.loads(man.read_text()).get("complete")):
+        ctx.say(f"    rendering the benchmark once for all cells -> {bench}")
+        render_benchmark(bench, scene, workers=ctx.workers)
+    return evaluate_synthetic(model_run, out, data_dir=bench, folds=o["folds"], per_fold=o["per_fold"],
+                              pair_seed=o["pair_seed"], flip=o["flip"], batch_size=ctx.batch_size, progress=ctx.progress)
+
+
+def _columns(o: dict, label: str, r: dict | None) -> list:
+    c = accuracy_column("", f"{label} (accuracy)", None if r is None else r["protocols"]["pose"])
+    if r is not None and "light" in r["protocols"]:
+        la = r["protocols"]["light"]["accuracy"]
+        c.values.update(light_accuracy_mean=la.get("mean"), light_accuracy_std=la.get("std"))
+    return [c]
+
+
+def _note(o: dict, label: str, r: dict | None) -> str:
+    return (f"{label}: held-out rendered identities ({o['ids']} ids, seed {o['seed']}, yaw {o['yaws']}, "
+            f"{o['lights']} lights, {o['size']} px); frontal gallery vs probe at each yaw, same light "
+            "(the pose protocol; the light protocol is in each cell's result.json).")
+
+
+def _check(o: dict, where: str) -> None:
+    if o["ids"] < 2:
+        raise ConfigError(f"{where}.ids must be >= 2 for verification pairs")
+    if not isinstance(o["yaws"], str):
+        raise ConfigError(f"{where}.yaws must be a start:stop:step string such as \"-90:90:15\", got {o['yaws']!r}")
+
+
+PROTOCOL = Protocol(
+    name="synthetic", summary="held-out rendered identities: accuracy per yaw and per light",
+    defaults={"ids": 50, "seed": DEFAULT_SEED, "yaws": "-90:90:15", "lights": 3, "size": 128, "model": None,
+              "expressions": False, "folds": 10, "per_fold": 300, "pair_seed": 0, "flip": False},
+    run=_run, columns=_columns, note=_note, paths=("model",), check=_check)

@@ -43,7 +43,9 @@ from morphgen.errors import ConfigError, DataError
 from ..data import ImageSet, detect_format, read_morphgen
 from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pairs, load_eval_model, model_info,
                      pair_protocol_result, prepare_out, read_pairs_file, score_pairs, write_pairs_file)
-from .report import fmt, md_table, plot_bins, pm, tar_text, write_json, write_markdown
+from . import metrics
+from .protocols import Protocol, accuracy_column
+from .report import fmt, md_table, plot_bins, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 MULTIPIE_CAMERA_YAW = {"11_0": -90, "12_0": -75, "09_0": -60, "08_0": -45, "13_0": -30, "14_0": -15, "05_1": 0,
                        "05_0": 15, "04_1": 30, "19_0": 45, "20_0": 60, "01_0": 75, "24_0": 90}
@@ -180,9 +182,9 @@ def yaw_bins(yaw: np.ndarray, step: float) -> np.ndarray:
 def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: str | Path | None = None,
                   pairs_file: str | Path | None = None, folds: int = 10, per_fold: int = 300, seed: int = 0,
                   yaw_step: float = 15.0, align: bool = True, flip: bool = False, batch_size: int = 64,
-                  cache_dir: str | Path | None = None, progress: bool = False) -> dict:
+                  cache_dir: str | Path | None = None, progress: bool = False, workers: int | None = None) -> dict:
     """Accuracy overall and per probe yaw against a frontal gallery; writes result.json,
-    summary.md, accuracy_vs_yaw.png, pairs.txt and scores.csv into `out`."""
+    summary.md, accuracy_vs_yaw.png, pairs.txt, scores.csv and roc.csv into `out`."""
     model, meta = load_eval_model(run)
     data = load_pose_data(images, poses)
     out = prepare_out(out)
@@ -205,7 +207,7 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
         raise DataError(f"no gallery/probe pairs can be formed from {images}: need at least 2 identities with a "
                         f"frontal image (|yaw| < {yaw_step / 2:g}) and other images")
     result = evaluate_pairs_on_images(model, meta, data.iset, pairs, align, flip, batch_size,
-                                      Path(cache_dir) if cache_dir else out / ".morphgen_cache", progress)
+                                      Path(cache_dir) if cache_dir else out / ".morphgen_cache", progress, workers)
     result.update({"protocol": "pose", "model": model_info(meta, run),
                    "inputs": {"images": str(images), "kind": data.kind, "poses": str(poses) if poses else None,
                               "pairs": str(pairs_file) if pairs_file else str(out / "pairs.txt"), "yaw_step": yaw_step,
@@ -216,8 +218,11 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
     result["by_abs_yaw"] = _abs_bins(result["bins"])
     result["files"] = {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
                        "plot": str(out / "accuracy_vs_yaw.png"), "pairs": result["inputs"]["pairs"],
-                       "scores_csv": str(out / "scores.csv")}
-    _write_scores(out / "scores.csv", result.pop("_rows"))
+                       "scores_csv": str(out / "scores.csv"), "roc_csv": str(out / "roc.csv")}
+    rows = result.pop("_rows")
+    _write_scores(out / "scores.csv", rows)
+    fpr, tpr, thr = metrics.roc_curve(np.array([r[5] for r in rows]), np.array([bool(r[1]) for r in rows]))
+    write_roc_csv(out / "roc.csv", [{"label": "all pairs", "fpr": fpr, "tpr": tpr, "thresholds": thr}])
     plot_yaw(out / "accuracy_vs_yaw.png", {"all": result["bins"]}, f"{meta['arch']}: accuracy vs probe yaw (frontal gallery)")
     write_json(out / "result.json", result)
     write_markdown(out / "summary.md", "Verification across pose", pose_sections(result))
@@ -225,12 +230,12 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
 
 
 def evaluate_pairs_on_images(model, meta, iset: ImageSet, pairs: PairSet, align: bool, flip: bool,
-                             batch_size: int, cache_dir: Path, progress: bool) -> dict:
+                             batch_size: int, cache_dir: Path, progress: bool, workers: int | None = None) -> dict:
     """Embed the images the pairs use, score them and run the 10-fold / per-bin analysis."""
     used = np.unique(np.r_[pairs.a, pairs.b])
     sub = iset.take(used)
     emb_sub = embed_imageset(model, meta, sub, align=align, flip=flip, cache_dir=cache_dir, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, workers=workers)
     remap = np.full(len(iset), -1, np.int64)
     remap[used] = np.arange(len(used))
     local = PairSet(remap[pairs.a], remap[pairs.b], pairs.same, pairs.fold, pairs.bins, pairs.identity_disjoint,
@@ -291,3 +296,26 @@ def pose_sections(r: dict) -> list[tuple[str, str]]:
             f"**Accuracy {pm(r['accuracy'])}** ({len(r['folds'])}-fold), AUC {fmt(r['auc'])}; {tar_text(r['tar_at_far'])}")
     rows = [[f"{b['bin']:g}", b["pairs"], fmt(b["accuracy"]), fmt(b["auc"])] for b in r["bins"].values()]
     return [("", head), ("Accuracy per probe yaw", md_table(["yaw", "pairs", "accuracy", "AUC"], rows))]
+
+
+# ----------------------------------------------------------------------------- experiment protocol
+
+def _run(model_run, out, o: dict, ctx) -> dict:
+    return evaluate_pose(model_run, o["images"], out, poses=o["poses"], folds=o["folds"], per_fold=o["per_fold"],
+                         seed=o["seed"], yaw_step=float(o["yaw_step"]), align=o["align"], flip=o["flip"],
+                         batch_size=ctx.batch_size, cache_dir=ctx.cache_dir, progress=ctx.progress, workers=ctx.workers)
+
+
+def _columns(o: dict, label: str, r: dict | None) -> list:
+    return [accuracy_column("", f"{label} (accuracy)", r)]
+
+
+def _note(o: dict, label: str, r: dict | None) -> str:
+    return f"{label}: accuracy per probe yaw against a frontal gallery (`{o['images']}`); the table gives all yaws."
+
+
+PROTOCOL = Protocol(
+    name="pose", summary="accuracy per probe yaw vs a frontal gallery (Multi-PIE, renders, 'path,yaw' CSV)",
+    defaults={"images": None, "poses": None, "yaw_step": 15.0, "folds": 10, "per_fold": 300, "seed": 0,
+              "align": True, "flip": False},
+    run=_run, columns=_columns, note=_note, paths=("images", "poses"), required=("images",))

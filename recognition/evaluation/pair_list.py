@@ -1,0 +1,237 @@
+"""A generic verification pair list: ``path1 path2 label [fold]`` per line.
+
+For CALFW / CPLFW / AgeDB-style lists converted to one pair a line, or your own. Paths
+are relative to ``--root``; fields are separated by tabs, commas or spaces (a line with
+a tab is split on tabs only, so paths may hold spaces there); ``label`` is 1/0,
+true/false, same/diff or genuine/impostor; lines starting with ``#`` are comments. The optional fourth
+field is the pair's fold (any integer); either every line has one or none does.
+
+Without folds, folds are made **identity-disjoint** as in LFW View 2: an image's identity
+is its first path component when the path has a folder (``Name/Name_0001.jpg``), else its
+file name without a trailing ``_<number>``; identities linked by any pair form one group,
+and whole groups are dealt to ``folds`` folds, balancing pair counts (seeded). When the
+pairs link so many identities that fewer groups than folds remain, pairs are dealt to
+folds at random instead, and the result says ``identity_disjoint: false``.
+
+Pairs whose image is missing or unreadable are not scored: they are counted and listed
+(with their line numbers) in result.json and the summary. A malformed line is a one-line
+DataError naming the file and line.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from morphgen.errors import DataError
+
+from . import metrics
+from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
+from .protocols import Protocol, accuracy_column
+from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+
+LABELS = {"1": True, "0": False, "true": True, "false": False, "same": True, "diff": False, "different": False,
+          "genuine": True, "impostor": False, "match": True, "mismatch": False}
+FALLBACK_CROP = 0.8
+
+
+@dataclass
+class PairList:
+    root: Path
+    files: list[str]
+    a: np.ndarray
+    b: np.ndarray
+    same: np.ndarray
+    fold: np.ndarray
+    lines: np.ndarray                          # line number of each pair
+    folds_given: bool
+    identity_disjoint: bool
+    missing: list[dict] = field(default_factory=list)   # {"line", "missing": [files]}
+
+
+def identity_of(rel: str) -> str:
+    """The identity an image path names (see the module notes)."""
+    if "/" in rel:
+        return rel.split("/")[0]
+    return re.sub(r"_\d+$", "", Path(rel).stem)
+
+
+def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: int = 0) -> PairList:
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise DataError(f"--pairs {path} does not exist: give a file of 'path1 path2 label [fold]' lines")
+    if not root.is_dir():
+        raise DataError(f"--root {root} does not exist: give the folder the pair paths are relative to")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read pairs file {path}: {exc}") from None
+    rows, given = [], None
+    for ln, line in enumerate(text.splitlines(), 1):
+        line = "" if line.lstrip().startswith("#") else line.strip()
+        if not line:
+            continue
+        parts = line.split("\t") if "\t" in line else re.split(r"[,\s]+", line)
+        parts = [p.strip() for p in parts if p.strip()]
+        if len(parts) not in (3, 4) or parts[2].lower() not in LABELS:
+            raise DataError(f"{path}:{ln}: expected 'path1 path2 label [fold]' with label 1/0, true/false or "
+                            f"same/diff, found {line!r}")
+        fold = None
+        if len(parts) == 4:
+            try:
+                fold = int(parts[3])
+            except ValueError:
+                raise DataError(f"{path}:{ln}: the fold must be a whole number, found {parts[3]!r}") from None
+        if given is None:
+            given = fold is not None
+        elif given != (fold is not None):
+            raise DataError(f"{path}:{ln}: {'no' if given else 'a'} fold here but {'a' if given else 'no'} fold on "
+                            "earlier lines: give a fold on every line or on none")
+        rows.append((ln, parts[0].replace("\\", "/"), parts[1].replace("\\", "/"), LABELS[parts[2].lower()], fold))
+    if not rows:
+        raise DataError(f"pairs file {path} holds no pairs: expected 'path1 path2 label [fold]' lines")
+    files: dict[str, int] = {}
+    exists: dict[str, bool] = {}
+    keep, missing = [], []
+    for ln, p1, p2, same, fold in rows:
+        gone = []
+        for p in (p1, p2):
+            if p not in exists:
+                exists[p] = (root / p).is_file()
+            if not exists[p]:
+                gone.append(p)
+        if gone:
+            missing.append({"line": ln, "same": same, "missing": gone})
+            continue
+        keep.append((ln, files.setdefault(p1, len(files)), files.setdefault(p2, len(files)), same, fold))
+    names = list(files)
+    a = np.array([k[1] for k in keep], np.int64)
+    b = np.array([k[2] for k in keep], np.int64)
+    same = np.array([k[3] for k in keep], bool)
+    lines = np.array([k[0] for k in keep], np.int64)
+    if given:
+        fold_arr, disjoint = np.array([k[4] for k in keep], np.int64), False
+    else:
+        fold_arr, disjoint = _identity_folds([identity_of(names[i]) for i in a], [identity_of(names[i]) for i in b],
+                                             folds, seed)
+    return PairList(root, names, a, b, same, fold_arr, lines, bool(given), disjoint, missing)
+
+
+def _identity_folds(ida: list[str], idb: list[str], folds: int, seed: int) -> tuple[np.ndarray, bool]:
+    """Fold per pair, identity-disjoint where the pairs allow it (see the module notes)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for x, y in zip(ida, idb):
+        parent[find(x)] = find(y)
+    groups = [find(x) for x in ida]
+    rng = np.random.default_rng(seed)
+    n = len(groups)
+    uniq, counts = np.unique(groups, return_counts=True)
+    if len(uniq) < folds:
+        f = np.empty(n, np.int64)
+        f[rng.permutation(n)] = np.arange(n) % max(1, min(folds, n))
+        return f, False
+    order = sorted(range(len(uniq)), key=lambda k: (-counts[k], rng.random()))
+    load = np.zeros(folds, np.int64)
+    fold_of = {}
+    for k in order:  # largest group first onto the lightest fold
+        j = int(np.argmin(load))
+        fold_of[uniq[k]] = j
+        load[j] += counts[k]
+    return np.array([fold_of[g] for g in groups], np.int64), True
+
+
+def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out: str | Path, folds: int = 10,
+                       seed: int = 0, align: bool = True, flip: bool = False, batch_size: int = 64,
+                       cache_dir: str | Path | None = None, progress: bool = False,
+                       workers: int | None = None) -> dict:
+    """Cross-validated verification of a pair list; writes result.json, summary.md,
+    scores.csv, roc.csv and roc.png into `out`."""
+    model, meta = load_eval_model(run)
+    pl = read_pair_list(pairs, root, folds, seed)
+    if not len(pl.a):
+        raise DataError(f"no pair of {pairs} can be scored: all {len(pl.missing)} name a missing image under {root} "
+                        f"(e.g. {pl.missing[0]['missing'][0]!r})")
+    out = prepare_out(out)
+    iset = folder_imageset(pl.root, pl.files, [identity_of(f) for f in pl.files])
+    emb = embed_imageset(model, meta, iset, align=align, flip=flip, fallback_crop=FALLBACK_CROP,
+                         cache_dir=Path(cache_dir) if cache_dir else out / ".morphgen_cache", batch_size=batch_size,
+                         progress=progress, workers=workers)
+    ok = emb.ok[pl.a] & emb.ok[pl.b]
+    unreadable = [{"line": int(pl.lines[k]), "same": bool(pl.same[k]),
+                   "missing": [pl.files[i] for i in (pl.a[k], pl.b[k]) if not emb.ok[i]]} for k in np.nonzero(~ok)[0]]
+    if not ok.any():
+        raise DataError(f"no pair of {pairs} could be scored: their images are unreadable")
+    s = metrics.cosine_scores(np.nan_to_num(emb.emb), pl.a[ok], pl.b[ok])
+    r = metrics.cross_validated(s, pl.same[ok], pl.fold[ok])
+    correct = r.pop("correct")
+    fpr, tpr, thr = metrics.roc_curve(s, pl.same[ok])
+    result = {"protocol": "pairs", "model": model_info(meta, run),
+              "inputs": {"pairs": str(pairs), "root": str(root), "folds_given": pl.folds_given,
+                         "identity_disjoint": pl.identity_disjoint, "folds": len(r["folds"]), "seed": seed,
+                         "align": align, "flip": flip},
+              **r, "unscored_pairs": len(pl.missing) + len(unreadable), "missing_pairs": pl.missing + unreadable,
+              "images": emb.report(),
+              "files": {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
+                        "roc_png": str(out / "roc.png"), "roc_csv": str(out / "roc.csv"),
+                        "scores_csv": str(out / "scores.csv")}}
+    with open(out / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "fold", "same", "image_a", "image_b", "score", "correct"])
+        for k, sc, c in zip(np.nonzero(ok)[0], s, correct):
+            w.writerow([int(pl.lines[k]), int(pl.fold[k]), int(pl.same[k]), pl.files[pl.a[k]], pl.files[pl.b[k]],
+                        f"{sc:.6f}", int(c)])
+    curve = [{"label": f"{meta['arch']} (AUC {fmt(r['auc'], 3)})", "fpr": fpr, "tpr": tpr, "thresholds": thr}]
+    write_roc_csv(out / "roc.csv", curve)
+    plot_roc(out / "roc.png", curve, f"{Path(pairs).name}: accuracy {pm(r['accuracy'], 3)}", log_far=False)
+    write_json(out / "result.json", result)
+    m, i = result["model"], result["inputs"]
+    head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
+            f"- pairs: `{pairs}` under `{root}`; {r['pairs']} scored ({r['genuine']} genuine), "
+            f"{result['unscored_pairs']} unscored (missing or unreadable image); {i['folds']} folds "
+            f"({'given in the file' if i['folds_given'] else 'identity-disjoint' if i['identity_disjoint'] else 'random: the pairs link too many identities for identity-disjoint folds'})\n"
+            f"- images: {emb.report()['landmarks_detected']} aligned by MTCNN "
+            f"({len(emb.second_pass)} by its second pass), {len(emb.no_face)} without a face (typical-position crop)\n\n"
+            f"**Accuracy {pm(r['accuracy'])}**, AUC {fmt(r['auc'])}, EER {fmt(r['eer'])}; {tar_text(r['tar_at_far'])}")
+    folds_t = md_table(["fold", "accuracy", "threshold", "AUC", "pairs"],
+                       [[f["fold"], fmt(f["accuracy"]), fmt(f["threshold"]), fmt(f["auc"]), f["pairs"]] for f in r["folds"]])
+    sections = [("", head), ("Folds", folds_t)]
+    if result["missing_pairs"]:
+        lines = [f"- line {x['line']}: {', '.join(x['missing'])}" for x in result["missing_pairs"][:20]]
+        if len(result["missing_pairs"]) > 20:
+            lines.append(f"- ... {len(result['missing_pairs']) - 20} more in result.json")
+        sections.append(("Unscored pairs", "\n".join(lines)))
+    write_markdown(out / "summary.md", "Verification on a pair list", sections)
+    return result
+
+
+# ----------------------------------------------------------------------------- experiment protocol
+
+def _run(model_run, out, o: dict, ctx) -> dict:
+    return evaluate_pair_list(model_run, o["pairs"], o["root"], out, folds=o["folds"], seed=o["seed"], align=o["align"],
+                              flip=o["flip"], batch_size=ctx.batch_size, cache_dir=ctx.cache_dir,
+                              progress=ctx.progress, workers=ctx.workers)
+
+
+def _columns(o: dict, label: str, r: dict | None) -> list:
+    return [accuracy_column("", f"{label} (accuracy)", r)]
+
+
+def _note(o: dict, label: str, r: dict | None) -> str:
+    return f"{label}: pair list `{o['pairs']}` under `{o['root']}`, cross-validated threshold."
+
+
+PROTOCOL = Protocol(
+    name="pairs", summary="a generic 'path1 path2 label [fold]' pair list",
+    defaults={"pairs": None, "root": None, "folds": 10, "seed": 0, "align": True, "flip": False},
+    run=_run, columns=_columns, note=_note, paths=("pairs", "root"), required=("pairs", "root"))

@@ -1,0 +1,209 @@
+"""Five-point landmarks for images that come without them: MTCNN over a process pool,
+a second, more permissive pass for the faces the first pass misses, and a JSON cache.
+
+Why two passes: MTCNN's default thresholds (0.6, 0.7, 0.7) miss some full profiles
+(CFP-FP, Multi-PIE at +-90 degrees) and tight crops where the face touches the border.
+The second pass pads the image with a grey border of 25 % of its longer side, lowers the
+thresholds to (0.5, 0.6, 0.6) and keeps the most probable face (not the largest, which
+on a padded tight crop can be a spurious box). On the CFP folds in ``../shared/data`` it
+finds every profile the first pass misses (5 % of them). Images still without a face are
+reported, never dropped silently: evaluations crop them at the dataset's typical face
+position (``recognition.evaluation.common``), training skips them and counts them.
+
+Detection runs in ``workers`` spawned processes (one torch and OpenCV thread each); the
+pool starts only when at least ``POOL_MIN`` images miss the cache, so small sets and
+cached reruns pay no start-up. A worker that fails reaches the caller as one DataError
+line. Results are cached in ``cache_dir/landmarks-v2-<hash of the root>.json`` keyed by
+path, size and mtime, so a second evaluation of the same folder decodes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from morphgen.errors import DataError
+
+CACHE_VERSION = "v2"
+FIRST_PASS = {"thresholds": (0.6, 0.7, 0.7), "pad": 0.0, "select": "largest"}
+SECOND_PASS = {"thresholds": (0.5, 0.6, 0.6), "pad": 0.25, "select": "probability"}
+POOL_MIN = 64          # fewer cache misses than this: detect in this process
+CHUNK = 16             # images per task sent to a worker
+
+
+def default_workers() -> int:
+    """One detection process per core this process may use."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def detect_landmarks(img: np.ndarray) -> tuple[list | None, int]:
+    """(five points as nested lists rounded to 0.01 px, pass 1 or 2) of one RGB image, or
+    (None, 0) when neither pass finds a face."""
+    from .detect import detect_faces
+
+    for k, opts in enumerate((FIRST_PASS, SECOND_PASS), 1):
+        res = detect_faces([img], **opts)[0]
+        if res is not None:
+            return np.round(res[2], 2).tolist(), k
+    return None, 0
+
+
+def read_cache(path: Path | None) -> dict:
+    """A JSON landmark cache, or {} when absent or unreadable (it is rebuilt then)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def write_cache(path: Path, cache: dict) -> None:
+    """Write the cache atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.replace(path)
+
+
+def cache_file(cache_dir: Path, root: Path) -> Path:
+    tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"landmarks-{CACHE_VERSION}-{tag}.json"
+
+
+# ----------------------------------------------------------------------------- workers
+
+_SOURCE = None  # (root, kind, reader) of the image set, set once per worker process
+
+
+def _init_worker(source) -> None:
+    import cv2
+    import torch
+
+    global _SOURCE
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _SOURCE = source
+
+
+def _look(source, rel: str, stamp: list, detect: bool) -> dict:
+    """The cache entry of one image: stamp, readable, and (with `detect`) lm and pass."""
+    from .data import decode_ref
+
+    img = decode_ref(*source, rel)
+    hit = {"stamp": stamp, "ok": img is not None}
+    if img is not None:
+        hit["hw"] = list(img.shape[:2])
+    if img is not None and detect:
+        hit["lm"], hit["pass"] = detect_landmarks(img)
+    return hit
+
+
+def _work(items: list[tuple[int, str, list]], detect: bool) -> list[tuple[int, dict]] | str:
+    """A worker's task: cache entries of a chunk, or the error as one line."""
+    try:
+        return [(i, _look(_SOURCE, rel, stamp, detect)) for i, rel, stamp in items]
+    except Exception as exc:  # noqa: BLE001 - any failure becomes the caller's one-line error
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _run_pool(source, todo: list[tuple[int, str, list]], detect: bool, workers: int, bar) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(source,)) as pool:
+            pending = {pool.submit(_work, c, detect) for c in chunks}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    res = fut.result()
+                    if isinstance(res, str):
+                        for p in pending:
+                            p.cancel()
+                        raise DataError(f"landmark detection failed in a worker process: {res}")
+                    out.update(res)
+                    bar.update(len(res))
+    except BrokenProcessPool:
+        raise DataError("a landmark detection process died (out of memory?): rerun with fewer workers") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- the set
+
+def find_landmarks(iset, cache_dir: Path | None = None, detect: bool = True, progress: bool = False,
+                   workers: int | None = None):
+    """Decode every image of `iset` that lacks landmarks once, run the two MTCNN passes on
+    it (when `detect`), and drop unreadable images (``report["unreadable"]``) and faceless
+    ones (``report["no_face"]``, names in ``iset.no_face``). Files found only by the
+    second pass are listed in ``iset.second_pass``. `workers` processes detect in
+    parallel (default: one per core); `progress` shows a bar with rate and ETA."""
+    todo_idx = np.nonzero(np.isnan(iset.landmarks).any(axis=(1, 2)))[0]
+    if len(todo_idx) == 0 or iset.kind == "recordio":
+        return iset
+    from .data import source_file
+
+    cache_path = cache_file(cache_dir, iset.root) if cache_dir is not None else None
+    cache = read_cache(cache_path)
+    keep = np.ones(len(iset), bool)
+    stamps: dict[int, list] = {}
+    misses: list[tuple[int, str, list]] = []
+    for i in todo_idx:
+        rel = iset.files[i]
+        try:
+            st = source_file(iset, rel).stat()
+        except OSError:  # vanished since the folder was listed
+            keep[i] = False
+            continue
+        stamps[i] = [st.st_size, int(st.st_mtime)]
+        hit = cache.get(rel)
+        if hit is None or hit.get("stamp") != stamps[i] or (detect and hit.get("ok") and "lm" not in hit):
+            misses.append((int(i), rel, stamps[i]))
+    if misses:
+        from morphgen.progress import progress_bar
+
+        workers = default_workers() if workers is None else max(1, int(workers))
+        source = (Path(iset.root), iset.kind, iset.reader)
+        what = "landmarks (MTCNN)" if detect else "checking images"
+        with progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
+            if workers > 1 and len(misses) >= POOL_MIN:
+                found = _run_pool(source, misses, detect, min(workers, -(-len(misses) // CHUNK)), bar)
+            else:
+                found = {}
+                for i, rel, stamp in misses:
+                    found[i] = _look(source, rel, stamp, detect)
+                    bar.update(1)
+        for i, rel, _ in misses:
+            cache[rel] = found[i]
+        if cache_path is not None:
+            write_cache(cache_path, cache)
+    lms = iset.landmarks.copy()
+    no_face, second, sizes = [], [], dict(iset.sizes)
+    for i in stamps:
+        rel = iset.files[i]
+        hit = cache[rel]
+        if hit.get("hw"):
+            sizes[rel] = tuple(hit["hw"])
+        if not hit["ok"]:
+            keep[i] = False
+        elif detect:
+            if hit["lm"] is None:
+                keep[i] = False
+                no_face.append(rel)
+            else:
+                lms[i] = np.asarray(hit["lm"], np.float32)
+                if hit.get("pass") == 2:
+                    second.append(rel)
+    out = replace(iset, landmarks=lms, sizes=sizes).take(np.nonzero(keep)[0])
+    out.count("unreadable", int((~keep).sum()) - len(no_face))
+    out.count("no_face", len(no_face))
+    out.no_face = iset.no_face + no_face
+    out.second_pass = iset.second_pass + second
+    return out

@@ -1,0 +1,258 @@
+"""Real-face benchmarks beyond LFW: CFP (official protocol files), insightface .bin files
+(read without executing pickles) and generic pair lists. Known answers come from planted
+embeddings; the CLI runs end to end on fixtures written in the published layouts."""
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from morphgen.cli.eval_cmd import eval_group
+from morphgen.errors import DataError
+from recognition.evaluation import metrics
+from recognition.evaluation.cfp import read_cfp, score_cfp
+from recognition.evaluation.common import Embedded
+from recognition.evaluation.insightface_bin import read_bin, score_bin
+from recognition.evaluation.pair_list import identity_of, read_pair_list
+from test_eval_fixtures import eval_run, write_bin, write_cfp, write_lfw  # noqa: F401
+
+SHARED_CFP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cfp"
+
+
+def invoke(*args):
+    return CliRunner().invoke(eval_group, [str(a) for a in args])
+
+
+def one_line_error(res, *needles):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    assert "Traceback" not in res.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def cfp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cfp") / "cfp"
+    return root, write_cfp(root)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_eer_and_contiguous_folds():
+    fpr, tpr, _ = metrics.roc_curve([0.9, 0.8, 0.4, 0.7, 0.2, 0.1], [True, True, True, False, False, False])
+    assert metrics.eer(fpr, tpr) == pytest.approx(1 / 3)     # one genuine below one impostor: FAR = FRR = 1/3
+    fpr, tpr, _ = metrics.roc_curve([0.9, 0.8, 0.2, 0.1], [True, True, False, False])
+    assert metrics.eer(fpr, tpr) == 0.0
+    f = metrics.contiguous_folds(23, 10)                     # sklearn KFold(10): 3 folds of 3, 7 of 2
+    assert np.bincount(f).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2] and np.all(np.diff(f) >= 0)
+
+
+# ----------------------------------------------------------------------------- CFP
+
+def test_cfp_reader_follows_the_protocol_files(cfp):
+    root, truth = cfp
+    data = read_cfp(root)
+    assert data.folds == [1, 2]
+    for name in ("FF", "FP"):
+        p = data.protocols[name]
+        want = sum(len(truth["pairs"][name][f]["same"]) + len(truth["pairs"][name][f]["diff"]) for f in (1, 2))
+        assert len(p.a) == want and not p.missing
+        for k in range(len(p.a)):                             # identity of both images decides the label
+            assert (data.identities[p.a[k]] == data.identities[p.b[k]]) == p.same[k]
+        if name == "FP":
+            assert {data.views[i] for i in p.a} == {"frontal"} and {data.views[i] for i in p.b} == {"profile"}
+
+
+def test_cfp_known_answer_from_planted_embeddings(cfp):
+    """One-hot identity embeddings separate every pair (accuracy 1); a frontal image of
+    identity 1 planted with identity 2's embedding makes exactly the fold-1 pairs that use
+    it wrong (the other fold picks a threshold between 0 and 1)."""
+    root, truth = cfp
+    data = read_cfp(root)
+    ids = sorted(set(data.identities))
+    emb = np.stack([np.eye(len(ids))[ids.index(i)] for i in data.identities]).astype(np.float32)
+    res = score_cfp(Embedded(emb, np.ones(len(emb), bool)), data)
+    for name in ("FF", "FP"):
+        assert res[name]["accuracy"]["mean"] == 1.0 and res[name]["auc"] == 1.0 and res[name]["eer"] == 0.0
+    bad_rel = truth["F"][0][2]                                # first frontal image of identity 1 (F index 1)
+    bad = data.files.index(bad_rel)
+    emb[bad] = np.eye(len(ids))[ids.index("002")]
+    res = score_cfp(Embedded(emb, np.ones(len(emb), bool)), data)
+    for name in ("FF", "FP"):
+        fold1 = truth["pairs"][name][1]
+        n1 = len(fold1["same"]) + len(fold1["diff"])
+        wrong = sum(1 for a, b in fold1["same"] + fold1["diff"] if a == 1)   # pairs naming F index 1
+        wrong -= sum(1 for a, b in fold1["diff"] if a == 1 and _ident(truth, name, b) != "002")
+        accs = [f["accuracy"] for f in res[name]["folds"]]
+        assert accs == pytest.approx([1 - wrong / n1, 1.0]), (name, accs)
+        assert res[name]["accuracy"]["mean"] == pytest.approx((2 - wrong / n1) / 2)
+
+
+def _ident(truth, name, j) -> str:
+    """Identity of the second image of a pair (F list for FF, P list for FP)."""
+    lst = truth["F"] if name == "FF" else truth["P"]
+    return f"{lst[j - 1][1]:03d}"
+
+
+def test_cfp_missing_image_and_bad_index_are_counted(cfp, tmp_path):
+    import shutil
+
+    root = tmp_path / "cfp"
+    shutil.copytree(cfp[0], root)
+    (root / cfp[1]["P"][0][2]).unlink()                       # profile 1 is gone
+    with open(root / "Protocol" / "Split" / "FF" / "02" / "same.txt", "a") as f:
+        f.write("999,1\n")                                    # an index the list does not have
+    data = read_cfp(root)
+    why = [m["why"] for m in data.protocols["FP"].missing]
+    assert why and all("missing image" in w for w in why)
+    assert [m["why"] for m in data.protocols["FF"].missing] == ["index 999 not in Pair_list_F.txt"]
+    (root / "Protocol" / "Split" / "FP" / "01" / "diff.txt").write_text("1;2\n")
+    with pytest.raises(DataError, match=r"Split/FP/01/diff.txt:1: expected 'i,j'"):
+        read_cfp(root)
+
+
+def test_cfp_cli_end_to_end_counts_alignment_per_view(cfp, eval_run, tmp_path):
+    root, _ = cfp
+    out = tmp_path / "out"
+    res = invoke("cfp", "--model", eval_run, "--cfp-dir", root, "--out", out, "--quiet", "--workers", "1")
+    assert res.exit_code == 0, res.output
+    assert "CFP-FF accuracy" in res.output and "CFP-FP accuracy" in res.output and "alignment: frontal" in res.output
+    r = json.loads((out / "result.json").read_text())
+    assert r["inputs"]["folds"] == [1, 2] and set(r["alignment"]) == {"frontal", "profile"}
+    fr = r["alignment"]["frontal"]
+    assert fr["images"] == 12 and fr["images"] == sum(v for k, v in fr.items() if k != "images")
+    assert fr["no_face_typical_crop"] == 12                   # patterns, not faces: every image falls back, counted
+    for name in ("FF", "FP"):
+        assert 0 <= r[name]["accuracy"]["mean"] <= 1 and len(r[name]["folds"]) == 2 and r[name]["unscored_pairs"] == 0
+    for f in ("summary.md", "roc.png", "roc.csv", "scores.csv"):
+        assert (out / f).is_file(), f
+    assert "typical-position crop" in (out / "summary.md").read_text()
+    one_line_error(invoke("cfp", "--model", eval_run, "--cfp-dir", tmp_path, "--out", tmp_path / "o2", "--quiet"),
+                   "Pair_list_F.txt does not exist")
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.skipif(not SHARED_CFP.is_dir(), reason="../shared/data/cfp (the CFP folds) is not present")
+def test_second_mtcnn_pass_finds_a_profile_the_first_misses():
+    import cv2
+    from recognition.detect import detect_faces
+    from recognition.landmarks import FIRST_PASS, detect_landmarks
+
+    img = cv2.cvtColor(cv2.imread(str(SHARED_CFP / "Data/Images/006/profile/03.jpg")), cv2.COLOR_BGR2RGB)
+    assert detect_faces([img], **FIRST_PASS)[0] is None
+    lm, used = detect_landmarks(img)
+    assert used == 2 and np.isfinite(np.asarray(lm)).all()
+    assert (np.asarray(lm) >= 0).all() and (np.asarray(lm)[:, 0] <= img.shape[1]).all()
+
+
+# ----------------------------------------------------------------------------- insightface .bin
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_bin_reader_reads_files_written_the_insightface_way(tmp_path, protocol):
+    same = write_bin(tmp_path / "lfw.bin", pairs=12, protocol=protocol)
+    b = read_bin(tmp_path / "lfw.bin")
+    assert b.same.tolist() == same and len(b.images) == 24 and all(isinstance(x, bytes) for x in b.images)
+
+
+def test_bin_known_answer_from_planted_embeddings():
+    same = np.array([True, False] * 10)
+    emb = np.zeros((40, 2), np.float32)
+    emb[0::2, 0] = 1
+    emb[1::2] = np.where(same[:, None], [1, 0], [0, 1])        # genuine pairs agree, impostor pairs are orthogonal
+    assert score_bin(emb, np.ones(40, bool), same)["accuracy"]["mean"] == 1.0
+    emb[1] = [0, 1]                                             # pair 0 (fold 0 of 10 folds of 2) now fails
+    r = score_bin(emb, np.ones(40, bool), same)
+    assert r["folds"][0]["accuracy"] == 0.5 and r["accuracy"]["mean"] == pytest.approx(0.95)
+    ok = np.ones(40, bool)
+    ok[3] = False                                               # an undecodable image: its pair is unscored
+    assert score_bin(emb, ok, same)["unscored_pairs"] == 1
+
+
+def test_bin_cli_one_row_per_file_and_undecodable_images(eval_run, tmp_path):
+    write_bin(tmp_path / "lfw.bin", pairs=20)
+    write_bin(tmp_path / "cfp_fp.bin", pairs=20, protocol=2, undecodable=(5,))
+    out = tmp_path / "out"
+    res = invoke("bin", "--model", eval_run, "--bin", tmp_path / "lfw.bin", "--bin", tmp_path / "cfp_fp.bin",
+                 "--out", out, "--quiet", "--flip")
+    assert res.exit_code == 0, res.output
+    assert "lfw: accuracy" in res.output and "cfp_fp: accuracy" in res.output
+    r = json.loads((out / "result.json").read_text())
+    assert list(r["sets"]) == ["lfw", "cfp_fp"]
+    assert r["sets"]["cfp_fp"]["undecodable_images"] == 1 and r["sets"]["cfp_fp"]["pairs"] == 19
+    assert len(r["sets"]["lfw"]["folds"]) == 10
+    assert (out / "summary.md").read_text().count("| lfw |") == 1
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {_Evil.marker}",)
+
+
+def test_malicious_bin_is_refused_and_nothing_runs(eval_run, tmp_path):
+    _Evil.marker = tmp_path / "pwned"
+    with open(tmp_path / "evil.bin", "wb") as f:
+        pickle.dump(([_Evil(), b"x"], [True]), f, protocol=2)
+    res = invoke("bin", "--model", eval_run, "--bin", tmp_path / "evil.bin", "--out", tmp_path / "out", "--quiet")
+    one_line_error(res, "evil.bin", "refused", "system")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out").exists()
+
+
+def test_truncated_and_malformed_bins_are_one_line_errors(eval_run, tmp_path):
+    write_bin(tmp_path / "lfw.bin", pairs=6)
+    data = (tmp_path / "lfw.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
+    one_line_error(invoke("bin", "--model", eval_run, "--bin", tmp_path / "cut.bin", "--out", tmp_path / "o"),
+                   "cut.bin is truncated")
+    with open(tmp_path / "odd.bin", "wb") as f:
+        pickle.dump(([b"a", b"b", b"c"], [True, False]), f)
+    one_line_error(invoke("bin", "--model", eval_run, "--bin", tmp_path / "odd.bin", "--out", tmp_path / "o"),
+                   "2 pairs need 4 images")
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- pair lists
+
+def test_pair_list_labels_folds_and_identity_disjointness(tmp_path):
+    root = write_lfw(tmp_path / "faces")
+    names = sorted(p.name for p in root.iterdir())
+    lines = []
+    for k, n in enumerate(names):
+        lines.append(f"{n}/{n}_0001.jpg\t{n}/{n}_0002.jpg\t{['1', 'same', 'true'][k % 3]}")
+        m = names[(k + 1) % len(names)] if k % 2 == 0 else names[(k + 3) % len(names)]
+        lines.append(f"{n}/{n}_0003.jpg,{m}/{m}_0001.jpg,{['0', 'diff', 'false'][k % 3]}")
+    (tmp_path / "p.txt").write_text("# a comment\n" + "\n".join(lines) + "\n")
+    pl = read_pair_list(tmp_path / "p.txt", root, folds=2)
+    assert pl.same.tolist() == [True, False] * len(names) and not pl.folds_given
+    if pl.identity_disjoint:                                 # no identity in two folds
+        fold_of: dict = {}
+        for a, b, f in zip(pl.a, pl.b, pl.fold):
+            for i in (a, b):
+                assert fold_of.setdefault(identity_of(pl.files[i]), f) == f
+    assert identity_of("Bea_Arthur_0003.jpg") == "Bea_Arthur" and identity_of("x/y.png") == "x"
+
+
+def test_pair_list_cli_missing_images_and_bad_lines(eval_run, tmp_path):
+    root = write_lfw(tmp_path / "faces")
+    n = sorted(p.name for p in root.iterdir())
+    text = "".join(f"{a}/{a}_0001.jpg {a}/{a}_0002.jpg 1 {k % 2}\n{a}/{a}_0001.jpg {b}/{b}_0002.jpg 0 {k % 2}\n"
+                   for k, (a, b) in enumerate(zip(n, n[1:] + n[:1])))
+    text += f"{n[0]}/{n[0]}_0009.jpg {n[0]}/{n[0]}_0001.jpg 1 0\n"          # a missing image: counted, listed
+    (tmp_path / "p.txt").write_text(text)
+    out = tmp_path / "out"
+    res = invoke("pairs", "--model", eval_run, "--pairs", tmp_path / "p.txt", "--root", root, "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "result.json").read_text())
+    assert r["inputs"]["folds_given"] and r["unscored_pairs"] == 1 and r["pairs"] == 12
+    assert r["missing_pairs"][0]["line"] == 13 and "_0009.jpg" in r["missing_pairs"][0]["missing"][0]
+    (tmp_path / "bad.txt").write_text(f"{n[0]}/{n[0]}_0001.jpg {n[0]}/{n[0]}_0002.jpg maybe\n")
+    one_line_error(invoke("pairs", "--model", eval_run, "--pairs", tmp_path / "bad.txt", "--root", root,
+                          "--out", tmp_path / "o2"), "bad.txt:1", "label")
+    (tmp_path / "mixed.txt").write_text(text.splitlines()[0] + "\n" + text.splitlines()[1].rsplit(" ", 1)[0] + "\n")
+    one_line_error(invoke("pairs", "--model", eval_run, "--pairs", tmp_path / "mixed.txt", "--root", root,
+                          "--out", tmp_path / "o2"), "mixed.txt:2", "fold on every line")
+    assert not (tmp_path / "o2").exists()
