@@ -7,7 +7,10 @@ import click
 
 from morphgen.errors import ConfigError
 
-from .options import merged_options, scene_from_options
+from morphgen.options import PER_ID_DEFAULT, scene_from_options
+
+from .options import default_text as _d
+from .options import merged_options
 
 _OUTPUT_HELP = "Extra modalities beside each image, comma-separated: depth, normals, albedo, illumination, mask, correspondence, regions."
 
@@ -18,29 +21,29 @@ def scene_options(f):
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
                      help="YAML/JSON file holding any of these options (keys as option names); flags given on the command line win."),
         click.option("--model", help="Model file: BFM 2017/2019 .h5, BFM 2009 .mat or morphgen .npz. Default: the embedded CC0 model."),
-        click.option("--seed", type=int, help="Seed of every random draw. [default: 0]"),
-        click.option("--pose", help="Pose distribution: preset syn1m (yaw +-90, pitch +-30, roll +-15) or frontal (yaw +-35), or a YAML file of per-angle distributions like 'yaw: gaussian(0, 20)'. [default: syn1m]"),
+        click.option("--seed", type=int, help="Seed of every random draw. " + _d("seed")),
+        click.option("--pose", help="Pose distribution: preset syn1m (yaw +-90, pitch +-30, roll +-15) or frontal (yaw +-35), or a YAML file of per-angle distributions like 'yaw: gaussian(0, 20)'. " + _d("pose")),
         click.option("--grid", help="Controlled mode instead of random pose: e.g. 'yaw=-90:90:15,pitch=0:0:1,lights=3'; per-id = grid size."),
-        click.option("--shape-components", type=int, help="Shape PCA components used. [default: all]"),
-        click.option("--color-components", type=int, help="Color PCA components used. [default: all]"),
-        click.option("--expression-components", type=int, help="Expression PCA components used. [default: all]"),
-        click.option("--shape-dist", help="Shape coefficient distribution, e.g. gaussian, 'gaussian(0, 1, trunc=3)', 'uniform(-2, 2)', 'constant(0)'. [default: gaussian]"),
-        click.option("--color-dist", help="Color coefficient distribution (same notation). [default: gaussian]"),
-        click.option("--expression-dist", help="Expression coefficient distribution. [default: gaussian(0, 0.5, trunc=3)]"),
-        click.option("--expressions/--no-expressions", default=None, help="Sample facial expressions. [default: on]"),
+        click.option("--shape-components", type=int, help="Shape PCA components used. " + _d("shape_components", none="all")),
+        click.option("--color-components", type=int, help="Color PCA components used. " + _d("color_components", none="all")),
+        click.option("--expression-components", type=int, help="Expression PCA components used. " + _d("expression_components", none="all")),
+        click.option("--shape-dist", help="Shape coefficient distribution, e.g. gaussian, 'gaussian(0, 1, trunc=3)', 'uniform(-2, 2)', 'constant(0)'. " + _d("shape_dist")),
+        click.option("--color-dist", help="Color coefficient distribution (same notation). " + _d("color_dist")),
+        click.option("--expression-dist", help="Expression coefficient distribution. " + _d("expression_dist")),
+        click.option("--expressions/--no-expressions", default=None, help="Sample facial expressions. " + _d("expressions")),
         click.option("--illumination", type=click.Choice(["builtin", "bip-empirical", "bip-gaussian", "frontal"]),
-                     help="Light source: built-in SH prior, Basel Illumination Prior (random file or fitted gaussian; needs --bip), or a static frontal light. [default: builtin]"),
+                     help="Light source: built-in SH prior, Basel Illumination Prior (random file or fitted gaussian; needs --bip), or a static frontal light. " + _d("illumination")),
         click.option("--bip", type=click.Path(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
         click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
         click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
-        click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). [default: procedural]"),
-        click.option("--size", type=int, help="Image side in pixels (16..1024). [default: 128]"),
-        click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). [default: 2]"),
+        click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
+        click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
+        click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). " + _d("antialias")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
-        click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. [default: 0.5,0.6,0.7,0.8,0.9]"),
-        click.option("--mixup-fraction", type=float, help="Fraction of images that are mixed. [default: 0.5]"),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), help="cpu: fused numba renderer in worker processes; cuda: batched torch renderer on the GPU. [default: cpu]"),
+        click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. " + _d("mixup_phis")),
+        click.option("--mixup-fraction", type=float, help="Fraction of images that are mixed. " + _d("mixup_fraction")),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), help="cpu: fused numba renderer in worker processes; cuda: batched torch renderer on the GPU. " + _d("device")),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -48,20 +51,20 @@ def scene_options(f):
 
 
 @click.command()
-@click.option("--ids", type=int, help="Number of identities. [default: 100]")
-@click.option("--per-id", type=int, help="Images per identity. [default: 10]")
+@click.option("--ids", type=int, help="Number of identities. " + _d("ids"))
+@click.option("--per-id", type=int, help="Images per identity. " + _d("per_id", none=f"{PER_ID_DEFAULT}, or the grid size"))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
 @scene_options
-@click.option("--workers", type=int, help="Worker processes. [default: number of cores]")
+@click.option("--workers", type=int, help="Worker processes. " + _d("workers", none="number of cores"))
 @click.option("--shard", help="Render only part K of N of the dataset (e.g. 3/8), for Slurm arrays and the like.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same config).")
 @click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
-@click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. [default: png]")
-@click.option("--jpg-quality", type=int, help="JPEG quality 1..100. [default: 95]")
+@click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. " + _d("image_format"))
+@click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))
 @click.option("--format", "container", type=click.Choice(["folder", "wds"]),
-              help="folder: images/<id>/<id>_<n>.png; wds: WebDataset tar shards in wds/. [default: folder]")
+              help="folder: images/<id>/<id>_<n>.png; wds: WebDataset tar shards in wds/. " + _d("container"))
 @click.option("--rps", is_flag=True, default=None, help="Also write a Basel-generator-style .rps JSON per image.")
-@click.option("--chunk-ids", type=int, help="Identities per chunk (unit of work, atomic writes and resume). [default: 10]")
+@click.option("--chunk-ids", type=int, help="Identities per chunk (unit of work, atomic writes and resume). " + _d("chunk_ids"))
 @click.option("--dask", "dask_address", help="Run chunks on a Dask distributed cluster: scheduler address, or 'local' for a local cluster.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context

@@ -87,6 +87,10 @@ class SceneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfig":
+        """The scene of a `to_dict` mapping (a manifest's); absent keys take the render
+        options' defaults (`morphgen.options.RENDER_DEFAULTS`, the one table of them)."""
+        from .options import RENDER_DEFAULTS as D
+
         mix = d.get("identity_mixup")
         sampling = SamplingConfig(
             seed=int(d["seed"]),
@@ -94,19 +98,20 @@ class SceneConfig:
             shape_components=d.get("shape_components"),
             color_components=d.get("color_components"),
             expression_components=d.get("expression_components"),
-            shape=parse_distribution(d.get("shape_dist", "gaussian")),
-            color=parse_distribution(d.get("color_dist", "gaussian")),
-            expression=parse_distribution(d.get("expression_dist", "gaussian(0, 0.5, trunc=3)")),
-            expressions=bool(d.get("expressions", True)),
-            pose=pose_config(d.get("pose", "syn1m")),
+            shape=parse_distribution(d.get("shape_dist", D["shape_dist"])),
+            color=parse_distribution(d.get("color_dist", D["color_dist"])),
+            expression=parse_distribution(d.get("expression_dist", D["expression_dist"])),
+            expressions=bool(d.get("expressions", D["expressions"])),
+            pose=pose_config(d.get("pose", D["pose"])),
             grid=ControlledGrid.parse(d["grid"]) if d.get("grid") else None,
             mixup=MixupConfig(tuple(float(p) for p in mix["phis"]), float(mix["fraction"])) if mix else None,
         )
         return cls(
-            sampling=sampling, model=d.get("model"), illumination=d.get("illumination", "builtin"),
-            bip=d.get("bip"), no_color=bool(d.get("no_color", False)), energy=d.get("energy"),
-            backgrounds=d.get("backgrounds", "procedural"), size=int(d.get("size", 128)),
-            antialias=int(d.get("antialias", 2)), outputs=tuple(d.get("outputs", ())), device=d.get("device", "cpu"),
+            sampling=sampling, model=d.get("model"), illumination=d.get("illumination", D["illumination"]),
+            bip=d.get("bip"), no_color=bool(d.get("no_color", D["no_color"])), energy=d.get("energy"),
+            backgrounds=d.get("backgrounds", D["backgrounds"]), size=int(d.get("size", D["size"])),
+            antialias=int(d.get("antialias", D["antialias"])), outputs=tuple(d.get("outputs", ())),
+            device=d.get("device", D["device"]),
         )
 
     def model_hash(self) -> str:

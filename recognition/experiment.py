@@ -60,6 +60,7 @@ import numpy as np
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
+from morphgen.options import RENDER_DEFAULTS, scene_from_options
 
 from .data import identity_selector
 
@@ -188,8 +189,6 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
     where = path.name
 
     # datasets
-    RENDER_DEFAULTS = _cli_options().RENDER_DEFAULTS
-
     render_keys = [k for k in RENDER_DEFAULTS if k not in _RENDER_EXCLUDED]
     ddef = _mapping(raw.get("dataset_defaults"), f"{where}: dataset_defaults")
     _check_keys(ddef, render_keys, f"{where}: dataset_defaults")
@@ -282,8 +281,6 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
 
 
 def _render_options(base: Path, opts: dict) -> dict:
-    RENDER_DEFAULTS = _cli_options().RENDER_DEFAULTS
-
     o = dict(RENDER_DEFAULTS)
     for k, v in opts.items():
         if isinstance(v, (list, tuple)) and k in ("outputs", "mixup_phis"):
@@ -314,20 +311,12 @@ def _scene(d: Dataset, where: str):
         if not torch.cuda.is_available():
             opts["device"] = "cpu"  # planning only: refused when it renders (Runner.render)
     try:
-        scene = _cli_options().scene_from_options(opts)
+        scene = scene_from_options(opts)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: bad value: {exc}") from None
     return scene, int(opts["per_id"])
-
-
-def _cli_options():
-    try:
-        from morphgen.cli import options
-    except ImportError:  # a source checkout that is not pip-installed
-        from cli import options
-    return options
 
 
 def _check_train(opts: dict, where: str) -> None:
@@ -536,7 +525,7 @@ class Runner:
         scene, per_id = ds.scene, ds.per_id
         if ds.options.get("device", "cpu") != "cpu":  # refuses a missing GPU now
             opts = dict(ds.options)
-            scene = _cli_options().scene_from_options(opts)
+            scene = scene_from_options(opts)
             per_id = int(opts["per_id"])
         o = ds.options
         job = DatasetJob(scene, per_id, OutputConfig(image_format=o["image_format"], jpg_quality=int(o["jpg_quality"]),

@@ -43,7 +43,7 @@ def render_size_for(template: str, input_size: int) -> int:
 def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneConfig:
     """A SceneConfig from a `morphgen render` YAML/JSON config (render option names), or the
     defaults when spec is None or 'default'; `overrides` are render option names too."""
-    from morphgen.cli.options import RENDER_DEFAULTS, load_config_file, scene_from_options
+    from morphgen.options import RENDER_DEFAULTS, load_config_file, scene_from_options
 
     opts = dict(RENDER_DEFAULTS)
     if spec not in (None, "default"):
