@@ -12,6 +12,9 @@ from morphgen.options import PER_ID_DEFAULT, scene_from_options
 from .options import default_text as _d
 from .options import merged_options
 
+_LANDMARKS_HELP = ("Landmark file of the model, replacing its own landmarks: written by `morphgen model landmarks`, or "
+                   "your own (JSON {\"landmarks\": {name: vertex}}, or 68 vertex indices in iBUG order). "
+                   "[default: <model>.landmarks.json beside the model file, when present]")
 _OUTPUT_HELP = "Extra modalities beside each image, comma-separated: depth, normals, albedo, illumination, mask, correspondence, regions."
 
 
@@ -21,6 +24,7 @@ def scene_options(f):
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
                      help="YAML/JSON file holding any of these options (keys as option names); flags given on the command line win."),
         click.option("--model", help="Model file: BFM 2017/2019 .h5, BFM 2009 .mat or morphgen .npz. Default: the embedded CC0 model."),
+        click.option("--landmarks", help=_LANDMARKS_HELP),
         click.option("--seed", type=int, help="Seed of every random draw. " + _d("seed")),
         click.option("--pose", help="Pose distribution: preset syn1m (yaw +-90, pitch +-30, roll +-15) or frontal (yaw +-35), or a YAML file of per-angle distributions like 'yaw: gaussian(0, 20)'. " + _d("pose")),
         click.option("--grid", help="Controlled mode instead of random pose: e.g. 'yaw=-90:90:15,pitch=0:0:1,lights=3'; per-id = grid size."),
@@ -37,6 +41,10 @@ def scene_options(f):
         click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
         click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
         click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
+        click.option("--photo", help="Camera and photo effects on each image: 'off', the preset 'realistic', or a "
+                     "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
+                     "Effects: occlusion, blur, motion, vignette, color, white_balance, gamma, lowres, noise, grey, "
+                     "jpeg; what each image got is recorded in its params. " + _d("photo")),
         click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
         click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). " + _d("antialias")),
         click.option("--outputs", help=_OUTPUT_HELP),

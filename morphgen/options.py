@@ -9,14 +9,15 @@ from pathlib import Path
 
 from .configfile import read_mapping
 from .errors import ConfigError
+from .render.photo import PhotoConfig
 
 # Defaults of every render option (None = decided later, e.g. per-id by a grid).
 RENDER_DEFAULTS: dict = {
-    "ids": 100, "per_id": None, "out": None, "model": None, "seed": 0, "pose": "syn1m", "grid": None,
+    "ids": 100, "per_id": None, "out": None, "model": None, "landmarks": None, "seed": 0, "pose": "syn1m", "grid": None,
     "shape_components": None, "color_components": None, "expression_components": None,
     "shape_dist": "gaussian", "color_dist": "gaussian", "expression_dist": "gaussian(0, 0.5, trunc=3)",
     "expressions": True, "illumination": "builtin", "bip": None, "no_color": False, "energy": None,
-    "backgrounds": "procedural", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
+    "backgrounds": "procedural", "photo": "off", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
     "mixup_phis": "0.5,0.6,0.7,0.8,0.9", "mixup_fraction": 0.5, "device": "cpu",
     "workers": None, "shard": None, "resume": False, "overwrite": False, "image_format": "png",
     "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "dask_address": None, "quiet": False,
@@ -70,6 +71,7 @@ def scene_from_options(opts: dict):
         raise ConfigError(f"--mixup-phis {opts['mixup_phis']!r}: write comma-separated numbers, e.g. 0.6,0.8") from None
     d = {
         "model": str(opts["model"]) if opts["model"] else None,
+        "landmarks": str(opts["landmarks"]) if opts.get("landmarks") else None,
         "seed": int(opts["seed"]),
         "ids": int(opts["ids"]),
         "shape_components": opts["shape_components"],
@@ -87,6 +89,7 @@ def scene_from_options(opts: dict):
         "no_color": bool(opts["no_color"]),
         "energy": opts["energy"],
         "backgrounds": str(opts["backgrounds"]),
+        "photo": PhotoConfig.parse(opts.get("photo") or "off").to_spec(),
         "size": int(opts["size"]),
         "antialias": int(opts["antialias"]),
         "outputs": _csv(opts["outputs"]),
@@ -101,11 +104,12 @@ def scene_from_options(opts: dict):
         raise ConfigError(f"--illumination {d['illumination']} needs --bip DIR (a folder of .rps files)")
     if d["bip"] and not d["illumination"].startswith("bip"):
         d["illumination"] = "bip-empirical"
-    if d["model"]:
+    if d["model"] or d["landmarks"]:
         from .loading import load_model
 
-        load_model(d["model"])  # fail before any work on a missing or corrupt model
-        d["model"] = str(Path(d["model"]).resolve())
+        # fail before any work on a missing or corrupt model, or one without its five alignment points
+        load_model(d["model"], d["landmarks"], need_five_points=True)
+        d["model"], d["landmarks"] = (str(Path(p).resolve()) if p else None for p in (d["model"], d["landmarks"]))
     if d["backgrounds"] not in ("procedural", "plain") and not d["backgrounds"].startswith("color:"):
         d["backgrounds"] = str(Path(d["backgrounds"]).resolve())
     from .render.backgrounds import make_background_source

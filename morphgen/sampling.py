@@ -19,9 +19,11 @@ from .distributions import Constant, Distribution, Gaussian, Uniform, check_with
 from .errors import ConfigError
 from .illumination import IlluminationPrior
 from .model import MorphableModel
+from .render.photo import PhotoConfig
 
 # Stream ids keep independent draws apart; never renumber them (it would change every dataset).
 _STREAM_SHAPE, _STREAM_COLOR, _STREAM_SAMPLE, _STREAM_MIXUP, _STREAM_LIGHT_SET = 1, 2, 3, 4, 5
+_STREAM_PHOTO = 7  # 6 is the background stream (scene.py)
 
 
 def rng_for(seed: int, stream: int, *indices: int) -> np.random.Generator:
@@ -185,6 +187,7 @@ class SamplingConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     grid: ControlledGrid | None = None
     mixup: MixupConfig | None = None
+    photo: PhotoConfig = field(default_factory=PhotoConfig)   # camera / photo effects per image
 
     def __post_init__(self) -> None:
         if self.n_identities < 1:
@@ -215,6 +218,7 @@ class ImageParams:
     background_seed: int
     mixup_partner: int | None = None
     mixup_weight: float | None = None  # phi: weight of `identity`
+    photo: dict | None = None          # camera / photo effects (render.photo); None when the scene has none
 
     @property
     def soft_label(self) -> dict | None:
@@ -235,7 +239,7 @@ class ImageParams:
                 f'"shape": {shape}, "color": {color}, {json.dumps(self._record_tail())[1:]}')
 
     def _record_tail(self) -> dict:
-        return {
+        tail = {
             "expression": _r6(self.expression),
             "yaw": round(float(self.yaw), 6),
             "pitch": round(float(self.pitch), 6),
@@ -246,6 +250,9 @@ class ImageParams:
             "background_seed": self.background_seed,
             "soft_label": self.soft_label,
         }
+        if self.photo is not None:  # absent for scenes without effects: their records stay as they were
+            tail["photo"] = self.photo
+        return tail
 
 
 def _r6(a: np.ndarray) -> list:
@@ -336,8 +343,9 @@ class SceneSampler:
             g = self._grid_points[sample]
             yaw, pitch, roll = g.get("yaw", yaw), g.get("pitch", pitch), g.get("roll", roll)
             sh = self._grid_lights[g["light"]].astype(np.float32)
+        photo = c.photo.sample(rng_for(c.seed, _STREAM_PHOTO, identity, sample)) if c.photo.active else None
         return ImageParams(identity, sample, shape.astype(np.float32), color.astype(np.float32), expression,
-                           yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi)
+                           yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi, photo)
 
 
 def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False) -> np.ndarray:

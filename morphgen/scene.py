@@ -7,21 +7,19 @@ loaded once per process.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
-from .calibration import LandmarkCalibration, sidecar_path
+from .calibration import LandmarkCalibration
 from .distributions import parse_distribution
 from .errors import ConfigError
 from .illumination import ILLUMINATION_KINDS, make_illumination
-from .loading import default_model_path, load_model
-from .model import sha256_file
+from .loading import load_model, model_digest
 from .render.backgrounds import make_background_source
 from .render.camera import Framing, Pose, frame_translation
+from .render.photo import PhotoConfig, apply_photo
 from .render.renderer import OUTPUTS, RenderSettings, render_batch
 from .sampling import (ControlledGrid, Decoder, ImageParams, MixupConfig, SamplingConfig, SceneSampler,
                        pose_config, rng_for)
@@ -35,6 +33,7 @@ _STREAM_BACKGROUND = 6
 class SceneConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     model: str | None = None  # None: the embedded default model
+    landmarks: str | None = None  # landmark file; None: <model>.landmarks.json beside the model, if any
     illumination: str = "builtin"
     bip: str | None = None
     no_color: bool = False
@@ -62,6 +61,7 @@ class SceneConfig:
         s = self.sampling
         return {
             "model": self.model,
+            **({"landmarks": self.landmarks} if self.landmarks else {}),  # absent when unset: old manifests still match
             "seed": s.seed,
             "ids": s.n_identities,
             "shape_components": s.shape_components,
@@ -74,6 +74,7 @@ class SceneConfig:
             "pose": s.pose.to_dict(),
             "grid": s.grid.to_dict() if s.grid else None,
             "identity_mixup": {"phis": list(s.mixup.phis), "fraction": s.mixup.fraction} if s.mixup else None,
+            **({"photo": s.photo.to_spec()} if s.photo.active else {}),  # absent when off: old manifests still match
             "illumination": self.illumination,
             "bip": self.bip,
             "no_color": self.no_color,
@@ -105,9 +106,10 @@ class SceneConfig:
             pose=pose_config(d.get("pose", D["pose"])),
             grid=ControlledGrid.parse(d["grid"]) if d.get("grid") else None,
             mixup=MixupConfig(tuple(float(p) for p in mix["phis"]), float(mix["fraction"])) if mix else None,
+            photo=PhotoConfig.parse(d.get("photo", D["photo"])),
         )
         return cls(
-            sampling=sampling, model=d.get("model"), illumination=d.get("illumination", D["illumination"]),
+            sampling=sampling, model=d.get("model"), landmarks=d.get("landmarks"), illumination=d.get("illumination", D["illumination"]),
             bip=d.get("bip"), no_color=bool(d.get("no_color", D["no_color"])), energy=d.get("energy"),
             backgrounds=d.get("backgrounds", D["backgrounds"]), size=int(d.get("size", D["size"])),
             antialias=int(d.get("antialias", D["antialias"])), outputs=tuple(d.get("outputs", ())),
@@ -115,13 +117,8 @@ class SceneConfig:
         )
 
     def model_hash(self) -> str:
-        """sha256 of the model file, combined with its landmark calibration's when present."""
-        path = Path(self.model) if self.model else default_model_path()
-        digest = sha256_file(path)
-        calib = sidecar_path(path)
-        if calib.exists():
-            digest = hashlib.sha256((digest + sha256_file(calib)).encode()).hexdigest()
-        return digest
+        """sha256 of the model file, combined with its calibration's and landmark file's when present."""
+        return model_digest(self.model, self.landmarks)
 
 
 @dataclass
@@ -166,6 +163,7 @@ class RenderPlan:
     translation: np.ndarray      # (B, 3) mm, camera space
     background_seed: np.ndarray  # (B,) int64
     backgrounds: np.ndarray | None = None  # (B, S, S, 3) uint8
+    photo: list | None = None    # per image: camera / photo effects (render.photo), None when the scene has none
 
     def __len__(self) -> int:
         return len(self.shape)
@@ -181,7 +179,7 @@ class SceneRenderer:
     def __init__(self, config: SceneConfig, batch_size: int = 32):
         self.config = config
         self.batch_size = batch_size
-        self.model = load_model(config.model)
+        self.model = load_model(config.model, config.landmarks, need_five_points=True)
         self.illumination = make_illumination(config.illumination, bip_dir=config.bip, no_color=config.no_color,
                                               energy=config.energy)
         self.sampler = SceneSampler(self.model, config.sampling, self.illumination)
@@ -239,9 +237,10 @@ class SceneRenderer:
         if with_backgrounds:
             backgrounds = np.stack([self.backgrounds.sample(rng_for(int(s), _STREAM_BACKGROUND), cfg.size, cfg.size)
                                     for s in seeds])
+        photo = [p.photo for p in params] if any(p.photo for p in params) else None
         return RenderPlan(params, shape, np.stack([p.color for p in params]).astype(np.float32), expr,
                           np.stack([p.sh for p in params]).astype(np.float32), pose.yaw, pose.pitch, pose.roll,
-                          pose.scale, t, seeds, backgrounds)
+                          pose.scale, t, seeds, backgrounds, photo)
 
     def _render_numba(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
         vertices = self.decoder.vertices(plan.shape, plan.expression if plan.expression.shape[1] else None)
@@ -294,6 +293,8 @@ class SceneRenderer:
         if plan.backgrounds is None:
             raise ConfigError("render_plan needs a plan made with its backgrounds (plan(..., with_backgrounds=True))")
         res, lm5 = self._render_numba(plan) if cfg.device == "cpu" else self._render_device(plan)
+        if plan.photo and cfg.device == "cpu":  # the device path applies them before leaving the GPU
+            res["rgb"] = np.stack([apply_photo(img, fx) for img, fx in zip(res["rgb"], plan.photo)])
         lm, vis = res["landmarks2d"], res["visibility"]
         out = {"rgb": res["rgb"], "landmarks": lm[:, 5:], "visible": vis[:, 5:], "landmarks5": lm5,
                "landmarks5_visible": vis[:, :5]}

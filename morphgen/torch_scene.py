@@ -87,6 +87,9 @@ class TorchScene:
                            outputs=("rgb", "landmarks2d", *outputs),
                            landmarks=r.five_point + (r.landmark_groups if all_landmarks else []),
                            reference_coords=r.model.shape.mean.reshape(-1, 3), region_labels=r._region_labels)
+        if plan.photo:
+            from .render.photo import apply_photo_torch
+            out["rgb"] = apply_photo_torch(out["rgb"].permute(0, 3, 1, 2), plan.photo).permute(0, 2, 3, 1)
         lm5 = out["landmarks2d"][:, :5]
         if r.calibration is not None:
             off = torch.from_numpy(r.calibration.offsets(plan.yaw).astype(np.float32)).to(dev)
