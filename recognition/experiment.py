@@ -60,7 +60,7 @@ import numpy as np
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
-from morphgen.options import RENDER_DEFAULTS, scene_from_options
+from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, scene_from_options
 
 from .data import identity_selector
 
@@ -291,7 +291,7 @@ def _render_options(base: Path, opts: dict) -> dict:
     for k in _RENDER_PATHS:
         o[k] = _rel(base, o[k])
     bg = str(o["backgrounds"])
-    if bg not in ("procedural", "plain") and not bg.startswith("color:"):
+    if bg not in BUILTIN_BACKGROUNDS and not bg.startswith("color:"):
         o["backgrounds"] = _rel(base, bg)
     pose = o["pose"]
     if isinstance(pose, str):

@@ -133,3 +133,24 @@ def test_render_cli_records_effects_and_refuses_bad_specs(tmp_path):
     res = CliRunner().invoke(cli, ["render", "--ids", "2", "--size", "32", "--photo", "realistic,jpeg=2",
                                       "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "jpeg=2 must be a probability" in res.output and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("spec", ["scenes", "mixed"])
+def test_scene_backgrounds_are_deterministic_photo_like_and_selectable(spec):
+    from morphgen.render.backgrounds import make_background_source
+
+    src = make_background_source(spec)
+    a = [src.sample(np.random.default_rng(k), 48, 64) for k in range(12)]
+    b = [make_background_source(spec).sample(np.random.default_rng(k), 48, 64) for k in range(12)]
+    assert all(x.shape == (48, 64, 3) and x.dtype == np.uint8 for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))                   # a pure function of the rng
+    assert len({x.tobytes() for x in a}) == 12
+    if spec == "scenes":   # photo statistics: less saturated than the pattern textures
+        pat = [make_background_source("procedural").sample(np.random.default_rng(k), 48, 64) for k in range(12)]
+
+        def saturation(xs):
+            return np.mean([np.median(cv2.cvtColor(x, cv2.COLOR_RGB2HSV)[..., 1]) for x in xs])
+
+        assert saturation(a) < 0.8 * saturation(pat)
+    r = _renderer("off", backgrounds=spec)
+    assert r.render([r.sampler.image_params(0, 0)])[0].rgb.shape == (64, 64, 3)

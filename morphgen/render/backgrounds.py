@@ -375,13 +375,17 @@ class PlainBackground:
 def make_background_source(spec: str | os.PathLike | None) -> BackgroundSource:
     """Background source from a user option.
 
-    None or "procedural" -> :class:`ProceduralBackgrounds`; "plain" -> a random colour
-    per image; "color:R,G,B" (0-255 or 0-1 values) -> that colour; anything else is a
-    folder of images.
+    None or "procedural" -> :class:`ProceduralBackgrounds`; "scenes" -> photo-like
+    rooms, streets and crowds out of focus (``scene_backgrounds``); "mixed" -> half of
+    each; "plain" -> a random colour per image; "color:R,G,B" (0-255 or 0-1 values) ->
+    that colour; anything else is a folder of images.
     """
     if spec is None or str(spec) == "procedural":
         return ProceduralBackgrounds()
     s = str(spec)
+    if s in ("scenes", "mixed"):
+        from .scene_backgrounds import MixedBackgrounds, SceneBackgrounds
+        return SceneBackgrounds() if s == "scenes" else MixedBackgrounds(ProceduralBackgrounds(), SceneBackgrounds())
     if s == "plain":
         return PlainBackground(None)
     if s.startswith("color:"):
