@@ -40,7 +40,7 @@ def scene_options(f):
         click.option("--bip", type=click.Path(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
         click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
         click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
-        click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
+        click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'scenes' (built-in photo-like rooms, streets and crowds, out of focus), 'mixed' (half of each), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
         click.option("--photo", help="Camera and photo effects on each image: 'off', the preset 'realistic', or a "
                      "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
                      "Effects: occlusion, blur, motion, vignette, color, white_balance, gamma, lowres, noise, grey, "

@@ -23,6 +23,7 @@ RENDER_DEFAULTS: dict = {
     "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "dask_address": None, "quiet": False,
 }
 PER_ID_DEFAULT = 10
+BUILTIN_BACKGROUNDS = ("procedural", "scenes", "mixed", "plain")   # other values are colours or folders
 
 
 def load_config_file(path: Path) -> dict:
@@ -110,7 +111,7 @@ def scene_from_options(opts: dict):
         # fail before any work on a missing or corrupt model, or one without its five alignment points
         load_model(d["model"], d["landmarks"], need_five_points=True)
         d["model"], d["landmarks"] = (str(Path(p).resolve()) if p else None for p in (d["model"], d["landmarks"]))
-    if d["backgrounds"] not in ("procedural", "plain") and not d["backgrounds"].startswith("color:"):
+    if d["backgrounds"] not in BUILTIN_BACKGROUNDS and not d["backgrounds"].startswith("color:"):
         d["backgrounds"] = str(Path(d["backgrounds"]).resolve())
     from .render.backgrounds import make_background_source
 
