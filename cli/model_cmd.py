@@ -9,6 +9,11 @@ from pathlib import Path
 
 import click
 
+LANDMARKS_OPTION = click.option(
+    "--landmarks", "landmarks_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Landmark file of the model, replacing its own landmarks (see `morphgen model landmarks --help` for the "
+         "format). [default: <model>.landmarks.json beside the model file, when present]")
+
 
 @click.group()
 def model() -> None:
@@ -17,14 +22,18 @@ def model() -> None:
 
 @model.command("info")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
+@LANDMARKS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
-def info(path: Path | None, as_json: bool) -> None:
+def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
     """Print source, vertex and triangle counts, PCA components and landmarks of PATH
     (the embedded default model when PATH is omitted)."""
     from morphgen.loading import load_model
+    from morphgen.model import five_point_names
 
-    m = load_model(path)
+    m = load_model(path, landmarks_file)
     s = m.summary()
+    s["landmark_file"] = m.metadata.get("landmark_file")
+    s["five_point_alignment"] = not five_point_names(m.landmarks)[1]
     if as_json:
         s["landmark_names"] = sorted(m.landmarks)
         click.echo(json.dumps(s, indent=2))
@@ -37,6 +46,10 @@ def info(path: Path | None, as_json: bool) -> None:
     click.echo(f"landmarks:  {s['landmarks']} named" + (f", iBUG-68: {s['ibug68']} of 68" if s["ibug68"] else ""))
     if m.landmarks:
         click.echo("            " + ", ".join(sorted(m.landmarks)))
+    if s["landmark_file"]:
+        click.echo(f"            from {s['landmark_file']}")
+    if not s["five_point_alignment"]:
+        click.echo(f"            not enough for 5-point alignment: `morphgen model landmarks {path}` finds them")
     if s["regions"]:
         click.echo(f"regions:    {', '.join(s['regions'])}")
     click.echo(f"sha256:     {s['sha256']}")
@@ -80,12 +93,13 @@ def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, e
 
 @model.command("calibrate")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
+@LANDMARKS_OPTION
 @click.option("--ids", type=int, default=40, show_default=True, help="Identities rendered for the fit.")
 @click.option("--per-id", type=int, default=10, show_default=True, help="Renders per identity.")
 @click.option("--yaw", type=float, default=60.0, show_default=True, help="Yaw drawn in +-YAW degrees.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file. [default: <model>.calibration.json beside the model, which load_model reads]")
-def calibrate(path: Path | None, ids: int, per_id: int, yaw: float, out: Path | None) -> None:
+def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: int, yaw: float, out: Path | None) -> None:
     """Fit the five alignment landmarks of PATH (default: the embedded model) to MTCNN's
     convention on its own renders, so synthetic and real crops share one alignment."""
     from morphgen.calibration import sidecar_path
@@ -95,8 +109,55 @@ def calibrate(path: Path | None, ids: int, per_id: int, yaw: float, out: Path | 
 
     if ids < 1 or per_id < 1 or not 0 < yaw <= 90:
         raise ConfigError("--ids and --per-id must be >= 1 and --yaw in (0, 90]")
-    cal = fit(str(path) if path else None, ids, per_id, yaw)
+    cal = fit(str(path) if path else None, ids, per_id, yaw, landmarks=str(landmarks_file) if landmarks_file else None)
     out = out or sidecar_path(path or default_model_path())
     cal.save(out)
     click.echo(f"wrote {out}: {cal.images} detected renders, mean 5-point distance to MTCNN "
                f"{cal.residual_before:.3f} -> {cal.residual_after:.3f} inter-ocular distances")
+
+
+@model.command("landmarks")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Landmark file to write. [default: <model>.landmarks.json beside the model, which every "
+                   "command then reads]")
+def landmarks(path: Path, out: Path | None) -> None:
+    """Find the five alignment landmarks of the model in PATH, for models that carry none
+    (BFM 2009, PCA models you converted): MTCNN on renders of the mean face at seven
+    near-frontal poses, each point carried back to the surface through the rasterizer's
+    triangle ids and barycentrics, averaged over the poses and snapped to a vertex.
+
+    \b
+    The landmark file (also what --landmarks reads) is JSON with 0-based vertex indices,
+    for example:
+      {"landmarks": {"right.eye.pupil.center": 1201, "left.eye.pupil.center": 1302,
+                     "center.nose.tip": 1403, "right.lips.corner": 1504,
+                     "left.lips.corner": 1605}, "vertices": 53490}
+    An eye may also be given by its corners (right.eye.corner_outer, right.eye.corner_inner,
+    ...). Published 68-point index lists are read as they are: a JSON list or a text file of
+    68 vertex indices in iBUG order, or {"ibug68": [...], "index_base": 1} for 1-based ones;
+    the five points come from iBUG 36/39, 42/45, 30, 48 and 54.
+
+    Then `morphgen model calibrate PATH` fits how MTCNN's points move with yaw."""
+    from morphgen.calibration import sidecar_path
+    from morphgen.landmark_file import landmark_sidecar, write_landmark_file
+    from morphgen.loading import load_model_file
+    from recognition.landmark_finder import NAMES, find_landmarks
+
+    m = load_model_file(path)
+    found = find_landmarks(m)
+    out = out or landmark_sidecar(path)
+    write_landmark_file(out, found.landmarks, m.n_vertices, {"found": found.to_dict()})
+    yaws, pitches = [p[0] for p in found.poses], [p[1] for p in found.poses]
+    click.echo(f"wrote {out}: 5 landmarks from MTCNN on {len(found.poses)} of {found.tried} renders of the mean face "
+               f"(yaw {min(yaws):g}..{max(yaws):g}, pitch {min(pitches):g}..{max(pitches):g}; "
+               f"inter-ocular distance {found.iod_mm:.1f} mm)")
+    for name, vertex, moved, fit in zip(NAMES, found.vertices, found.movement(), found.residual.mean(0)):
+        click.echo(f"  {name:<24} vertex {vertex:>6}: moved {moved:.3f} inter-ocular distances "
+                   f"({moved * found.iod_mm:.1f} mm) between poses; vertex to MTCNN {fit:.3f}")
+    command = f"morphgen model calibrate {path}" + ("" if out == landmark_sidecar(path) else f" --landmarks {out}")
+    if sidecar_path(path).exists():
+        click.echo(f"note: {sidecar_path(path)} was fitted to the model's earlier landmarks: fit it again with "
+                   f"`{command}`")
+    else:
+        click.echo(f"next: `{command}` fits how MTCNN's points move with yaw")

@@ -26,6 +26,8 @@ def _train_options(f):
         click.option("--online", help="Online synthesis instead of --data: every batch freshly rendered (P identities x K "
                      "images) from a `morphgen render` config file (YAML: model, ids = identity pool, pose, "
                      "identity-mixup...) or 'default'; needs --steps."),
+        click.option("--landmarks", help="With --online: landmark file of the config's model (see `morphgen model "
+                     "landmarks --help`), instead of the config's `landmarks` or <model>.landmarks.json beside it."),
         click.option("--online-unbounded", is_flag=True, default=None, help="With --online: every batch brings new "
                      "identities (2^31 of them) instead of drawing from the config's pool of `ids`; triplet loss only."),
         click.option("--data-format", type=click.Choice(FORMAT_CHOICES), help="How to read --data. [default: auto]"),

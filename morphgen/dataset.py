@@ -26,7 +26,8 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import chain, islice
 from pathlib import Path
@@ -35,7 +36,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, MorphgenError
 from .png import encode_png
 from .render.renderer import limit_threads
 from .scene import RenderPlan, RenderResult, SceneConfig, SceneRenderer
@@ -159,9 +160,22 @@ def _worker_init(job_dict: dict) -> None:
 
 
 def _pool_worker_init(job_dict: dict) -> None:
-    """`_worker_init` for the processes of our own pools, which also exit with the main process."""
+    """`_worker_init` for the processes of our own pools, which also exit with the main process.
+    An error here is kept and raised by every task (`_worker_state`): raised from an
+    initializer it would only break the pool, and the user would see a traceback of
+    BrokenProcessPool instead of the message."""
     _exit_with_parent()
-    _worker_init(job_dict)
+    try:
+        _worker_init(job_dict)
+    except Exception as exc:  # noqa: BLE001 (handed to the main process by the tasks)
+        _WORKER["init_error"] = exc
+
+
+def _worker_state() -> tuple[DatasetJob, SceneRenderer]:
+    """This worker's job and renderer, or the error its set-up raised."""
+    if "init_error" in _WORKER:
+        raise _WORKER["init_error"]
+    return _WORKER["job"], _WORKER["renderer"]
 
 
 def _exit_with_parent() -> None:
@@ -183,7 +197,7 @@ def _exit_with_parent() -> None:
 
 
 def _render_chunk_in_worker(out: str, chunk: int) -> tuple[int, int, int]:
-    return render_chunk(Path(out), _WORKER["job"], _WORKER["renderer"], chunk)
+    return render_chunk(Path(out), *_worker_state(), chunk)
 
 
 def render_chunk(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int) -> tuple[int, int, int]:
@@ -355,6 +369,40 @@ def pending_chunks(out: Path, job: DatasetJob, shard: tuple[int, int]) -> list[i
     return [c for c in range(k, job.n_chunks, n) if not chunk_marker(out, c).exists()]
 
 
+def discard_chunk(out: Path, job: DatasetJob, chunk: int) -> None:
+    """Remove what a failed chunk left: its folder under .partial/, and any of its identity
+    folders or shard already moved into place (without its params marker none is complete)."""
+    shutil.rmtree(out / PARTIAL_DIR / f"chunk_{chunk:06d}", ignore_errors=True)
+    for identity in job.chunk_identities(chunk):
+        folder = out / IMAGES_DIR / f"{identity:06d}"
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    (out / WDS_DIR / f"chunk_{chunk:06d}.tar").unlink(missing_ok=True)
+
+
+def chunk_error(out: Path, job: DatasetJob, chunk: int, exc: Exception) -> MorphgenError:
+    """The one-line error for a chunk that raised, in a worker or here, after discarding what
+    it left: a MorphgenError keeps its class and message, anything else (an OSError, a
+    crashed worker) is named by its type. Both say that finished chunks are kept."""
+    discard_chunk(out, job, chunk)
+    if isinstance(exc, BrokenProcessPool):
+        what = f"a worker process died while rendering chunk {chunk} (killed, or out of memory?)"
+    elif isinstance(exc, MorphgenError):
+        what = str(exc)
+    else:
+        what = f"chunk {chunk} failed: {exc.__class__.__name__}: {' '.join(str(exc).split())}"
+    cls = type(exc) if isinstance(exc, MorphgenError) else MorphgenError
+    return cls(f"{what}; finished chunks are kept in {out}: fix this and run the same command with --resume")
+
+
+def chunk_result(fut: Future, out: Path, job: DatasetJob, chunk: int):
+    """``fut.result()``, or the one-line `chunk_error` for what it raised."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        raise chunk_error(out, job, chunk, exc) from exc
+
+
 def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, resume: bool = False,
         overwrite: bool = False, progress: bool = True, executor=None) -> dict:
     """Render the dataset (or this shard of it) into `out`; returns a summary dict.
@@ -368,6 +416,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     shard_kn = parse_shard(shard)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
+    # this process, before the output folder is touched; workers then meet no surprise.
+    renderer = SceneRenderer(job.scene, batch_size=1024 if job.scene.device != "cpu" else 32)
     prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
     write_manifest(out, job, shard_kn)
     todo = pending_chunks(out, job, shard_kn)
@@ -384,12 +435,16 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
 
     try:
         if job.scene.device != "cpu":
-            _run_gpu(out, job, todo, workers, done)
+            _run_gpu(out, job, todo, workers, done, renderer)
         elif executor is None and workers == 1:
-            renderer = SceneRenderer(job.scene)
             for c in todo:
-                done(render_chunk(out, job, renderer, c))
+                try:
+                    result = render_chunk(out, job, renderer, c)
+                except Exception as exc:
+                    raise chunk_error(out, job, c, exc) from exc
+                done(result)
         else:
+            renderer = None  # the check's renderer is not kept: the workers make their own
             own = executor is None
             if own:
                 import multiprocessing as mp
@@ -399,19 +454,24 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 submit = lambda c: executor.submit(_render_chunk_in_worker, str(out), c)
             else:
                 submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
+            running: dict[Future, int] = {}  # future -> chunk
             try:
                 # Keep a bounded number of chunks in flight so memory stays flat in dataset size.
-                queue, running = list(todo), set()
+                queue = list(todo)
                 limit = 2 * max(workers, 1)
                 while queue or running:
                     while queue and len(running) < limit:
-                        running.add(submit(queue.pop(0)))
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        c = queue.pop(0)
+                        running[submit(c)] = c
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        done(fut.result())
+                        done(chunk_result(fut, out, job, running.pop(fut)))
             finally:
                 if own:
                     executor.shutdown(wait=True, cancel_futures=True)
+                for fut, c in running.items():  # in flight when one failed: drop any that failed too
+                    if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                        discard_chunk(out, job, c)
     finally:
         bar.close()
         manifest = write_manifest(out, job, shard_kn)
@@ -423,7 +483,8 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
             "chunks": job.n_chunks}
 
 
-def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) -> None:
+def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
+             renderer: SceneRenderer | None = None) -> None:
     """GPU path: the main process only renders; one pool of `workers` processes does all the
     CPU work around it. Workers sample and plan each chunk (coefficients, framing,
     backgrounds: about 1.4 ms an image of numpy, which capped throughput near 600 images/s
@@ -431,11 +492,12 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
     order in device batches straight into a slot of a `PixelRing`, and the same workers
     encode and write the results from there. At most 2 x workers plans and workers + 2
     writes are in flight, so memory stays flat in dataset size; a worker's exception is
-    raised here by `result()`. An image's bytes depend on its chunk (planned in one call,
-    rendered in its batches) and the config, so not on worker count, chunk order or resume."""
+    raised here as `chunk_error`'s one line. An image's bytes depend on its chunk (planned
+    in one call, rendered in its batches) and the config, so not on worker count, chunk
+    order or resume. `renderer`: this scene's (batch size 1024), when the caller has one."""
     import multiprocessing as mp
 
-    renderer = SceneRenderer(job.scene, batch_size=1024)
+    renderer = renderer or SceneRenderer(job.scene, batch_size=1024)
     chunks = iter(todo)
     max_rows, size = job.output.chunk_ids * job.per_id, job.scene.size
     planner_job = replace(job, scene=replace(job.scene, device="cpu"))  # workers never touch the device
@@ -444,7 +506,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
     # Backgrounds come back from the planners, and pixels go out to the writers, through rings.
     bg_ring: PixelRing | None = None
     ring: PixelRing | None = None  # its row layout is known after the first render
-    writes: dict = {}  # future -> ring slot
+    writes: dict = {}  # future -> (ring slot, chunk)
 
     def plan_next(c: int) -> tuple:
         slot = bg_ring.free.pop()
@@ -456,7 +518,7 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
         renderer.warm_up()  # device start-up overlaps the workers' (both take seconds)
         while plans:
             chunk, bg_slot, planned = plans.popleft()
-            plan, records = planned.result()
+            plan, records = chunk_result(planned, out, job, chunk)
             plan.backgrounds = bg_ring.views(bg_slot, len(plan))["backgrounds"]
             step = renderer.batch_size
             batches = (renderer.render_plan_arrays(slice_plan(plan, i, i + step)) for i in range(0, len(plan), step))
@@ -466,8 +528,9 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
             while not ring.free:
                 finished, _ = wait(writes, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    ring.free.append(writes.pop(fut))
-                    done(fut.result())
+                    slot, written = writes.pop(fut)
+                    ring.free.append(slot)
+                    done(chunk_result(fut, out, job, written))
             slot = ring.free.pop()
             views = ring.views(slot, len(plan))
             row = 0
@@ -478,9 +541,9 @@ def _run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done) ->
                 row += n
             bg_ring.free.append(bg_slot)  # rendered: the backgrounds were read
             plans.extend(plan_next(c) for c in islice(chunks, 1))
-            writes[pool.submit(_write_chunk_in_worker, str(out), chunk, ring.handle(slot, len(plan)), records)] = slot
-        for fut in writes:
-            done(fut.result())
+            writes[pool.submit(_write_chunk_in_worker, str(out), chunk, ring.handle(slot, len(plan)), records)] = slot, chunk
+        for fut, (_, written) in writes.items():
+            done(chunk_result(fut, out, job, written))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for r in (bg_ring, ring):
@@ -582,7 +645,7 @@ def _plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, lis
     the main process unpickles costs the GPU (per image: 0.06 ms to unpickle the params,
     0.2 ms for their records as dicts, about 0.03 ms for a 128 px background through the
     pipe, against microseconds for a JSON string; measured)."""
-    job, renderer = _WORKER["job"], _WORKER["renderer"]
+    job, renderer = _worker_state()
     params = [renderer.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(job.per_id)]
     plan = renderer.plan(params)
     read_ring(bg_handle)["backgrounds"][:] = plan.backgrounds
@@ -591,14 +654,14 @@ def _plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, lis
 
 def _write_chunk_in_worker(out: str, chunk: int, ring_handle: tuple, records: list[str]) -> tuple[int, int, int]:
     """Encode and write a rendered chunk from its ring slot, with the params records its planner made."""
-    job, renderer = _WORKER["job"], _WORKER["renderer"]
+    job, renderer = _worker_state()
     results = renderer.results_from_arrays(read_ring(ring_handle))
     return write_chunk(Path(out), job, chunk, list(zip(records, results, strict=True)))
 
 
 def slice_plan(plan: RenderPlan, start: int, stop: int) -> RenderPlan:
     """Images start:stop of a plan made with its backgrounds (every field is per image)."""
-    return RenderPlan(**{f.name: getattr(plan, f.name)[start:stop] for f in fields(plan)})
+    return RenderPlan(**{f.name: (None if (v := getattr(plan, f.name)) is None else v[start:stop]) for f in fields(plan)})
 
 
 def render_chunk_standalone(out: str, job_dict: dict, chunk: int) -> tuple[int, int, int]:

@@ -1,13 +1,15 @@
 """`load_model(path)`: one entry point for every model source, chosen by file type."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from .calibration import LandmarkCalibration, sidecar_path
 from .errors import ModelError
-from .model import MorphableModel, load_npz
+from .landmark_file import LandmarkFile, landmark_sidecar
+from .model import MorphableModel, five_point_names, load_npz, sha256_file
 
 DEFAULT_MODEL_FILE = "default_model.npz"
 
@@ -17,13 +19,38 @@ def default_model_path() -> Path:
     return Path(str(resources.files("morphgen.assets") / DEFAULT_MODEL_FILE))
 
 
-def load_model(path: str | Path | None = None) -> MorphableModel:
+def load_model(path: str | Path | None = None, landmarks: str | Path | None = None,
+               need_five_points: bool = False) -> MorphableModel:
     """Load a morphable model: None = embedded default, .h5 = BFM 2017/2019, .mat = BFM 2009,
-    .npz = morphgen's own format. A `<model>.calibration.json` beside the file (written by
-    `morphgen model calibrate`) is read into ``metadata["landmark_calibration"]``."""
+    .npz = morphgen's own format. Beside the file, `<model>.landmarks.json` (see
+    morphgen/landmark_file.py; ``landmarks`` names another file) replaces the model's
+    landmarks, and `<model>.calibration.json` (written by `morphgen model calibrate`) is
+    read into ``metadata["landmark_calibration"]``.
+
+    ``need_five_points``: rendering needs the five alignment points; without them this
+    raises a ModelError that says how to get them, before any work is done."""
     if path is None:
         path = default_model_path()
     path = Path(path)
+    model = load_model_file(path)
+    lm_file = Path(landmarks) if landmarks else landmark_sidecar(path)
+    if landmarks or lm_file.exists():
+        model = LandmarkFile.read(lm_file, model.n_vertices).apply(model)
+    calib = sidecar_path(path)
+    if calib.exists():  # landmark calibration against MTCNN, kept beside the model file
+        model = replace(model, metadata={**model.metadata,
+                                         "landmark_calibration": LandmarkCalibration.load(calib).to_dict()})
+    if need_five_points:
+        _, missing = five_point_names(model.landmarks)
+        if missing:
+            lacks = f"lacks {', '.join(missing)}" if model.landmarks else "its file carries none"
+            raise ModelError(f"{path} has no landmarks for 5-point alignment ({lacks}): "
+                             f"run `morphgen model landmarks {path}` to find them, or pass --landmarks FILE")
+    return model
+
+
+def load_model_file(path: Path) -> MorphableModel:
+    """The model in the file alone, without the files beside it, by file type."""
     if not path.exists():
         raise ModelError(f"model file {path} does not exist: give the path to a BFM .h5/.mat or a morphgen .npz")
     if path.is_dir():
@@ -37,9 +64,15 @@ def load_model(path: str | Path | None = None) -> MorphableModel:
         loader = load_npz
     else:
         raise ModelError(f"{path}: unknown model type {suffix!r}; expected .h5 (BFM 2017/2019), .mat (BFM 2009) or .npz")
-    model = loader(path)
-    calib = sidecar_path(path)
-    if calib.exists():  # landmark calibration against MTCNN, kept beside the model file
-        model = replace(model, metadata={**model.metadata,
-                                         "landmark_calibration": LandmarkCalibration.load(calib).to_dict()})
-    return model
+    return loader(path)
+
+
+def model_digest(path: str | Path | None = None, landmarks: str | Path | None = None) -> str:
+    """sha256 of the model file, combined with those of the files beside it that change its
+    renders (calibration, landmarks), as `load_model(path, landmarks)` reads them."""
+    path = Path(path) if path else default_model_path()
+    digest = sha256_file(path)
+    for extra in (sidecar_path(path), Path(landmarks) if landmarks else landmark_sidecar(path)):
+        if extra.exists():
+            digest = hashlib.sha256((digest + sha256_file(extra)).encode()).hexdigest()
+    return digest

@@ -31,6 +31,23 @@ FIVE_POINT_RECIPE: tuple[tuple[str, ...], ...] = (
     ("right.lips.corner",),
     ("left.lips.corner",),
 )
+# An eye may be marked by one point instead of its corners: the landmark finder
+# (`morphgen model landmarks`) places MTCNN's eye points, which are eye centres.
+EYE_CENTRES: tuple[str, str] = ("right.eye.pupil.center", "left.eye.pupil.center")
+
+
+def five_point_names(names) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The name groups whose means make the five points (FIVE_POINT_RECIPE order) among
+    ``names``, and the names missing for that (empty when all five are there)."""
+    groups, missing = [], []
+    for i, recipe in enumerate(FIVE_POINT_RECIPE):
+        if all(n in names for n in recipe):
+            groups.append(recipe)
+        elif i < 2 and EYE_CENTRES[i] in names:
+            groups.append((EYE_CENTRES[i],))
+        else:
+            missing += [n for n in recipe if n not in names]
+    return groups, missing
 
 
 @dataclass(frozen=True)
@@ -106,11 +123,13 @@ class MorphableModel:
         """Vertex index groups of the five alignment points (each point = mean of its group).
 
         Ordered for the image: the eye and mouth pairs are sorted by x of the mean shape.
+        An eye is the mean of its two corners, or its pupil centre where a model has no corners.
         """
-        missing = [n for group in FIVE_POINT_RECIPE for n in group if n not in self.landmarks]
+        recipe, missing = five_point_names(self.landmarks)
         if missing:
-            raise ModelError(f"model {self.name!r} lacks landmarks needed for 5-point alignment: {missing}")
-        groups = [[self.landmarks[n] for n in g] for g in FIVE_POINT_RECIPE]
+            raise ModelError(f"model {self.name!r} lacks landmarks needed for 5-point alignment: {missing}; "
+                             "`morphgen model landmarks MODEL_FILE` finds them")
+        groups = [[self.landmarks[n] for n in g] for g in recipe]
         mean = self.shape.mean.reshape(-1, 3)
 
         def x(group: list[int]) -> float:

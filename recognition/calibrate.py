@@ -13,10 +13,12 @@ from .detect import detect_faces
 
 
 def renders_and_detections(model: str | None, n_ids: int, per_id: int, yaw: float, seed: int,
-                           calibrated: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(landmarks5 (M,5,2), MTCNN points (M,5,2), yaw (M,)) over the renders MTCNN detects."""
+                           calibrated: bool, landmarks: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(landmarks5 (M,5,2), MTCNN points (M,5,2), yaw (M,)) over the renders MTCNN detects;
+    ``landmarks``: the model's landmark file, when not the one beside it."""
     pose = PoseConfig(yaw=Uniform(-yaw, yaw), pitch=Uniform(-15, 15), roll=Uniform(-10, 10))
-    scene = SceneConfig(sampling=SamplingConfig(seed=seed, n_identities=n_ids, pose=pose), model=model, size=160)
+    scene = SceneConfig(sampling=SamplingConfig(seed=seed, n_identities=n_ids, pose=pose), model=model,
+                        landmarks=landmarks, size=160)
     renderer = SceneRenderer(scene)
     if not calibrated:
         renderer.calibration = None
@@ -32,6 +34,7 @@ def renders_and_detections(model: str | None, n_ids: int, per_id: int, yaw: floa
     return np.array(lm), np.array(det), np.array(yaws)
 
 
-def calibrate(model: str | None, n_ids: int = 40, per_id: int = 10, yaw: float = 60.0, seed: int = 12345) -> LandmarkCalibration:
-    lm, det, yaws = renders_and_detections(model, n_ids, per_id, yaw, seed, calibrated=False)
+def calibrate(model: str | None, n_ids: int = 40, per_id: int = 10, yaw: float = 60.0, seed: int = 12345,
+              landmarks: str | None = None) -> LandmarkCalibration:
+    lm, det, yaws = renders_and_detections(model, n_ids, per_id, yaw, seed, calibrated=False, landmarks=landmarks)
     return LandmarkCalibration.fit(lm, det, yaws)

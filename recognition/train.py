@@ -62,6 +62,7 @@ class TrainConfig:
     data: str = ""                      # training data folder
     online: str | None = None           # online synthesis instead: a `morphgen render` config (YAML) or "default"
     online_unbounded: bool = False      # online: new identities in every batch instead of the config's pool (triplet)
+    landmarks: str | None = None        # online: the model's landmark file (else the config's, or the one beside the model)
     out: str = "run"                    # run folder
     data_format: str = "auto"           # auto | morphgen | folder | recordio
     arch: str = "nn4small2"             # nn4small2 | inception_resnet_v1 | iresnet18 | iresnet50
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ConfigError("give --data or --online, not both")
         if c.online and (c.steps is None or c.real_data):
             raise ConfigError("--online trains on an endless stream: give --steps, and no --real-data")
+        if c.landmarks and not c.online:
+            raise ConfigError("--landmarks names the landmark file of the --online config's model: it needs --online")
         if c.online_unbounded and (not c.online or c.loss != "triplet"):
             raise ConfigError("--online-unbounded draws new identities for every batch: it needs --online and "
                               "--loss triplet (a classifier head needs a fixed identity pool)")
@@ -385,7 +388,7 @@ def _train(cfg: TrainConfig, say) -> dict:
     size, tpl = cfg.input_size, cfg.template
     online = None
     if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
-        online = OnlineBatches(load_scene(cfg.online, {"device": str(device)}), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
+        online = OnlineBatches(load_scene(cfg.online, {"device": str(device), "landmarks": cfg.landmarks}), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
