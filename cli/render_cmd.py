@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from morphgen.errors import ConfigError
+from morphgen.outputs import check_image_path, check_writable
 
 from morphgen.options import PER_ID_DEFAULT, scene_from_options
 
@@ -45,6 +46,11 @@ def scene_options(f):
                      "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
                      "Effects: occlusion, blur, motion, vignette, color, white_balance, gamma, lowres, noise, grey, "
                      "jpeg; what each image got is recorded in its params. " + _d("photo")),
+        click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail, clothing, eye "
+                     "catch-lights: 'off', the preset 'full', or a preset then part=probability items, e.g. "
+                     "'full,eyewear=0' (0 switches one off). Parts: hair, eyewear, beard, skin, clothing, eyes, "
+                     "hair_vary (an image re-draws its identity's hairstyle); recorded in each image's params. "
+                     + _d("appearance")),
         click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
         click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). " + _d("antialias")),
         click.option("--outputs", help=_OUTPUT_HELP),
@@ -88,6 +94,7 @@ def render(ctx: click.Context, **kwargs) -> None:
     if not opts.get("out"):
         raise ConfigError("--out is required: the folder to write the dataset into")
     scene = scene_from_options(opts)
+    check_writable(opts["out"], "--out")
     job = DatasetJob(scene, opts["per_id"], OutputConfig(
         image_format=opts["image_format"], jpg_quality=opts["jpg_quality"], container=opts["container"],
         rps=bool(opts["rps"]), chunk_ids=opts["chunk_ids"]))
@@ -103,7 +110,7 @@ def render(ctx: click.Context, **kwargs) -> None:
         raise SystemExit(130) from None
     finally:
         if client is not None:
-            client.close()
+            _close_quietly(client)
     state = "complete" if summary["complete"] else f"{summary['chunks_done']}/{summary['chunks']} chunks done"
     click.echo(f"rendered {summary['images']} images in {summary['seconds']:.1f} s "
                f"({summary['images_per_s']:.0f} img/s, {summary['bytes'] / 1e6:.1f} MB); dataset {state}: {opts['out']}")
@@ -123,6 +130,21 @@ def _dask_client(address: str, workers: int):
         raise ConfigError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
 
 
+def _close_quietly(client) -> None:
+    """Close a Dask client (and the local cluster it owns) with the `distributed` logger
+    muted: a worker heartbeat racing the shutdown logs a CommClosedError after a
+    successful render, which reads like a failure."""
+    import logging
+
+    log = logging.getLogger("distributed")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        client.close()
+    finally:
+        log.setLevel(level)
+
+
 @click.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("preview.png"), show_default=True,
               help="PNG file to write.")
@@ -139,6 +161,7 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
 
     if not (1 <= rows <= 64 and 1 <= cols <= 64):
         raise ConfigError("--rows and --cols must be 1..64")
+    check_image_path(out, "--out")
     opts = merged_options(ctx, kwargs | {"ids": max(rows, 1)})
     scene = scene_from_options(opts)
     renderer = SceneRenderer(scene)

@@ -661,7 +661,12 @@ def _write_chunk_in_worker(out: str, chunk: int, ring_handle: tuple, records: li
 
 def slice_plan(plan: RenderPlan, start: int, stop: int) -> RenderPlan:
     """Images start:stop of a plan made with its backgrounds (every field is per image)."""
-    return RenderPlan(**{f.name: (None if (v := getattr(plan, f.name)) is None else v[start:stop]) for f in fields(plan)})
+    def part(v):
+        if v is None:
+            return None
+        return {k: a[start:stop] for k, a in v.items()} if isinstance(v, dict) else v[start:stop]
+
+    return RenderPlan(**{f.name: part(getattr(plan, f.name)) for f in fields(plan)})
 
 
 def render_chunk_standalone(out: str, job_dict: dict, chunk: int) -> tuple[int, int, int]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .configfile import read_mapping
+from .configfile import check_option, read_mapping
 from .errors import ConfigError
+from .appearance import AppearanceConfig
 from .render.photo import PhotoConfig
 
 # Defaults of every render option (None = decided later, e.g. per-id by a grid).
@@ -17,32 +18,75 @@ RENDER_DEFAULTS: dict = {
     "shape_components": None, "color_components": None, "expression_components": None,
     "shape_dist": "gaussian", "color_dist": "gaussian", "expression_dist": "gaussian(0, 0.5, trunc=3)",
     "expressions": True, "illumination": "builtin", "bip": None, "no_color": False, "energy": None,
-    "backgrounds": "procedural", "photo": "off", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
+    "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
     "mixup_phis": "0.5,0.6,0.7,0.8,0.9", "mixup_fraction": 0.5, "device": "cpu",
     "workers": None, "shard": None, "resume": False, "overwrite": False, "image_format": "png",
     "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "dask_address": None, "quiet": False,
 }
 PER_ID_DEFAULT = 10
+# Type (and range, where nothing later checks it) of each render option: flags arrive
+# typed, YAML values do not (`ids: two`, `expressions: maybe`). Checked first, so a bad
+# value is a one-line error before any work, never a traceback or a silent `true`.
+_INT, _TEXT, _FLAG, _NUMBER = (int, {}), (str, {}), (bool, {}), (float, {})
+RENDER_TYPES: dict[str, tuple[type, dict]] = {
+    "ids": (int, {"low": 1}), "per_id": (int, {"low": 1}), "seed": (int, {"low": 0}), "out": _TEXT, "model": _TEXT,
+    "landmarks": _TEXT, "grid": _TEXT, "shape_components": _INT, "color_components": _INT,
+    "expression_components": _INT, "shape_dist": _TEXT, "color_dist": _TEXT, "expression_dist": _TEXT,
+    "expressions": _FLAG, "illumination": _TEXT, "bip": _TEXT, "no_color": _FLAG, "energy": _NUMBER,
+    "backgrounds": _TEXT, "photo": _TEXT, "size": _INT, "antialias": _INT, "outputs": _TEXT, "identity_mixup": _FLAG,
+    "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT, "workers": (int, {"low": 1}), "shard": _TEXT,
+    "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT, "jpg_quality": _INT, "container": _TEXT,
+    "rps": _FLAG, "chunk_ids": _INT, "dask_address": _TEXT, "quiet": _FLAG,
+}
+# A controlled grid bigger than this per identity is a typo (a step of 0.0001), not a benchmark.
+MAX_GRID_POINTS = 10_000
 BUILTIN_BACKGROUNDS = ("procedural", "scenes", "mixed", "plain")   # other values are colours or folders
 
 
-def load_config_file(path: Path) -> dict:
+def load_config_file(path: Path, what: str = "--config") -> dict:
     """The options of a `--config` YAML/JSON file, keys normalised to option names (lists
-    of outputs / mixup weights and grid mappings joined into their flag spelling)."""
-    data = read_mapping(path, "--config")
+    of outputs / mixup weights and grid mappings joined into their flag spelling); `what`
+    names the file in messages (`morphgen train --online` reads one too)."""
+    data = read_mapping(path, what)
     out = {}
     for key, val in data.items():
         name = str(key).replace("-", "_")
         if name == "format":
             name = "container"
         if name not in RENDER_DEFAULTS or name in ("config",):
-            raise ConfigError(f"--config {path}: unknown key {key!r}; keys are the option names of `morphgen render --help`")
-        if isinstance(val, (list, tuple)) and name in ("outputs", "mixup_phis"):
-            val = ",".join(str(v) for v in val)
-        if isinstance(val, dict) and name == "grid":
-            val = ",".join(f"{k}={v}" for k, v in val.items())
-        out[name] = val
+            raise ConfigError(f"{what} {path}: unknown key {key!r}; keys are the option names of `morphgen render --help`")
+        out[name] = config_value(name, val)
     return out
+
+
+def config_value(name: str, val):
+    """A config file's value in its flag spelling: lists of outputs / mixup weights and
+    grid mappings joined, a single weight as text, and `photo: off` (which YAML reads as
+    false) as 'off'."""
+    if name in ("outputs", "mixup_phis") and isinstance(val, (list, tuple, int, float)) and not isinstance(val, bool):
+        return ",".join(str(v) for v in val) if isinstance(val, (list, tuple)) else str(val)
+    if name == "grid" and isinstance(val, dict):
+        return ",".join(f"{k}={v}" for k, v in val.items())
+    if name == "photo" and val is False:
+        return "off"
+    return val
+
+
+def check_types(opts: dict) -> None:
+    """Every render option's type and range (``RENDER_TYPES``), in place."""
+    for name, (kind, limits) in RENDER_TYPES.items():
+        if name in opts:
+            opts[name] = check_option(name, opts[name], kind, optional=RENDER_DEFAULTS[name] is None, **limits)
+    if not isinstance(opts.get("pose"), (str, dict)):
+        raise ConfigError(f"--pose must be a preset name, a YAML file or a mapping of angles, got {opts.get('pose')!r}")
+
+
+def grid_points(grid) -> int:
+    """Images per identity of a controlled grid, counted without listing them."""
+    n = grid.lights
+    for axis in (grid.yaw, grid.pitch, grid.roll):
+        n *= len(axis.values()) if axis is not None else 1
+    return n
 
 
 def _csv(text) -> list[str]:
@@ -59,13 +103,28 @@ def _parse_grid(text: str) -> dict:
     return spec
 
 
+def _check_backgrounds(spec: str) -> None:
+    """A missing or empty background folder, or one without a single readable image, stops
+    here, before any work: found while rendering, it would leave a dataset skeleton that
+    the corrected command then refuses as another config."""
+    import warnings
+
+    import numpy as np
+
+    from .render.backgrounds import FolderBackgrounds, make_background_source
+
+    source = make_background_source(spec)
+    if isinstance(source, FolderBackgrounds):
+        with warnings.catch_warnings():  # the broken files it meets are the renderer's to report
+            warnings.simplefilter("ignore")
+            source.sample(np.random.default_rng(0), 16, 16)
+
+
 def scene_from_options(opts: dict):
     """Build the SceneConfig (and fill per_id) from merged options; every check raises ConfigError."""
     from .scene import SceneConfig
 
-    for name in ("ids", "per_id"):
-        if opts.get(name) is not None and int(opts[name]) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {opts[name]}")
+    check_types(opts)
     try:
         phis = [float(p) for p in _csv(opts["mixup_phis"])]
     except ValueError:
@@ -91,6 +150,7 @@ def scene_from_options(opts: dict):
         "energy": opts["energy"],
         "backgrounds": str(opts["backgrounds"]),
         "photo": PhotoConfig.parse(opts.get("photo") or "off").to_spec(),
+        "appearance": AppearanceConfig.parse(opts.get("appearance") or "off").to_spec(),
         "size": int(opts["size"]),
         "antialias": int(opts["antialias"]),
         "outputs": _csv(opts["outputs"]),
@@ -113,11 +173,12 @@ def scene_from_options(opts: dict):
         d["model"], d["landmarks"] = (str(Path(p).resolve()) if p else None for p in (d["model"], d["landmarks"]))
     if d["backgrounds"] not in BUILTIN_BACKGROUNDS and not d["backgrounds"].startswith("color:"):
         d["backgrounds"] = str(Path(d["backgrounds"]).resolve())
-    from .render.backgrounds import make_background_source
-
-    make_background_source(d["backgrounds"])  # a missing or empty folder stops here, before any work
+    _check_backgrounds(d["backgrounds"])
     scene = SceneConfig.from_dict(d)
+    grid = scene.sampling.grid
+    if grid is not None and grid_points(grid) > MAX_GRID_POINTS:
+        raise ConfigError(f"--grid {opts['grid']} makes {grid_points(grid):,} images per identity, more than "
+                          f"{MAX_GRID_POINTS:,}: use coarser steps")
     if opts["per_id"] is None:
-        grid = scene.sampling.grid
-        opts["per_id"] = len(grid.points()) if grid is not None else PER_ID_DEFAULT
+        opts["per_id"] = grid_points(grid) if grid is not None else PER_ID_DEFAULT
     return scene

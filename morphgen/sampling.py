@@ -19,11 +19,13 @@ from .distributions import Constant, Distribution, Gaussian, Uniform, check_with
 from .errors import ConfigError
 from .illumination import IlluminationPrior
 from .model import MorphableModel
+from .appearance import AppearanceConfig
 from .render.photo import PhotoConfig
 
 # Stream ids keep independent draws apart; never renumber them (it would change every dataset).
 _STREAM_SHAPE, _STREAM_COLOR, _STREAM_SAMPLE, _STREAM_MIXUP, _STREAM_LIGHT_SET = 1, 2, 3, 4, 5
 _STREAM_PHOTO = 7  # 6 is the background stream (scene.py)
+_STREAM_LOOK_IDENTITY, _STREAM_LOOK_IMAGE = 8, 9
 
 
 def rng_for(seed: int, stream: int, *indices: int) -> np.random.Generator:
@@ -188,6 +190,7 @@ class SamplingConfig:
     grid: ControlledGrid | None = None
     mixup: MixupConfig | None = None
     photo: PhotoConfig = field(default_factory=PhotoConfig)   # camera / photo effects per image
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)   # hair, eyewear, beard, skin...
 
     def __post_init__(self) -> None:
         if self.n_identities < 1:
@@ -219,6 +222,7 @@ class ImageParams:
     mixup_partner: int | None = None
     mixup_weight: float | None = None  # phi: weight of `identity`
     photo: dict | None = None          # camera / photo effects (render.photo); None when the scene has none
+    appearance: dict | None = None     # hair, eyewear, beard... (morphgen.appearance); None when off
 
     @property
     def soft_label(self) -> dict | None:
@@ -252,6 +256,8 @@ class ImageParams:
         }
         if self.photo is not None:  # absent for scenes without effects: their records stay as they were
             tail["photo"] = self.photo
+        if self.appearance is not None:
+            tail["appearance"] = self.appearance
         return tail
 
 
@@ -344,8 +350,11 @@ class SceneSampler:
             yaw, pitch, roll = g.get("yaw", yaw), g.get("pitch", pitch), g.get("roll", roll)
             sh = self._grid_lights[g["light"]].astype(np.float32)
         photo = c.photo.sample(rng_for(c.seed, _STREAM_PHOTO, identity, sample)) if c.photo.active else None
+        look = (c.appearance.sample(rng_for(c.seed, _STREAM_LOOK_IDENTITY, identity),
+                                    rng_for(c.seed, _STREAM_LOOK_IMAGE, identity, sample))
+                if c.appearance.active else None)
         return ImageParams(identity, sample, shape.astype(np.float32), color.astype(np.float32), expression,
-                           yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi, photo)
+                           yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi, photo, look)
 
 
 def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False) -> np.ndarray:

@@ -19,6 +19,7 @@ from .illumination import ILLUMINATION_KINDS, make_illumination
 from .loading import load_model, model_digest
 from .render.backgrounds import make_background_source
 from .render.camera import Framing, Pose, frame_translation
+from .appearance import AppearanceConfig, appearance_for
 from .render.photo import PhotoConfig, apply_photo
 from .render.renderer import OUTPUTS, RenderSettings, render_batch
 from .sampling import (ControlledGrid, Decoder, ImageParams, MixupConfig, SamplingConfig, SceneSampler,
@@ -75,6 +76,7 @@ class SceneConfig:
             "grid": s.grid.to_dict() if s.grid else None,
             "identity_mixup": {"phis": list(s.mixup.phis), "fraction": s.mixup.fraction} if s.mixup else None,
             **({"photo": s.photo.to_spec()} if s.photo.active else {}),  # absent when off: old manifests still match
+            **({"appearance": s.appearance.to_spec()} if s.appearance.active else {}),
             "illumination": self.illumination,
             "bip": self.bip,
             "no_color": self.no_color,
@@ -107,6 +109,7 @@ class SceneConfig:
             grid=ControlledGrid.parse(d["grid"]) if d.get("grid") else None,
             mixup=MixupConfig(tuple(float(p) for p in mix["phis"]), float(mix["fraction"])) if mix else None,
             photo=PhotoConfig.parse(d.get("photo", D["photo"])),
+            appearance=AppearanceConfig.parse(d.get("appearance", D["appearance"])),
         )
         return cls(
             sampling=sampling, model=d.get("model"), landmarks=d.get("landmarks"), illumination=d.get("illumination", D["illumination"]),
@@ -164,6 +167,7 @@ class RenderPlan:
     background_seed: np.ndarray  # (B,) int64
     backgrounds: np.ndarray | None = None  # (B, S, S, 3) uint8
     photo: list | None = None    # per image: camera / photo effects (render.photo), None when the scene has none
+    appearance: dict | None = None   # batch arrays of morphgen.appearance (Appearance.arrays), None when off
 
     def __len__(self) -> int:
         return len(self.shape)
@@ -197,15 +201,28 @@ class SceneRenderer:
                                        device=config.device, framing=None)
         # Framing is done here (not in the renderer) so the sampled jitter is recorded.
         self.framing = Framing()
+        # Appearance (hair, glasses...) appends vertices with a fixed triangle list to the model's.
+        self.appearance = appearance_for(self.model) if config.sampling.appearance.active else None
+        self.triangles = self.appearance.triangles if self.appearance is not None else self.model.triangles
+        self.n_render_vertices = self.model.n_vertices + (self.appearance.n_extra if self.appearance else 0)
 
     @cached_property
     def _region_labels(self) -> np.ndarray | None:
+        """Region index per rendered vertex (-1 where none, and on hair and glasses)."""
         if not self.model.regions:
             return None
-        labels = np.full(self.model.n_vertices, -1, np.int32)
+        labels = np.full(self.n_render_vertices, -1, np.int32)
         for i, name in enumerate(sorted(self.model.regions)):
-            labels[self.model.regions[name]] = i
+            labels[:self.model.n_vertices][self.model.regions[name]] = i
         return labels
+
+    @cached_property
+    def _reference_coords(self) -> np.ndarray:
+        """The mean shape per rendered vertex (correspondence output); hair and glasses take
+        the origin."""
+        ref = np.zeros((self.n_render_vertices, 3), np.float32)
+        ref[:self.model.n_vertices] = self.model.shape.mean.reshape(-1, 3)
+        return ref
 
     @cached_property
     def _five_point_decoder(self) -> tuple[Decoder, list[list[int]]]:
@@ -238,16 +255,19 @@ class SceneRenderer:
             backgrounds = np.stack([self.backgrounds.sample(rng_for(int(s), _STREAM_BACKGROUND), cfg.size, cfg.size)
                                     for s in seeds])
         photo = [p.photo for p in params] if any(p.photo for p in params) else None
+        look = self.appearance.arrays([p.appearance for p in params]) if self.appearance is not None else None
         return RenderPlan(params, shape, np.stack([p.color for p in params]).astype(np.float32), expr,
                           np.stack([p.sh for p in params]).astype(np.float32), pose.yaw, pose.pitch, pose.roll,
-                          pose.scale, t, seeds, backgrounds, photo)
+                          pose.scale, t, seeds, backgrounds, photo, look)
 
     def _render_numba(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
         vertices = self.decoder.vertices(plan.shape, plan.expression if plan.expression.shape[1] else None)
         albedo = self.decoder.albedo(plan.color)
-        res = render_batch(vertices, albedo, plan.sh, plan.pose(), self.model.triangles, self.settings,
+        if self.appearance is not None:
+            vertices, albedo = self.appearance.apply(vertices, albedo, plan.appearance, np)
+        res = render_batch(vertices, albedo, plan.sh, plan.pose(), self.triangles, self.settings,
                            backgrounds=plan.backgrounds, landmarks=self.five_point + self.landmark_groups,
-                           reference_coords=self.model.shape.mean.reshape(-1, 3), region_labels=self._region_labels)
+                           reference_coords=self._reference_coords, region_labels=self._region_labels)
         lm5 = res["landmarks2d"][:, :5]
         if self.calibration is not None:
             lm5 = self.calibration.apply(lm5, plan.yaw)

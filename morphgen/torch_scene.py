@@ -47,7 +47,7 @@ class TorchScene:
         self.expr_mean = t(d.expr_mean) if d.expr_basis is not None else None
         self.expr_basis_t = t(d.expr_basis.T) if d.expr_basis is not None else None
         self.n_vertices = d.n_vertices
-        self.triangles = torch.as_tensor(np.asarray(renderer.model.triangles), dtype=torch.long, device=dev)
+        self.triangles = torch.as_tensor(np.asarray(renderer.triangles), dtype=torch.long, device=dev)
         self.camera = renderer.settings.camera
         size = renderer.config.size
         src = renderer.backgrounds
@@ -76,6 +76,9 @@ class TorchScene:
         `outputs` as render_torch returns them."""
         r, dev = self.renderer, self.device
         vertices, albedo = self.decode(plan)
+        if r.appearance is not None:
+            look = {k: torch.from_numpy(a).to(dev, non_blocking=True) for k, a in plan.appearance.items()}
+            vertices, albedo = r.appearance.apply(vertices, albedo, look, torch)
         if plan.backgrounds is not None:
             backgrounds = torch.from_numpy(plan.backgrounds).to(dev)
         elif self.pool is not None:
@@ -86,7 +89,7 @@ class TorchScene:
                            self.camera, antialias=r.config.antialias, backgrounds=backgrounds.float().div_(255.0),
                            outputs=("rgb", "landmarks2d", *outputs),
                            landmarks=r.five_point + (r.landmark_groups if all_landmarks else []),
-                           reference_coords=r.model.shape.mean.reshape(-1, 3), region_labels=r._region_labels)
+                           reference_coords=r._reference_coords, region_labels=r._region_labels)
         if plan.photo:
             from .render.photo import apply_photo_torch
             out["rgb"] = apply_photo_torch(out["rgb"].permute(0, 3, 1, 2), plan.photo).permute(0, 2, 3, 1)

@@ -60,7 +60,7 @@ import numpy as np
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
-from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, scene_from_options
+from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, config_value, scene_from_options
 
 from .data import identity_selector
 
@@ -68,10 +68,11 @@ TOP_KEYS = ("name", "description", "out", "workers", "dataset_defaults", "recipe
             "recipes", "cells", "evaluations")
 # render options an experiment decides itself (output folder, resumption, parallelism)
 _RENDER_EXCLUDED = ("out", "workers", "shard", "resume", "overwrite", "dask_address", "quiet", "config")
-_RENDER_PATHS = ("model", "bip")
+_RENDER_PATHS = ("model", "bip", "landmarks")
 # trainer fields the experiment decides itself
 _TRAIN_EXCLUDED = ("data", "out", "resume", "progress", "extra")
 _TRAIN_PATHS = ("real_data", "list_file", "init", "cache_dir", "real_preview")
+_TRAIN_INPUTS = ("real_data", "list_file", "init", "real_preview")   # must exist before anything runs
 RECIPE_EXTRA = ("init_from", "train_on", "identities", "label")
 TRAIN_ON = ("dataset", "real", "dataset+real", "online")
 NONE = "none"
@@ -222,6 +223,8 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
         for k in _TRAIN_PATHS:
             if k in opts:
                 opts[k] = _rel(base, opts[k])
+                if k in _TRAIN_INPUTS and opts[k] and not Path(opts[k]).exists():  # not hours later, at that cell
+                    raise ConfigError(f"{where}: recipes.{name}.{k} {opts[k]} does not exist")
         if opts.get("online") not in (None, "default"):
             opts["online"] = _rel(base, opts["online"])
         train_on = extra.get("train_on") or ("online" if opts.get("online") else
@@ -282,12 +285,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
 
 def _render_options(base: Path, opts: dict) -> dict:
     o = dict(RENDER_DEFAULTS)
-    for k, v in opts.items():
-        if isinstance(v, (list, tuple)) and k in ("outputs", "mixup_phis"):
-            v = ",".join(str(x) for x in v)
-        if isinstance(v, dict) and k == "grid":
-            v = ",".join(f"{a}={b}" for a, b in v.items())
-        o[k] = v
+    o.update({k: config_value(k, v) for k, v in opts.items()})
     for k in _RENDER_PATHS:
         o[k] = _rel(base, o[k])
     bg = str(o["backgrounds"])

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
+from ..probspec import parse_probabilities, to_spec
 
 EFFECTS = ("occlusion", "blur", "motion", "vignette", "color", "white_balance", "gamma", "lowres", "noise", "grey",
            "jpeg")
@@ -65,30 +65,7 @@ class PhotoConfig:
         (``realistic,grey=0.3,jpeg=0``); a bare ``effect=p`` list starts from off."""
         if isinstance(spec, PhotoConfig):
             return spec
-        if isinstance(spec, dict):
-            items = [f"{k}={v}" for k, v in spec.items()]
-        else:
-            items = [t.strip() for t in str(spec if spec is not None else "off").split(",") if t.strip()]
-        probs: dict[str, float] = {}
-        for k, item in enumerate(items):
-            name, sep, val = item.partition("=")
-            name = name.strip().replace("-", "_")
-            if not sep:
-                if k != 0 or name not in PRESETS:
-                    raise ConfigError(f"--photo {spec!r}: {name!r} is not a preset ({', '.join(PRESETS)}); "
-                                      "write a preset first, then effect=probability items")
-                probs.update(PRESETS[name])
-                continue
-            if name not in EFFECTS:
-                raise ConfigError(f"--photo {spec!r}: unknown effect {name!r}; effects: {', '.join(EFFECTS)}")
-            try:
-                p = float(val)
-            except ValueError:
-                p = float("nan")
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(f"--photo {spec!r}: {name}={val.strip()} must be a probability in [0, 1]")
-            probs[name] = p
-        return cls(tuple((e, probs[e]) for e in EFFECTS if probs.get(e, 0.0) > 0.0))
+        return cls(parse_probabilities(spec, EFFECTS, PRESETS, "--photo"))
 
     @property
     def active(self) -> bool:
@@ -96,7 +73,7 @@ class PhotoConfig:
 
     def to_spec(self) -> str:
         """The canonical spec (what manifests record): 'off' or 'effect=p,...'."""
-        return ",".join(f"{e}={p:g}" for e, p in self.probs) if self.probs else "off"
+        return to_spec(self.probs)
 
     def sample(self, rng: np.random.Generator) -> dict:
         """The effects of one image, as a JSON-able dict ({} when it drew none). Draws a

@@ -1,0 +1,178 @@
+"""Where things are on a morphable model's face, for any model with the five alignment
+landmarks: a face frame and soft per-vertex fields (beard zones, a clothing band, skin
+spot patterns, eye catch-lights) on the mean shape.
+
+The frame: origin between the eyes, x toward the subject's left eye, y up (eye line to
+mouth line), z out of the face, unit = inter-ocular distance (IOD, about 60 mm). Zones
+are written in those units, so they land on the same anatomy of the embedded model, BFM
+2009/2017/2019 or any converted model. Where a model names regions (the embedded one:
+lips, nose, eyes, ears, hair, neck, mouth_interior), they refine the zones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..model import MorphableModel
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    origin: np.ndarray   # (3,) mm, between the eyes
+    axes: np.ndarray     # (3, 3) rows: x (to the subject's left), y (up), z (out of the face)
+    iod: float           # mm
+
+    def coords(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) points in mm -> frame coordinates in IOD units."""
+        return (np.asarray(points, np.float64) - self.origin) @ self.axes.T / self.iod
+
+
+def five_points(model: MorphableModel, vertices: np.ndarray) -> np.ndarray:
+    """(5, 3): the alignment points (eye, eye, nose, mouth, mouth; image order) of a mesh."""
+    groups = model.five_point_vertices()
+    return np.stack([vertices[np.atleast_1d(g)].mean(0) for g in groups])
+
+
+def face_frame(p5: np.ndarray) -> FaceFrame:
+    """The face frame of five alignment points (MTCNN order: image-left eye first, i.e. the
+    subject's right eye)."""
+    p5 = np.asarray(p5, np.float64)
+    right_eye, left_eye, nose = p5[0], p5[1], p5[2]
+    mouth = (p5[3] + p5[4]) / 2
+    origin = (right_eye + left_eye) / 2
+    x = left_eye - right_eye
+    iod = float(np.linalg.norm(x))
+    x /= iod
+    y = origin - mouth
+    y -= x * (y @ x)
+    y /= np.linalg.norm(y)
+    z = np.cross(x, y)
+    if (nose - origin) @ z < 0:
+        z = -z
+    return FaceFrame(origin, np.stack([x, y, z]), iod)
+
+
+def smoothstep(e0: float, e1: float, x):
+    t = np.clip((np.asarray(x, np.float64) - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def band(x, lo: float, hi: float, soft: float):
+    """1 inside [lo, hi], fading to 0 over `soft` outside."""
+    return smoothstep(lo - soft, lo, x) * (1 - smoothstep(hi, hi + soft, x))
+
+
+def mesh_smoother(triangles: np.ndarray, n: int):
+    """Averaging over each vertex's one-ring (and itself), applied `it` times."""
+    t = np.asarray(triangles, np.int64)
+    rows = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
+    cols = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])
+    a = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    a.data[:] = 1.0
+    a = a + sp.eye(n, format="csr")
+    avg = sp.diags(1.0 / np.asarray(a.sum(1)).ravel()) @ a
+
+    def smooth(f, it: int):
+        f = np.asarray(f, np.float64)
+        for _ in range(it):
+            f = avg @ f
+        return f
+
+    return smooth
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    v = np.asarray(vertices, np.float64)
+    t = np.asarray(triangles, np.int64)
+    fn = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, t[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def region(model: MorphableModel, name: str) -> np.ndarray | None:
+    r = model.regions.get(name)
+    return None if r is None else np.asarray(r, bool)
+
+
+def beard_fields(model: MorphableModel, c: np.ndarray, normals_f: np.ndarray, smooth) -> np.ndarray:
+    """(5, N) soft zones: moustache, chin (goatee), jaw and cheeks, under the jaw, sideburns."""
+    u, v, w = np.abs(c[:, 0]), c[:, 1], c[:, 2]
+    front = smoothstep(-1.0, -0.7, w)
+    keep = np.ones(len(c))
+    for name in ("lips", "nose", "eyes", "ears", "mouth_interior", "teeth", "hair", "eyebrows"):
+        r = region(model, name)
+        if r is not None:
+            keep *= 1.0 - smooth(r, 1)
+    lips = region(model, "lips")
+    if lips is None:  # no region: an ellipse around the mouth line
+        keep *= 1 - smoothstep(0.9, 1.1, np.sqrt((u / 0.5) ** 2 + ((v + 1.15) / 0.14) ** 2))
+    moustache = band(v, -1.05, -0.82, 0.06) * (1 - smoothstep(0.5, 0.62, u)) * front
+    chin = band(v, -1.95, -1.25, 0.1) * (1 - smoothstep(0.38, 0.5, u)) * front
+    cheek_top = -0.55 - 0.45 * (1 - smoothstep(0.4, 1.1, u))        # lower toward the mouth
+    jaw = (1 - smoothstep(cheek_top, cheek_top + 0.12, v)) * smoothstep(-2.3, -2.0, v) * (1 - smoothstep(1.15, 1.3, u)) * front
+    neck = (1 - smoothstep(-2.05, -1.85, v)) * smoothstep(-2.9, -2.6, v) * (1 - smoothstep(0.9, 1.1, u)) \
+        * (normals_f[:, 1] < 0.3) * smoothstep(-0.6, -0.3, w)
+    side = band(u, 1.0, 1.3, 0.08) * band(v, -0.55, 0.35, 0.1) * band(w, -1.0, -0.35, 0.1)
+    return np.stack([smooth(f * keep, 2) for f in (moustache, chin, jaw, neck, side)]).astype(np.float32)
+
+
+def clothing_band(model: MorphableModel, c: np.ndarray, smooth) -> np.ndarray:
+    """(N,) the lowest part of the neck, where a collar or shirt would start (the cut
+    neck otherwise reads as an artefact in crops)."""
+    v = c[:, 1]
+    lowest = float(v.min())
+    chin = -1.75
+    if lowest > chin - 0.8:   # a face-only mesh (BFM face12): no neck to dress
+        return np.zeros(len(c), np.float32)
+    neck = region(model, "neck")
+    f = 1 - smoothstep(lowest + 0.45, lowest + 0.75, v)
+    if neck is not None:
+        f = f * smooth(neck | (v < lowest + 0.3), 1)
+    return smooth(f, 1).astype(np.float32)
+
+
+def spot_fields(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray, skin: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) skin spot patterns and their kinds (0 freckles, 1 moles, 2 blemishes / redness,
+    3 age spots): freckles cluster on the nose and cheeks, the others anywhere on the face."""
+    u, v, w = np.abs(c[:, 0]), c[:, 1], c[:, 2]
+    face = skin & (w > -0.6) & (v > -2.0) & (v < 1.2)
+    cand = np.flatnonzero(face)
+    fr_w = np.exp(-(((u - 0.55) / 0.45) ** 2 + ((v + 0.45) / 0.45) ** 2))[cand] + 0.1
+    fields, kinds = [], []
+    spec = [(0, 16, 70, 2.2), (1, 12, 3, 1.8), (2, 8, 6, 5.0), (3, 8, 6, 4.0)]   # kind, patterns, spots, sigma mm
+    for kind, n_patterns, n_spots, sigma in spec:
+        for _ in range(n_patterns):
+            if len(cand) == 0:  # no face skin (a toy mesh): nothing to mark
+                fields.append(np.zeros(len(c), np.float32))
+                kinds.append(kind)
+                continue
+            p = fr_w / fr_w.sum() if kind == 0 else None
+            k = min(n_spots, len(cand))
+            centres = x_mm[rng.choice(cand, k, replace=False, p=p)]
+            d2 = ((x_mm[:, None, :] - centres[None]) ** 2).sum(-1)
+            f = np.exp(-d2 / (2 * (sigma * rng.uniform(0.7, 1.3, k)) ** 2)).max(1) * face
+            fields.append(f.astype(np.float32))
+            kinds.append(kind)
+    return np.stack(fields), np.array(kinds)
+
+
+def catchlight_field(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(N,) a small spot on each cornea, up and toward the camera's left of the pupil, where a
+    key light's reflection sits in most portraits."""
+    eyes = region(model, "eyes")
+    out = np.zeros(len(c), np.float32)
+    if eyes is None:
+        return out
+    for side in ("left", "right"):
+        name = f"{side}.eye.pupil.center"
+        if name not in model.landmarks:
+            continue
+        target = x_mm[model.landmarks[name]] + np.array([-1.5, 1.5, 0.5])   # mm
+        d = np.linalg.norm(x_mm - target, axis=1)
+        out = np.maximum(out, (np.exp(-0.5 * (d / 1.2) ** 2) * eyes).astype(np.float32))
+    return out

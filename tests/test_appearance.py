@@ -1,0 +1,139 @@
+"""Appearance (morphgen.appearance): hair shells, eyewear, facial hair, skin, clothing and
+catch-lights are per-(seed, identity, sample) choices recorded in the params, the numpy
+and torch paths dress a mesh alike, every backend renders the same pixels, and an absent
+part leaves the image as it was."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from morphgen.appearance import PARTS, AppearanceConfig, appearance_for, eyewear, hair
+from morphgen.errors import ConfigError
+from morphgen.loading import load_model
+from morphgen.options import RENDER_DEFAULTS, scene_from_options
+from morphgen.scene import SceneRenderer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _renderer(spec="full", size=64, **kw):
+    return SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, ids=40, size=size, appearance=spec, **kw)))
+
+
+def test_spec_and_errors():
+    full = AppearanceConfig.parse("full")
+    assert full.active and AppearanceConfig.parse(full.to_spec()) == full
+    assert "eyewear" not in dict(AppearanceConfig.parse("full,eyewear=0").probs)
+    assert not AppearanceConfig.parse("off").active and not AppearanceConfig.parse("hair_vary=1").active
+    for spec, msg in (("fancy", "not a preset"), ("full,hats=1", "unknown effect 'hats'"),
+                      ("full,hair=2", "hair=2 must be a probability")):
+        with pytest.raises(ConfigError, match=msg):
+            AppearanceConfig.parse(spec)
+
+
+def test_identity_parts_are_fixed_image_parts_vary_and_all_are_recorded():
+    r = _renderer()
+    looks = {(i, s): r.sampler.image_params(i, s).appearance for i in range(40) for s in range(6)}
+    again = _renderer().sampler.image_params(7, 3).appearance
+    assert again == looks[(7, 3)]                                                 # a pure function of the key
+    for i in range(40):
+        for part in ("hair", "beard", "skin"):
+            assert len({json.dumps(looks[(i, s)][part], sort_keys=True) for s in range(6)}) == 1, (i, part)
+    assert len({json.dumps(looks[(i, s)]["clothing"], sort_keys=True) for i in range(3) for s in range(6)}) > 10
+    styles = {looks[(i, 0)]["hair"]["style"] for i in range(40) if looks[(i, 0)]["hair"]}
+    assert len(styles) >= 5
+    wearers = sum(any(looks[(i, s)]["eyewear"] for s in range(6)) for i in range(40))
+    assert 4 <= wearers <= 25 and any(looks[(i, 0)]["beard"] for i in range(40))
+    rec = json.loads(r.sampler.image_params(3, 1).to_json())
+    assert rec["appearance"] == looks[(3, 1)]
+    off = _renderer("off").sampler.image_params(3, 1)
+    assert off.appearance is None and "appearance" not in off.to_record()
+    # switching one part off leaves the others' draws alone
+    no_glasses = _renderer("full,eyewear=0").sampler.image_params(3, 1).appearance
+    assert {k: v for k, v in no_glasses.items()} == {k: v for k, v in looks[(3, 1)].items() if k != "eyewear"}
+
+
+def test_numpy_and_torch_dress_a_mesh_alike():
+    r = _renderer()
+    ap = r.appearance
+    params = [r.sampler.image_params(i, s) for i in range(6) for s in range(3)]
+    arr = ap.arrays([p.appearance for p in params])
+    v = r.decoder.vertices(np.stack([p.shape for p in params]), np.stack([p.expression for p in params]))
+    a = r.decoder.albedo(np.stack([p.color for p in params]))
+    vn, an = ap.apply(v, a, arr, np)
+    vt, at = ap.apply(torch.from_numpy(v), torch.from_numpy(a), {k: torch.from_numpy(x) for k, x in arr.items()}, torch)
+    assert vn.shape == (len(params), r.n_render_vertices, 3) == an.shape
+    assert np.allclose(vn, vt.numpy(), atol=1e-3) and np.allclose(an, at.numpy(), atol=1e-5)
+    assert int(r.triangles.max()) == r.n_render_vertices - 1
+
+
+def test_backends_render_the_same_pixels():
+    from morphgen.torch_scene import TorchScene
+
+    r = _renderer("full,eyewear=1", size=64)
+    params = [r.sampler.image_params(i, s) for i in range(4) for s in range(2)]
+    plan = r.plan(params)
+    cpu = r.render_plan_arrays(plan)["rgb"].astype(np.float32)
+    dev = TorchScene(r, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
+    d = np.abs(cpu - dev)
+    assert d.mean() < 1.0 and np.mean(d > 8) < 0.01
+
+
+def test_absent_parts_leave_the_image_alone():
+    r = _renderer("full", size=64)
+    p = r.sampler.image_params(5, 0)
+    bare = replace(p, appearance={k: None for k in p.appearance})
+    with_nothing = r.render([bare])[0].rgb.astype(int)
+    plain = _renderer("off", size=64)
+    base = plain.render([replace(p, appearance=None)])[0].rgb.astype(int)
+    assert np.abs(with_nothing - base).max() <= 2        # shells inside the head, glasses collapsed: unseen
+    dressed = r.render([replace(p, appearance=dict(p.appearance, eyewear=eyewear.sample_style(np.random.default_rng(0)),
+                                                   hair=dict(hair.sample_style(np.random.default_rng(1)), style="medium",
+                                                             length=15.0)))])[0].rgb.astype(int)
+    assert np.abs(dressed - base).mean() > 3
+
+
+def test_glasses_sit_on_the_eyes():
+    m = load_model(None)
+    ap = appearance_for(m)
+    g = eyewear.sample_style(np.random.default_rng(3))
+    coords = eyewear.frame_coords(g)
+    assert coords.shape == (eyewear.N_VERTICES, 3)
+    mean = (m.shape.mean.reshape(-1, 3) + m.expression.mean.reshape(-1, 3)).astype(np.float32)[None]
+    placed = ap._place(mean, coords[None], _np_tensors(), np)[0]
+    eyes = np.stack([mean[0, np.atleast_1d(gr)].mean(0) for gr in m.five_point_vertices()[:2]])
+    rims = placed[:eyewear.N_RIM * 2].reshape(2, -1, 3).mean(1)
+    assert np.linalg.norm(rims[:, :2] - eyes[:, :2], axis=1).max() < 12.0            # mm, in x and y
+    assert (rims[:, 2] > eyes[:, 2]).all()                                             # in front of the eyes
+    hidden = ap._place(mean, eyewear.frame_coords(None)[None], _np_tensors(), np)[0]
+    assert np.ptp(hidden, axis=0).max() < 1e-4                                         # collapsed: zero area
+
+
+def _np_tensors():
+    from morphgen.appearance import _Tensors
+    return _Tensors(np, None)
+
+
+def test_models_without_hair_regions_dress_too(tiny_model, tmp_path):
+    path = tmp_path / "tiny.npz"
+    tiny_model.save_npz(path)
+    r = SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, ids=4, size=48, appearance="full", model=str(path))))
+    out = r.render([r.sampler.image_params(i, 0) for i in range(4)])
+    assert all(o.rgb.shape == (48, 48, 3) for o in out)
+
+
+def test_render_cli_records_appearance_and_refuses_bad_specs(tmp_path):
+    from morphgen.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["render", "--ids", "3", "--per-id", "2", "--size", "48", "--workers", "1", "--quiet",
+                                   "--appearance", "full,eyewear=1", "--outputs", "regions,correspondence",
+                                   "--out", str(tmp_path / "ds")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for f in sorted((tmp_path / "ds" / "params").glob("*.jsonl")) for ln in f.read_text().splitlines()]
+    assert len(rows) == 6 and all(set(r["appearance"]) == set(PARTS) - {"hair_vary"} for r in rows)
+    res = CliRunner().invoke(cli, ["render", "--ids", "2", "--size", "32", "--appearance", "full,hair=-1",
+                                   "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "hair=-1 must be a probability" in res.output and not (tmp_path / "bad").exists()
