@@ -24,6 +24,7 @@ Effects, in the order a photo meets them (each with its own probability; a spec 
 | noise | sensor noise (per channel, Gaussian) | sigma, a noise seed |
 | grey | greyscale (ORL, Yale and many real sets are grey) | - |
 | jpeg | re-compression (8x8 DCT, 4:2:0 chroma, IJG tables) | quality |
+| crop | a tight crop: beyond a box around the face the picture ends, and an aligner pads it with its edge (or black) | box, fill |
 
 Sizes scale with the image (sigmas and lengths are drawn at 128 px and scaled), so a
 dataset looks alike at any ``--size``. The numpy path (CPU renderer) and the torch path
@@ -43,13 +44,14 @@ import numpy as np
 from ..probspec import parse_probabilities, to_spec
 
 EFFECTS = ("occlusion", "blur", "motion", "vignette", "color", "white_balance", "gamma", "lowres", "noise", "grey",
-           "jpeg")
+           "jpeg", "crop")
 PRESETS: dict[str, dict[str, float]] = {
     "off": {},
     # The preset the transfer experiments use (docs/experiments/transfer): every effect
     # on some images, none on about a tenth of them.
     "realistic": {"occlusion": 0.15, "blur": 0.3, "motion": 0.1, "vignette": 0.2, "color": 0.8,
-                  "white_balance": 0.5, "gamma": 0.3, "lowres": 0.3, "noise": 0.4, "grey": 0.15, "jpeg": 0.5},
+                  "white_balance": 0.5, "gamma": 0.3, "lowres": 0.3, "noise": 0.4, "grey": 0.15, "jpeg": 0.5,
+                  "crop": 0.3},
 }
 _LOWRES_FRACTIONS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)   # a few sizes: the GPU path groups by them
 
@@ -117,6 +119,9 @@ def _draw(effect: str, u: np.ndarray):
         return True
     if effect == "jpeg":
         return int(20 + 70 * u[0])
+    if effect == "crop":  # the aligned 112 px crop spans about the central 70 % of a render
+        return {"top": round(0.08 + 0.25 * u[0], 4), "bottom": round(0.78 + 0.22 * u[1], 4),
+                "left": round(0.2 * u[2], 4), "right": round(1.0 - 0.2 * u[3], 4), "black": bool(u[4] < 0.3)}
     raise AssertionError(effect)
 
 
@@ -277,7 +282,22 @@ def apply_photo(img: np.ndarray, fx: dict | None) -> np.ndarray:
         x = np.repeat(g[..., None], 3, 2)
     if "jpeg" in fx:
         x = jpeg_np(np.clip(x, 0, 255), fx["jpeg"])
+    if "crop" in fx:
+        ys, xs, keep = _crop_index(fx["crop"], h, w, np)
+        x = x[ys][:, xs] * (keep[..., None] if fx["crop"]["black"] else 1.0)
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def _crop_index(c: dict, h: int, w: int, xp, device=None):
+    """Row and column sources (clamped into the kept box) and the box mask of a tight crop."""
+    y0, y1 = int(round(c["top"] * h)), max(int(round(c["bottom"] * h)), int(round(c["top"] * h)) + 1)
+    x0, x1 = int(round(c["left"] * w)), max(int(round(c["right"] * w)), int(round(c["left"] * w)) + 1)
+    kw = {} if xp is np else {"device": device}
+    ys = xp.clip(xp.arange(h, **kw), y0, y1 - 1)
+    xs = xp.clip(xp.arange(w, **kw), x0, x1 - 1)
+    yy, xx = xp.arange(h, **kw)[:, None], xp.arange(w, **kw)[None, :]
+    keep = ((yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)) * 1.0
+    return ys, xs, keep
 
 
 def _rgb_to_ycc(x, xp):
@@ -387,6 +407,9 @@ def apply_photo_torch(x, effects: list):
         x[i] = g.expand(3, h, w)
     for i in rows("jpeg"):
         x[i] = jpeg_torch(x[i].clamp(0, 255).permute(1, 2, 0), effects[i]["jpeg"]).permute(2, 0, 1)
+    for i in rows("crop"):
+        ys, xs, keep = _crop_index(effects[i]["crop"], h, w, torch, dev)
+        x[i] = x[i][:, ys][:, :, xs] * (keep.to(dt) if effects[i]["crop"]["black"] else 1.0)
     return (x / 255.0).clamp(0.0, 1.0)
 
 
