@@ -3,9 +3,12 @@ files, generic pair lists, IJB-A, pose, synthetic). Each writes result.json and
 summary.md (plus plots and CSVs) into --out."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
+
+from morphgen.outputs import NewOutputs, check_writable
 
 from .group import OneLineErrorGroup
 
@@ -19,6 +22,14 @@ def _model(f):
 
 
 def _common(f):
+    """The options every evaluation takes; --out is checked before any work, and what the
+    command created in it is removed again when it fails."""
+    @functools.wraps(f)
+    def guarded(*args, out: Path, **kwargs):
+        check_writable(out, "--out")
+        with NewOutputs(out):
+            return f(*args, out=out, **kwargs)
+
     opts = [
         click.option("--out", required=True, type=_DIR, help="Folder for result.json, summary.md, plots and CSVs (created)."),
         click.option("--flip", is_flag=True, help="Average each embedding with that of the mirrored crop."),
@@ -26,8 +37,8 @@ def _common(f):
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for o in reversed(opts):
-        f = o(f)
-    return f
+        guarded = o(guarded)
+    return guarded
 
 
 def _no_align(f):

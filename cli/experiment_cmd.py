@@ -39,8 +39,10 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
     """
     from recognition.experiment import load_experiment, run_experiment
 
+    from morphgen.outputs import check_writable
+
     exp = load_experiment(config)
-    target = out or exp.out or Path("experiments_out") / config.stem
+    target = check_writable(out or exp.out or Path("experiments_out") / config.stem, "--out")
     try:
         run_experiment(exp, target, list(only), dry_run, say=lambda m: click.echo(m))
     except KeyboardInterrupt:

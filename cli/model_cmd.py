@@ -73,10 +73,14 @@ def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, e
     from morphgen.errors import ConfigError
     from morphgen.illumination import make_illumination
     from morphgen.loading import load_model
+    from morphgen.outputs import check_writable
     from morphgen.sampling import Decoder, SamplingConfig, SceneSampler
 
     if out.suffix.lower() not in (".ply", ".obj"):
         raise ConfigError(f"--out {out}: use a .ply or .obj file name")
+    if identity < 0:
+        raise ConfigError(f"--identity must be >= 0, got {identity}")
+    check_writable(out, "--out", folder=False)
     m = load_model(path)
     sampler = SceneSampler(m, SamplingConfig(seed=seed, n_identities=identity + 1, expressions=expression),
                            make_illumination("frontal"))

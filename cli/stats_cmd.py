@@ -15,11 +15,13 @@ def stats(dataset: Path, out: Path | None) -> None:
     """Plot DATASET's pose histograms, light directions and energies, and identity distances
     to a PNG, and print the summary numbers as JSON."""
     from morphgen.errors import DataError
-    from morphgen.stats import plot
+    from morphgen.outputs import NewOutputs
+    from morphgen.stats import check_plot_path, plot
 
     if not dataset.is_dir():
         raise DataError(f"{dataset} is not a folder: give a dataset written by morphgen render")
-    out = out or dataset / "stats.png"
-    summary = plot(dataset, out)
+    out = check_plot_path(out or dataset / "stats.png")
+    with NewOutputs(out):
+        summary = plot(dataset, out)
     click.echo(json.dumps(summary, indent=1))
     click.echo(f"wrote {out}")

@@ -2,12 +2,11 @@
 real) data and write embeddings of image folders with a trained run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from morphgen.errors import ConfigError
+from morphgen.configfile import read_mapping
 
 # Heavy imports (torch, the recognition package) happen inside the commands, so that
 # `morphgen --help` stays fast.
@@ -135,7 +134,7 @@ def train(ctx: click.Context, **values) -> None:
     out = Path(given.get("out") or "run")
     base = {}
     if given.get("resume") and (out / "config.json").is_file():
-        base = json.loads((out / "config.json").read_text())
+        base = read_mapping(out / "config.json", "the run's config")
     if given.get("config"):
         base.update(TrainConfig.read_yaml(given["config"]))
     for k, v in given.items():
@@ -179,8 +178,6 @@ def embed(run: Path, images: Path, out: Path, flip: bool, no_align: bool, data_f
     """Write L2-normalised embeddings of every face image under --images."""
     from recognition.embed import embed as run_embed
 
-    if batch_size < 1:
-        raise ConfigError("--batch-size must be positive")
     s = run_embed(run, images, out, flip=flip, align=not no_align, data_format=data_format,
                   batch_size=batch_size, device=device, cache_dir=cache, progress=not quiet)
     click.echo(f"{s['images']} embeddings of dimension {s['dim']} ({s['arch']}) -> {s['out']}")

@@ -1,7 +1,11 @@
 """Reading a user's YAML/JSON config file into a mapping, with one-line errors: the one
-reader behind `--config`, pose files, `morphgen train --config` and experiment configs."""
+reader behind `--config`, pose files, `morphgen train --config` and experiment configs,
+and the type and range check of one option value (`check_option`)."""
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from pathlib import Path
 
 from .errors import ConfigError
@@ -24,3 +28,45 @@ def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of names to values, got {type(data).__name__}")
     return data
+
+
+def option_name(name: str) -> str:
+    """The flag spelling of an option or config key: batch_p -> --batch-p."""
+    return "--" + str(name).replace("_", "-")
+
+
+def check_option(name: str, value, kind: type, optional: bool = False, low=None, high=None, above=None):
+    """`value` if it is a `kind` (int, float, bool or str) within [low, high] (and > `above`),
+    else a one-line ConfigError naming the option as a flag. This is the one type and range
+    check behind flags, YAML/JSON files and the Python API: YAML reads `ids: two` as a
+    string and `expressions: maybe` as one too, which would otherwise reach int() deep in
+    the work or silently count as true. Ints pass as floats; path objects as strings."""
+    flag = option_name(name)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{flag} needs a value")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{flag} must be a text value, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    value = int(value) if kind is int else float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{flag} must be > {above:g}, got {value:g}")
+    if low is not None and high is not None and not low <= value <= high:
+        raise ConfigError(f"{flag} must be between {low:g} and {high:g}, got {value:g}")
+    if low is not None and value < low:
+        raise ConfigError(f"{flag} must be >= {low:g}, got {value:g}")
+    if high is not None and value > high:
+        raise ConfigError(f"{flag} must be <= {high:g}, got {value:g}")
+    return value

@@ -33,10 +33,10 @@ RENDER_TYPES: dict[str, tuple[type, dict]] = {
     "landmarks": _TEXT, "grid": _TEXT, "shape_components": _INT, "color_components": _INT,
     "expression_components": _INT, "shape_dist": _TEXT, "color_dist": _TEXT, "expression_dist": _TEXT,
     "expressions": _FLAG, "illumination": _TEXT, "bip": _TEXT, "no_color": _FLAG, "energy": _NUMBER,
-    "backgrounds": _TEXT, "photo": _TEXT, "size": _INT, "antialias": _INT, "outputs": _TEXT, "identity_mixup": _FLAG,
-    "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT, "workers": (int, {"low": 1}), "shard": _TEXT,
-    "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT, "jpg_quality": _INT, "container": _TEXT,
-    "rps": _FLAG, "chunk_ids": _INT, "dask_address": _TEXT, "quiet": _FLAG,
+    "backgrounds": _TEXT, "photo": _TEXT, "appearance": _TEXT, "size": _INT, "antialias": _INT, "outputs": _TEXT,
+    "identity_mixup": _FLAG, "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT,
+    "workers": (int, {"low": 1}), "shard": _TEXT, "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT,
+    "jpg_quality": _INT, "container": _TEXT, "rps": _FLAG, "chunk_ids": _INT, "dask_address": _TEXT, "quiet": _FLAG,
 }
 # A controlled grid bigger than this per identity is a typo (a step of 0.0001), not a benchmark.
 MAX_GRID_POINTS = 10_000
@@ -61,13 +61,13 @@ def load_config_file(path: Path, what: str = "--config") -> dict:
 
 def config_value(name: str, val):
     """A config file's value in its flag spelling: lists of outputs / mixup weights and
-    grid mappings joined, a single weight as text, and `photo: off` (which YAML reads as
-    false) as 'off'."""
+    grid mappings joined, a single weight as text, and `photo: off` / `appearance: off`
+    (which YAML reads as false) as 'off'."""
     if name in ("outputs", "mixup_phis") and isinstance(val, (list, tuple, int, float)) and not isinstance(val, bool):
         return ",".join(str(v) for v in val) if isinstance(val, (list, tuple)) else str(val)
     if name == "grid" and isinstance(val, dict):
         return ",".join(f"{k}={v}" for k, v in val.items())
-    if name == "photo" and val is False:
+    if name in ("photo", "appearance") and val is False:
         return "off"
     return val
 

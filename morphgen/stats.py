@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
+from .outputs import check_writable
+
+
+# what every params row holds and the plots read
+_FIELDS = ("identity", "yaw", "pitch", "roll", "sh", "shape")
 
 
 def read_params(root: Path) -> list[dict]:
@@ -24,10 +29,24 @@ def read_params(root: Path) -> list[dict]:
         for n, line in enumerate(f.read_text().splitlines(), 1):
             if line.strip():
                 try:
-                    recs.append(json.loads(line))
+                    rec = json.loads(line)
                 except json.JSONDecodeError:
-                    raise DataError(f"{f}:{n} is not valid JSON: the file is corrupt; re-render with --resume after deleting it") from None
+                    rec = None
+                if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
+                    raise DataError(f"{f}:{n} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
+                                    "the file is corrupt; re-render with --resume after deleting it")
+                recs.append(rec)
     return recs
+
+
+def check_plot_path(out: Path) -> Path:
+    """`out` if the figure can be written there in a format matplotlib knows (by suffix)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    check_writable(out, "--out", folder=False)
+    if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+        raise ConfigError(f"--out {out}: matplotlib cannot write that type: end the name in .png (or .pdf, .svg)")
+    return out
 
 
 def summarize(recs: list[dict]) -> dict:

@@ -7,12 +7,13 @@
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 
 from morphgen.errors import ModelError
+
+from .models import ARCHS, MAX_INPUT, min_input_size
 
 FORMAT = "morphgen-recognition/1"
 FILENAME = "checkpoint.pt"
@@ -23,6 +24,11 @@ def checkpoint_path(run_or_file: str | Path) -> Path:
     return p / FILENAME if p.is_dir() else p
 
 
+# entry -> type of what every checkpoint holds, and of what resuming a run needs besides
+_MODEL_ENTRIES = {"arch": str, "input_size": int, "template": str, "model": dict}
+_RESUME_ENTRIES = {"step": int, "optimizer": dict, "classes": list, "config": dict}
+
+
 def save_checkpoint(ckpt: dict, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -31,18 +37,40 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
 
 
 def load_checkpoint(run_or_file: str | Path) -> dict:
-    """Read a checkpoint (a run folder means its ``checkpoint.pt``) on the CPU."""
+    """Read a checkpoint (a run folder means its ``checkpoint.pt``) on the CPU, checked
+    for the entries every use needs, so that a broken file is one ModelError here rather
+    than a KeyError wherever it is used."""
     path = checkpoint_path(run_or_file)
     if not path.is_file():
         raise ModelError(f"no checkpoint at {path}: pass a run folder that finished at least one "
                          "checkpoint, or a checkpoint.pt file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise ModelError(f"{path} is not a readable morphgen checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the loader meets in a user's file, it is not a checkpoint
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ModelError(f"{path} is not a readable morphgen checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path} is not a morphgen recognition checkpoint: use one written by `morphgen train`")
+    _check_entries(ckpt, path, _MODEL_ENTRIES)
+    if ckpt["arch"] not in ARCHS:
+        raise ModelError(f"{path} holds an unknown architecture {ckpt['arch']!r}: use one of {', '.join(ARCHS)}")
+    if not min_input_size(ckpt["arch"]) <= ckpt["input_size"] <= MAX_INPUT:
+        raise ModelError(f"{path} holds a {ckpt['arch']} of input size {ckpt['input_size']}, which it cannot "
+                         "take: retrain it with a valid --input-size")
     return ckpt
+
+
+def _check_entries(ckpt: dict, path: Path, entries: dict) -> None:
+    for key, kind in entries.items():
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            raise ModelError(f"{path} is an incomplete morphgen checkpoint ({key!r} is missing or not a "
+                             f"{kind.__name__}): use one written by `morphgen train`")
+
+
+def check_resumable(ckpt: dict, path: Path) -> None:
+    """ModelError unless the checkpoint holds what continuing its run needs (step,
+    optimizer state, class names, config)."""
+    _check_entries(ckpt, path, _RESUME_ENTRIES)
 
 
 def check_arch(ckpt: dict, arch: str, source: str | Path) -> None:
@@ -57,6 +85,7 @@ def load_backbone_state(model: torch.nn.Module, ckpt: dict, arch: str, source: s
     check_arch(ckpt, arch, source)
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:  # wrong shapes, or entries that are no tensors
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
         raise ModelError(f"checkpoint {source} ({ckpt['arch']}, input {ckpt.get('input_size')} px) does not fit "
-                         f"this {arch} model: {str(exc).splitlines()[-1].strip()[:200]}") from None
+                         f"this {arch} model: {why}") from None

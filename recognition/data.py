@@ -445,8 +445,10 @@ def augment_batch(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.
 class FaceDataset(Dataset):
     """Aligned crops of an ImageSet as (uint8 (3, S, S) tensor, class, soft ids (2,),
     soft weights (2,)). `classes` maps identity names to class indices (offset added for
-    appended class spaces). An image that fails to decode is replaced by another image of
-    the same identity (with a warning), so a corrupt file never stops training."""
+    appended class spaces). Unreadable files are dropped before (``find_landmarks``); one
+    that fails to decode later (changed since, or a RecordIO record) is replaced by another
+    image of the same identity, with a warning, and when none of them decodes it is a
+    DataError -- never a black image that would train or embed as a face."""
 
     def __init__(self, iset: ImageSet, classes: dict[str, int], size: int, template: str,
                  align: bool = True, augment: Augment | None = None):
@@ -500,7 +502,8 @@ class FaceDataset(Dataset):
                 if img is not None:
                     break
             if img is None:
-                img = np.zeros((self.size, self.size, 3), np.uint8)
+                raise DataError(f"no image of identity {self.iset.identities[i]!r} in {self.iset.root} can be "
+                                "decoded: check or replace its files")
         if self.augment.active():
             img = apply_augment(img, self.augment, self.rng())
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))

@@ -4,7 +4,8 @@
 
 writes ``embeddings`` (N, D) float32 L2-normalised, ``files`` (paths relative to the
 folder), ``identities`` (identity name per image: sub-folder, morphgen identity, "" for
-flat folders) and ``skipped`` (files without a readable image or a detected face).
+flat folders) and ``skipped`` (files without a readable image or a detected face; the
+summary's ``report`` counts them).
 Alignment: a morphgen dataset uses the landmarks in its params, anything else MTCNN;
 ``align=False`` resizes whole images (for folders of crops)."""
 from __future__ import annotations
@@ -15,10 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from morphgen.configfile import check_option
+from morphgen.errors import ConfigError, DataError
+from morphgen.outputs import NewOutputs, check_writable
+
 from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
-from .data import FaceDataset, ImageSet, load_imageset, to_input
+from .data import FaceDataset, load_imageset, to_input
 from .landmarks import find_landmarks
-from .models import build_model, to_device
+from .models import build_model, check_device, to_device
 
 
 def load_model(run_or_file: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -50,29 +55,39 @@ def embed_dataset(model: torch.nn.Module, ds: FaceDataset, batch_size: int = 64,
     return np.concatenate(out) if out else np.zeros((0, getattr(model, "embedding_size", 0)), np.float32)
 
 
-def prepare_images(images_dir: str | Path, data_format: str = "auto", align: bool = True,
-                   cache_dir: Path | None = None, progress: bool = False) -> ImageSet:
-    """Read a folder and get landmarks for it (params, or MTCNN when `align`); images that
-    cannot be read, or show no face, are dropped and listed in ``no_face`` / ``report``."""
-    iset = load_imageset(Path(images_dir), data_format)
-    return find_landmarks(iset, cache_dir, detect=align, progress=progress)
-
-
 def embed(run_dir: str | Path, images_dir: str | Path, out_npz: str | Path, flip: bool = False,
           align: bool = True, data_format: str = "auto", batch_size: int = 64, device: str = "cpu",
           cache_dir: str | Path | None = None, progress: bool = False) -> dict:
-    """Write embeddings of every usable image under `images_dir` to `out_npz`; returns a summary."""
-    model, meta = load_model(run_dir, device)
-    out_npz = Path(out_npz)
+    """Write embeddings of every usable image under `images_dir` to `out_npz`; returns a
+    summary. Every input is checked before anything is written, and a failure removes
+    what this call created (the .npz, a new landmark cache)."""
+    out_npz, images_dir = Path(out_npz), Path(images_dir)
     cache = Path(cache_dir) if cache_dir else out_npz.parent / ".morphgen_cache"
-    iset = prepare_images(images_dir, data_format, align, cache, progress)
-    names = sorted(set(iset.identities) | {n for s in iset.soft if s for n in s["ids"]})
-    ds = FaceDataset(iset, {n: i for i, n in enumerate(names)}, meta["input_size"], meta["template"], align=align)
-    emb = embed_dataset(model, ds, batch_size, flip, device, progress=progress)
-    out_npz.parent.mkdir(parents=True, exist_ok=True)
-    skipped = list(iset.no_face)
-    np.savez(out_npz, embeddings=emb.astype(np.float32), files=np.array(iset.files, dtype=str),
-             identities=np.array(iset.identities, dtype=str), skipped=np.array(skipped, dtype=str),
-             arch=np.array(meta["arch"]), flip=np.array(flip))
+    check_option("batch_size", batch_size, int, low=1)
+    check_device(device)
+    if out_npz.suffix != ".npz":
+        raise ConfigError(f"--out {out_npz}: give a file name ending in .npz")
+    check_writable(out_npz, "--out", folder=False)
+    check_writable(cache, "--cache")
+    if not images_dir.is_dir():
+        raise DataError(f"--images {images_dir} is not a folder: give a folder of face images (a morphgen "
+                        "dataset, one sub-folder per identity, or RecordIO)")
+    model, meta = load_model(run_dir, device)
+    with NewOutputs(out_npz, cache):
+        listed = load_imageset(images_dir, data_format)
+        iset = find_landmarks(listed, cache, detect=align, progress=progress)
+        if len(iset) == 0:
+            why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in iset.report.items() if v)
+            raise DataError(f"no usable image in --images {images_dir} ({len(listed)} found; skipped {why}): "
+                            "check the folder, or --no-align for crops without a detectable face")
+        names = sorted(set(iset.identities) | {n for s in iset.soft if s for n in s["ids"]})
+        ds = FaceDataset(iset, {n: i for i, n in enumerate(names)}, meta["input_size"], meta["template"], align=align)
+        emb = embed_dataset(model, ds, batch_size, flip, device, progress=progress)
+        out_npz.parent.mkdir(parents=True, exist_ok=True)
+        kept = set(iset.files)
+        skipped = [f for f in listed.files if f not in kept]  # unreadable, or no face found
+        np.savez(out_npz, embeddings=emb.astype(np.float32), files=np.array(iset.files, dtype=str),
+                 identities=np.array(iset.identities, dtype=str), skipped=np.array(skipped, dtype=str),
+                 arch=np.array(meta["arch"]), flip=np.array(flip))
     return {"images": len(iset), "dim": int(emb.shape[1]) if emb.ndim == 2 else 0, "skipped": skipped,
             "report": dict(iset.report), "out": str(out_npz), "arch": meta["arch"]}

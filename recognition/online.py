@@ -47,7 +47,7 @@ def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneC
 
     opts = dict(RENDER_DEFAULTS)
     if spec not in (None, "default"):
-        opts.update(load_config_file(Path(spec)))
+        opts.update(load_config_file(Path(spec), "--online"))
     opts.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if isinstance(opts.get("outputs"), list):
         opts["outputs"] = ",".join(opts["outputs"])

@@ -7,7 +7,9 @@ also holds ``checkpoint.pt`` (every ``checkpoint_every`` steps and at the end; `
 continues from it), ``log.csv`` (step, epoch, loss, lr, images/s, elapsed, held-out
 verification), TensorBoard events under ``tb/`` when tensorboard is installed,
 ``train_list.tsv`` / ``val_list.tsv`` (the exact images used) and ``cache/`` (MTCNN
-landmarks of real images).
+landmarks of real images). Every option (types, ranges, paths, checkpoints, and whether a
+resume fits its run) is checked before the run folder is written: a refused command leaves
+nothing new behind, and an earlier run as it was.
 
 Recipes: FaceNet NN4.small2 + triplet loss on P x K batches (paper-faithful: no
 augmentation); ArcFace/CosFace heads with soft labels (identity mixup from the render
@@ -37,22 +39,41 @@ import yaml
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from morphgen.configfile import read_mapping
-from morphgen.errors import ConfigError, DataError
+from morphgen.configfile import check_option, option_name, read_mapping
+from morphgen.errors import ConfigError, DataError, ModelError
+from morphgen.outputs import NewOutputs, check_writable
 from morphgen.sheet import write_sheet
 
-from .checkpoint import FILENAME, check_arch, load_backbone_state, load_checkpoint, save_checkpoint
-from .data import (Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
+from .checkpoint import (FILENAME, check_arch, check_resumable, load_backbone_state, load_checkpoint,
+                         save_checkpoint)
+from .data import (FORMATS, Augment, FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
                    load_imageset, make_subset, select_list, single_threaded_cv2, split_identities,
                    to_input, worker_init, write_list, natural_key)
 from .embed import embed_dataset
 from .landmarks import find_landmarks
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
-from .models import ARCHS, build_model, to_device
+from .models import ARCHS, MAX_INPUT, build_model, check_device, min_input_size, to_device
 from .online import HeldOutSet, OnlineBatches, load_scene
 from .verify import verification
 
 LOSSES = ("triplet", "arcface", "cosface")
+TEMPLATES = ("openface", "arcface")
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+# Ranges of the numeric options ("above": strictly greater); the input size's depends on
+# the architecture (``resolved``). An out-of-range value never reaches torch or a sampler,
+# which would either fail after the run folder is written or quietly train on nonsense
+# (a negative margin gives a zero loss).
+_RANGES: dict[str, dict] = {
+    "steps": {"low": 1}, "epochs": {"above": 0}, "batch_p": {"low": 1}, "batch_k": {"low": 1},
+    "batch_size": {"low": 1}, "min_images_per_id": {"low": 1}, "lr": {"above": 0}, "momentum": {"low": 0, "high": 1},
+    "weight_decay": {"low": 0}, "warmup_steps": {"low": 0}, "margin_warmup_steps": {"low": 0},
+    "margin": {"low": 0, "high": 4}, "scale": {"above": 0},
+    **{f"aug_{k}": {"low": 0, "high": 1} for k in ("flip", "crop", "color", "blur", "noise")},
+    "subset_images": {"low": 1}, "subset_ids": {"low": 1}, "subset_per_id": {"low": 1}, "subset_seed": {"low": 0},
+    "val_ids": {"low": 0}, "val_pairs": {"low": 2}, "eval_every": {"low": 0}, "domain_mixup": {"low": 0, "high": 1},
+    "backbone_lr_mult": {"low": 0}, "threads": {"low": 1}, "workers": {"low": 0}, "checkpoint_every": {"low": 1},
+    "log_every": {"low": 1}, "seed": {"low": 0},
+}
 
 
 @dataclass
@@ -120,8 +141,10 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)   # free-form notes, saved with the config
 
     def resolved(self) -> "TrainConfig":
-        """A copy with defaults filled in and options checked (ConfigError on conflicts)."""
+        """A copy with defaults filled in and options checked (ConfigError on conflicts):
+        the one check of flags, --config files, experiment recipes and the Python API."""
         c = dataclasses.replace(self)
+        c._check_types()
         if c.arch not in ARCHS:
             raise ConfigError(f"unknown --arch {c.arch!r}: use one of {', '.join(ARCHS)}")
         if c.loss not in LOSSES:
@@ -132,14 +155,22 @@ class TrainConfig:
             raise ConfigError("give --data or --online, not both")
         if c.online and (c.steps is None or c.real_data):
             raise ConfigError("--online trains on an endless stream: give --steps, and no --real-data")
+        if c.online not in (None, "default") and not Path(c.online).is_file():
+            raise ConfigError(f"--online {c.online} does not exist: give a `morphgen render` config file or 'default'")
         if c.landmarks and not c.online:
             raise ConfigError("--landmarks names the landmark file of the --online config's model: it needs --online")
         if c.online_unbounded and (not c.online or c.loss != "triplet"):
             raise ConfigError("--online-unbounded draws new identities for every batch: it needs --online and "
                               "--loss triplet (a classifier head needs a fixed identity pool)")
+        for name, fmt in (("data_format", c.data_format), ("real_format", c.real_format)):
+            if fmt not in FORMATS:
+                raise ConfigError(f"unknown {option_name(name)} {fmt!r}: use one of {', '.join(FORMATS)}")
         size, _, tpl = ARCHS[c.arch]
-        c.input_size = c.input_size or size
+        c.input_size = size if c.input_size is None else c.input_size
+        check_option("input_size", c.input_size, int, low=min_input_size(c.arch), high=MAX_INPUT)
         c.template = c.template or tpl
+        if c.template not in TEMPLATES:
+            raise ConfigError(f"unknown --template {c.template!r}: use one of {', '.join(TEMPLATES)}")
         c.margin = c.margin if c.margin is not None else {"triplet": 0.2, "arcface": 0.5, "cosface": 0.35}[c.loss]
         c.sampler = ("pk" if c.loss == "triplet" else "random") if c.sampler == "auto" else c.sampler
         if c.sampler not in ("pk", "random"):
@@ -155,27 +186,20 @@ class TrainConfig:
         if c.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown --lr-schedule {c.lr_schedule!r}: use constant or cosine")
         c.batch_size = c.batch_size or c.batch_p * c.batch_k
+        if c.real_data and not Path(c.real_data).is_dir():
+            raise ConfigError(f"--real-data {c.real_data} does not exist: give a folder of real face images")
         if c.real_preview and not Path(c.real_preview).is_dir():
             raise ConfigError(f"--real-preview {c.real_preview} is not a folder: give a folder of real face images")
-        if c.warmup_steps < 0 or c.margin_warmup_steps < 0:
-            raise ConfigError("--warmup-steps and --margin-warmup-steps must be 0 or more")
-        if min(c.batch_p, c.batch_k, c.batch_size) < 1 or (c.loss == "triplet" and c.batch_k < 2):
-            raise ConfigError("batch sizes must be positive, and triplet loss needs --batch-k of 2 or more")
+        if c.loss == "triplet" and c.batch_k < 2:
+            raise ConfigError("triplet loss needs --batch-k of 2 or more (an anchor and a positive per identity)")
         if c.steps is not None and c.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
-        if c.steps is not None and c.steps < 1 or c.epochs is not None and c.epochs <= 0:
-            raise ConfigError("--steps / --epochs must be positive")
         if c.domain_mixup is not None:
             if not c.real_data:
                 raise ConfigError("--domain-mixup needs --real-data DIR")
             if c.loss == "triplet":
                 raise ConfigError("--domain-mixup mixes labels: use --loss arcface or cosface")
-            if not 0.0 <= c.domain_mixup <= 1.0:
-                raise ConfigError("--domain-mixup PSI must lie in [0, 1]")
-        if c.device not in ("cpu", "cuda") and not c.device.startswith("cuda:"):
-            raise ConfigError(f"unknown --device {c.device!r}: use cpu or cuda")
-        if c.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
+        check_device(c.device)
         if c.precision == "auto":
             c.precision = "fp32" if c.device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
         if c.precision not in ("fp32", "bf16", "fp16"):
@@ -184,6 +208,17 @@ class TrainConfig:
             raise ConfigError("fp16 autocast is for CUDA: use --precision bf16 or fp32 on the CPU")
         self.augment()  # validates the preset
         return c
+
+    def _check_types(self) -> None:
+        """Every field against its annotated type and its range in ``_RANGES`` (ints given
+        for floats become floats; paths become strings)."""
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra must be a mapping of notes, got {self.extra!r}")
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                kind, _, optional = f.type.partition(" | ")
+                setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
+                                                   **_RANGES.get(f.name, {})))
 
     def augment(self) -> Augment:
         a = Augment.preset(self.aug)
@@ -262,6 +297,69 @@ def _real_sheet(cfg: TrainConfig, cache: Path, path: Path) -> Path:
     if not crops:
         raise DataError(f"--real-preview {cfg.real_preview}: no readable face image")
     return write_sheet(path, np.stack(crops), 8)
+
+
+# what a checkpoint's network, head and optimizer state depend on: resuming with another
+# value would fail to load them, or continue a different run under the old one's name
+_RESUME_FIXED = ("arch", "loss", "input_size", "template", "optimizer")
+
+
+def _resume_checkpoint(cfg: TrainConfig, path: Path) -> dict:
+    """The run's checkpoint, checked before anything is read or written that this config
+    can continue it (ConfigError naming the changed options otherwise)."""
+    ckpt = load_checkpoint(path)
+    check_resumable(ckpt, path)
+    saved = {**ckpt["config"], "arch": ckpt["arch"]}
+    changed = [k for k in _RESUME_FIXED if saved.get(k) is not None and saved[k] != getattr(cfg, k)]
+    if changed:
+        was = ", ".join(f"{option_name(k)} {saved[k]}" for k in changed)
+        raise ConfigError(f"{path.parent} was trained with {was}: resume it with its own options (omit "
+                          f"{', '.join(option_name(k) for k in changed)}) or start a new --out")
+    return ckpt
+
+
+def _load_training_state(ckpt: dict, path: Path, backbone, head, opt, scaler) -> None:
+    """Network, head, optimizer and scaler state of a resumed run; a checkpoint whose
+    tensors do not fit is a ModelError."""
+    try:
+        backbone.load_state_dict(ckpt["model"])
+        if head is not None:
+            head.load_state_dict(ckpt["head"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
+        raise ModelError(f"{path} does not fit this run's model or optimizer ({why}): start a new --out") from None
+
+
+def _check_batches(cfg: TrainConfig, labels: np.ndarray, what: str, say) -> None:
+    """ConfigError when a batch asks for more identities or images than the data holds:
+    the samplers would shrink it without a word. Identities with fewer than K images give
+    all of theirs (the P x K sampler's rule), which is said when it holds for every one."""
+    _, counts = np.unique(labels, return_counts=True)
+    if cfg.sampler == "pk" and cfg.batch_p > len(counts):
+        raise ConfigError(f"--batch-p {cfg.batch_p} but the {what} data has {len(counts)} identities: lower --batch-p")
+    if cfg.sampler == "pk" and cfg.batch_k > counts.max():
+        say(f"note: --batch-k {cfg.batch_k} but no {what} identity has more than {counts.max()} images: "
+            "each gives all of its images")
+    if cfg.sampler == "random" and cfg.batch_size > len(labels):
+        raise ConfigError(f"--batch-size {cfg.batch_size} but the {what} data has {len(labels)} images: lower "
+                          "--batch-size")
+
+
+def _write_run_files(run: Path, cfg: TrainConfig, lists: dict, no_face: list[str], say) -> None:
+    """The run's config and image lists, written once the run (or its resumption) is
+    accepted, so that a refused command leaves an earlier run as it was."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    for name, iset in lists.items():
+        if iset is not None:
+            write_list(iset, run / name)
+    if no_face:
+        (run / "no_face.txt").write_text("\n".join(no_face) + "\n")
+        say(f"{len(no_face)} images without a detected face are listed in {run / 'no_face.txt'}")
 
 
 def _class_names(iset) -> list[str]:
@@ -347,15 +445,20 @@ class _Log:
 def train(cfg: TrainConfig, say=print) -> dict:
     """Run (or resume) one training run; returns a summary dict (losses, held-out
     verification at the start and end, throughput, data report, paths)."""
+    cfg = cfg.resolved()
+    check_writable(cfg.out, "--out")
+    if cfg.cache_dir:
+        check_writable(cfg.cache_dir, "--cache")
+    main = int(os.environ.get("RANK", "0")) == 0
     threads = torch.get_num_threads()
-    try:
-        with single_threaded_cv2():
-            return _train(cfg.resolved(), say)
+    try:  # what a refused input made in the run folder (a landmark cache) goes again
+        with single_threaded_cv2(), NewOutputs(cfg.out if main else None) as outputs:
+            return _train(cfg, say, outputs)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, say) -> dict:
+def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     world, rank, local = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
     dist = None
     if world > 1:
@@ -368,21 +471,19 @@ def _train(cfg: TrainConfig, say) -> dict:
     torch.set_num_threads(cfg.threads or max(1, cores // world))
     workers = cfg.workers if cfg.workers is not None else (1 if cores <= 2 else min(8, cores // 2))
     main = rank == 0
-    say = say if main else (lambda *_a, **_k: None)
+    say_now = say if main else (lambda *_a, **_k: None)
+    held: list[str] = []  # said once the run is accepted: a refused command prints its error alone
+    say = held.append
     torch.manual_seed(cfg.seed + rank)
 
     run = Path(cfg.out)
     ckpt_file = run / FILENAME
     if ckpt_file.exists() and not cfg.resume:
         raise ConfigError(f"{run} already holds a run: pass --resume to continue it, or another --out")
-    resume_ckpt = load_checkpoint(ckpt_file) if cfg.resume and ckpt_file.exists() else None
+    resume_ckpt = _resume_checkpoint(cfg, ckpt_file) if cfg.resume and ckpt_file.exists() else None
     init_ckpt = load_checkpoint(cfg.init) if cfg.init and resume_ckpt is None else None
     if init_ckpt is not None:
         check_arch(init_ckpt, cfg.arch, cfg.init)  # fail before any data work
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     aug = cfg.augment()
     size, tpl = cfg.input_size, cfg.template
@@ -392,6 +493,7 @@ def _train(cfg: TrainConfig, say) -> dict:
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
+        lists, no_face = {}, []
         say(f"online synthesis: {'unbounded' if cfg.online_unbounded else online.n_classes} identities, "
             f"{online.source.scene.size} px renders "
             f"aligned to {tpl} {size} px")
@@ -414,16 +516,8 @@ def _train(cfg: TrainConfig, say) -> dict:
             say(f"held out for verification: {val_set.describe()}")
         if real is not None:
             say(f"real: {real.describe()}")
-        if main:
-            write_list(train_set, run / "train_list.tsv")
-            if val_set is not None:
-                write_list(val_set, run / "val_list.tsv")
-            if real is not None:
-                write_list(real, run / "real_list.tsv")
-            no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
-            if no_face:
-                (run / "no_face.txt").write_text("\n".join(no_face) + "\n")
-                say(f"{len(no_face)} images without a detected face are listed in {run / 'no_face.txt'}")
+        lists = {"train_list.tsv": train_set, "val_list.tsv": val_set, "real_list.tsv": real}
+        no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
         ds_syn = FaceDataset(train_set, {n: i for i, n in enumerate(syn_names)}, size, tpl, cfg.align, aug)
         ds_real = None
         if real is not None:
@@ -435,6 +529,10 @@ def _train(cfg: TrainConfig, say) -> dict:
             labels = np.concatenate([ds_syn.labels, ds_real.labels])
         else:
             ds_train, labels = ds_syn, ds_syn.labels
+    if labels is not None:
+        _check_batches(cfg, labels, "training", say)
+    if cfg.domain_mixup is not None:
+        _check_batches(cfg, ds_real.labels, "real", say)
     per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" or online is not None else cfg.batch_size
     total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))  # online: steps
 
@@ -463,16 +561,14 @@ def _train(cfg: TrainConfig, say) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     start = 0
     if resume_ckpt is not None:
-        if resume_ckpt["arch"] != cfg.arch or resume_ckpt["classes"] != classes:
-            raise ConfigError(f"{run} was trained with another arch or other identities: resume it with its own "
-                              "config (omit the changed options) or start a new --out")
-        backbone.load_state_dict(resume_ckpt["model"])
-        if head is not None:
-            head.load_state_dict(resume_ckpt["head"])
-        opt.load_state_dict(resume_ckpt["optimizer"])
-        if resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        start = int(resume_ckpt["step"])
+        if resume_ckpt["classes"] != classes:
+            raise ConfigError(f"{run} was trained on other identities: resume it with its own data options (omit "
+                              "the changed ones) or start a new --out")
+        start = resume_ckpt["step"]
+        if total < start:
+            raise ConfigError(f"{run} has trained {start} steps, more than the {total} asked for now: give --steps "
+                              f"of {start} or more to continue it")
+        _load_training_state(resume_ckpt, ckpt_file, backbone, head, opt, scaler)
         say(f"resuming {run} at step {start} of {total}")
     model = net
     if dist is not None:
@@ -505,6 +601,12 @@ def _train(cfg: TrainConfig, say) -> dict:
     if main and cfg.real_preview:
         cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
         say(f"real crops for comparison: {_real_sheet(cfg, cache, run / 'real_crops.png')}")
+    say = say_now
+    for line in held:
+        say(line)
+    if main:  # every check passed: from here on the folder holds this run, whatever happens
+        outputs.keep()
+        _write_run_files(run, cfg, lists, no_face, say)
     log = _Log(run, main, say)
     val_start = evaluate() if start == 0 else {}
     if val_start:

@@ -110,7 +110,7 @@ def test_finetune_on_orl_from_synthetic_checkpoint(smoke_run, tmp_path):
     ft = tmp_path / "ft"
     out = invoke(train_cmd, ["--data", SHARED / "orl_faces", "--out", ft, "--init", run, "--subset-ids", 8,
                              "--subset-per-id", 6, "--val-ids", 3, "--val-pairs", 200, "--steps", 6, "--freeze", "stem",
-                             "--backbone-lr-mult", 0.5, "--lr", 5e-4, *SMALL])
+                             "--backbone-lr-mult", 0.5, "--lr", 5e-4, *SMALL, "--batch-p", 5])  # all 5 ids
     assert "initialised the nn4small2 backbone" in out
     init, new = load_checkpoint(run)["model"], load_checkpoint(ft)["model"]
     frozen = [k for k in init if k.startswith("stem.") and k.endswith("weight")]

@@ -151,7 +151,7 @@ def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: 
         if emb.shape[1] != e.shape[1]:
             emb = np.full((n, e.shape[1]), np.nan, np.float32)
         emb[use] = e
-    given = int(given_mask.sum())
+    given = int((given_mask & ok).sum())  # a given-landmark image that cannot be read counts as unreadable
     return Embedded(emb, ok, unreadable, no_face, second,
                     detected=int(ok.sum()) - given - len(no_face) if align else 0, given=given, by_group=by_group)
 

@@ -192,6 +192,7 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
     files = data.iset.files
     if pairs_file:
         pairs, missing_lines, _ = read_pairs_file(Path(pairs_file), files)
+        _check_pairs_fit(pairs, missing_lines, bins, pairs_file, images)
     else:
         finite = np.isfinite(bins)
         pairs = gallery_probe_pairs(data.iset.identities, finite & (bins == 0),
@@ -227,6 +228,20 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
     write_json(out / "result.json", result)
     write_markdown(out / "summary.md", "Verification across pose", pose_sections(result))
     return result
+
+
+def _check_pairs_fit(pairs: PairSet, missing_lines: list[str], bins: np.ndarray, pairs_file, images) -> None:
+    """DataError when a reused pairs file was drawn for other images: pairs naming files
+    absent here, or probes in another yaw bin (another render with the same file names).
+    Scoring the rest would report an accuracy over a few leftover pairs."""
+    if missing_lines:
+        raise DataError(f"--pairs {pairs_file}: {len(missing_lines)} of {len(pairs) + len(missing_lines)} pairs name "
+                        f"images absent from {images} (first: {missing_lines[0]}): it was drawn for other images; "
+                        "run without --pairs to draw new ones")
+    moved = sum(1 for b, k in zip(pairs.bins, pairs.b) if b != float(bins[k]))
+    if moved:
+        raise DataError(f"--pairs {pairs_file}: {moved} of {len(pairs)} probes lie in another yaw bin in {images}: it "
+                        "was drawn for other images or another --yaw-step; run without --pairs to draw new ones")
 
 
 def evaluate_pairs_on_images(model, meta, iset: ImageSet, pairs: PairSet, align: bool, flip: bool,

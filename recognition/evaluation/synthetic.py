@@ -56,11 +56,14 @@ def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90
         from morphgen.loading import load_model
         load_model(face_model)  # a missing or corrupt model stops here
         face_model = str(Path(face_model).resolve())
-    return SceneConfig.from_dict({
+    scene = SceneConfig.from_dict({
         "model": face_model, "seed": int(seed), "ids": int(ids), "expressions": bool(expressions),
         "grid": {"yaw": yaws, "pitch": "0:0:1", "roll": "0:0:1", "lights": int(lights)},
         "size": int(size), "antialias": int(antialias), "backgrounds": backgrounds, "outputs": [],
     })
+    if not np.isclose(scene.sampling.grid.yaw.values(), 0).any():  # refused before rendering, not after
+        raise ConfigError(f"--yaws {yaws} has no yaw 0: the pose protocol compares every yaw with a frontal gallery")
+    return scene
 
 
 def render_benchmark(out_dir: Path, scene, workers: int = 1, progress: bool = False) -> dict:

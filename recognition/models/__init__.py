@@ -25,6 +25,15 @@ ARCHS: dict[str, tuple[int, int, str]] = {
     "iresnet50": (112, 512, "arcface"),
 }
 
+# Input sizes a network takes: below the minimum its stride-2 layers run out of pixels
+# (Inception-ResNet-v1's last 3x3 convolutions need 75); above 1024 no face crop needs.
+_MIN_INPUT = {"inception_resnet_v1": 75}
+MAX_INPUT = 1024
+
+
+def min_input_size(arch: str) -> int:
+    return _MIN_INPUT.get(arch, 16)
+
 
 def build_model(arch: str, input_size: int | None = None) -> nn.Module:
     """A randomly initialised embedding network of `arch` (see ARCHS)."""
@@ -40,6 +49,16 @@ def build_model(arch: str, input_size: int | None = None) -> nn.Module:
         net = (iresnet18 if arch == "iresnet18" else iresnet50)(input_size=size)
     net.arch, net.input_size = arch, size
     return net
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can use it here (cpu, cuda or cuda:N with a visible GPU), else a
+    one-line ConfigError: a typo must not surface as a torch traceback after work began."""
+    if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"unknown --device {device!r}: use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
+    return device
 
 
 def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:

@@ -1,0 +1,96 @@
+"""Output paths of a command: checked before any work starts (`check_writable`), and what
+the command created removed again when it fails before its outputs are final
+(`NewOutputs`). A refused input then leaves nothing behind, and never touches what was
+there before (a refused `--resume` leaves its run resumable)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
+    """`path` if it can be written as a folder (`folder`) or a file, else a one-line
+    ConfigError naming the option `what`: an existing path must be of that kind, and the
+    nearest existing folder on its way must be writable. Checked up front, so a bad
+    `--out` fails before minutes of work instead of at the first write."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ConfigError(f"{what} {path} is a file, not a folder: give a folder")
+        if not folder and path.is_dir():
+            raise ConfigError(f"{what} {path} is a folder: give a file name")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.is_file() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{what} {path} cannot be written: no write permission in {parent}")
+    return path
+
+
+def check_image_path(path: str | Path, what: str) -> Path:
+    """`check_writable` for an image file whose format OpenCV can write (from its suffix),
+    so that a sheet or plot is not rendered only to fail at the last step."""
+    import cv2
+
+    path = check_writable(path, what, folder=False)
+    if not cv2.haveImageWriter(str(path)):
+        raise ConfigError(f"{what} {path}: cannot write images of that type: end the name in .png or .jpg")
+    return path
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what creating it adds)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class NewOutputs:
+    """Context manager: if the block raises an Exception before `keep()`, remove what it
+    created under `paths` -- a path that did not exist (with the folders made for it),
+    and inside a folder that did, the entries that were not there. Entries that existed
+    are never removed. A KeyboardInterrupt keeps everything (the work done is resumable)."""
+
+    def __init__(self, *paths: str | Path | None):
+        self.new: list[Path] = []
+        self.folders: list[tuple[Path, set[str]]] = []
+        for p in paths:
+            if p is None:
+                continue
+            p = Path(p).absolute()
+            if p.is_dir():
+                self.folders.append((p, set(os.listdir(p))))
+            elif (top := _first_missing(p)) is not None:
+                self.new.append(top)
+        self.active = True
+
+    def keep(self) -> None:
+        """The outputs are final from here on: later errors leave them in place."""
+        self.active = False
+
+    def __enter__(self) -> NewOutputs:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.active and exc_type is not None and issubclass(exc_type, Exception):
+            for p in self.new:
+                _remove(p)
+            for folder, before in self.folders:
+                if folder.is_dir():
+                    for name in set(os.listdir(folder)) - before:
+                        _remove(folder / name)
+        return False

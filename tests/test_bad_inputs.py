@@ -1,0 +1,365 @@
+"""Every bad input to train, embed, eval, preview, stats, render, model export and
+experiment is one `Error:` line with exit code 2: no traceback, and nothing new on disk
+(the cases of issue 23 and more, replayed as a table like render's in test_dataset.py).
+Also: a refused --resume leaves its run resumable, and unreadable images are a counted,
+reported skip (never black crops or a sibling's embedding)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from conftest import make_tiny_model
+from morphgen.cli.main import cli
+from test_eval_fixtures import lfw_pairs_text, write_lfw
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FAST = ["--threads", "1", "--workers", "0", "--quiet"]
+TRAIN = ["--arch", "nn4small2", "--input-size", "32", "--batch-p", "3", "--batch-k", "2", "--steps", "2", *FAST]
+
+
+def run_cli(args) -> object:
+    args = [str(a) for a in args]
+    if args[0] in ("embed", "eval"):  # no progress bars in the output
+        args.insert(2 if args[0] == "eval" else 1, "--quiet")
+    return CliRunner().invoke(cli, args)
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every path under `roots`, with the size and modification time of files (a folder's
+    own time changes when a command's leftovers are removed again, which is allowed)."""
+    out = {}
+    for root in roots:
+        for p in [root, *root.rglob("*")]:
+            out[str(p)] = None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+    return out
+
+
+def assert_refused(args, match: str, *watched: Path):
+    """Exit 2, one `Error:` line holding `match`, no traceback, `watched` untouched."""
+    before = snapshot(*watched)
+    r = run_cli(args)
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.output, r.output
+    assert match in lines[0], lines[0]
+    after = snapshot(*watched)
+    assert after == before, f"the refused command changed files: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def write_yaml(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def P(tmp_path_factory) -> SimpleNamespace:
+    """Inputs shared by the cases: a tiny model, a 6 x 4 dataset and a 2-step run on it,
+    broken checkpoints, odd folders, YAML files with wrong types, an LFW fixture."""
+    d = tmp_path_factory.mktemp("inputs")
+    model = d / "tiny.npz"
+    make_tiny_model(20, 24).save_npz(model)
+    render = ["render", "--model", model, "--ids", 6, "--per-id", 4, "--size", 48, "--antialias", 1, "--workers", 1,
+              "--quiet"]
+    for name, seed in (("ds", 0), ("ds2", 9)):
+        r = run_cli([*render, "--seed", seed, "--out", d / name])
+        assert r.exit_code == 0, r.output
+    r = run_cli(["train", "--data", d / "ds", "--out", d / "run", *TRAIN])
+    assert r.exit_code == 0, r.output
+    r = run_cli(["eval", "pose", "--model", d / "run", "--images", d / "ds", "--out", d / "pose", "--quiet",
+                 "--workers", 1])
+    assert r.exit_code == 0, r.output
+    ckpt = torch.load(d / "run" / "checkpoint.pt", weights_only=True)
+    (d / "empty.pt").write_bytes(b"")
+    (d / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    torch.save({"format": "morphgen-recognition/1"}, d / "nokeys.pt")
+    torch.save({**ckpt, "input_size": -8}, d / "badsize.pt")
+    torch.save({**ckpt, "arch": "resnet9000"}, d / "badarch.pt")
+    torch.save({**ckpt, "model": {"stem.conv.weight": torch.zeros(1)}}, d / "badweights.pt")
+    (d / "afile.txt").write_text("not a folder\n")
+    (d / "emptydir").mkdir()
+    for k in range(3):  # one image per identity; text files in identity folders
+        (d / "single" / f"p{k}").mkdir(parents=True)
+        shutil.copy(d / "ds" / "images" / "000000" / "000000_0000.png", d / "single" / f"p{k}" / "a.png")
+        (d / "notimages" / f"p{k}").mkdir(parents=True)
+        for n in range(3):
+            (d / "notimages" / f"p{k}" / f"{n}.txt").write_text("hello")
+    shutil.copytree(d / "ds", d / "allbad")
+    for png in (d / "allbad" / "images").rglob("*.png"):
+        png.write_bytes(b"garbage")
+    write_lfw(d / "lfw")
+    (d / "lfw_pairs.txt").write_text(lfw_pairs_text())
+    (d / "badbg").mkdir()
+    for k in range(3):
+        (d / "badbg" / f"{k}.png").write_bytes(b"not a png")
+    (d / "noparams" / "params").mkdir(parents=True)
+    (d / "noparams" / "params" / "chunk_000000.jsonl").write_text('{"identity": 0}\n')
+    ys = {
+        "ids_two": {"ids": "two"}, "size_list": {"size": [32]}, "expr_maybe": {"expressions": "maybe"},
+        "seed_neg": {"seed": -1}, "fraction_text": {"mixup_fraction": "lots"}, "per_id_float": {"per_id": 1.5},
+        "steps_ten": {"steps": "ten"}, "lr_text": {"lr": "fast"}, "batch_p_float": {"batch_p": 2.5},
+        "aug_flip_2": {"aug_flip": 2}, "template_foo": {"template": "foo"}, "data_format_zip": {"data_format": "zip"},
+        "momentum_2": {"momentum": 2}, "extra_list": {"extra": [1]},
+        "online_ids_two": {"model": str(model), "ids": "two"}, "online_unknown": {"model": str(model), "idz": 3},
+    }
+    for name, data in ys.items():
+        write_yaml(d / f"{name}.yaml", data)
+    base = {"name": "bad", "workers": 1,
+            "dataset_defaults": {"model": "tiny.npz", "size": 32, "per_id": 2, "antialias": 1},
+            "recipe_defaults": {"input_size": 32, "batch_p": 2, "batch_k": 2, "steps": 1, "workers": 0,
+                                "threads": 1},
+            "datasets": {"d": {"ids": 3}}, "recipes": {"syn": {}}}
+    exps = {
+        "exp_steps": {"recipes": {"syn": {"steps": "ten"}}},
+        "exp_lr": {"recipes": {"syn": {"lr": -1}}},
+        "exp_expr": {"datasets": {"d": {"ids": 3, "expressions": "maybe"}}},
+        "exp_real": {"recipes": {"syn": {}, "ft": {"train_on": "real", "real_data": "no_such_folder"}}},
+        "exp_online": {"datasets": {}, "cells": [{"dataset": "none", "recipe": "on"}],
+                       "recipes": {"on": {"online": "online_ids_two.yaml", "train_on": "online"}}},
+        "exp_ok": {},
+    }
+    for name, edit in exps.items():
+        write_yaml(d / f"{name}.yaml", {**base, **edit})
+    return SimpleNamespace(**{p.stem if p.is_file() else p.name: p for p in d.iterdir()}, dir=d)
+
+
+def fill(template: list, P: SimpleNamespace, out: Path) -> list[str]:
+    return [str(a).format(**vars(P), out=out) for a in template]
+
+
+# (case, command, the expected words of the error). {out} is a fresh folder per case;
+# "issue" marks the cases listed in issue 23, the others were added with it.
+CASES = [
+    # ---- embed
+    ("embed-empty-checkpoint", "issue", ["embed", "--model", "{empty}", "--images", "{ds}", "--out", "{out}/e.npz"],
+     "not a readable morphgen checkpoint"),
+    ("embed-checkpoint-without-keys", "issue", ["embed", "--model", "{nokeys}", "--images", "{ds}",
+                                                "--out", "{out}/e.npz"], "incomplete morphgen checkpoint"),
+    ("embed-out-under-a-file", "issue", ["embed", "--model", "{run}", "--images", "{ds}", "--out", "{afile}/e.npz"],
+     "is a file, not a folder"),
+    ("embed-images-is-a-file", "issue", ["embed", "--model", "{run}", "--images", "{afile}", "--out", "{out}/e.npz"],
+     "--images"),
+    ("embed-garbage-checkpoint", "new", ["embed", "--model", "{garbage}", "--images", "{ds}", "--out", "{out}/e.npz"],
+     "not a readable morphgen checkpoint"),
+    ("embed-negative-input-size", "new", ["embed", "--model", "{badsize}", "--images", "{ds}", "--out", "{out}/e.npz"],
+     "input size -8"),
+    ("embed-unknown-arch", "new", ["embed", "--model", "{badarch}", "--images", "{ds}", "--out", "{out}/e.npz"],
+     "unknown architecture"),
+    ("embed-weights-do-not-fit", "new", ["embed", "--model", "{badweights}", "--images", "{ds}",
+                                         "--out", "{out}/e.npz"], "does not fit"),
+    ("embed-all-unreadable", "new", ["embed", "--model", "{run}", "--images", "{allbad}", "--out", "{out}/e.npz"],
+     "no usable image"),
+    ("embed-out-not-npz", "new", ["embed", "--model", "{run}", "--images", "{ds}", "--out", "{out}/e.txt"], ".npz"),
+    ("embed-batch-size-0", "new", ["embed", "--model", "{run}", "--images", "{ds}", "--out", "{out}/e.npz",
+                                   "--batch-size", "0"], "--batch-size must be >= 1"),
+    ("embed-unknown-device", "new", ["embed", "--model", "{run}", "--images", "{ds}", "--out", "{out}/e.npz",
+                                     "--device", "tpu"], "unknown --device"),
+    # ---- train
+    ("train-init-empty-checkpoint", "issue", ["train", "--data", "{ds}", "--init", "{empty}", "--out", "{out}/r", *TRAIN],
+     "not a readable morphgen checkpoint"),
+    ("train-init-without-keys", "issue", ["train", "--data", "{ds}", "--init", "{nokeys}", "--out", "{out}/r", *TRAIN],
+     "incomplete morphgen checkpoint"),
+    ("train-out-under-a-file", "issue", ["train", "--data", "{ds}", "--out", "{afile}/r", *TRAIN], "is a file"),
+    ("train-steps-ten-yaml", "issue", ["train", "--data", "{ds}", "--config", "{steps_ten}", "--out", "{out}/r",
+                                       *FAST], "--steps must be an integer"),
+    ("train-negative-lr", "issue", ["train", "--data", "{ds}", "--lr", "-1", "--out", "{out}/r", *TRAIN],
+     "--lr must be > 0"),
+    ("train-negative-weight-decay", "issue", ["train", "--data", "{ds}", "--weight-decay", "-1", "--out", "{out}/r",
+                                              *TRAIN], "--weight-decay must be >= 0"),
+    ("train-input-size-negative", "issue", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--input-size", "-8"],
+     "--input-size"),
+    ("train-input-size-0", "issue", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--input-size", "0"],
+     "--input-size"),
+    ("train-input-size-4", "issue", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--input-size", "4"],
+     "--input-size"),
+    ("train-negative-margin", "issue", ["train", "--data", "{ds}", "--margin", "-3", "--out", "{out}/r", *TRAIN],
+     "--margin"),
+    ("train-batch-p-beyond-data", "issue", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--batch-p", "10"],
+     "--batch-p 10 but the training data has 6 identities"),
+    ("train-empty-data", "issue", ["train", "--data", "{emptydir}", "--out", "{out}/r", *TRAIN], "no usable images"),
+    ("train-missing-data", "issue", ["train", "--data", "{dir}/nope", "--out", "{out}/r", *TRAIN], "does not exist"),
+    ("train-data-is-a-file", "issue", ["train", "--data", "{afile}", "--out", "{out}/r", *TRAIN], "does not exist"),
+    ("train-one-image-per-identity", "issue", ["train", "--data", "{single}", "--no-align", "--out", "{out}/r", *TRAIN],
+     "no identity with 2"),
+    ("train-not-images", "issue", ["train", "--data", "{notimages}", "--out", "{out}/r", *TRAIN], "no usable images"),
+    ("train-val-ids-too-many", "issue", ["train", "--data", "{ds}", "--val-ids", "6", "--out", "{out}/r", *TRAIN],
+     "--val-ids 6"),
+    ("train-bad-freeze", "issue", ["train", "--data", "{ds}", "--freeze", "nope", "--out", "{out}/r", *TRAIN],
+     "--freeze nope"),
+    ("train-missing-list", "issue", ["train", "--data", "{ds}", "--list", "{dir}/nope.tsv", "--out", "{out}/r", *TRAIN],
+     "list file"),
+    ("train-missing-online-file", "issue", ["train", "--online", "{dir}/nope.yaml", "--out", "{out}/r", *TRAIN],
+     "--online"),
+    ("train-online-ids-two", "issue", ["train", "--online", "{online_ids_two}", "--out", "{out}/r", *TRAIN],
+     "--ids must be an integer"),
+    ("train-online-unknown-key", "new", ["train", "--online", "{online_unknown}", "--out", "{out}/r", *TRAIN],
+     "--online"),
+    ("train-init-garbage", "new", ["train", "--data", "{ds}", "--init", "{garbage}", "--out", "{out}/r", *TRAIN],
+     "not a readable"),
+    ("train-lr-text-yaml", "new", ["train", "--data", "{ds}", "--config", "{lr_text}", "--out", "{out}/r", *TRAIN],
+     "--lr must be a number"),
+    ("train-batch-p-float-yaml", "new", ["train", "--data", "{ds}", "--config", "{batch_p_float}", "--out", "{out}/r",
+                                         *FAST, "--steps", "2"], "--batch-p must be an integer"),
+    ("train-aug-probability-2", "new", ["train", "--data", "{ds}", "--config", "{aug_flip_2}", "--out", "{out}/r",
+                                        *TRAIN], "--aug-flip must be between 0 and 1"),
+    ("train-unknown-template", "new", ["train", "--data", "{ds}", "--config", "{template_foo}", "--out", "{out}/r",
+                                       *TRAIN], "unknown --template"),
+    ("train-unknown-data-format", "new", ["train", "--data", "{ds}", "--config", "{data_format_zip}", "--out", "{out}/r",
+                                          *TRAIN], "unknown --data-format"),
+    ("train-momentum-2", "new", ["train", "--data", "{ds}", "--config", "{momentum_2}", "--out", "{out}/r", *TRAIN],
+     "--momentum"),
+    ("train-extra-not-a-mapping", "new", ["train", "--data", "{ds}", "--config", "{extra_list}", "--out", "{out}/r",
+                                          *TRAIN], "extra must be a mapping"),
+    ("train-epochs-0", "new", ["train", "--data", "{ds}", "--epochs", "0", "--out", "{out}/r", *FAST],
+     "--epochs must be > 0"),
+    ("train-steps-0", "new", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--steps", "0"],
+     "--steps must be >= 1"),
+    ("train-unknown-device", "new", ["train", "--data", "{ds}", "--device", "tpu", "--out", "{out}/r", *TRAIN],
+     "unknown --device"),
+    ("train-cache-is-a-file", "new", ["train", "--data", "{ds}", "--cache", "{afile}", "--out", "{out}/r", *TRAIN],
+     "--cache"),
+    ("train-batch-size-beyond-data", "new", ["train", "--data", "{ds}", "--loss", "arcface", "--batch-size", "500",
+                                             "--out", "{out}/r", *TRAIN], "--batch-size 500"),
+    ("train-missing-real-data", "new", ["train", "--data", "{ds}", "--real-data", "{dir}/nope", "--out", "{out}/r",
+                                        *TRAIN], "does not exist"),
+    ("train-all-images-unreadable", "new", ["train", "--data", "{allbad}", "--out", "{out}/r", *TRAIN],
+     "no identity with 2+ usable images"),
+    # ---- preview
+    ("preview-txt-out", "issue", ["preview", "--model", "{tiny}", "--out", "{out}/sheet.txt", "--rows", "1", "--cols",
+                                  "1", "--size", "32"], "end the name in .png"),
+    ("preview-out-under-a-file", "issue", ["preview", "--model", "{tiny}", "--out", "{afile}/s.png"], "is a file"),
+    ("preview-size-list-yaml", "new", ["preview", "--model", "{tiny}", "--config", "{size_list}", "--out",
+                                       "{out}/s.png"], "--size must be an integer"),
+    ("preview-negative-seed", "new", ["preview", "--model", "{tiny}", "--seed", "-1", "--out", "{out}/s.png"],
+     "--seed must be >= 0"),
+    # ---- render
+    ("render-out-under-a-file", "issue", ["render", "--model", "{tiny}", "--ids", "1", "--per-id", "1",
+                                          "--out", "{afile}/o"], "is a file"),
+    ("render-ids-two-yaml", "issue", ["render", "--model", "{tiny}", "--config", "{ids_two}", "--out", "{out}/o"],
+     "--ids must be an integer"),
+    ("render-size-list-yaml", "issue", ["render", "--model", "{tiny}", "--config", "{size_list}", "--out", "{out}/o"],
+     "--size must be an integer"),
+    ("render-expressions-maybe-yaml", "issue", ["render", "--model", "{tiny}", "--config", "{expr_maybe}",
+                                                "--out", "{out}/o"], "--expressions must be true or false"),
+    ("render-huge-grid", "issue", ["render", "--model", "{tiny}", "--ids", "1", "--grid", "yaw=-90:90:0.0001",
+                                   "--out", "{out}/o"], "1,800,001 images per identity"),
+    ("render-negative-energy", "issue", ["render", "--model", "{tiny}", "--ids", "1", "--per-id", "1", "--energy", "-5",
+                                         "--out", "{out}/o"], "energy"),
+    ("render-corrupt-backgrounds", "issue", ["render", "--model", "{tiny}", "--ids", "1", "--per-id", "1",
+                                             "--backgrounds", "{badbg}", "--out", "{out}/o"], "no readable image"),
+    ("render-negative-seed-yaml", "new", ["render", "--model", "{tiny}", "--config", "{seed_neg}", "--out", "{out}/o"],
+     "--seed must be >= 0"),
+    ("render-fraction-text-yaml", "new", ["render", "--model", "{tiny}", "--config", "{fraction_text}",
+                                          "--out", "{out}/o"], "--mixup-fraction must be a number"),
+    ("render-per-id-float-yaml", "new", ["render", "--model", "{tiny}", "--config", "{per_id_float}",
+                                         "--out", "{out}/o"], "--per-id must be an integer"),
+    ("render-workers-0", "new", ["render", "--model", "{tiny}", "--ids", "1", "--per-id", "1", "--workers", "0",
+                                 "--out", "{out}/o"], "--workers must be >= 1"),
+    # ---- stats
+    ("stats-out-under-a-file", "issue", ["stats", "{ds}", "--out", "{afile}/s.png"], "is a file"),
+    ("stats-txt-out", "new", ["stats", "{ds}", "--out", "{out}/s.txt"], "end the name in .png"),
+    ("stats-params-row-without-fields", "new", ["stats", "{noparams}", "--out", "{out}/s.png"],
+     "is not a morphgen params row"),
+    # ---- eval
+    ("eval-lfw-empty-checkpoint", "issue", ["eval", "lfw", "--model", "{empty}", "--lfw-dir", "{lfw}",
+                                            "--pairs", "{lfw_pairs}", "--out", "{out}/e"], "not a readable"),
+    ("eval-out-under-a-file", "issue", ["eval", "lfw", "--model", "{run}", "--lfw-dir", "{lfw}", "--pairs",
+                                        "{lfw_pairs}", "--out", "{afile}/e"], "is a file"),
+    ("eval-synthetic-yaws-without-0", "issue", ["eval", "synthetic", "--model", "{run}", "--face-model", "{tiny}",
+                                                "--yaws", "10:40:30", "--ids", "2", "--size", "32", "--out", "{out}/e"],
+     "no yaw 0"),
+    ("eval-pose-missing-poses", "issue", ["eval", "pose", "--model", "{run}", "--images", "{ds}", "--poses",
+                                          "{dir}/missing.csv", "--out", "{out}/e"], "missing.csv"),
+    ("eval-pose-pairs-of-another-render", "issue", ["eval", "pose", "--model", "{run}", "--images", "{ds2}", "--pairs",
+                                                    "{pose}/pairs.txt", "--out", "{out}/e", "--workers", "1"],
+     "drawn for other images"),
+    ("eval-pose-checkpoint-without-keys", "new", ["eval", "pose", "--model", "{nokeys}", "--images", "{ds}",
+                                                  "--out", "{out}/e"], "incomplete morphgen checkpoint"),
+    ("eval-pose-yaw-step-0", "new", ["eval", "pose", "--model", "{run}", "--images", "{ds}", "--yaw-step", "0",
+                                     "--out", "{out}/e"], "--yaw-step"),
+    # ---- experiment
+    ("experiment-out-under-a-file", "issue", ["experiment", "run", "{exp_ok}", "--out", "{afile}/x"], "is a file"),
+    ("experiment-recipe-steps-ten", "issue", ["experiment", "run", "{exp_steps}", "--out", "{out}/x"],
+     "--steps must be an integer"),
+    ("experiment-online-ids-two", "issue", ["experiment", "run", "{exp_online}", "--out", "{out}/x"],
+     "--ids must be an integer"),
+    ("experiment-missing-real-data", "issue", ["experiment", "run", "{exp_real}", "--out", "{out}/x"],
+     "real_data"),
+    ("experiment-negative-lr", "new", ["experiment", "run", "{exp_lr}", "--out", "{out}/x"], "--lr must be > 0"),
+    ("experiment-expressions-maybe", "new", ["experiment", "run", "{exp_expr}", "--out", "{out}/x"],
+     "--expressions must be true or false"),
+    # ---- model export
+    ("export-out-under-a-file", "issue", ["model", "export", "{tiny}", "--out", "{afile}/f.ply"], "is a file"),
+    ("export-negative-identity", "issue", ["model", "export", "{tiny}", "--identity", "-5", "--out", "{out}/f.ply"],
+     "got -5"),
+]
+
+
+@pytest.mark.parametrize("args, match", [pytest.param(a, m, id=c) for c, _, a, m in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(P, tmp_path, args, match):
+    assert_refused(fill(args, P, tmp_path), match, tmp_path, P.dir)
+
+
+def test_case_count():
+    """At least 20 cases beyond the issue's list, and every command covered."""
+    assert sum(kind == "new" for _, kind, _, _ in CASES) >= 20
+    assert {c.split("-")[0] for c, *_ in CASES} >= {"embed", "train", "preview", "render", "stats", "eval",
+                                                    "experiment", "export"}
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--arch", "iresnet18"], "--arch nn4small2"),                  # issue: then the plain --resume was refused
+    (["--input-size", "40"], "--input-size 32"),
+    (["--steps", "1"], "has trained 2 steps"),                      # issue: "resuming at step 25 of 5"
+])
+def test_refused_resume_leaves_the_run_resumable(P, tmp_path, extra, match):
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    assert_refused(["train", "--out", run, "--resume", *FAST, *extra], match, tmp_path, P.dir)
+    r = run_cli(["train", "--out", run, "--resume", *FAST, "--steps", 3])
+    assert r.exit_code == 0, r.output
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+@pytest.mark.parametrize("checkpoint, match", [("empty", "not a readable"), ("nokeys", "incomplete")])
+def test_resume_from_a_broken_checkpoint(P, tmp_path, checkpoint, match):
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    shutil.copy(getattr(P, checkpoint), run / "checkpoint.pt")
+    assert_refused(["train", "--out", run, "--resume", *FAST], match, tmp_path, P.dir)
+
+
+def test_unreadable_images_are_a_counted_skip(P, tmp_path):
+    """A morphgen render with corrupt PNGs trains on the readable ones and says how many it
+    skipped; embed lists the skipped files instead of giving them a sibling's vector."""
+    ds = tmp_path / "ds"
+    shutil.copytree(P.ds, ds)
+    broken = sorted((ds / "images" / "000001").glob("*.png")) + [ds / "images" / "000002" / "000002_0001.png"]
+    for png in broken:
+        png.write_bytes(b"")
+    r = run_cli(["train", "--data", ds, "--out", tmp_path / "r", *TRAIN])
+    assert r.exit_code == 0 and "19 images of 5 identities" in r.output and "unreadable: 5" in r.output, r.output
+    r = run_cli(["embed", "--model", P.run, "--images", ds, "--out", tmp_path / "e.npz", "--quiet"])
+    assert r.exit_code == 0 and "unreadable 5" in r.output, r.output
+    import numpy as np
+    z = np.load(tmp_path / "e.npz")
+    assert len(z["embeddings"]) == 19
+    assert sorted(z["skipped"]) == sorted(str(p.relative_to(ds)) for p in broken)
+
+
+def test_resume_config_is_the_runs_own(P, tmp_path):
+    """A plain --resume reads the run's config.json; the accepted one rewrites it unchanged."""
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    before = json.loads((run / "config.json").read_text())
+    r = run_cli(["train", "--out", run, "--resume", *FAST, "--steps", 2])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text()) == {**before, "resume": True, "out": str(run)}
