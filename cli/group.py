@@ -1,6 +1,8 @@
-"""The CLI's error contract in one place: a MorphgenError (a problem with the user's input)
-prints one line, `Error: <message>`, and exits 2 — no traceback. Every command group uses
-this class, so sub-groups behave the same when invoked on their own (as tests do)."""
+"""The CLI's error contract in one place: a problem with the user's input -- a
+MorphgenError from the library, or a flag click cannot parse (a wrong type, a value out of
+range, an unknown option) -- prints one line, `Error: <message>`, and exits 2: no
+traceback, no usage block. Every command group uses this class, so sub-groups behave the
+same when invoked on their own (as tests do)."""
 from __future__ import annotations
 
 import sys
@@ -16,4 +18,8 @@ class OneLineErrorGroup(click.Group):
             return super().invoke(ctx)
         except MorphgenError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
             sys.exit(2)
