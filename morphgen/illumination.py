@@ -1,16 +1,7 @@
-"""Spherical-harmonics (SH) illumination: the basis, the Basel Illumination Prior, samplers.
+"""Spherical-harmonics (SH) lights: the Basel Illumination Prior, built-in priors, samplers.
 
-Conventions (those of scalismo-faces and the Basel face generator):
-
-* 9 coefficients (bands l = 0, 1, 2), index i = l^2 + l + m, in the order
-  1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2, each times its normalisation constant
-  (:data:`SH_NORMALISATION`); normals are unit vectors in the camera/world frame with
-  y up and +z toward the viewer.
-* Coefficients are an array (9, 3): one RGB triple per basis function.
-* Lambertian shading: ``radiance = albedo * (sh_basis(n) * LAMBERT_KERNEL) @ coeffs``
-  (see :func:`irradiance`, :func:`shade`); LAMBERT_KERNEL is pi, 2pi/3, pi/4 per band.
-
-The renderers import the module-level numpy constants to build their own kernels.
+Lights are arrays (9, 3) in the convention of :mod:`morphgen.spherical_harmonics` (the
+basis, its constants and the Lambertian irradiance live there, shared with the renderers).
 Samplers are objects with ``sample(rng) -> (9, 3) float32`` that draw only from the given
 ``numpy.random.Generator``, so callers control determinism.
 """
@@ -25,63 +16,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .spherical_harmonics import LAMBERT_KERNEL, SH_N0, SH_N1, sh_basis, sh_basis_at
 
-# ---- constants ------------------------------------------------------------------------
-SH_N0 = math.sqrt(1.0 / math.pi) / 2.0  # 0.282095
-SH_N1 = math.sqrt(3.0 / math.pi) / 2.0  # 0.488603
-SH_N2_1 = math.sqrt(15.0 / math.pi) / 2.0  # 1.092548  (xy, yz, xz)
-SH_N2_0 = math.sqrt(5.0 / math.pi) / 4.0  # 0.315392  (3z^2 - 1)
-SH_N2_2 = math.sqrt(15.0 / math.pi) / 4.0  # 0.546274  (x^2 - y^2)
-
-#: Normalisation constant of each of the 9 basis functions, in coefficient order.
-SH_NORMALISATION = np.array([SH_N0, SH_N1, SH_N1, SH_N1, SH_N2_1, SH_N2_1, SH_N2_0, SH_N2_1, SH_N2_2])
-#: Band l of each coefficient.
-SH_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
-#: SH coefficients of the clamped-cosine (Lambert) kernel, per coefficient: pi, 2pi/3, pi/4.
-LAMBERT_KERNEL = np.array([math.pi] + [2.0 * math.pi / 3.0] * 3 + [math.pi / 4.0] * 5)
 #: sum of squared coefficients the Basel generator fixes when asked to ("setEnergy").
 DEFAULT_ENERGY = 6.33
 ILLUMINATION_KINDS = ("builtin", "bip-empirical", "bip-gaussian", "frontal")
 
 
-# ---- basis and shading ----------------------------------------------------------------
-def sh_basis(normals: np.ndarray) -> np.ndarray:
-    """The 9 normalised SH basis functions at unit ``normals`` (..., 3) -> (..., 9).
-
-    float32 input stays float32; anything else is computed in float64. Normals are not
-    re-normalised.
-    """
-    n = np.asarray(normals)
-    dtype = np.float32 if n.dtype == np.float32 else np.float64
-    n = n.astype(dtype, copy=False)
-    if n.shape[-1] != 3:
-        raise ValueError(f"normals must have shape (..., 3), got {n.shape}")
-    x, y, z = n[..., 0], n[..., 1], n[..., 2]
-    out = np.empty(n.shape[:-1] + (9,), dtype=dtype)
-    out[..., 0] = SH_N0
-    out[..., 1] = SH_N1 * y
-    out[..., 2] = SH_N1 * z
-    out[..., 3] = SH_N1 * x
-    out[..., 4] = SH_N2_1 * x * y
-    out[..., 5] = SH_N2_1 * y * z
-    out[..., 6] = SH_N2_0 * (3.0 * z * z - 1.0)
-    out[..., 7] = SH_N2_1 * x * z
-    out[..., 8] = SH_N2_2 * (x * x - y * y)
-    return out
-
-
-def irradiance(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Lambertian irradiance (..., 3) at unit ``normals`` (..., 3) for coefficients (9, 3)."""
-    basis = sh_basis(normals)
-    weights = (LAMBERT_KERNEL.astype(basis.dtype) * basis)
-    return weights @ np.asarray(coeffs, dtype=basis.dtype).reshape(9, 3)
-
-
-def shade(albedo: np.ndarray, normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Radiance ``albedo * irradiance(normals, coeffs)`` (no clamping)."""
-    return np.asarray(albedo) * irradiance(normals, coeffs)
-
-
+# ---- light constructions ----------------------------------------------------------------
 def sh_energy(coeffs: np.ndarray) -> float:
     """Sum of squared coefficients (the Basel generator's "energy")."""
     c = np.asarray(coeffs, dtype=np.float64)
@@ -350,9 +292,7 @@ class BuiltinPrior:
         amb = rng.uniform(*self.ambient)
         ambient_rgb, light_rgb = amb * self._tint(rng), (1.0 - amb) * self._tint(rng)
         # sh_ambient + sh_directional, written out for a unit direction
-        basis = np.array([SH_N0, SH_N1 * y, SH_N1 * z, SH_N1 * x, SH_N2_1 * x * y, SH_N2_1 * y * z,
-                          SH_N2_0 * (3.0 * z * z - 1.0), SH_N2_1 * x * z, SH_N2_2 * (x * x - y * y)])
-        c = basis[:, None] * light_rgb
+        c = sh_basis_at(x, y, z)[:, None] * light_rgb
         c[0] += ambient_rgb / (SH_N0 * LAMBERT_KERNEL[0])
         c[4:9] += self.band2_sd * rng.standard_normal((5, 1))
         target = rng.uniform(*self.exposure)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from morphgen.errors import ConfigError, DataError
-from morphgen.illumination import (DEFAULT_ENERGY, LAMBERT_KERNEL, SH_NORMALISATION, AdjustedPrior, BIPEmpirical,
-                                   BIPGaussian, BIPWarning, BuiltinPrior, FrontalLight, IlluminationPrior, adjust,
-                                   irradiance, load_bip, make_illumination, mean_frontal_irradiance, parse_rps_light,
-                                   sh_ambient, sh_basis, sh_directional, sh_energy, shade)
+from morphgen.illumination import (DEFAULT_ENERGY, AdjustedPrior, BIPEmpirical, BIPGaussian, BIPWarning, BuiltinPrior,
+                                   FrontalLight, IlluminationPrior, adjust, load_bip, make_illumination,
+                                   mean_frontal_irradiance, parse_rps_light, sh_ambient, sh_directional, sh_energy)
+from morphgen.spherical_harmonics import LAMBERT_KERNEL, SH_NORMALISATION, irradiance, sh_basis, shade
 
 try:
     from tests.fixtures import random_sh, rps_document, write_bip_folder

@@ -10,7 +10,8 @@ import torch
 from morphgen.render.camera import Camera, Pose
 from morphgen.render.fit import fit_light_and_pose
 from morphgen.render.renderer import RenderSettings, render_batch, render_torch
-from morphgen.render.shading import ColorTransform, irradiance_np, vertex_normals_np
+from morphgen.render.shading import ColorTransform, vertex_normals_np
+from morphgen.spherical_harmonics import irradiance
 from morphgen.render.synthetic import synthetic_head
 
 DT = torch.float64
@@ -162,7 +163,7 @@ def test_fit_recovers_light_and_pose():
     n = rng.normal(size=(4000, 3))
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     n = n[n[:, 2] > 0.3]
-    e_true, e_fit = irradiance_np(n, sh_true), irradiance_np(n, res.sh)
+    e_true, e_fit = irradiance(n, sh_true), irradiance(n, res.sh)
     rms = np.sqrt(((e_fit - e_true) ** 2).mean()) / e_true.mean()
     assert rms < 0.03, rms
     assert np.linalg.norm(res.sh - sh_true) / np.linalg.norm(sh_true) < 0.35

@@ -11,9 +11,8 @@ Modules (nvdiffrast / PyTorch3D style split; import from the modules themselves)
   that agree pixel for pixel (top-left fill rule, pixel centres at +0.5).
 * ``interpolate``: differentiable perspective-correct attribute interpolation
   (barycentrics recomputed in torch from the face ids).
-* ``shading``: Lambertian SH lighting in the Basel convention (9 x 3 coefficients,
-  normals in camera space so the light stays with the camera), vertex normals, the
-  Basel colour transform.
+* ``shading``: vertex normals and the Basel colour transform (the SH basis and
+  Lambertian irradiance are :mod:`morphgen.spherical_harmonics`).
 * ``backgrounds``: image folders (DTD layout), procedural textures, plain colours.
 * ``renderer``: :class:`~.renderer.RenderSettings`, :func:`~.renderer.render_batch`
   (numpy in/out; fused numba CPU path or torch path) and the differentiable

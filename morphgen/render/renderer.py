@@ -17,7 +17,7 @@ triangle ids agree):
 
 Image formation (both paths): ``v_cam = scale * R v + t``; normals are area-weighted
 vertex normals rotated into camera space; per-vertex radiance ``albedo * irradiance``
-(Basel SH, see :mod:`.shading`), then the optional colour transform; the face colour is
+(Basel SH, see :mod:`morphgen.spherical_harmonics`), then the optional colour transform; the face colour is
 clipped to [0, 1] per sample, averaged over the ``antialias`` x ``antialias``
 sub-samples of each pixel together with its coverage ``alpha``, and composited as
 ``face_sum + (1 - alpha) * background``. Colours are linear, as in the Basel generator
@@ -62,20 +62,8 @@ from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
 from .rasterize import (BACKENDS, MESH_CACHE, RasterOutput, auto_backend, maps_from_keys, raster_core, sample_weights,
                         rasterize, triton_keys)
-from .shading import (
-    N0,
-    N1,
-    N2_0,
-    N2_1,
-    N2_2,
-    KERNEL9,
-    LUMA,
-    ColorTransform,
-    accumulate_normals_raw,
-    irradiance_np,
-    irradiance_torch,
-    vertex_normals_torch,
-)
+from ..spherical_harmonics import LAMBERT_KERNEL, SH_N0, SH_N1, SH_N2_0, SH_N2_1, SH_N2_2, irradiance, irradiance_torch
+from .shading import LUMA, ColorTransform, accumulate_normals_raw, vertex_normals_torch
 
 if TYPE_CHECKING:
     import torch
@@ -221,16 +209,16 @@ def _shade_vertices(stamp, b, nc, rot, sk, al, gain, contrast, offset, luma, vco
     vertex order (a scan of the stamps), not in the order pixels found them: the
     sequential reads of normals, albedo and colours make it 1.6x faster.
     """
-    a0, a1, a2 = N0 * sk[0, 0], N0 * sk[0, 1], N0 * sk[0, 2]
+    a0, a1, a2 = SH_N0 * sk[0, 0], SH_N0 * sk[0, 1], SH_N0 * sk[0, 2]
     # the basis constants folded into the light, read once (the loop's stores could alias sk)
-    s10, s11, s12 = N1 * sk[1, 0], N1 * sk[1, 1], N1 * sk[1, 2]
-    s20, s21, s22 = N1 * sk[2, 0], N1 * sk[2, 1], N1 * sk[2, 2]
-    s30, s31, s32 = N1 * sk[3, 0], N1 * sk[3, 1], N1 * sk[3, 2]
-    s40, s41, s42 = N2_1 * sk[4, 0], N2_1 * sk[4, 1], N2_1 * sk[4, 2]
-    s50, s51, s52 = N2_1 * sk[5, 0], N2_1 * sk[5, 1], N2_1 * sk[5, 2]
-    s60, s61, s62 = N2_0 * sk[6, 0], N2_0 * sk[6, 1], N2_0 * sk[6, 2]
-    s70, s71, s72 = N2_1 * sk[7, 0], N2_1 * sk[7, 1], N2_1 * sk[7, 2]
-    s80, s81, s82 = N2_2 * sk[8, 0], N2_2 * sk[8, 1], N2_2 * sk[8, 2]
+    s10, s11, s12 = SH_N1 * sk[1, 0], SH_N1 * sk[1, 1], SH_N1 * sk[1, 2]
+    s20, s21, s22 = SH_N1 * sk[2, 0], SH_N1 * sk[2, 1], SH_N1 * sk[2, 2]
+    s30, s31, s32 = SH_N1 * sk[3, 0], SH_N1 * sk[3, 1], SH_N1 * sk[3, 2]
+    s40, s41, s42 = SH_N2_1 * sk[4, 0], SH_N2_1 * sk[4, 1], SH_N2_1 * sk[4, 2]
+    s50, s51, s52 = SH_N2_1 * sk[5, 0], SH_N2_1 * sk[5, 1], SH_N2_1 * sk[5, 2]
+    s60, s61, s62 = SH_N2_0 * sk[6, 0], SH_N2_0 * sk[6, 1], SH_N2_0 * sk[6, 2]
+    s70, s71, s72 = SH_N2_1 * sk[7, 0], SH_N2_1 * sk[7, 1], SH_N2_1 * sk[7, 2]
+    s80, s81, s82 = SH_N2_2 * sk[8, 0], SH_N2_2 * sk[8, 1], SH_N2_2 * sk[8, 2]
     g0, g1, g2 = gain[0], gain[1], gain[2]
     o0, o1, o2 = offset[0], offset[1], offset[2]
     l0, l1, l2 = luma[0], luma[1], luma[2]
@@ -584,7 +572,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     v32 = np.ascontiguousarray(verts, dtype=np.float32)
     al = _batch_np(albedo, b, (n, 3), "albedo")
     shb = _batch_np(sh, b, (9, 3), "sh", dtype=np.float64)
-    shk = np.ascontiguousarray(np.broadcast_to(shb * KERNEL9[None, :, None], (b, 9, 3)))
+    shk = np.ascontiguousarray(np.broadcast_to(shb * LAMBERT_KERNEL[None, :, None], (b, 9, 3)))
     ct = color_transform if color_transform is not None else ColorTransform.identity(b)
     gain, contrast, offset = ct.arrays(b)
     bg = _backgrounds_np(backgrounds, b, h, w)
@@ -656,7 +644,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
                 elif name == "albedo":
                     parts.append(al[i if al.shape[0] > 1 else 0])
                 elif name == "illumination":
-                    parts.append(irradiance_np(ncam[i].astype(np.float64), shb[i if shb.shape[0] > 1 else 0]).astype(np.float32))
+                    parts.append(irradiance(ncam[i].astype(np.float64), shb[i if shb.shape[0] > 1 else 0]).astype(np.float32))
                 else:
                     parts.append(ref_col)
             attr = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)

@@ -1,20 +1,6 @@
-"""Lambertian spherical-harmonics shading in the Basel convention, vertex normals, and
-the Basel generator's per-image colour transform.
-
-Light: 9 x 3 SH coefficients ``L`` (RGB per band), band order i = l^2 + l + m:
-``1, y, z, x, xy, yz, 3z^2 - 1, xz, x^2 - y^2`` with the normalisations
-N0 = sqrt(1/pi)/2, N1 = sqrt(3/pi)/2, N2_1 = sqrt(15/pi)/2, N2_0 = sqrt(5/pi)/4,
-N2_2 = sqrt(15/pi)/4 and the Lambert kernel k_l = pi, 2pi/3, pi/4 for bands 0, 1, 2:
-
-    radiance = albedo * sum_i Y_i(n) * k_l(i) * L_i
-
-Frame of the normals: **camera (view) space, after the pose rotation**. In the Basel
-renderer the light lives in the world frame and the default camera sits at the world
-origin looking down -z, so this is the same frame. Why it matters: the light then stays
-fixed relative to the camera while the head turns under it, which makes pose and
-illumination independent factors of variation (a profile view lit from the camera's
-left is still lit from the camera's left). Coefficients from the Basel Illumination
-Prior (fitted to photos in that frame) apply unchanged.
+"""Vertex normals (numba and torch) and the Basel generator's per-image colour transform:
+the per-vertex inputs of shading that are not the light. The SH basis, its constants and
+the Lambertian irradiance are :mod:`morphgen.spherical_harmonics`.
 
 Shading is evaluated per vertex and interpolated (Gouraud); at the render sizes of
 face-recognition data (<= 256 px for a 28k-vertex face) vertices are denser than pixels,
@@ -22,7 +8,6 @@ so this equals per-pixel shading to within a grey level while costing a fraction
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,50 +20,8 @@ from ..tensors import is_tensor
 if TYPE_CHECKING:
     import torch
 
-N0 = math.sqrt(1.0 / math.pi) / 2.0
-N1 = math.sqrt(3.0 / math.pi) / 2.0
-N2_1 = math.sqrt(15.0 / math.pi) / 2.0
-N2_0 = math.sqrt(5.0 / math.pi) / 4.0
-N2_2 = math.sqrt(15.0 / math.pi) / 4.0
-LAMBERT = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
-# Lambert kernel for each of the 9 coefficients (band l of coefficient i)
-KERNEL9 = np.array([LAMBERT[0]] + [LAMBERT[1]] * 3 + [LAMBERT[2]] * 5, dtype=np.float64)
 # Rec. 601 luma weights, for the colour transform's contrast (saturation) term
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
-
-
-# --------------------------------------------------------------------------------------
-# torch
-# --------------------------------------------------------------------------------------
-def sh_basis_torch(normals: torch.Tensor) -> torch.Tensor:
-    """SH basis Y_i(n), (..., 3) unit normals -> (..., 9), Basel order and constants."""
-    import torch
-
-    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
-    return torch.stack(
-        (
-            torch.full_like(x, N0),
-            N1 * y,
-            N1 * z,
-            N1 * x,
-            N2_1 * x * y,
-            N2_1 * y * z,
-            N2_0 * (3.0 * z * z - 1.0),
-            N2_1 * x * z,
-            N2_2 * (x * x - y * y),
-        ),
-        -1,
-    )
-
-
-def irradiance_torch(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """Lambertian irradiance (B, ..., 3) for normals (B, ..., 3) and SH light (B, 9, 3)."""
-    import torch
-
-    basis = sh_basis_torch(normals) * torch.as_tensor(KERNEL9, dtype=normals.dtype, device=normals.device)
-    lead = basis.shape[1:-1]
-    flat = basis.reshape(basis.shape[0], -1, 9)
-    return torch.bmm(flat, sh.to(normals.dtype)).reshape(basis.shape[0], *lead, 3)
 
 
 def vertex_normals_torch(vertices: torch.Tensor, triangles) -> torch.Tensor:
@@ -98,23 +41,6 @@ def vertex_normals_torch(vertices: torch.Tensor, triangles) -> torch.Tensor:
     for k in range(3):
         n = n.index_add(1, tris[:, k], fn)
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def shade_torch(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """Radiance = albedo * irradiance (per vertex or per pixel)."""
-    return albedo * irradiance_torch(normals, sh)
-
-
-# --------------------------------------------------------------------------------------
-# numpy / numba
-# --------------------------------------------------------------------------------------
-def sh_basis_np(normals: np.ndarray) -> np.ndarray:
-    """Numpy twin of :func:`sh_basis_torch`."""
-    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
-    return np.stack(
-        (np.full_like(x, N0), N1 * y, N1 * z, N1 * x, N2_1 * x * y, N2_1 * y * z, N2_0 * (3 * z * z - 1), N2_1 * x * z, N2_2 * (x * x - y * y)),
-        -1,
-    )
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -173,11 +99,6 @@ def vertex_normals_np(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray
     for i in range(vb.shape[0]):
         accumulate_normals(np.ascontiguousarray(vb[i]), tris, out[i])
     return out[0] if single else out
-
-
-def irradiance_np(normals: np.ndarray, sh: np.ndarray) -> np.ndarray:
-    """Numpy irradiance for normals (..., 3) and one SH light (9, 3)."""
-    return (sh_basis_np(normals) * KERNEL9) @ np.asarray(sh, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------
