@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="render seed (default 0)")
     ap.add_argument("--scenes", default=",".join(SCENES), help=f"which scenes (default all: {','.join(SCENES)})")
     ap.add_argument("--real", type=Path, help="a folder of real faces (one sub-folder per identity) to crop alike")
+    ap.add_argument("--ext", default="png", choices=("png", "jpg"), help="image format of the sheets (default png)")
     args = ap.parse_args(argv)
     from morphgen.sheet import write_sheet
 
@@ -70,13 +71,13 @@ def main(argv=None) -> int:
             print(f"error: unknown scene {name!r}; scenes: {', '.join(SCENES)}", file=sys.stderr)
             return 2
         full, crops = render_sheet(SCENES[name], args.ids, args.per_id, args.size, args.seed, args.pose)
-        write_sheet(args.out / f"{name}.png", full, args.per_id)
-        write_sheet(args.out / f"{name}_crops112.png", crops, args.per_id)
-        print(f"wrote {args.out / name}.png and {name}_crops112.png")
+        write_sheet(args.out / f"{name}.{args.ext}", full, args.per_id)
+        write_sheet(args.out / f"{name}_crops112.{args.ext}", crops, args.per_id)
+        print(f"wrote {args.out / name}.{args.ext} and {name}_crops112.{args.ext}")
     if args.real is not None:
         crops = real_crops(args.real, args.ids * args.per_id, args.seed)
-        write_sheet(args.out / "real_crops112.png", crops, args.per_id)
-        print(f"wrote {args.out / 'real_crops112.png'} ({len(crops)} real crops from {args.real})")
+        write_sheet(args.out / f"real_crops112.{args.ext}", crops, args.per_id)
+        print(f"wrote {args.out / 'real_crops112'}.{args.ext} ({len(crops)} real crops from {args.real})")
     return 0
 
 
