@@ -154,3 +154,15 @@ def test_scene_backgrounds_are_deterministic_photo_like_and_selectable(spec):
         assert saturation(a) < 0.8 * saturation(pat)
     r = _renderer("off", backgrounds=spec)
     assert r.render([r.sampler.image_params(0, 0)])[0].rgb.shape == (64, 64, 3)
+
+
+def test_a_batch_with_mixed_effects_matches_image_by_image():
+    cfg = PhotoConfig.parse("realistic,blur=0.6,motion=0.5,jpeg=0.6,crop=0.5,noise=0.6,occlusion=0.5")
+    rng = np.random.default_rng(11)
+    fxs = [cfg.sample(rng) for _ in range(16)]
+    imgs = [_image(k, 64, 64) for k in range(16)]
+    t = torch.from_numpy(np.stack(imgs)).float().div(255).permute(0, 3, 1, 2)
+    got = (apply_photo_torch(t, fxs).permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    for img, fx, g in zip(imgs, fxs, got):
+        d = np.abs(apply_photo(img, fx).astype(np.float32) - g)
+        assert d.mean() < 0.5 and np.percentile(d, 99) <= 3, fx

@@ -354,7 +354,11 @@ def jpeg_np(x: np.ndarray, quality: int) -> np.ndarray:
 
 def apply_photo_torch(x, effects: list):
     """The same effects on a batch: x float (B, 3, H, W) in [0, 1] on any device; effects
-    has one dict (or None) per image. Returns a new tensor in [0, 1]."""
+    has one dict (or None) per image. Returns a new tensor in [0, 1].
+
+    Each effect runs once for all the images that have it (a few kernels per batch, not per
+    image): per-image parameters become tensors, per-image kernels are zero-padded to the
+    batch's largest and applied as one grouped convolution."""
     import torch
     import torch.nn.functional as F
 
@@ -364,55 +368,108 @@ def apply_photo_torch(x, effects: list):
     k = max(h, w) / 128.0
     dev, dt = x.device, x.dtype
     x = x * 255.0
-    rows = lambda e: [i for i, fx in enumerate(effects) if fx and e in fx]  # noqa: E731
+
+    def rows(e):
+        idx = [i for i, fx in enumerate(effects) if fx and e in fx]
+        return idx, torch.as_tensor(idx, device=dev, dtype=torch.long)
+
+    def param(idx, get):
+        return torch.as_tensor([get(effects[i]) for i in idx], device=dev, dtype=dt)
+
     yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt), indexing="ij")
-    for i in rows("occlusion"):
-        occ = effects[i]["occlusion"]
-        m = _occ_coverage(occ, xx + 0.5, yy + 0.5, h, w, torch)
-        shade = 0.85 + 0.3 * (yy / h)
-        col = torch.tensor(occ["color"], device=dev, dtype=dt).view(3, 1, 1)
-        x[i] = x[i] * (1 - m) + m * col * shade
-    for i in rows("blur"):
-        x[i] = _gauss_torch(x[i:i + 1], effects[i]["blur"] * k)[0]
-    for i in rows("motion"):
-        mk = torch.from_numpy(motion_kernel(effects[i]["motion"]["length"] * k, effects[i]["motion"]["angle"]))
-        r = (mk.shape[0] - 1) // 2
-        y = F.pad(x[i:i + 1], (r, r, r, r), mode="reflect")
-        x[i] = F.conv2d(y, mk.to(dev, dt).view(1, 1, *mk.shape).expand(3, 1, -1, -1), groups=3)[0]
-    for i in rows("vignette"):
-        x[i] = x[i] * _vignette_gain(effects[i]["vignette"], h, w, torch, like=x)
+    idx, t = rows("occlusion")
+    if idx:
+        occ = [effects[i]["occlusion"] for i in idx]
+        m = torch.stack([_occ_coverage(o, xx + 0.5, yy + 0.5, h, w, torch) for o in occ])[:, None]
+        col = torch.as_tensor([o["color"] for o in occ], device=dev, dtype=dt)[:, :, None, None]
+        x[t] = x[t] * (1 - m) + m * col * (0.85 + 0.3 * (yy / h))
+    idx, t = rows("blur")
+    if idx:
+        x[t] = _conv_separable(x[t], [gaussian_kernel(effects[i]["blur"] * k) for i in idx])
+    idx, t = rows("motion")
+    if idx:
+        x[t] = _conv_2d(x[t], [motion_kernel(effects[i]["motion"]["length"] * k, effects[i]["motion"]["angle"])
+                               for i in idx])
+    idx, t = rows("vignette")
+    if idx:
+        x[t] = x[t] * _vignette_gain(param(idx, lambda e: e["vignette"])[:, None, None], h, w, torch, like=x)[:, None]
     lum = torch.tensor([0.299, 0.587, 0.114], device=dev, dtype=dt).view(1, 3, 1, 1)
-    for i in rows("color"):
-        c = effects[i]["color"]
-        xi = x[i:i + 1]
+    idx, t = rows("color")
+    if idx:
+        sat, con, bri = (param(idx, lambda e, key=key: e["color"][key]).view(-1, 1, 1, 1)
+                         for key in ("saturation", "contrast", "brightness"))
+        xi = x[t]
         grey = (xi * lum).sum(1, keepdim=True)
-        xi = grey + (xi - grey) * c["saturation"]
-        m = xi.mean()
-        x[i] = (((xi - m) * c["contrast"] + m) * c["brightness"])[0]
-    for i in rows("white_balance"):
-        x[i] = x[i] * torch.tensor(effects[i]["white_balance"], device=dev, dtype=dt).view(3, 1, 1)
-    for i in rows("gamma"):
-        x[i] = 255.0 * (x[i].clamp(0, 255) / 255.0) ** effects[i]["gamma"]
+        xi = grey + (xi - grey) * sat
+        m = xi.mean((1, 2, 3), keepdim=True)
+        x[t] = ((xi - m) * con + m) * bri
+    idx, t = rows("white_balance")
+    if idx:
+        x[t] = x[t] * torch.as_tensor([effects[i]["white_balance"] for i in idx], device=dev, dtype=dt)[:, :, None, None]
+    idx, t = rows("gamma")
+    if idx:
+        x[t] = 255.0 * (x[t].clamp(0, 255) / 255.0) ** param(idx, lambda e: e["gamma"]).view(-1, 1, 1, 1)
     groups: dict = {}
-    for i in rows("lowres"):
+    for i in rows("lowres")[0]:
         groups.setdefault(effects[i]["lowres"], []).append(i)
     for frac, idx in groups.items():
         side, size = _lowres_size(frac, h, w)
         sub = F.interpolate(_gauss_torch(x[idx], 0.45 * min(h, w) / side), size=size, mode="bilinear",
                             align_corners=False)
         x[idx] = F.interpolate(sub, size=(h, w), mode="bilinear", align_corners=False)
-    for i in rows("noise"):
-        n = effects[i]["noise"]
-        x[i] = x[i] + n["sigma"] * noise_field_torch(n["seed"], h * w * 3, dev).view(h, w, 3).permute(2, 0, 1).to(dt)
-    for i in rows("grey"):
-        g = (x[i:i + 1].clamp(0, 255) * lum).sum(1)
-        x[i] = g.expand(3, h, w)
-    for i in rows("jpeg"):
-        x[i] = jpeg_torch(x[i].clamp(0, 255).permute(1, 2, 0), effects[i]["jpeg"]).permute(2, 0, 1)
-    for i in rows("crop"):
-        ys, xs, keep = _crop_index(effects[i]["crop"], h, w, torch, dev)
-        x[i] = x[i][:, ys][:, :, xs] * (keep.to(dt) if effects[i]["crop"]["black"] else 1.0)
+    idx, t = rows("noise")
+    if idx:
+        seeds = [effects[i]["noise"]["seed"] for i in idx]
+        z = noise_field_torch(seeds, h * w * 3, dev).view(len(idx), h, w, 3).permute(0, 3, 1, 2).to(dt)
+        x[t] = x[t] + param(idx, lambda e: e["noise"]["sigma"]).view(-1, 1, 1, 1) * z
+    idx, t = rows("grey")
+    if idx:
+        x[t] = (x[t].clamp(0, 255) * lum).sum(1, keepdim=True).expand(-1, 3, h, w)
+    idx, t = rows("jpeg")
+    if idx:
+        x[t] = jpeg_torch(x[t].clamp(0, 255).permute(0, 2, 3, 1), [effects[i]["jpeg"] for i in idx]).permute(0, 3, 1, 2)
+    idx, t = rows("crop")
+    if idx:
+        parts = [_crop_index(effects[i]["crop"], h, w, torch, dev) for i in idx]
+        ys = torch.stack([p[0] for p in parts])[:, None, :, None].expand(-1, 3, -1, w)
+        xs = torch.stack([p[1] for p in parts])[:, None, None, :].expand(-1, 3, h, -1)
+        keep = torch.stack([p[2] if effects[i]["crop"]["black"] else torch.ones_like(p[2]) for p, i in zip(parts, idx)])
+        x[t] = x[t].gather(2, ys).gather(3, xs) * keep[:, None].to(dt)
     return (x / 255.0).clamp(0.0, 1.0)
+
+
+def _conv_separable(x, kernels: list):
+    """Each image of (S, 3, H, W) blurred by its own 1-D kernel along x then y (reflected
+    borders): the kernels zero-padded to the longest, one grouped convolution per axis."""
+    import torch
+    import torch.nn.functional as F
+
+    s, c, h, w = x.shape
+    r = max((len(g) - 1) // 2 for g in kernels)
+    bank = torch.zeros(s, 2 * r + 1, device=x.device, dtype=x.dtype)
+    for j, g in enumerate(kernels):
+        q = (len(g) - 1) // 2
+        bank[j, r - q:r + q + 1] = torch.from_numpy(g)
+    wts = bank.repeat_interleave(c, 0)                                         # (S*3, 2r+1)
+    y = x.reshape(1, s * c, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), wts[:, None, None, :], groups=s * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), wts[:, None, :, None], groups=s * c)
+    return y.reshape(s, c, h, w)
+
+
+def _conv_2d(x, kernels: list):
+    """Each image of (S, 3, H, W) filtered by its own square kernel (reflected borders)."""
+    import torch
+    import torch.nn.functional as F
+
+    s, c, h, w = x.shape
+    r = max((g.shape[0] - 1) // 2 for g in kernels)
+    bank = torch.zeros(s, 2 * r + 1, 2 * r + 1, device=x.device, dtype=x.dtype)
+    for j, g in enumerate(kernels):
+        q = (g.shape[0] - 1) // 2
+        bank[j, r - q:r + q + 1, r - q:r + q + 1] = torch.from_numpy(g)
+    y = F.pad(x.reshape(1, s * c, h, w), (r, r, r, r), mode="reflect")
+    return F.conv2d(y, bank.repeat_interleave(c, 0)[:, None], groups=s * c).reshape(s, c, h, w)
 
 
 def _gauss_torch(x, sigma: float):
@@ -432,41 +489,43 @@ def _pcg_torch(v):
     return ((word >> 22) ^ word) & _M32
 
 
-def noise_field_torch(seed: int, n: int, device):
-    """``noise_field_np`` on a torch device."""
+def noise_field_torch(seeds, n: int, device):
+    """``noise_field_np`` for each seed of `seeds` on a torch device: (len(seeds), n)."""
     import torch
 
-    idx = torch.arange(n, dtype=torch.int64, device=device)
-    base = (int(seed) * 0x9E3779B1) & _M32
+    idx = torch.arange(n, dtype=torch.int64, device=device)[None]
+    base = torch.as_tensor([(int(s) * 0x9E3779B1) & _M32 for s in seeds], dtype=torch.int64, device=device)[:, None]
     u1 = (_pcg_torch((base + 2 * idx) & _M32).to(torch.float32) + 1.0) / float(2**32 + 1)
     u2 = _pcg_torch((base + 2 * idx + 1) & _M32).to(torch.float32) / float(2**32)
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
 
 
-def jpeg_torch(x, quality: int):
-    """``jpeg_np`` for one (H, W, 3) float tensor in [0, 255]."""
+def jpeg_torch(x, qualities: list):
+    """``jpeg_np`` for a batch: x float (S, H, W, 3) in [0, 255], one quality per image."""
     import torch
     import torch.nn.functional as F
 
-    h, w = x.shape[:2]
+    s, h, w = x.shape[:3]
     ph, pw = -h % 16, -w % 16
-    xpad = F.pad(x.permute(2, 0, 1)[None], (0, pw, 0, ph), mode="replicate")[0].permute(1, 2, 0)
-    ql, qc = (torch.from_numpy(t).to(x.device, x.dtype) for t in jpeg_tables(quality))
+    xpad = F.pad(x.permute(0, 3, 1, 2), (0, pw, 0, ph), mode="replicate").permute(0, 2, 3, 1)
+    tables = [jpeg_tables(q) for q in qualities]
+    ql = torch.as_tensor(np.stack([t[0] for t in tables]), device=x.device, dtype=x.dtype)[:, None, None]
+    qc = torch.as_tensor(np.stack([t[1] for t in tables]), device=x.device, dtype=x.dtype)[:, None, None]
     d = torch.from_numpy(_DCT).to(x.device, x.dtype)
 
     def blocks(c, q):
-        hh, ww = c.shape
-        b = (c - 128.0).reshape(hh // 8, 8, ww // 8, 8).permute(0, 2, 1, 3)
-        coef = torch.einsum("ij,abjk,lk->abil", d, b, d)
+        n, hh, ww = c.shape
+        b = (c - 128.0).reshape(n, hh // 8, 8, ww // 8, 8).permute(0, 1, 3, 2, 4)
+        coef = torch.einsum("ij,nabjk,lk->nabil", d, b, d)
         coef = torch.round(coef / q) * q
-        b = torch.einsum("ji,abjk,kl->abil", d, coef, d)
-        return b.permute(0, 2, 1, 3).reshape(hh, ww) + 128.0
+        b = torch.einsum("ji,nabjk,kl->nabil", d, coef, d)
+        return b.permute(0, 1, 3, 2, 4).reshape(n, hh, ww) + 128.0
 
     y, cb, cr = _rgb_to_ycc(xpad, torch)
     y = blocks(y, ql)
-    H, W = y.shape
+    n, H, W = y.shape
     chroma = []
     for c in (cb, cr):
-        sub = c.reshape(H // 2, 2, W // 2, 2).mean((1, 3))
-        chroma.append(blocks(sub, qc).repeat_interleave(2, 0).repeat_interleave(2, 1))
-    return _ycc_to_rgb(y, *chroma, torch)[:h, :w]
+        sub = c.reshape(n, H // 2, 2, W // 2, 2).mean((2, 4))
+        chroma.append(blocks(sub, qc).repeat_interleave(2, 1).repeat_interleave(2, 2))
+    return _ycc_to_rgb(y, *chroma, torch)[:, :h, :w]
