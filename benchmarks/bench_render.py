@@ -69,7 +69,8 @@ def _run(
     from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
     from morphgen.render.camera import frame_translation
     from morphgen.render.rasterize import rasterize
-    from morphgen.render.renderer import RenderSettings, limit_threads, render_batch
+    from morphgen.render.renderer import RenderSettings, render_batch
+    from morphgen.render.threads import limit_threads
 
     limit_threads(1)
     verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
@@ -94,7 +95,7 @@ def _run(
     elif what == "torch-device":  # tensors stay on the device: what the online trainer does
         import torch
 
-        from morphgen.render.renderer import render_torch
+        from morphgen.render.torch_render import render_torch
 
         t = frame_translation(verts, pose, groups, st.camera, st.framing)
         dpose = pose.with_translation(t).torch(device)

@@ -38,7 +38,7 @@ import numpy as np
 from . import __version__
 from .errors import ConfigError, DataError, MorphgenError
 from .png import encode_png
-from .render.renderer import limit_threads
+from .render.threads import limit_threads
 from .scene import RenderPlan, RenderResult, SceneConfig, SceneRenderer
 
 PARAMS_DIR, IMAGES_DIR, WDS_DIR, PARTIAL_DIR = "params", "images", "wds", ".partial"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .calibration import shift_points
-from .render.renderer import render_torch
+from .render.torch_render import render_torch
 from .sampling import rng_for
 from .scene import RenderPlan, SceneRenderer
 

@@ -20,9 +20,11 @@ from morphgen.render.backgrounds import (
     sample_batch,
 )
 from morphgen.render.camera import Camera, Framing, Pose, frame_translation, group_points, rotation_matrix
-from morphgen.render.rasterize import pytorch3d_available, rasterize
-from morphgen.render.renderer import OUTPUTS, RenderSettings, render_batch, render_torch
+from morphgen.render.raster_pytorch3d import pytorch3d_available
+from morphgen.render.rasterize import rasterize
+from morphgen.render.renderer import OUTPUTS, RenderSettings, render_batch
 from morphgen.render.shading import ColorTransform, vertex_normals_np, vertex_normals_torch
+from morphgen.render.torch_render import render_torch
 from morphgen.spherical_harmonics import (SH_N0 as N0, SH_N1 as N1, SH_N2_0 as N2_0, SH_N2_1 as N2_1, SH_N2_2 as N2_2,
                                          irradiance, irradiance_torch, sh_basis, sh_basis_torch)
 from morphgen.render.synthetic import icosphere, synthetic_head
@@ -221,9 +223,9 @@ def test_torch_rasterizer_chunks_large_triangles():
     scr = np.array([[[2.0, 3.0, 100.0], [250.0, 20.0, 120.0], [30.0, 240.0, 90.0], [250.0, 250.0, 100.0]]])
     tri = np.array([[0, 2, 1], [1, 2, 3]], dtype=np.int32)
     a = rasterize(scr, tri, 256, 256, backend="numba")
-    from morphgen.render.rasterize import _rasterize_torch
+    from morphgen.render.raster_torch import rasterize_torch
 
-    b = _rasterize_torch(torch.from_numpy(scr), torch.from_numpy(tri), 256, 256, False, 10.0, max_candidates=5000)
+    b = rasterize_torch(torch.from_numpy(scr), torch.from_numpy(tri), 256, 256, False, 10.0, max_candidates=5000)
     assert np.array_equal(a.face_id, b.face_id.numpy())
     assert (a.face_id >= 0).mean() > 0.5
 
@@ -233,7 +235,7 @@ def test_numba_row_spans_match_the_exhaustive_test():
     exactly what testing every pixel of the box does (the torch backend), also for edges
     through pixel centres, near-horizontal edges and vertices beyond SPAN_FAR. One triangle
     per image, so that no other triangle can cover a pixel a span dropped."""
-    from morphgen.render.rasterize import SPAN_FAR
+    from morphgen.render.raster_numba import SPAN_FAR
 
     rng = np.random.default_rng(3)
     n = 600
@@ -569,16 +571,17 @@ def test_rasterize_array_types_and_float_output(head):
 def test_auto_raster_backend_falls_back_to_torch_without_a_working_triton(monkeypatch):
     """"auto" on a CUDA device tries the triton kernel once; where it cannot run (no triton,
     or here no CUDA at all) the torch rasterizer is used instead of failing the run."""
-    from morphgen.render import rasterize as raster_module
+    from morphgen.render import raster_triton
+    from morphgen.render.rasterize import auto_backend
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine: triton may work here (covered by the GPU checks)")
-    monkeypatch.setattr(raster_module, "_TRITON_WORKS", {})
-    assert raster_module.auto_backend(torch.device("cpu")) == "numba"
+    monkeypatch.setattr(raster_triton, "_TRITON_WORKS", {})
+    assert auto_backend(torch.device("cpu")) == "numba"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # with triton installed, the failed trial is reported
-        assert raster_module.auto_backend(torch.device("cuda")) == "torch"
-    assert raster_module._TRITON_WORKS == {"cuda": False}  # tried once per process
+        assert auto_backend(torch.device("cuda")) == "torch"
+    assert raster_triton._TRITON_WORKS == {"cuda": False}  # tried once per process
 
 
 def test_numba_rasterizer_skips_triangles_with_nan_vertices():

@@ -9,8 +9,9 @@ import torch
 
 from morphgen.render.camera import Camera, Pose
 from morphgen.render.fit import fit_light_and_pose
-from morphgen.render.renderer import RenderSettings, render_batch, render_torch
+from morphgen.render.renderer import RenderSettings, render_batch
 from morphgen.render.shading import ColorTransform, vertex_normals_np
+from morphgen.render.torch_render import render_torch
 from morphgen.spherical_harmonics import irradiance
 from morphgen.render.synthetic import synthetic_head
 

@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np, torch
 from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
 from morphgen.render.camera import Camera, Pose
-from morphgen.render.rasterize import rasterize, triton_available
+from morphgen.render.raster_triton import triton_available
+from morphgen.render.rasterize import rasterize
 from morphgen.render.renderer import OUTPUTS, RenderSettings, render_batch
 from morphgen.render.synthetic import synthetic_head
 
@@ -84,7 +85,7 @@ def test_fused_triton_render_matches_numba():
         assert np.array_equal(a["mask"], t["mask"]) and np.array_equal(a["visibility"], t["visibility"])
         assert np.allclose(a["landmarks2d"], t["landmarks2d"], atol=1e-3)
         # one background for the whole batch broadcasts, as in the unfused path
-        from morphgen.render.renderer import render_torch
+        from morphgen.render.torch_render import render_torch
         cam = st.camera
         one = torch.from_numpy(bg[:1]).float() / 255
         v, al, l_ = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (verts, head.albedo, sh))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .camera import Camera, Pose
-from .renderer import render_torch
+from .torch_render import render_torch
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Rasterizer and colour resolve as Triton kernels: the GPU backend ``triton``.
+"""Rasterizer and colour resolve as Triton kernels: the kernels of the GPU backend
+``triton`` (:mod:`.raster_triton` checks that they can run and launches them).
 
 The torch backend enumerates each triangle's candidate pixels as tensors, one size bucket
 at a time, with a host sync per bucket; on a GPU that costs more than the arithmetic. Here
@@ -16,7 +17,7 @@ a batch costs two launches and no sync:
 
 Triton compiles for CUDA; on the CPU these kernels run only under ``TRITON_INTERPRET=1``
 (the tests use that to check them against the numba backend). Import this module only on
-that path: `rasterize.triton_available` says whether it can run.
+that path: `raster_triton.triton_available` says whether it can run.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .rasterize import EMPTY_KEY
+from .raster_common import EMPTY_KEY
 
 _TRI_BLOCK = 128
 _PIX_BLOCK = 256
