@@ -39,7 +39,8 @@ from . import __version__
 from .errors import ConfigError, DataError, MorphgenError
 from .png import encode_png
 from .render.threads import limit_threads
-from .scene import RenderPlan, RenderResult, SceneConfig, SceneRenderer
+from .render_plan import RenderPlan, RenderResult
+from .scene import SceneConfig, SceneRenderer
 
 PARAMS_DIR, IMAGES_DIR, WDS_DIR, PARTIAL_DIR = "params", "images", "wds", ".partial"
 MANIFEST = "manifest.json"

@@ -20,8 +20,10 @@ from .loading import load_model, model_digest
 from .render.backgrounds import make_background_source
 from .render.camera import Framing, Pose, frame_translation
 from .appearance import AppearanceConfig, appearance_for
+from .render.extras import OUTPUTS
 from .render.photo import PhotoConfig, apply_photo
-from .render.renderer import OUTPUTS, RenderSettings, render_batch
+from .render.renderer import RenderSettings, render_batch
+from .render_plan import RenderPlan, RenderResult, SceneAssets
 from .sampling import (ControlledGrid, Decoder, ImageParams, MixupConfig, SamplingConfig, SceneSampler,
                        pose_config, rng_for)
 
@@ -122,59 +124,6 @@ class SceneConfig:
     def model_hash(self) -> str:
         """sha256 of the model file, combined with its calibration's and landmark file's when present."""
         return model_digest(self.model, self.landmarks)
-
-
-@dataclass
-class RenderResult:
-    rgb: np.ndarray  # (H, W, 3) uint8
-    extras: dict[str, np.ndarray]  # modality name -> uint8/uint16 image
-    landmarks: np.ndarray  # (L, 2) pixel coordinates of the model's named landmarks
-    visible: np.ndarray  # (L,) bool
-    landmarks5: np.ndarray  # (5, 2) alignment points, MTCNN order
-    landmarks5_visible: np.ndarray  # (5,) bool
-    landmark_names: tuple[str, ...]
-
-    def record(self) -> dict:
-        """The per-image landmark entries of the params file."""
-        xy = np.round(np.asarray(self.landmarks, np.float64), 3).tolist()
-        return {
-            "landmarks5": self.landmarks5.round(3).tolist(),
-            "landmarks5_visible": self.landmarks5_visible.tolist(),
-            "landmarks": {n: [x, y, v] for n, (x, y), v in zip(self.landmark_names, xy, self.visible.tolist())},
-        }
-
-
-@dataclass
-class RenderPlan:
-    """Everything but the mesh that decides a batch's pixels, as plain numpy arrays.
-
-    Made on the CPU by :meth:`SceneRenderer.plan` (cheap, picklable: loader or pool workers
-    make plans while the main process renders the previous ones) and turned into pixels by
-    :meth:`SceneRenderer.render_plan` or, on a GPU, :class:`morphgen.torch_scene.TorchScene`.
-    ``translation`` already frames each face by its five points (plus the sampled jitter);
-    ``backgrounds`` is None when the renderer picks them itself (a GPU background pool).
-    """
-    params: list[ImageParams]    # may be emptied where only the arrays travel (dataset GPU path)
-    shape: np.ndarray            # (B, ks) coefficients (identity mixup already applied)
-    color: np.ndarray            # (B, kc)
-    expression: np.ndarray       # (B, ke), ke = 0 without expressions
-    sh: np.ndarray               # (B, 9, 3)
-    yaw: np.ndarray              # (B,) degrees
-    pitch: np.ndarray
-    roll: np.ndarray
-    scale: np.ndarray
-    translation: np.ndarray      # (B, 3) mm, camera space
-    background_seed: np.ndarray  # (B,) int64
-    backgrounds: np.ndarray | None = None  # (B, S, S, 3) uint8
-    photo: list | None = None    # per image: camera / photo effects (render.photo), None when the scene has none
-    appearance: dict | None = None   # batch arrays of morphgen.appearance (Appearance.arrays), None when off
-
-    def __len__(self) -> int:
-        return len(self.shape)
-
-    def pose(self) -> Pose:
-        return Pose.create(yaw=self.yaw, pitch=self.pitch, roll=self.roll, scale=self.scale,
-                           translation=self.translation, batch=len(self))
 
 
 class SceneRenderer:
@@ -294,10 +243,17 @@ class SceneRenderer:
         return out
 
     @cached_property
-    def _torch_scene(self):
-        from .torch_scene import TorchScene  # imports this module
+    def assets(self) -> SceneAssets:
+        """What a device renderer (:class:`morphgen.torch_scene.TorchScene`) needs of this scene."""
+        return SceneAssets(self.decoder, self.triangles, self.settings.camera, self.config.size, self.config.antialias,
+                           self.backgrounds, self.five_point, self.landmark_groups, self._reference_coords,
+                           self._region_labels, self.calibration, self.appearance)
 
-        return TorchScene(self, self.config.device, pool_size=0)
+    @cached_property
+    def _torch_scene(self):
+        from .torch_scene import TorchScene  # imports torch
+
+        return TorchScene(self.assets, self.config.device, pool_size=0)
 
     def render_plan(self, plan: RenderPlan) -> list[RenderResult]:
         """Pixels, extra modalities and landmarks of a plan made with its backgrounds, per image."""

@@ -1,8 +1,8 @@
 """Scenes rendered in batches on a torch device and kept there: the online trainer's renderer.
 
 `SceneRenderer.plan` (numpy, cheap, run in loader workers) fixes everything about a batch
-but the pixels; `TorchScene.render(plan)` turns it into images and MTCNN-convention five
-points without a round trip to the host: the truncated bases live on the device, the
+but the pixels; `TorchScene(renderer.assets, device).render(plan)` turns it into images
+and MTCNN-convention five points without a round trip to the host: the truncated bases live on the device, the
 mesh is decoded with two matmuls, rendered by the batched torch path, and composited over
 backgrounds from a pool drawn once from the scene's background source (so a folder of
 textures is read once, and procedural patterns cost nothing per image). The landmark
@@ -19,8 +19,8 @@ import torch
 
 from .calibration import shift_points
 from .render.torch_render import render_torch
+from .render_plan import RenderPlan, SceneAssets
 from .sampling import rng_for
-from .scene import RenderPlan, SceneRenderer
 
 _STREAM_POOL = 61
 
@@ -33,11 +33,11 @@ class TorchScene:
     ``background_seed[i] % pool_size``, a pure function of the plan, so batches are
     reproducible. pool_size 0: plans must carry their backgrounds (the dataset writer's)."""
 
-    def __init__(self, renderer: SceneRenderer, device: str | torch.device, pool_size: int = 2048,
+    def __init__(self, assets: SceneAssets, device: str | torch.device, pool_size: int = 2048,
                  pool_seed: int = 0):
-        self.renderer = renderer
+        self.assets = assets
         self.device = dev = torch.device(device)
-        d = renderer.decoder
+        d = assets.decoder
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dev)
@@ -47,11 +47,9 @@ class TorchScene:
         self.expr_mean = t(d.expr_mean) if d.expr_basis is not None else None
         self.expr_basis_t = t(d.expr_basis.T) if d.expr_basis is not None else None
         self.n_vertices = d.n_vertices
-        self.triangles = torch.as_tensor(np.asarray(renderer.triangles), dtype=torch.long, device=dev)
-        self.camera = renderer.settings.camera
-        size = renderer.config.size
-        src = renderer.backgrounds
-        pool = [src.sample(rng_for(pool_seed, _STREAM_POOL, j), size, size) for j in range(pool_size)]
+        self.triangles = torch.as_tensor(np.asarray(assets.triangles), dtype=torch.long, device=dev)
+        size = assets.size
+        pool = [assets.backgrounds.sample(rng_for(pool_seed, _STREAM_POOL, j), size, size) for j in range(pool_size)]
         self.pool = torch.from_numpy(np.stack(pool)).to(dev) if pool else None  # uint8 (P, S, S, 3)
 
     def decode(self, plan: RenderPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,11 +72,11 @@ class TorchScene:
         convention when the model is calibrated), ``landmarks2d`` / ``visibility`` of the five
         points followed, with all_landmarks, by the model's named landmarks, and the extra
         `outputs` as render_torch returns them."""
-        r, dev = self.renderer, self.device
+        a, dev = self.assets, self.device
         vertices, albedo = self.decode(plan)
-        if r.appearance is not None:
-            look = {k: torch.from_numpy(a).to(dev, non_blocking=True) for k, a in plan.appearance.items()}
-            vertices, albedo = r.appearance.apply(vertices, albedo, look, torch)
+        if a.appearance is not None:
+            look = {k: torch.from_numpy(x).to(dev, non_blocking=True) for k, x in plan.appearance.items()}
+            vertices, albedo = a.appearance.apply(vertices, albedo, look, torch)
         if plan.backgrounds is not None:
             backgrounds = torch.from_numpy(plan.backgrounds).to(dev)
         elif self.pool is not None:
@@ -86,16 +84,16 @@ class TorchScene:
         else:
             raise ValueError("this TorchScene has no background pool: make plans with their backgrounds")
         out = render_torch(vertices, albedo, torch.from_numpy(plan.sh).to(dev), plan.pose(), self.triangles,
-                           self.camera, antialias=r.config.antialias, backgrounds=backgrounds.float().div_(255.0),
+                           a.camera, antialias=a.antialias, backgrounds=backgrounds.float().div_(255.0),
                            outputs=("rgb", "landmarks2d", *outputs),
-                           landmarks=r.five_point + (r.landmark_groups if all_landmarks else []),
-                           reference_coords=r._reference_coords, region_labels=r._region_labels)
+                           landmarks=a.five_point + (a.landmark_groups if all_landmarks else []),
+                           reference_coords=a.reference_coords, region_labels=a.region_labels)
         if plan.photo:
             from .render.photo import apply_photo_torch
             out["rgb"] = apply_photo_torch(out["rgb"].permute(0, 3, 1, 2), plan.photo).permute(0, 2, 3, 1)
         lm5 = out["landmarks2d"][:, :5]
-        if r.calibration is not None:
-            off = torch.from_numpy(r.calibration.offsets(plan.yaw).astype(np.float32)).to(dev)
+        if a.calibration is not None:
+            off = torch.from_numpy(a.calibration.offsets(plan.yaw).astype(np.float32)).to(dev)
             lm5 = shift_points(lm5, off)
         out["landmarks5"] = lm5
         return out

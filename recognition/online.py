@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from morphgen.errors import ConfigError
 from morphgen.sampling import rng_for
-from morphgen.scene import RenderPlan, SceneConfig, SceneRenderer
+from morphgen.render_plan import RenderPlan
+from morphgen.scene import SceneConfig, SceneRenderer
 
 from .align import align_batch, align_face, template_points
 from .data import Augment, apply_augment, augment_batch, worker_init
@@ -149,7 +150,7 @@ class OnlineBatches(IterableDataset):
             return
         from morphgen.torch_scene import TorchScene
 
-        scene = TorchScene(self.source.renderer, device, pool_seed=self.seed)
+        scene = TorchScene(self.source.renderer.assets, device, pool_seed=self.seed)
         gen = torch.Generator(device=device)
         # On CUDA the batches are made on a side stream: batch n + 1 renders while the
         # trainer's kernels for batch n run on the main stream.

@@ -77,7 +77,7 @@ def test_backends_render_the_same_pixels():
     params = [r.sampler.image_params(i, s) for i in range(4) for s in range(2)]
     plan = r.plan(params)
     cpu = r.render_plan_arrays(plan)["rgb"].astype(np.float32)
-    dev = TorchScene(r, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
+    dev = TorchScene(r.assets, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
     d = np.abs(cpu - dev)
     assert d.mean() < 1.0 and np.mean(d > 8) < 0.01
 

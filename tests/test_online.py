@@ -113,7 +113,7 @@ def test_torch_scene_matches_the_numba_renderer(scene):
     r = SceneRenderer(replace(scene, size=48, sampling=replace(scene.sampling, mixup=None)))
     plan = r.plan([r.sampler.image_params(i, s) for i in range(4) for s in range(3)])
     ref = r.render_plan(plan)
-    ts = TorchScene(r, "cpu", pool_size=2)
+    ts = TorchScene(r.assets, "cpu", pool_size=2)
     ts.pool = torch.from_numpy(plan.backgrounds)  # the same backgrounds, in plan order
     res = ts.render(replace(plan, backgrounds=None, background_seed=np.arange(len(plan))))
     rgb, lm5 = res["rgb"], res["landmarks5"]
@@ -192,7 +192,7 @@ def test_scene_renderer_device_path_matches_numba(scene):
     cfg = replace(scene, size=40, outputs=("depth", "mask", "normals", "albedo"),
                   sampling=replace(scene.sampling, mixup=None))
     r = SceneRenderer(cfg)
-    r.__dict__["_torch_scene"] = TorchScene(r, "cpu", pool_size=0)
+    r.__dict__["_torch_scene"] = TorchScene(r.assets, "cpu", pool_size=0)
     plan = r.plan([r.sampler.image_params(i, s) for i in range(3) for s in range(2)])
     (a, lm_a), (b, lm_b) = r._render_numba(plan), r._render_device(plan)
     assert b["rgb"].dtype == np.uint8 and np.abs(a["rgb"].astype(int) - b["rgb"]).max() <= 1

@@ -116,7 +116,7 @@ def test_torch_scene_applies_the_same_effects():
     params = [r.sampler.image_params(i, s) for i in range(3) for s in range(2)]
     plan = r.plan(params)
     cpu = r.render_plan_arrays(plan)["rgb"].astype(np.float32)
-    dev = TorchScene(r, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
+    dev = TorchScene(r.assets, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
     assert np.abs(cpu - dev).mean() < 2.0
 
 
