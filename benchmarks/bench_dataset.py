@@ -31,6 +31,8 @@ import numpy as np
 
 from morphgen.dataset import DatasetJob, OutputConfig, run
 from morphgen.sampling import SamplingConfig
+from morphgen.appearance import AppearanceConfig
+from morphgen.render.photo import PhotoConfig
 from morphgen.scene import SceneConfig, SceneRenderer
 
 
@@ -76,15 +78,17 @@ def file_create_ms(folder: Path, n: int = 300) -> float:
 
 
 def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
-          device: str, folder: Path | None = None) -> dict:
-    scene = SceneConfig(sampling=SamplingConfig(n_identities=ids), model=model, size=size, antialias=antialias,
-                        device=device)
+          device: str, folder: Path | None = None, appearance: str = "off", photo: str = "off",
+          backgrounds: str = "procedural") -> dict:
+    looks = {"appearance": AppearanceConfig.parse(appearance), "photo": PhotoConfig.parse(photo)}
+    scene = SceneConfig(sampling=SamplingConfig(n_identities=ids, **looks), model=model, size=size,
+                        antialias=antialias, device=device, backgrounds=backgrounds)
     job = DatasetJob(scene, per_id, OutputConfig(image_format=fmt, chunk_ids=max(1, min(10, ids // (4 * workers)))))
     root = Path(tempfile.mkdtemp(prefix="morphgen_bench_", dir=folder))
     try:
         # Warm-up: a one-chunk dataset compiles the numba kernels into the on-disk cache (and
         # starts CUDA in this process on --device cuda).
-        warm = DatasetJob(replace(scene, sampling=SamplingConfig(n_identities=1)), 2, job.output)
+        warm = DatasetJob(replace(scene, sampling=SamplingConfig(n_identities=1, **looks)), 2, job.output)
         run(root / "warm", warm, workers=1, progress=False)
         t0, cpu0, main0 = time.perf_counter(), _cpu_seconds(), time.process_time()
         summary = run(root / "ds", job, workers=workers, progress=False)
@@ -113,6 +117,9 @@ def main() -> None:
                          "around the device and the main process's CPU per 1000 images, its serial stage")
     ap.add_argument("--dir", type=Path, default=None,
                     help="folder the datasets are written to, then removed (default: the system temp folder)")
+    ap.add_argument("--appearance", default="off", help="render option --appearance (e.g. full; default off)")
+    ap.add_argument("--photo", default="off", help="render option --photo (e.g. realistic; default off)")
+    ap.add_argument("--backgrounds", default="procedural", help="render option --backgrounds (default procedural)")
     ap.add_argument("--scales", default=None,
                     help="dataset sizes as multiples of --ids, comma-separated (default: 1,2 on cpu, 1 on cuda)")
     a = ap.parse_args()
@@ -131,7 +138,8 @@ def main() -> None:
           f"{a.format}; output in {a.dir or tempfile.gettempdir()}: {file_create_ms(a.dir):.2f} ms CPU to create a file")
     runs = []
     for scale in scales:
-        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device, a.dir)
+        r = bench(a.ids * scale, a.per_id, a.workers, a.size, a.antialias, a.format, a.model, a.device, a.dir,
+                  a.appearance, a.photo, a.backgrounds)
         runs.append(r)
         print(f"{r['images']:7d} images: {r['img_per_s']:7.1f} img/s end to end ({r['wall_s']:.1f} s, "
               f"{r['mb']:.0f} MB written), {r['images'] / r['cpu_s']:.1f} img per CPU-second, main process "
