@@ -29,7 +29,7 @@ from recognition.data import (Augment, FaceDataset, PKBatchSampler, load_imagese
                               to_input, worker_init)
 from recognition.losses import MarginHead, triplet_semihard_loss  # noqa: E402
 from recognition.models import ARCHS, build_model, to_device  # noqa: E402
-from recognition.toydata import write_toy_dataset  # noqa: E402
+from tests.toydata import write_toy_dataset  # noqa: E402
 
 CPU_BATCH = {"nn4small2": 300, "inception_resnet_v1": 32, "iresnet18": 32, "iresnet50": 16}
 

@@ -1,18 +1,18 @@
 """Dataset statistics as plots, so that an ablation's distributions can be seen, not trusted.
 
-Reads `params/*.jsonl` of a morphgen dataset and draws: yaw/pitch/roll histograms, the
+Reads the params files of a morphgen dataset (:mod:`morphgen.layout`) and draws: yaw/pitch/roll histograms, the
 dominant light direction (from the band-1 SH coefficients) and light energy, and the
 distribution of distances between identities' shape coefficients (with mixup images'
 weights where present).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .layout import PARAMS_DIR, PARAMS_GLOB, params_files, params_rows
 from .outputs import check_writable
 
 
@@ -21,21 +21,14 @@ _FIELDS = ("identity", "yaw", "pitch", "roll", "sh", "shape")
 
 
 def read_params(root: Path) -> list[dict]:
-    files = sorted((root / "params").glob("chunk_*.jsonl"))
-    if not files:
-        raise DataError(f"{root} holds no params/chunk_*.jsonl: is it a morphgen dataset (morphgen render --out {root})?")
+    if not params_files(root):
+        raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset (morphgen render --out {root})?")
     recs = []
-    for f in files:
-        for n, line in enumerate(f.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    rec = None
-                if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
-                    raise DataError(f"{f}:{n} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
-                                    "the file is corrupt; re-render with --resume after deleting it")
-                recs.append(rec)
+    for where, rec in params_rows(root):
+        if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
+            raise DataError(f"{where} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
+                            "the file is corrupt; re-render with --resume after deleting it")
+        recs.append(rec)
     return recs
 
 

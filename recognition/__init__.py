@@ -11,5 +11,4 @@ Modules (flat, one job each):
 - ``losses``: semi-hard triplet loss, ArcFace/CosFace head with soft labels, domain mixup.
 - ``train``: ``TrainConfig`` and ``train()`` (checkpoints, resume, CSV/TensorBoard, DDP).
 - ``embed``: ``embed()`` embeddings of any image folder; ``verify``: pairs, accuracy, AUC.
-- ``toydata``: a procedural face set in the morphgen layout, for tests and benchmarks.
 """

@@ -4,10 +4,11 @@ augmentation, and the P x K batch sampler.
 Landmarks for images that have none come from ``recognition.landmarks`` (MTCNN).
 Readers give an ``ImageSet`` (file list, identity per image, 5-point landmarks or NaN,
 soft labels) for
-- ``morphgen``: ``DIR/manifest.json``, ``DIR/images/<id:06d>/<id:06d>_<n:04d>.png`` and
-  per-image parameters in ``DIR/params/*.jsonl`` (image, identity, sample, landmarks5,
-  soft_label); landmarks come from the renderer; images referenced as
-  ``wds/chunk_N.tar:member`` (the WebDataset container) are read from the tar;
+- ``morphgen``: the layout of :mod:`morphgen.layout` (``DIR/manifest.json``,
+  ``DIR/images/<id:06d>/<id:06d>_<n:04d>.png`` and per-image parameters in
+  ``DIR/params/chunk_*.jsonl``: image, identity, sample, landmarks5, soft_label);
+  landmarks come from the renderer; images referenced as ``wds/chunk_N.tar:member`` (the
+  WebDataset container) are read from the tar;
 - ``folder``: one sub-folder per identity, any image format, detected by content
   (CASIA-WebFace, LFW, ORL ``sN/M.pgm``, extension-less files); landmarks from MTCNN;
 - ``recordio``: insightface ``train.rec``/``train.idx``/``property``, already aligned to
@@ -17,7 +18,6 @@ skipped and counted in ``ImageSet.report``; they never stop a run.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from morphgen.errors import ConfigError, DataError
+from morphgen.layout import IMAGE_NAME, IMAGES_DIR, looks_like_dataset, params_files, params_rows, split_tar_ref
 
 from .align import align_face, resize_face, template_points
 
 FORMATS = ("auto", "morphgen", "folder", "recordio")
-_MORPHGEN_IMAGE = re.compile(r"^(\d+)_(\d+)\.(png|jpg|jpeg)$", re.I)
 NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
 
 
@@ -91,7 +91,7 @@ def detect_format(root: Path) -> str:
         raise DataError(f"data folder {root} does not exist: check --data")
     if (root / "train.rec").is_file() and (root / "train.idx").is_file():
         return "recordio"
-    if (root / "manifest.json").is_file() or ((root / "params").is_dir() and (root / "images").is_dir()):
+    if looks_like_dataset(root):
         return "morphgen"
     return "folder"
 
@@ -113,41 +113,36 @@ def load_imageset(root: Path, fmt: str = "auto") -> ImageSet:
 
 
 def read_morphgen(root: Path) -> ImageSet:
-    """A morphgen dataset folder: per-image rows of ``params/*.jsonl``; without params,
+    """A morphgen dataset folder: per-image rows of its params files; without params,
     the ``images/<id>/<id>_<n>.png`` tree (then landmarks are unknown)."""
     files, ids, lms, soft = [], [], [], []
     iset = ImageSet(root, "morphgen", files, ids, np.zeros((0, 5, 2), np.float32), soft, reader=TarMembers(root))
-    jsonl = sorted((root / "params").glob("*.jsonl")) if (root / "params").is_dir() else []
-    for path in jsonl:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rel, ident = str(row["image"]), str(int(row["identity"]))
-            except (ValueError, KeyError, TypeError):
-                raise DataError(f"{path}:{n} is not a morphgen params row (needs \"image\" and \"identity\"): "
-                                "regenerate the dataset") from None
-            if not source_file(iset, rel).is_file():
-                iset.count("missing_files")
-                continue
-            lm = row.get("landmarks5")
-            lm = np.asarray(lm, np.float32).reshape(5, 2) if lm is not None else NO_LANDMARKS
-            sl = row.get("soft_label")
-            if sl:
-                sl = {"ids": [str(int(i)) for i in sl["ids"]], "weights": [float(w) for w in sl["weights"]]}
-            files.append(rel)
-            ids.append(ident)
-            lms.append(lm)
-            soft.append(sl or None)
-    if not jsonl and (root / "images").is_dir():
-        for d in sorted((root / "images").iterdir()):
+    for where, row in params_rows(root):
+        try:
+            rel, ident = str(row["image"]), str(int(row["identity"]))
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{where} is not a morphgen params row (needs \"image\" and \"identity\"): "
+                            "regenerate the dataset") from None
+        if not source_file(iset, rel).is_file():
+            iset.count("missing_files")
+            continue
+        lm = row.get("landmarks5")
+        lm = np.asarray(lm, np.float32).reshape(5, 2) if lm is not None else NO_LANDMARKS
+        sl = row.get("soft_label")
+        if sl:
+            sl = {"ids": [str(int(i)) for i in sl["ids"]], "weights": [float(w) for w in sl["weights"]]}
+        files.append(rel)
+        ids.append(ident)
+        lms.append(lm)
+        soft.append(sl or None)
+    if not params_files(root) and (root / IMAGES_DIR).is_dir():
+        for d in sorted((root / IMAGES_DIR).iterdir()):
             if not d.is_dir():
                 continue
             for f in sorted(d.iterdir()):
-                m = _MORPHGEN_IMAGE.match(f.name)
+                m = IMAGE_NAME.match(f.name)
                 if m:  # other suffixes (``_depth.png`` ...) are extra modalities
-                    files.append(f"images/{d.name}/{f.name}")
+                    files.append(f"{IMAGES_DIR}/{d.name}/{f.name}")
                     ids.append(str(int(m.group(1))))
                     lms.append(NO_LANDMARKS)
                     soft.append(None)
@@ -199,8 +194,7 @@ class TarMembers:
 
     def read(self, ref: str) -> bytes | None:
         import tarfile
-        tar_rel, _, member = ref.rpartition(".tar:")
-        tar_rel += ".tar"
+        tar_rel, member = split_tar_ref(ref)
         if tar_rel not in self._open:
             try:
                 tf = tarfile.open(self.root / tar_rel)
@@ -214,7 +208,8 @@ class TarMembers:
 
 def source_file(iset: ImageSet, rel: str) -> Path:
     """The file on disk that holds image `rel` (the tar for ``x.tar:member`` references)."""
-    return iset.root / (rel.rpartition(".tar:")[0] + ".tar" if ".tar:" in rel else rel)
+    tar = split_tar_ref(rel)
+    return iset.root / (tar[0] if tar else rel)
 
 
 def read_image(iset: ImageSet, i: int) -> np.ndarray | None:
@@ -225,7 +220,7 @@ def read_image(iset: ImageSet, i: int) -> np.ndarray | None:
 def decode_ref(root: Path, kind: str, reader, rel: str) -> np.ndarray | None:
     """RGB uint8 image `rel` of a source (a file under `root`, a ``shard.tar:member``, a
     RecordIO key, or a key of an in-memory ``reader`` for kind "memory"), or None."""
-    if kind in ("recordio", "memory") or ".tar:" in rel:
+    if kind in ("recordio", "memory") or split_tar_ref(rel):
         try:
             data = (reader.labels_and_image(int(rel))[1] if kind == "recordio" else reader.read(rel))
         except DataError:

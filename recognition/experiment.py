@@ -60,6 +60,7 @@ import numpy as np
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
+from morphgen.layout import manifest_path, read_manifest
 from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, config_value, scene_from_options
 
 from .data import identity_selector
@@ -454,11 +455,10 @@ class Runner:
 
     # ---- state
     def dataset_state(self, name: str) -> str:
-        m = self.dataset_dir(name) / "manifest.json"
-        if not m.is_file():
+        if not manifest_path(self.dataset_dir(name)).is_file():
             return "to render"
         try:
-            man = json.loads(m.read_text())
+            man = read_manifest(self.dataset_dir(name))
         except ValueError:
             return "unreadable manifest"
         return "complete" if man.get("complete") else f"partial ({man['counts']['chunks_done']}/{man['counts']['chunks']} chunks)"

@@ -73,7 +73,7 @@ def test_layout_manifest_and_params(reference):
 
 
 def test_extend_json_joins_two_objects():
-    from morphgen.dataset import _extend_json
+    from morphgen.dataset.chunks import _extend_json
 
     assert _extend_json(json.dumps({"a": [1.5, "x"]}), {"b": {"c": None}}) == json.dumps({"a": [1.5, "x"], "b": {"c": None}})
     for obj, more in (("{}", {"b": 1}), ('{"a": 1}', {})):
@@ -213,12 +213,14 @@ def test_batched_render_then_pooled_writes(reference, tmp_path, model_file):
     """The GPU path's pipeline (big render batches in the main process, encoding and writing
     in a process pool), exercised with the CPU renderer so it runs without a GPU."""
     from morphgen import dataset
+    from morphgen.dataset.gpu import run_gpu
+    from morphgen.dataset.job import job_from_dict
 
-    job = dataset.job_from_dict(json.loads((reference / "manifest.json").read_text())["config"])
+    job = job_from_dict(json.loads((reference / "manifest.json").read_text())["config"])
     out = tmp_path / "pooled"
     dataset.prepare_output(out, job, resume=False, overwrite=False)
     counts = []
-    dataset._run_gpu(out, job, list(range(job.n_chunks)), workers=2, done=counts.append)
+    run_gpu(out, job, list(range(job.n_chunks)), workers=2, done=counts.append)
     assert sum(c[1] for c in counts) == 18
     ref = {k: v for k, v in tree_hashes(reference).items() if k.startswith("images/")}
     got = {k: v for k, v in tree_hashes(out).items() if k.startswith("images/")}

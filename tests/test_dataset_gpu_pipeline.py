@@ -18,6 +18,9 @@ from conftest import make_tiny_model
 from test_dataset import tree_hashes
 
 from morphgen import dataset
+from morphgen.dataset import gpu
+from morphgen.dataset.chunks import encode_image
+from morphgen.layout import image_stem
 from morphgen.sampling import SamplingConfig
 from morphgen.scene import SceneConfig, SceneRenderer
 
@@ -127,30 +130,30 @@ def test_gpu_pipeline_uneven_chunks_several_batches(tmp_path, model_file, monkey
     for chunk in range(job.n_chunks):
         params = [ref.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(3)]
         plan = ref.plan(params)
-        results = [r for i in range(0, len(plan), 2) for r in ref.render_plan(dataset.slice_plan(plan, i, i + 2))]
+        results = [r for i in range(0, len(plan), 2) for r in ref.render_plan(gpu.slice_plan(plan, i, i + 2))]
         for p, r in zip(params, results, strict=True):
-            stem = out / "images" / f"{p.identity:06d}" / dataset.image_stem(p.identity, p.sample)
-            assert stem.with_suffix(".png").read_bytes() == dataset.encode_image(r.rgb, "png", 95)
+            stem = out / "images" / f"{p.identity:06d}" / image_stem(p.identity, p.sample)
+            assert stem.with_suffix(".png").read_bytes() == encode_image(r.rgb, "png", 95)
             for name in ("depth", "normals"):
-                assert (stem.parent / f"{stem.name}_{name}.png").read_bytes() == dataset.encode_image(r.extras[name], "png", 95)
+                assert (stem.parent / f"{stem.name}_{name}.png").read_bytes() == encode_image(r.extras[name], "png", 95)
 
 
 def test_slice_plan_and_pixel_ring_round_trip(model_file, tmp_path):
     renderer = SceneRenderer(tiny_job(model_file, "cpu").scene)
     plan = renderer.plan([renderer.sampler.image_params(0, s) for s in range(5)])
-    part = dataset.slice_plan(plan, 2, 4)
+    part = gpu.slice_plan(plan, 2, 4)
     assert len(part) == 2 and part.params == plan.params[2:4]
     np.testing.assert_array_equal(part.backgrounds, plan.backgrounds[2:4])
     np.testing.assert_array_equal(part.translation, plan.translation[2:4])
 
     arrays = renderer.render_plan_arrays(plan)
     assert set(arrays) == {"rgb", "depth", "landmarks", "visible", "landmarks5", "landmarks5_visible"}
-    ring = dataset.PixelRing(tmp_path, 2, dataset.row_specs(arrays), max_rows=8)
+    ring = gpu.PixelRing(tmp_path, 2, gpu.row_specs(arrays), max_rows=8)
     try:
         views = ring.views(1, 5)
         for name, a in arrays.items():
             views[name][:] = a
-        back = dataset.read_ring(ring.handle(1, 5))  # as a write worker sees it
+        back = gpu.read_ring(ring.handle(1, 5))  # as a write worker sees it
         for name, a in arrays.items():
             assert back[name].dtype == a.dtype
             np.testing.assert_array_equal(back[name], a)
@@ -163,10 +166,10 @@ def test_slice_plan_and_pixel_ring_round_trip(model_file, tmp_path):
 
 def test_pixel_ring_without_memfd(model_file, tmp_path, monkeypatch):
     """Where os.memfd_create is missing the ring is a temporary file in the given folder."""
-    monkeypatch.delattr(dataset.os, "memfd_create", raising=False)
-    ring = dataset.PixelRing(tmp_path, 2, [("a", "<u2", (3, 4))], max_rows=5)
+    monkeypatch.delattr(gpu.os, "memfd_create", raising=False)
+    ring = gpu.PixelRing(tmp_path, 2, [("a", "<u2", (3, 4))], max_rows=5)
     assert [p.suffix for p in tmp_path.iterdir()] == [".ring"]
     ring.views(0, 5)["a"][:] = 7
-    assert (dataset.read_ring(ring.handle(0, 5))["a"] == 7).all()
+    assert (gpu.read_ring(ring.handle(0, 5))["a"] == 7).all()
     ring.close()
     assert not list(tmp_path.iterdir())

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import make_tiny_model
 from fixtures import write_bfm2009_fixture
-from morphgen import dataset
+from morphgen import dataset, layout
 from morphgen.cli.main import cli
 from morphgen.errors import ModelError
 from morphgen.landmark_file import LandmarkFile, landmark_sidecar, write_landmark_file
@@ -141,7 +141,7 @@ def test_worker_that_raises_mid_run_leaves_only_complete_chunks(tmp_path, bare_m
     assert morphgen(*args, "--workers", 1, cwd=tmp_path).returncode == 0
     out = tmp_path / "o"
     for c in range(2, 6):  # chunks 2..5 to do again, and chunk 3 cannot be written
-        dataset.chunk_marker(out, c).unlink()
+        layout.chunk_marker(out, c).unlink()
     shutil.rmtree(out / "images/000003")
     (out / "images/000003").write_text("in the way")
     r = morphgen(*args, "--workers", 2, "--resume", cwd=tmp_path)

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from morphgen.errors import DataError
+from morphgen.layout import chunk_marker
 from recognition.align import align_face, template_points, umeyama
 from recognition.data import (FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
                               load_imageset, make_subset, read_image, select_list, write_list)
 from recognition.landmarks import find_landmarks
-from recognition.toydata import write_toy_dataset
+from toydata import write_toy_dataset
 from recognition.evaluation.metrics import best_threshold, score_auc
 from recognition.verify import make_pairs, verification
 
@@ -48,7 +49,7 @@ def test_morphgen_reader_params_landmarks_soft_labels(toy):
 
 def test_morphgen_missing_files_and_tar_references(tmp_path):
     root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=2, size=64)
-    rows = [json.loads(l) for l in (root / "params" / "part-0000.jsonl").read_text().splitlines()]
+    rows = [json.loads(l) for l in chunk_marker(root, 0).read_text().splitlines()]
     (root / rows[0]["image"]).unlink()                               # a missing image
     # move one image into a WebDataset shard, referenced as tar:member
     (root / "wds").mkdir()
@@ -59,7 +60,7 @@ def test_morphgen_missing_files_and_tar_references(tmp_path):
         tf.addfile(info, io.BytesIO(data))
     (root / rows[1]["image"]).unlink()
     rows[1]["image"] = "wds/chunk_000000.tar:000000_0001.png"
-    (root / "params" / "part-0000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chunk_marker(root, 0).write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = load_imageset(root)
     assert s.report["missing_files"] == 1 and len(s) == 3
     k = s.files.index("wds/chunk_000000.tar:000000_0001.png")
@@ -69,7 +70,7 @@ def test_morphgen_missing_files_and_tar_references(tmp_path):
 def test_bad_params_row_is_a_data_error(tmp_path):
     (tmp_path / "params").mkdir()
     (tmp_path / "images").mkdir()
-    (tmp_path / "params" / "x.jsonl").write_text('{"image": "a.png"}\n')
+    chunk_marker(tmp_path, 0).write_text('{"image": "a.png"}\n')
     with pytest.raises(DataError, match="params row"):
         load_imageset(tmp_path)
 

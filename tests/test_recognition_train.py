@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from morphgen.errors import ConfigError, DataError, ModelError
 from recognition.checkpoint import load_checkpoint
-from recognition.toydata import write_toy_dataset
+from toydata import write_toy_dataset
 from recognition.train import TrainConfig, train
 
 try:

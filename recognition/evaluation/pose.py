@@ -13,9 +13,9 @@ Sources of the yaw (``load_pose_data``):
   they are skipped and counted, as their pose is not a pure yaw. Identity = subject;
   gallery and probe of a pair share the illumination number (the same flash), so a
   pair differs in pose (and session / expression), not in light.
-- **morphgen render** (``DIR/params/*.jsonl``): the yaw of each row; in controlled mode
-  (``--grid ... lights=L``) gallery and probe share the light condition (sample n's light
-  is the grid's n-th point).
+- **morphgen render** (its params files, :mod:`morphgen.layout`): the yaw of each row; in
+  controlled mode (``--grid ... lights=L``) gallery and probe share the light condition
+  (sample n's light is the grid's n-th point).
 - **any folder** with ``--poses FILE``: CSV lines ``path,yaw`` (path relative to the
   folder; identity = first path component), optional header.
 
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.errors import ConfigError, DataError
+from morphgen.layout import params_rows, read_manifest
 
 from ..data import ImageSet, detect_format, read_morphgen
 from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pairs, load_eval_model, model_info,
@@ -104,15 +105,10 @@ def read_multipie(root: Path) -> PoseData:
 
 def read_morphgen_poses(root: Path) -> PoseData:
     iset = read_morphgen(root)
-    rows = {}
-    for path in sorted((root / "params").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows[str(r["image"])] = r
+    rows = {str(r["image"]): r for _, r in params_rows(root)}  # read_morphgen vetted every row
     points = None
     try:
-        grid = json.loads((root / "manifest.json").read_text())["config"]["scene"].get("grid")
+        grid = read_manifest(root)["config"]["scene"].get("grid")
         if grid:
             from morphgen.sampling import ControlledGrid
             points = ControlledGrid.parse(grid).points()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.errors import ConfigError, DataError
+from morphgen.layout import manifest_path, read_manifest
 
 from .common import (embed_imageset, gallery_probe_pairs, load_eval_model, model_info, pair_protocol_result,
                      prepare_out, score_pairs, write_pairs_file)
@@ -77,7 +78,7 @@ def render_benchmark(out_dir: Path, scene, workers: int = 1, progress: bool = Fa
 def _training_seed(meta: dict) -> int | None:
     data = (meta.get("config") or {}).get("data")
     try:
-        return int(json.loads((Path(data) / "manifest.json").read_text())["seed"]) if data else None
+        return int(read_manifest(data)["seed"]) if data else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -91,9 +92,9 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
     model, meta = load_eval_model(run)
     out = prepare_out(out)
     render_info = None
-    if data_dir and (Path(data_dir) / "manifest.json").is_file():
+    if data_dir and manifest_path(data_dir).is_file():
         render_dir = Path(data_dir)
-        manifest = json.loads((render_dir / "manifest.json").read_text())
+        manifest = read_manifest(render_dir)
         if not manifest.get("complete"):
             raise DataError(f"{render_dir} holds an unfinished render: finish it with `morphgen render --resume`")
         if not (manifest.get("config", {}).get("scene", {}).get("grid")):
@@ -191,8 +192,7 @@ def _run(model_run, out, o: dict, ctx) -> dict:
     """Render the benchmark once into the evaluation's shared folder (every cell reuses it)."""
     scene = benchmark_scene(o["ids"], o["seed"], str(o["yaws"]), o["lights"], o["size"], o["model"], o["expressions"])
     bench = Path(ctx.shared_dir)
-    man = bench / "manifest.json"
-    if not (man.is_file() and json.loads(man.read_text()).get("complete")):
+    if not (manifest_path(bench).is_file() and read_manifest(bench).get("complete")):
         ctx.say(f"    rendering the benchmark once for all cells -> {bench}")
         render_benchmark(bench, scene, workers=ctx.workers)
     return evaluate_synthetic(model_run, out, data_dir=bench, folds=o["folds"], per_fold=o["per_fold"],

@@ -1,12 +1,13 @@
-"""A tiny procedural face set in the morphgen dataset layout, for tests, benchmarks and
-trying the pipeline without a renderer.
+"""A tiny procedural face set in the morphgen dataset layout (:mod:`morphgen.layout`), for
+the recognition tests and benchmarks/bench_train.py: the training pipeline without a
+renderer.
 
 Each identity is a parameter vector (skin and hair colour, face shape, eye spacing and
 size, brow, nose, mouth, a cheek mark); each image draws it with a random similarity
 pose, lighting, expression and noise, and records the five landmarks. A share of images
 can be identity-mixup images (parameters interpolated between two identities, with the
 matching ``soft_label``). Written as ``DIR/manifest.json``, ``DIR/images/<id>/<id>_<n>.png``
-(plus a ``_depth.png`` beside some, as extra modalities) and ``DIR/params/part-0000.jsonl``.
+(plus a ``_depth.png`` beside some, as extra modalities) and one params file, chunk 0.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from morphgen import layout
 
 # canonical landmarks on a 128 px canvas: eyes, nose tip, mouth corners
 _LM = np.array([[45, 54], [83, 54], [64, 76], [50, 94], [78, 94]], np.float32)
@@ -83,7 +86,7 @@ def write_toy_dataset(out: str | Path, identities: int = 20, per_identity: int =
     rows = []
     for k in range(identities):
         ident = first_id + k
-        d = out / "images" / f"{ident:06d}"
+        d = layout.image_folder(out, ident)
         d.mkdir(parents=True, exist_ok=True)
         for n in range(per_identity + mixup):
             soft = None
@@ -94,14 +97,16 @@ def write_toy_dataset(out: str | Path, identities: int = 20, per_identity: int =
                 p = phi * params[k] + (1 - phi) * params[other]
                 soft = {"ids": [ident, first_id + other], "weights": [phi, 1 - phi]}
             img, lm = _draw(p, rng, size)
-            rel = f"images/{ident:06d}/{ident:06d}_{n:04d}.png"
+            stem = layout.image_stem(ident, n)
+            rel = layout.image_ref(ident, f"{stem}.png")
             cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             if n == 0:  # an extra modality beside the image, which readers must ignore
-                cv2.imwrite(str(d / f"{ident:06d}_{n:04d}_depth.png"), img[:, :, 0])
+                cv2.imwrite(str(d / f"{stem}_depth.png"), img[:, :, 0])
             rows.append({"image": rel, "identity": ident, "sample": n,
                          "landmarks5": np.round(lm, 3).tolist(), "soft_label": soft})
-    (out / "params").mkdir(parents=True, exist_ok=True)
-    (out / "params" / "part-0000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "manifest.json").write_text(json.dumps({"generator": "recognition.toydata", "identities": identities,
-                                                   "images": len(rows), "image_size": size, "seed": seed}, indent=2))
+    marker = layout.chunk_marker(out, 0)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    layout.manifest_path(out).write_text(json.dumps({"generator": "tests.toydata", "identities": identities,
+                                                     "images": len(rows), "image_size": size, "seed": seed}, indent=2))
     return out

@@ -1,0 +1,187 @@
+"""Writing SYN-1M-style datasets: chunked by identity, atomic, resumable, sharded.
+
+The folder layout is :mod:`morphgen.layout`'s. This package: :func:`run` (below) with its
+output checks and manifest; ``job`` (what decides the bytes), ``chunks`` (rendering,
+encoding and writing one chunk), ``workers`` (the processes that do it), ``gpu`` (the
+GPU path's pipeline around the device renderer).
+
+A chunk is a run of `chunk_ids` identities. Its images are written under `.partial/` and
+renamed into place; its params file is renamed into `params/` last and is the chunk's
+completion marker. An interrupted run therefore leaves no file that looks finished but is
+not, and `--resume` re-renders exactly the chunks without a marker. Every image depends on
+(seed, identity, sample) and the config only, so the bytes do not depend on worker count,
+chunk order, shard or resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ConfigError
+from ..layout import (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR, chunk_marker, done_chunks, manifest_path,
+                      read_manifest)
+from ..scene import SceneRenderer
+from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
+from .gpu import run_gpu
+from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
+from .workers import pool_worker_init, render_chunk_in_worker, render_chunk_standalone
+
+__all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
+
+
+def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sharded: bool = False) -> None:
+    """Refuse to mix datasets: a non-empty folder must hold this very config, and be resumed
+    (or be another shard's part of it)."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    manifest = manifest_path(out)
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            if not manifest.exists() and not (out / PARAMS_DIR).exists():
+                raise ConfigError(f"--out {out} is not empty and not a morphgen dataset: refusing to delete it; choose another folder")
+            shutil.rmtree(out)
+        elif not manifest.exists():
+            raise ConfigError(f"--out {out} is not empty and holds no morphgen dataset: choose an empty folder")
+        else:
+            try:
+                old = read_manifest(out)
+            except (OSError, json.JSONDecodeError):
+                raise ConfigError(f"{manifest} is unreadable: use --overwrite to start again") from None
+            if old.get("config_hash") != job.config_hash():
+                raise ConfigError(f"--out {out} holds a dataset with a different config: use another folder, or --overwrite to replace it")
+            if not (resume or sharded):
+                raise ConfigError(f"--out {out} already holds this dataset: use --resume to finish it, or --overwrite to start again")
+    needed = estimate_bytes(job)
+    probe = out if out.exists() else out.parent if out.parent.exists() else Path(".")
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise ConfigError(f"the dataset needs about {needed / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free")
+    for sub in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
+    """Written atomically at start and end; completion is read from the chunk markers on disk."""
+    done = done_chunks(out)
+    k, n = shard
+    manifest = {
+        "morphgen_version": __version__,
+        "config_hash": job.config_hash(),
+        "config": job.to_dict(),
+        "model_sha256": job.scene.model_hash(),
+        "seed": job.scene.sampling.seed,
+        "counts": {"identities": job.n_ids, "per_id": job.per_id, "images": job.n_ids * job.per_id,
+                   "chunks": job.n_chunks, "chunks_done": len(done),
+                   "images_done": sum(len(job.chunk_identities(c)) for c in done) * job.per_id},
+        "complete": len(done) == job.n_chunks,
+        "shards": {f"{k + 1}/{n}": {"chunks": len(range(k, job.n_chunks, n)),
+                                    "done": len([c for c in done if c % n == k])}},
+    }
+    old_path = manifest_path(out)
+    if old_path.exists():  # keep other shards' entries
+        try:
+            old = read_manifest(out)
+            if old.get("config_hash") == job.config_hash():
+                for key, val in old.get("shards", {}).items():
+                    if key not in manifest["shards"]:
+                        kk, nn = (int(x) for x in key.split("/"))
+                        val["done"] = len([c for c in done if c % nn == kk - 1])
+                        manifest["shards"][key] = val
+        except (OSError, json.JSONDecodeError, ValueError):
+            pass
+    tmp = out / f".{old_path.name}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, old_path)
+    return manifest
+
+
+def pending_chunks(out: Path, job: DatasetJob, shard: tuple[int, int]) -> list[int]:
+    k, n = shard
+    return [c for c in range(k, job.n_chunks, n) if not chunk_marker(out, c).exists()]
+
+
+def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, resume: bool = False,
+        overwrite: bool = False, progress: bool = True, executor=None) -> dict:
+    """Render the dataset (or this shard of it) into `out`; returns a summary dict.
+
+    `executor` may be any concurrent.futures-style executor whose workers can import
+    morphgen (e.g. a Dask distributed Client's `get_executor()`); by default a local process
+    pool of `workers` processes, or in-process rendering when workers == 1.
+    """
+    from tqdm import tqdm
+
+    shard_kn = parse_shard(shard)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
+    # this process, before the output folder is touched; workers then meet no surprise.
+    renderer = SceneRenderer(job.scene, batch_size=1024 if job.scene.device != "cpu" else 32)
+    prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
+    write_manifest(out, job, shard_kn)
+    todo = pending_chunks(out, job, shard_kn)
+    total_images = sum(len(job.chunk_identities(c)) for c in todo) * job.per_id
+    t0 = time.perf_counter()
+    n_images = n_bytes = 0
+    bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
+
+    def done(result: tuple[int, int, int]) -> None:
+        nonlocal n_images, n_bytes
+        n_images, n_bytes = n_images + result[1], n_bytes + result[2]
+        bar.update(result[1])
+        bar.set_postfix_str(f"{n_bytes / 1e6:.0f} MB")
+
+    try:
+        if job.scene.device != "cpu":
+            run_gpu(out, job, todo, workers, done, renderer)
+        elif executor is None and workers == 1:
+            for c in todo:
+                try:
+                    result = render_chunk(out, job, renderer, c)
+                except Exception as exc:
+                    raise chunk_error(out, job, c, exc) from exc
+                done(result)
+        else:
+            renderer = None  # the check's renderer is not kept: the workers make their own
+            own = executor is None
+            if own:
+                import multiprocessing as mp
+
+                executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                               initializer=pool_worker_init, initargs=(job.to_dict(),))
+                submit = lambda c: executor.submit(render_chunk_in_worker, str(out), c)
+            else:
+                submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
+            running: dict[Future, int] = {}  # future -> chunk
+            try:
+                # Keep a bounded number of chunks in flight so memory stays flat in dataset size.
+                queue = list(todo)
+                limit = 2 * max(workers, 1)
+                while queue or running:
+                    while queue and len(running) < limit:
+                        c = queue.pop(0)
+                        running[submit(c)] = c
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        done(chunk_result(fut, out, job, running.pop(fut)))
+            finally:
+                if own:
+                    executor.shutdown(wait=True, cancel_futures=True)
+                for fut, c in running.items():  # in flight when one failed: drop any that failed too
+                    if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                        discard_chunk(out, job, c)
+    finally:
+        bar.close()
+        manifest = write_manifest(out, job, shard_kn)
+    if manifest["complete"]:
+        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    dt = time.perf_counter() - t0
+    return {"images": n_images, "seconds": dt, "images_per_s": n_images / dt if dt > 0 else 0.0,
+            "bytes": n_bytes, "complete": manifest["complete"], "chunks_done": manifest["counts"]["chunks_done"],
+            "chunks": job.n_chunks}

@@ -1,0 +1,167 @@
+"""One chunk of a dataset on disk: rendered, encoded and written atomically (its params file
+last, as the completion marker), or discarded after an error. Runs in worker processes."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DataError, MorphgenError
+from ..layout import (chunk_marker, identity_folder, image_folder, image_ref, image_stem, partial_chunk, wds_ref,
+                      wds_shard)
+from ..png import encode_png
+from ..render_plan import RenderResult
+from ..scene import SceneRenderer
+from .job import DatasetJob
+
+
+def encode_image(img: np.ndarray, fmt: str, quality: int) -> bytes:
+    """RGB uint8/uint16 (H,W,3) or grey (H,W) -> PNG (see morphgen.png) or JPEG bytes (cv2)."""
+    if fmt == "jpg" and img.dtype == np.uint8:
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise DataError("JPEG encoding failed")
+        return buf.tobytes()
+    return encode_png(img)  # 16-bit modalities (depth) always go to PNG
+
+
+def _suffix(img: np.ndarray, fmt: str) -> str:
+    return "jpg" if fmt == "jpg" and img.dtype == np.uint8 else "png"
+
+
+def rps_record(rec: dict, size: int) -> dict:
+    """The Basel generator's render-parameter JSON shape for one image (the parts we model)."""
+    return {
+        "version": "V4",
+        "pose": {"yaw": np.deg2rad(rec["yaw"]), "pitch": np.deg2rad(rec["pitch"]), "roll": np.deg2rad(rec["roll"])},
+        "environmentMap": {"@type": "SphericalHarmonicsLight", "coefficients": rec["sh"]},
+        "momo": {"shape": rec["shape"], "color": rec["color"], "expression": rec["expression"]},
+        "imageSize": {"width": size, "height": size},
+        "landmarks": rec.get("landmarks", []),
+    }
+
+
+def render_chunk(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int) -> tuple[int, int, int]:
+    """Render and write one chunk atomically (CPU path: one identity per renderer call, so an
+    image's bytes do not depend on the chunk size); returns (chunk, images, bytes)."""
+    items = []
+    for identity in job.chunk_identities(chunk):
+        params = [renderer.sampler.image_params(identity, s) for s in range(job.per_id)]
+        items += [(p.to_json(), r) for p, r in zip(params, renderer.render(params))]
+    return write_chunk(out, job, chunk, items)
+
+
+def _extend_json(obj_json: str, more: dict) -> str:
+    """``json.dumps(obj | more)`` from ``json.dumps(obj)``, for non-empty dicts with distinct
+    keys: the image's params are serialised where they are sampled (a planner, on the GPU
+    path) and its render record added here."""
+    if not more or not obj_json.startswith("{") or obj_json == "{}":
+        raise ValueError("_extend_json joins two non-empty JSON objects")
+    return f"{obj_json[:-1]}, {json.dumps(more)[1:]}"
+
+
+def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, RenderResult]]) -> tuple[int, int, int]:
+    """Encode and write a rendered chunk under .partial/, move it into place, then write its
+    params file (the completion marker) last; returns (chunk, images, bytes).
+
+    items: per image, in the chunk's order (identity by identity, samples in order), its
+    params record as JSON (``ImageParams.to_json()``) and its render."""
+    out = Path(out)
+    ids = job.chunk_identities(chunk)
+    if len(items) != len(ids) * job.per_id:
+        raise ValueError(f"chunk {chunk} has {len(items)} images, expected {len(ids) * job.per_id}")
+    tmp = partial_chunk(out, chunk)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    fmt, q = job.output.image_format, job.output.jpg_quality
+    records: list[str] = []
+    n_bytes = 0
+    tar = tarfile.open(tmp / "shard.tar", "w") if job.output.container == "wds" else None  # noqa: SIM115 (closed below, before the move)
+    for identity in ids:
+        (tmp / identity_folder(identity)).mkdir()
+    for n, (params_json, res) in enumerate(items):
+        identity = ids[n // job.per_id]
+        stem = image_stem(identity, n % job.per_id)
+        name = f"{stem}.{_suffix(res.rgb, fmt)}"
+        files = {name: encode_image(res.rgb, fmt, q)}
+        for extra, img in res.extras.items():
+            files[f"{stem}_{extra}.{_suffix(img, fmt)}"] = encode_image(img, fmt, q)
+        image = wds_ref(chunk, name) if tar is not None else image_ref(identity, name)
+        line = _extend_json(params_json, res.record() | {"image": image})
+        if job.output.rps:
+            files[f"{stem}.rps"] = json.dumps(rps_record(json.loads(line), job.scene.size)).encode()
+        if tar is not None:
+            files[f"{stem}.json"] = line.encode()
+            files[f"{stem}.cls"] = str(identity).encode()
+            for fname, data in files.items():
+                info = tarfile.TarInfo(fname)
+                info.size, info.mtime = len(data), 0  # fixed mtime: byte-identical shards
+                tar.addfile(info, io.BytesIO(data))
+        else:
+            for fname, data in files.items():
+                (tmp / identity_folder(identity) / fname).write_bytes(data)
+        n_bytes += sum(len(d) for d in files.values())
+        records.append(line)
+    # Move the finished parts into place, then write the marker (params file) last.
+    if tar is not None:
+        tar.close()
+        wds_shard(out, chunk).parent.mkdir(exist_ok=True)
+        os.replace(tmp / "shard.tar", wds_shard(out, chunk))
+    else:
+        for identity in ids:
+            dst = image_folder(out, identity)
+            if dst.exists():  # left by an interrupted earlier try of this chunk
+                shutil.rmtree(dst)
+            os.replace(tmp / identity_folder(identity), dst)
+    marker_tmp = tmp / "params.jsonl"
+    with open(marker_tmp, "w") as f:
+        f.write("\n".join(records) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(marker_tmp, chunk_marker(out, chunk))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return chunk, len(records), n_bytes
+
+
+def discard_chunk(out: Path, job: DatasetJob, chunk: int) -> None:
+    """Remove what a failed chunk left: its folder under .partial/, and any of its identity
+    folders or shard already moved into place (without its params marker none is complete)."""
+    shutil.rmtree(partial_chunk(out, chunk), ignore_errors=True)
+    for identity in job.chunk_identities(chunk):
+        folder = image_folder(out, identity)
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    wds_shard(out, chunk).unlink(missing_ok=True)
+
+
+def chunk_error(out: Path, job: DatasetJob, chunk: int, exc: Exception) -> MorphgenError:
+    """The one-line error for a chunk that raised, in a worker or here, after discarding what
+    it left: a MorphgenError keeps its class and message, anything else (an OSError, a
+    crashed worker) is named by its type. Both say that finished chunks are kept."""
+    discard_chunk(out, job, chunk)
+    if isinstance(exc, BrokenProcessPool):
+        what = f"a worker process died while rendering chunk {chunk} (killed, or out of memory?)"
+    elif isinstance(exc, MorphgenError):
+        what = str(exc)
+    else:
+        what = f"chunk {chunk} failed: {exc.__class__.__name__}: {' '.join(str(exc).split())}"
+    cls = type(exc) if isinstance(exc, MorphgenError) else MorphgenError
+    return cls(f"{what}; finished chunks are kept in {out}: fix this and run the same command with --resume")
+
+
+def chunk_result(fut: Future, out: Path, job: DatasetJob, chunk: int):
+    """``fut.result()``, or the one-line `chunk_error` for what it raised."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        raise chunk_error(out, job, chunk, exc) from exc

@@ -1,0 +1,88 @@
+"""What decides a dataset's bytes (:class:`DatasetJob`: the scene, counts and output
+format), as the manifest records it and the workers rebuild it."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ConfigError
+from ..scene import SceneConfig
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    image_format: str = "png"  # png | jpg
+    jpg_quality: int = 95
+    container: str = "folder"  # folder | wds
+    rps: bool = False  # Basel-generator-style per-image .rps JSON beside each image
+    chunk_ids: int = 10
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("png", "jpg"):
+            raise ConfigError(f"unknown image format {self.image_format!r}: use png or jpg")
+        if not 1 <= self.jpg_quality <= 100:
+            raise ConfigError(f"jpg quality must be 1..100, got {self.jpg_quality}")
+        if self.container not in ("folder", "wds"):
+            raise ConfigError(f"unknown container {self.container!r}: use folder or wds")
+        if self.chunk_ids < 1:
+            raise ConfigError(f"chunk size must be >= 1 identity, got {self.chunk_ids}")
+
+
+@dataclass(frozen=True)
+class DatasetJob:
+    """What decides a dataset's bytes: the scene config plus counts and output format."""
+
+    scene: SceneConfig
+    per_id: int
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        if self.per_id < 1:
+            raise ConfigError(f"--per-id must be >= 1, got {self.per_id}")
+        grid = self.scene.sampling.grid
+        if grid is not None and self.per_id > len(grid.points()):
+            raise ConfigError(f"--per-id {self.per_id} exceeds the controlled grid's {len(grid.points())} points")
+
+    @property
+    def n_ids(self) -> int:
+        return self.scene.sampling.n_identities
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_ids // self.output.chunk_ids)
+
+    def chunk_identities(self, chunk: int) -> range:
+        c = self.output.chunk_ids
+        return range(chunk * c, min((chunk + 1) * c, self.n_ids))
+
+    def to_dict(self) -> dict:
+        return {"scene": self.scene.to_dict(), "per_id": self.per_id, "output": asdict(self.output)}
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'K/N' (1-based K) -> (K-1, N); None -> (0, 1)."""
+    if spec is None:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {spec!r}: write K/N, e.g. 2/8") from None
+    if n < 1 or not 1 <= k <= n:
+        raise ConfigError(f"--shard {spec!r}: K must be in 1..N and N >= 1")
+    return k - 1, n
+
+
+def job_from_dict(d: dict) -> DatasetJob:
+    return DatasetJob(SceneConfig.from_dict(d["scene"]), int(d["per_id"]), OutputConfig(**d["output"]))
+
+
+def estimate_bytes(job: DatasetJob) -> int:
+    """Rough size on disk, for the free-space check (PNG of rendered faces ~0.6 B/pixel)."""
+    px = job.scene.size**2 * 3
+    per_image = px * (0.65 if job.output.image_format == "png" else 0.17)
+    per_image *= 1 + 0.7 * len(job.scene.outputs)
+    return int(per_image * job.n_ids * job.per_id)
