@@ -37,7 +37,8 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
       morphgen experiment run experiments/synface_mixup_cpu.yaml --dry-run
       morphgen experiment run experiments/kortylewski_table2_cpu.yaml --only 'full/*'
     """
-    from recognition.experiment import load_experiment, run_experiment
+    from recognition.experiment import run_experiment
+    from recognition.experiment_config import load_experiment
 
     from morphgen.outputs import check_writable
 

@@ -127,7 +127,8 @@ def train(ctx: click.Context, **values) -> None:
       morphgen train --data syn --real-data casia --domain-mixup 0.5 \\
           --arch iresnet50 --loss arcface --device cuda --out runs/mix
     """
-    from recognition.train import TrainConfig, train as run_training
+    from recognition.train import train as run_training
+    from recognition.train_config import TrainConfig
 
     given = {k: v for k, v in values.items()
              if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
