@@ -10,8 +10,8 @@ triangle ids agree):
 
 Image formation (both paths): ``v_cam = scale * R v + t``; normals are area-weighted
 vertex normals rotated into camera space; per-vertex radiance ``albedo * irradiance``
-(Basel SH, see :mod:`morphgen.spherical_harmonics`), then the optional colour transform; the face colour is
-clipped to [0, 1] per sample, averaged over the ``antialias`` x ``antialias``
+(Basel SH, see :mod:`morphgen.spherical_harmonics`), then the optional colour
+transform; the face colour is clipped to [0, 1] per sample, averaged over the ``antialias`` x ``antialias``
 sub-samples of each pixel together with its coverage ``alpha``, and composited as
 ``face_sum + (1 - alpha) * background``. Colours are linear, as in the Basel generator
 (no gamma curve is applied).
@@ -32,13 +32,11 @@ per-vertex reference coordinates mapped to [0, 1] RGB by their bounding box),
 coverage >= 0.5) and ``landmarks2d`` with ``visibility``. Continuous outputs are the mean
 over the covered sub-samples; labels take the sub-sample at index k // 2.
 
-Landmark visibility: a landmark (mean of a vertex group) is visible when it projects
-inside the image and the z-buffer at its pixel is not in front of it by more than
-``visibility_tolerance`` times its depth (1 % = 10 mm at 1 m, a few pixels of a steep
-surface); so at large yaw the far eye is hidden by the nose and cheek. Where no surface
-was drawn at its pixel (culled back faces, the silhouette) it must also face the camera.
-Normals are not used otherwise: creases such as the mouth corners have sideways normals
-but are plainly visible.
+Landmark visibility (:func:`.extras.landmark_visibility`, one function for both paths):
+a landmark (mean of a vertex group) is visible when it projects inside the image and the
+z-buffer at its pixel is not in front of it by more than ``visibility_tolerance`` times
+its depth (1 % = 10 mm at 1 m, a few pixels of a steep surface); so at large yaw the far
+eye is hidden by the nose and cheek.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def render_torch(
     :class:`Pose` of tensors (or numpy, converted). backgrounds: (B, H, W, 3) float in
     [0, 1] or None (black). Returns float images in [0, 1] (``rgb``, ...), plus
     ``face_id`` (the high-resolution triangle-id map) and the requested extras as in
-    :func:`render_batch`. Gradients reach vertices, albedo, sh, the colour transform
+    :func:`.renderer.render_batch`. Gradients reach vertices, albedo, sh, the colour transform
     and the pose through the interpolated colours (not through silhouette changes).
     When none of them requires a gradient and the rasterizer is triton, ``rgb`` comes
     from the fused Triton resolve instead (float32, same image within rounding).
