@@ -35,7 +35,7 @@ from morphgen.errors import ConfigError, DataError
 from . import metrics
 from .common import Embedded, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, accuracy_column
-from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 PROTOCOLS = ("FF", "FP")
 VIEWS = ("frontal", "profile")
@@ -197,9 +197,7 @@ def evaluate_cfp(run: str | Path, cfp_dir: str | Path, out: str | Path, protocol
                          "align": align},
               "alignment": emb.report().get("by_group", {}),
               "images": {k: v for k, v in emb.report().items() if k != "by_group"},
-              "files": {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                        "roc_png": str(out / "roc.png"), "roc_csv": str(out / "roc.csv"),
-                        "scores_csv": str(out / "scores.csv")}}
+              "files": result_files(out)}
     curves = []
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -294,4 +292,4 @@ def _check(o: dict, where: str) -> None:
 PROTOCOL = Protocol(
     name="cfp", summary="CFP frontal-frontal and frontal-profile verification (official folds)",
     defaults={"cfp_dir": None, "protocols": "both", "flip": False, "align": True},
-    run=_run, columns=_columns, note=_note, paths=("cfp_dir",), required=("cfp_dir",), check=_check)
+    run=_run, note=_note, columns=_columns, paths=("cfp_dir",), required=("cfp_dir",), check=_check)

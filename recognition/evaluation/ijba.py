@@ -479,4 +479,4 @@ def _check(o: dict, where: str) -> None:
 PROTOCOL = Protocol(
     name="ijba", summary="IJB-A 1:1 template verification (TAR@FAR)",
     defaults={"ijba_dir": None, "splits": "1-10", "images": None, "flip": False, "align": True},
-    run=_run, columns=_columns, note=_note, paths=("ijba_dir", "images"), required=("ijba_dir",), check=_check)
+    run=_run, note=_note, columns=_columns, paths=("ijba_dir", "images"), required=("ijba_dir",), check=_check)

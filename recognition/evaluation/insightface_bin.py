@@ -40,7 +40,7 @@ from ..data import ImageSet
 from . import metrics
 from .common import embed_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, accuracy_column
-from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 FOLDS = 10
 _NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -185,9 +185,7 @@ def evaluate_bins(run: str | Path, bins: list[str | Path], out: str | Path, flip
     out = prepare_out(out)
     result = {"protocol": "insightface-bin", "model": model_info(meta, run),
               "inputs": {"bins": [str(b.path) for b in sets], "flip": flip, "folds": FOLDS}, "sets": {},
-              "files": {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                        "roc_png": str(out / "roc.png"), "roc_csv": str(out / "roc.csv"),
-                        "scores_csv": str(out / "scores.csv")}}
+              "files": result_files(out)}
     curves = []
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -255,5 +253,5 @@ def _note(o: dict, label: str, r: dict | None) -> str:
 
 PROTOCOL = Protocol(
     name="bin", summary="insightface validation .bin files (lfw.bin, cfp_fp.bin, agedb_30.bin, ...)",
-    defaults={"bins": None, "flip": False}, run=_run, columns=_columns, note=_note,
+    defaults={"bins": None, "flip": False}, run=_run, note=_note, columns=_columns,
     paths=("bins",), required=("bins",))

@@ -32,7 +32,7 @@ from morphgen.errors import DataError
 
 from . import metrics
 from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
-from .protocols import Protocol, accuracy_column
+from .protocols import Protocol
 from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 FALLBACK_CROP = 0.55
@@ -230,10 +230,6 @@ def _run(model_run, out, o: dict, ctx) -> dict:
                         batch_size=ctx.batch_size, cache_dir=ctx.cache_dir, progress=ctx.progress, workers=ctx.workers)
 
 
-def _columns(o: dict, label: str, r: dict | None) -> list:
-    return [accuracy_column("", f"{label} (accuracy)", r)]
-
-
 def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: LFW View 2 (`{o['pairs']}`), 10 folds, each fold's threshold chosen on the other nine."
 
@@ -241,4 +237,4 @@ def _note(o: dict, label: str, r: dict | None) -> str:
 PROTOCOL = Protocol(
     name="lfw", summary="LFW View 2 (pairs.txt, 10 folds)",
     defaults={"lfw_dir": None, "pairs": None, "flip": False, "align": True},
-    run=_run, columns=_columns, note=_note, paths=("lfw_dir", "pairs"), required=("lfw_dir", "pairs"))
+    run=_run, note=_note, paths=("lfw_dir", "pairs"), required=("lfw_dir", "pairs"))

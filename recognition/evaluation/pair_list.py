@@ -30,8 +30,8 @@ from morphgen.errors import DataError
 
 from . import metrics
 from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
-from .protocols import Protocol, accuracy_column
-from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .protocols import Protocol
+from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 LABELS = {"1": True, "0": False, "true": True, "false": False, "same": True, "diff": False, "different": False,
           "genuine": True, "impostor": False, "match": True, "mismatch": False}
@@ -182,9 +182,7 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
                          "align": align, "flip": flip},
               **r, "unscored_pairs": len(pl.missing) + len(unreadable), "missing_pairs": pl.missing + unreadable,
               "images": emb.report(),
-              "files": {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                        "roc_png": str(out / "roc.png"), "roc_csv": str(out / "roc.csv"),
-                        "scores_csv": str(out / "scores.csv")}}
+              "files": result_files(out)}
     with open(out / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["line", "fold", "same", "image_a", "image_b", "score", "correct"])
@@ -223,10 +221,6 @@ def _run(model_run, out, o: dict, ctx) -> dict:
                               progress=ctx.progress, workers=ctx.workers)
 
 
-def _columns(o: dict, label: str, r: dict | None) -> list:
-    return [accuracy_column("", f"{label} (accuracy)", r)]
-
-
 def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: pair list `{o['pairs']}` under `{o['root']}`, cross-validated threshold."
 
@@ -234,4 +228,4 @@ def _note(o: dict, label: str, r: dict | None) -> str:
 PROTOCOL = Protocol(
     name="pairs", summary="a generic 'path1 path2 label [fold]' pair list",
     defaults={"pairs": None, "root": None, "folds": 10, "seed": 0, "align": True, "flip": False},
-    run=_run, columns=_columns, note=_note, paths=("pairs", "root"), required=("pairs", "root"))
+    run=_run, note=_note, paths=("pairs", "root"), required=("pairs", "root"))

@@ -45,7 +45,7 @@ from ..data import ImageSet, detect_format, read_morphgen
 from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pairs, load_eval_model, model_info,
                      pair_protocol_result, prepare_out, read_pairs_file, score_pairs, write_pairs_file)
 from . import metrics
-from .protocols import Protocol, accuracy_column
+from .protocols import Protocol
 from .report import fmt, md_table, plot_bins, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 MULTIPIE_CAMERA_YAW = {"11_0": -90, "12_0": -75, "09_0": -60, "08_0": -45, "13_0": -30, "14_0": -15, "05_1": 0,
@@ -317,10 +317,6 @@ def _run(model_run, out, o: dict, ctx) -> dict:
                          batch_size=ctx.batch_size, cache_dir=ctx.cache_dir, progress=ctx.progress, workers=ctx.workers)
 
 
-def _columns(o: dict, label: str, r: dict | None) -> list:
-    return [accuracy_column("", f"{label} (accuracy)", r)]
-
-
 def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: accuracy per probe yaw against a frontal gallery (`{o['images']}`); the table gives all yaws."
 
@@ -329,4 +325,4 @@ PROTOCOL = Protocol(
     name="pose", summary="accuracy per probe yaw vs a frontal gallery (Multi-PIE, renders, 'path,yaw' CSV)",
     defaults={"images": None, "poses": None, "yaw_step": 15.0, "folds": 10, "per_fold": 300, "seed": 0,
               "align": True, "flip": False},
-    run=_run, columns=_columns, note=_note, paths=("images", "poses"), required=("images",))
+    run=_run, note=_note, paths=("images", "poses"), required=("images",))

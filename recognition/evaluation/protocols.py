@@ -52,14 +52,19 @@ class Column:
     curve: str | None = None        # this column's curve in the cell's roc.csv (None: the first curve)
 
 
+def one_accuracy_column(options: dict, label: str, result: dict | None) -> list:
+    """The column most protocols have: their result's cross-validated accuracy."""
+    return [accuracy_column("", f"{label} (accuracy)", result)]
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
     summary: str
     defaults: dict
     run: Callable
-    columns: Callable
     note: Callable
+    columns: Callable = one_accuracy_column
     paths: tuple = ()
     required: tuple = ()
     check: Callable | None = None   # check(options, where): protocol-specific validation

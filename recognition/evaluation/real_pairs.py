@@ -20,7 +20,7 @@ from ..data import identity_selector, load_imageset, natural_key, select_identit
 from . import metrics
 from .common import gallery_probe_pairs, load_eval_model, model_info, prepare_out, write_pairs_file
 from .pose import evaluate_pairs_on_images
-from .protocols import Protocol, accuracy_column
+from .protocols import Protocol
 from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 
@@ -93,10 +93,6 @@ def _run(model_run, out, o: dict, ctx) -> dict:
                                workers=ctx.workers)
 
 
-def _columns(o: dict, label: str, r: dict | None) -> list:
-    return [accuracy_column("", f"{label} (accuracy)", r)]
-
-
 def _note(o: dict, label: str, r: dict | None) -> str:
     return (f"{label}: real pairs from `{o['images']}`" + (f", identities {o['identities']}" if o.get("identities") else "")
             + ", identity-disjoint folds.")
@@ -110,4 +106,4 @@ PROTOCOL = Protocol(
     name="real_pairs", summary="seeded pairs of a folder of real identities (ORL, Yale, ...)",
     defaults={"images": None, "identities": None, "folds": 10, "per_fold": 300, "seed": 0, "align": True,
               "flip": False},
-    run=_run, columns=_columns, note=_note, paths=("images",), required=("images",), check=_check)
+    run=_run, note=_note, paths=("images",), required=("images",), check=_check)

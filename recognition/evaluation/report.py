@@ -30,6 +30,15 @@ def jsonable(x):
     return x
 
 
+def result_files(out: Path, **extra) -> dict:
+    """The files every evaluation writes into `out` (result.json, summary.md, ROC PNG and
+    CSV, scores.csv), plus `extra` name -> path."""
+    out = Path(out)
+    return {"result": str(out / "result.json"), "summary": str(out / "summary.md"), "roc_png": str(out / "roc.png"),
+            "roc_csv": str(out / "roc.csv"), "scores_csv": str(out / "scores.csv"),
+            **{k: str(v) for k, v in extra.items()}}
+
+
 def write_json(path: Path, data: dict) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

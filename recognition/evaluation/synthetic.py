@@ -224,4 +224,4 @@ PROTOCOL = Protocol(
     name="synthetic", summary="held-out rendered identities: accuracy per yaw and per light",
     defaults={"ids": 50, "seed": DEFAULT_SEED, "yaws": "-90:90:15", "lights": 3, "size": 128, "model": None,
               "expressions": False, "folds": 10, "per_fold": 300, "pair_seed": 0, "flip": False},
-    run=_run, columns=_columns, note=_note, paths=("model",), check=_check)
+    run=_run, note=_note, columns=_columns, paths=("model",), check=_check)
