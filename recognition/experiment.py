@@ -40,7 +40,8 @@ training data's identities, so real benchmarks can use the others.
 
 Output folder: ``datasets/<name>``, ``benchmarks/<evaluation>`` (shared synthetic renders),
 ``runs/<cell>`` (trainer run folders), ``evals/<cell>/<evaluation>`` (result.json,
-summary.md, roc.csv ...), ``cache/`` (MTCNN landmarks), ``timings.json``, and the tables
+summary.md, roc.csv ...), ``cache/`` (MTCNN landmarks; ``cache: PATH`` in the config shares one
+folder between experiments), ``timings.json``, and the tables
 ``results.md`` / ``results.csv`` with ``roc_<evaluation>.png``. Every stage is skipped
 when its output is complete, so an interrupted run is continued by running it again.
 """
@@ -99,6 +100,11 @@ class Runner:
                 if x not in need:
                     need.append(x)
         return [c for c in self.exp.cells if c in need]
+
+    @property
+    def cache_dir(self) -> Path:
+        """MTCNN landmark caches: the config's `cache:` folder, else OUT/cache."""
+        return self.exp.cache or self.out / "cache"
 
     # ---- paths
     def dataset_dir(self, name: str) -> Path:
@@ -214,7 +220,7 @@ class Runner:
             o["list_file"] = str(run / "identities_list.tsv")
         if r.init_from:
             o["init"] = str(self.run_dir(Cell(cell.dataset, r.init_from, "")))
-        o.setdefault("cache_dir", str(self.out / "cache"))
+        o.setdefault("cache_dir", str(self.cache_dir))
         return TrainConfig(out=str(run), progress=False, extra={"experiment": self.exp.name, "cell": cell.name}, **o)
 
     def train(self, cell: Cell, k: int, n: int) -> None:
@@ -267,7 +273,7 @@ class Runner:
             self.say(f"{tag}: {state}")
             return
         self.say(f"{tag}: {ev.protocol}")
-        ctx = EvalContext(cache_dir=self.out / "cache", shared_dir=self.benchmark_dir(ev), workers=self.exp.workers,
+        ctx = EvalContext(cache_dir=self.cache_dir, shared_dir=self.benchmark_dir(ev), workers=self.exp.workers,
                           batch_size=ev.batch_size, progress=True, say=self.say)
         t0 = time.perf_counter()
         result = ev.spec.run(self.run_dir(cell), self.eval_dir(cell, ev), ev.options, ctx)

@@ -15,7 +15,7 @@ from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, config_value,
 
 from .data import identity_selector
 
-TOP_KEYS = ("name", "description", "out", "workers", "dataset_defaults", "recipe_defaults", "datasets",
+TOP_KEYS = ("name", "description", "out", "workers", "cache", "dataset_defaults", "recipe_defaults", "datasets",
             "recipes", "cells", "evaluations")
 # render options an experiment decides itself (output folder, resumption, parallelism)
 _RENDER_EXCLUDED = ("out", "workers", "shard", "resume", "overwrite", "dask_address", "quiet", "config")
@@ -100,6 +100,7 @@ class Experiment:
     cells: list[Cell]
     evaluations: dict[str, Evaluation]
     raw: dict = field(default_factory=dict)
+    cache: Path | None = None    # MTCNN landmark caches (default OUT/cache); share one between experiments
 
 
 def _mapping(val, where: str) -> dict:
@@ -227,9 +228,13 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"{where}: workers must be a positive integer, got {workers!r}")
     import os
+    cache = raw.get("cache")
+    if cache is not None and not isinstance(cache, str):
+        raise ConfigError(f"{where}: cache must be a folder path, got {cache!r}")
     return Experiment(path.resolve(), str(raw.get("name") or path.stem), str(raw.get("description") or ""),
                       Path(_rel(base, raw["out"])) if raw.get("out") else None,
-                      workers or len(os.sched_getaffinity(0)), datasets, recipes, cells, evaluations, raw)
+                      workers or len(os.sched_getaffinity(0)), datasets, recipes, cells, evaluations, raw,
+                      Path(_rel(base, cache)) if cache else None)
 
 
 def _render_options(base: Path, opts: dict) -> dict:
