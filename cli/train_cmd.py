@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from morphgen.configfile import read_mapping
+from morphgen.errors import ConfigError
 
 # Heavy imports (torch, the recognition package) happen inside the commands, so that
 # `morphgen --help` stays fast.
@@ -27,6 +28,9 @@ def _train_options(f):
                      "identity-mixup...) or 'default'; needs --steps."),
         click.option("--landmarks", help="With --online: landmark file of the config's model (see `morphgen model "
                      "landmarks --help`), instead of the config's `landmarks` or <model>.landmarks.json beside it."),
+        click.option("--online-set", "online_set", multiple=True, metavar="KEY=VALUE",
+                     help="With --online: a render option over the config's, e.g. --online-set appearance=full "
+                     "--online-set photo=off (repeatable; option names of `morphgen render --help`, with _ for -)."),
         click.option("--online-unbounded", is_flag=True, default=None, help="With --online: every batch brings new "
                      "identities (2^31 of them) instead of drawing from the config's pool of `ids`; triplet loss only."),
         click.option("--data-format", type=click.Choice(FORMAT_CHOICES), help="How to read --data. [default: auto]"),
@@ -145,6 +149,8 @@ def train(ctx: click.Context, **values) -> None:
             base["align"] = not v
         elif k == "quiet":
             base["progress"] = not v
+        elif k == "online_set":
+            base[k] = _key_values(v, "--online-set")
         else:
             base[k] = str(v) if isinstance(v, Path) else v
     cfg = TrainConfig.from_dict(base)
@@ -159,6 +165,25 @@ def train(ctx: click.Context, **values) -> None:
         v = summary["val_end"]
         click.echo(f"verification on held-out identities: accuracy {v['accuracy']:.4f}, AUC {v['auc']:.4f} "
                    f"({v['pairs']} pairs)")
+
+
+def _key_values(items, flag: str) -> dict:
+    """('ids=300', 'photo=off') -> {'ids': 300, 'photo': 'off'}: numbers and true/false as
+    in a YAML config, everything else as text (so 'off' stays a spec, not YAML's false)."""
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: write KEY=VALUE, e.g. appearance=full")
+        val = val.strip()
+        for kind in (int, float):
+            try:
+                val = kind(val)
+                break
+            except ValueError:
+                pass
+        out[key.strip().replace("-", "_")] = {"true": True, "false": False}.get(val, val) if isinstance(val, str) else val
+    return out
 
 
 @click.command("embed")

@@ -293,7 +293,8 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     size, tpl = cfg.input_size, cfg.template
     online = None
     if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
-        online = OnlineBatches(load_scene(cfg.online, {"device": str(device), "landmarks": cfg.landmarks}), size, tpl, cfg.batch_p, cfg.batch_k, total=0,
+        scene = load_scene(cfg.online, {**cfg.online_set, "device": str(device), "landmarks": cfg.landmarks})
+        online = OnlineBatches(scene, size, tpl, cfg.batch_p, cfg.batch_k, total=0,
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None

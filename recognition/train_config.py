@@ -44,6 +44,7 @@ class TrainConfig:
     data: str = ""                      # training data folder
     online: str | None = None           # online synthesis instead: a `morphgen render` config (YAML) or "default"
     online_unbounded: bool = False      # online: new identities in every batch instead of the config's pool (triplet)
+    online_set: dict = field(default_factory=dict)   # online: render options over the config's (ablation cells)
     landmarks: str | None = None        # online: the model's landmark file (else the config's, or the one beside the model)
     out: str = "run"                    # run folder
     data_format: str = "auto"           # auto | morphgen | folder | recordio
@@ -118,6 +119,8 @@ class TrainConfig:
             raise ConfigError("--online trains on an endless stream: give --steps, and no --real-data")
         if c.online not in (None, "default") and not Path(c.online).is_file():
             raise ConfigError(f"--online {c.online} does not exist: give a `morphgen render` config file or 'default'")
+        if c.online_set and not c.online:
+            raise ConfigError("online_set changes render options of the --online config: it needs --online")
         if c.landmarks and not c.online:
             raise ConfigError("--landmarks names the landmark file of the --online config's model: it needs --online")
         if c.online_unbounded and (not c.online or c.loss != "triplet"):
@@ -175,8 +178,10 @@ class TrainConfig:
         for floats become floats; paths become strings)."""
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra must be a mapping of notes, got {self.extra!r}")
+        if not isinstance(self.online_set, dict):
+            raise ConfigError(f"online_set must be a mapping of render options, got {self.online_set!r}")
         for f in dataclasses.fields(self):
-            if f.name != "extra":
+            if f.name not in ("extra", "online_set"):
                 kind, _, optional = f.type.partition(" | ")
                 setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
                                                    **_RANGES.get(f.name, {})))

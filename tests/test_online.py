@@ -1,4 +1,6 @@
 """Online synthesis: deterministic freshly rendered batches in the trainer's format."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -71,9 +73,11 @@ def test_train_online_from_the_cli_then_embed(tmp_path):
     run = tmp_path / "run"
     r = CliRunner().invoke(cli, ["train", "--online", str(cfg), "--arch", "nn4small2", "--input-size", "32",
                                  "--steps", "3", "--batch-p", "4", "--batch-k", "2", "--val-ids", "3",
+                                 "--online-set", "ids=10", "--online-set", "appearance=full",
                                  "--out", str(run), "--threads", "1", "--quiet", "--real-preview", str(data)])
     assert r.exit_code == 0, r.output
-    assert (run / "checkpoint.pt").exists() and "online synthesis: 8 identities" in r.output
+    assert (run / "checkpoint.pt").exists() and "online synthesis: 10 identities" in r.output
+    assert json.loads((run / "config.json").read_text())["online_set"] == {"ids": 10, "appearance": "full"}
     import cv2
     train_sheet, real_sheet = cv2.imread(str(run / "train_crops.png")), cv2.imread(str(run / "real_crops.png"))
     assert train_sheet.shape == (32, 8 * 32, 3) and real_sheet.shape == (32, 8 * 32, 3)
@@ -90,6 +94,11 @@ def test_online_needs_steps(tmp_path):
 
     r = CliRunner().invoke(cli, ["train", "--online", "default", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "--steps" in r.output
+    r = CliRunner().invoke(cli, ["train", "--online", "default", "--steps", "2", "--online-set", "hats=1",
+                                 "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "unknown render option 'hats'" in r.output and not (tmp_path / "r").exists()
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--online-set", "photo=off", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "online_set" in r.output
 
 
 # ---- the device path (TorchScene + align_batch + augment_batch), checked on the CPU ----
