@@ -9,7 +9,10 @@ from .errors import ConfigError
 
 def parse_probabilities(spec, effects: tuple[str, ...], presets: dict[str, dict[str, float]], option: str
                         ) -> tuple[tuple[str, float], ...]:
-    """((effect, probability > 0), ...) in `effects` order; ConfigError names `option`."""
+    """((effect, probability > 0), ...) in `effects` order; ConfigError names `option`.
+    YAML reads an unquoted `off` as false: false and None mean off too."""
+    if spec is None or spec is False:
+        return ()
     if isinstance(spec, dict):
         items = [f"{k}={v}" for k, v in spec.items()]
     else:
