@@ -79,12 +79,17 @@ def scene_options(f):
               help="folder: images/<id>/<id>_<n>.png; wds: WebDataset tar shards in wds/. " + _d("container"))
 @click.option("--rps", is_flag=True, default=None, help="Also write a Basel-generator-style .rps JSON per image.")
 @click.option("--chunk-ids", type=int, help="Identities per chunk (unit of work, atomic writes and resume). " + _d("chunk_ids"))
+@click.option("--params-format", type=click.Choice(["auto", "parquet", "jsonl"]),
+              help="Per-image params files: parquet (params/chunk_*.parquet, columnar float32, needs pyarrow: "
+                   "pip install 'morphgen[parquet]') or jsonl (one JSON object a line). auto: the format of the "
+                   "dataset already in --out, else parquet where pyarrow is installed and jsonl where it is not. "
+                   + _d("params_format"))
 @click.option("--dask", "dask_address", help="Run chunks on a Dask distributed cluster: scheduler address, or 'local' for a local cluster.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def render(ctx: click.Context, **kwargs) -> None:
     """Render a dataset: DIR/images/<id>/<id>_<n>.png, per-image parameters and landmarks in
-    DIR/params/*.jsonl, and DIR/manifest.json.
+    DIR/params/*.parquet (or *.jsonl), and DIR/manifest.json.
 
     SYN-1M (Kortylewski et al.): morphgen render --ids 10000 --per-id 100 --out syn1m
     """
@@ -95,9 +100,7 @@ def render(ctx: click.Context, **kwargs) -> None:
         raise ConfigError("--out is required: the folder to write the dataset into")
     scene = scene_from_options(opts)
     check_writable(opts["out"], "--out")
-    job = DatasetJob(scene, opts["per_id"], OutputConfig(
-        image_format=opts["image_format"], jpg_quality=opts["jpg_quality"], container=opts["container"],
-        rps=bool(opts["rps"]), chunk_ids=opts["chunk_ids"]))
+    job = DatasetJob(scene, opts["per_id"], OutputConfig.from_options(opts, Path(opts["out"])))
     client = _dask_client(opts["dask_address"], opts["workers"]) if opts.get("dask_address") else None
     try:
         summary = run(Path(opts["out"]), job, workers=opts["workers"], shard=opts.get("shard"), resume=opts["resume"],

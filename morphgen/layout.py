@@ -4,7 +4,8 @@ evaluation readers in ``recognition/``, experiments) agree on them::
 
     DIR/manifest.json                          version, resolved config, model hash, counts, shards
     DIR/images/<id:06d>/<id:06d>_<n:04d>.png   (+ _depth.png, _normals.png ... beside it)
-    DIR/params/chunk_<c:06d>.jsonl             one JSON object per image (all render parameters)
+    DIR/params/chunk_<c:06d>.jsonl             one JSON object per image (all render parameters), or
+    DIR/params/chunk_<c:06d>.parquet           the same as a table (--params-format parquet; see params_table)
     DIR/wds/chunk_<c:06d>.tar                  with the wds container instead of images/
     DIR/.partial/chunk_<c:06d>/                a chunk being written
 
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
 PARAMS_DIR, IMAGES_DIR, WDS_DIR, PARTIAL_DIR = "params", "images", "wds", ".partial"
-PARAMS_GLOB = "chunk_*.jsonl"
+#: The params file formats, by suffix (``morphgen render --params-format``).
+PARAMS_FORMATS = ("jsonl", "parquet")
+PARAMS_GLOB = "chunk_*.{jsonl,parquet}"  # for messages
 #: The file name of a colour image (``<id>_<n>.<ext>``); extra modalities add ``_<name>``.
 IMAGE_NAME = re.compile(r"^(\d+)_(\d+)\.(png|jpg|jpeg)$", re.I)
 _TAR_REF = ".tar:"
@@ -59,9 +63,9 @@ def looks_like_dataset(root: Path) -> bool:
     return manifest_path(root).is_file() or ((root / PARAMS_DIR).is_dir() and (root / IMAGES_DIR).is_dir())
 
 
-def chunk_marker(root: Path, chunk: int) -> Path:
-    """A chunk's params file, written last: it marks the chunk complete."""
-    return Path(root) / PARAMS_DIR / f"{chunk_name(chunk)}.jsonl"
+def chunk_marker(root: Path, chunk: int, fmt: str = "jsonl") -> Path:
+    """A chunk's params file in format `fmt`, written last: it marks the chunk complete."""
+    return Path(root) / PARAMS_DIR / f"{chunk_name(chunk)}.{fmt}"
 
 
 def partial_chunk(root: Path, chunk: int) -> Path:
@@ -90,9 +94,33 @@ def split_tar_ref(ref: str) -> tuple[str, str] | None:
     return tar + ".tar", member
 
 
+class TarMembers:
+    """Bytes of ``shard.tar:member`` references (morphgen's WebDataset container), with one
+    open handle and member table per tar and process (safe to send to loader workers)."""
+
+    def __init__(self, root: Path):
+        self.root, self._open = Path(root), {}
+
+    def __getstate__(self):
+        return {"root": self.root, "_open": {}}
+
+    def read(self, ref: str) -> bytes | None:
+        tar_rel, member = split_tar_ref(ref)
+        if tar_rel not in self._open:
+            try:
+                tf = tarfile.open(self.root / tar_rel)
+                self._open[tar_rel] = (tf, {m.name: m for m in tf.getmembers()})
+            except (OSError, tarfile.TarError):
+                self._open[tar_rel] = (None, {})
+        tf, members = self._open[tar_rel]
+        m = members.get(member)
+        return None if m is None else tf.extractfile(m).read()
+
+
 def params_files(root: Path) -> list[Path]:
-    """The params files in chunk order (none when there is no params folder)."""
-    return sorted((Path(root) / PARAMS_DIR).glob(PARAMS_GLOB))
+    """The params files (either format) in chunk order (none when there is no params folder)."""
+    files = (Path(root) / PARAMS_DIR).glob("chunk_*.*")
+    return sorted(p for p in files if p.suffix[1:] in PARAMS_FORMATS)
 
 
 def done_chunks(root: Path) -> list[int]:
@@ -100,15 +128,55 @@ def done_chunks(root: Path) -> list[int]:
     return [int(p.stem.split("_")[1]) for p in params_files(root)]
 
 
-def params_rows(root: Path) -> Iterator[tuple[str, Any]]:
-    """(where, row) for each non-empty line of the params files, in chunk order: ``where``
-    is ``file:line`` for messages, ``row`` the line's JSON value (None where it is not
-    JSON, for the caller to report as it sees fit)."""
+def params_rows(root: Path, columns: Sequence[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each image of the params files, in chunk order: ``where`` is
+    ``file:line`` (``file:row`` for Parquet) for messages, ``row`` the image's record as a
+    dict in the JSON Lines' shape whatever the format (None where a line is not JSON, for
+    the caller to report as it sees fit). `columns`: the keys the caller reads; Parquet
+    files then read only those (a row holds at least them, where the file has them)."""
     for path in params_files(root):
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                yield f"{path}:{n}", row
+        yield from _file_rows(path, columns)
+
+
+def _file_rows(path: Path, columns: Sequence[str] | None) -> Iterator[tuple[str, Any]]:
+    if path.suffix == ".parquet":
+        from .params_columns import read_parquet, table_rows
+
+        for n, row in enumerate(table_rows(read_parquet(path, columns)), 1):
+            yield f"{path}:{n}", row
+        return
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            yield f"{path}:{n}", row
+
+
+def params_table(root: Path, columns: Sequence[str] | None = None):
+    """The params of a dataset as one pyarrow Table (the columns of
+    :mod:`morphgen.params_columns`), from Parquet or JSON Lines files alike: the frame a pose
+    or light study starts from (``params_table(DIR).to_pandas()``). Needs pyarrow."""
+    from .errors import DataError
+    from .params_columns import read_parquet, require_pyarrow, table_from_records
+
+    pa = require_pyarrow("reading params as a table")
+    files = params_files(root)
+    if not files:
+        raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset?")
+    tables = []
+    for path in files:
+        if path.suffix == ".parquet":
+            tables.append(read_parquet(path, columns))
+            continue
+        rows = []
+        for where, row in _file_rows(path, None):
+            if not isinstance(row, dict):
+                raise DataError(f"{where} is not a JSON object: the file is corrupt; delete it and re-render with --resume")
+            rows.append(row if columns is None else {k: row[k] for k in columns if k in row})
+        tables.append(table_from_records(rows, str(path)))
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"the params files of {root} hold different columns ({str(exc).splitlines()[0]})") from None

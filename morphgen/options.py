@@ -21,7 +21,8 @@ RENDER_DEFAULTS: dict = {
     "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
     "mixup_phis": "0.5,0.6,0.7,0.8,0.9", "mixup_fraction": 0.5, "device": "cpu",
     "workers": None, "shard": None, "resume": False, "overwrite": False, "image_format": "png",
-    "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "dask_address": None, "quiet": False,
+    "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "params_format": "auto",
+    "dask_address": None, "quiet": False,
 }
 PER_ID_DEFAULT = 10
 # Type (and range, where nothing later checks it) of each render option: flags arrive
@@ -36,7 +37,8 @@ RENDER_TYPES: dict[str, tuple[type, dict]] = {
     "backgrounds": _TEXT, "photo": _TEXT, "appearance": _TEXT, "size": _INT, "antialias": _INT, "outputs": _TEXT,
     "identity_mixup": _FLAG, "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT,
     "workers": (int, {"low": 1}), "shard": _TEXT, "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT,
-    "jpg_quality": _INT, "container": _TEXT, "rps": _FLAG, "chunk_ids": _INT, "dask_address": _TEXT, "quiet": _FLAG,
+    "jpg_quality": _INT, "container": _TEXT, "rps": _FLAG, "chunk_ids": _INT, "params_format": _TEXT,
+    "dask_address": _TEXT, "quiet": _FLAG,
 }
 # A controlled grid bigger than this per identity is a typo (a step of 0.0001), not a benchmark.
 MAX_GRID_POINTS = 10_000
@@ -118,6 +120,23 @@ def _check_backgrounds(spec: str) -> None:
         with warnings.catch_warnings():  # the broken files it meets are the renderer's to report
             warnings.simplefilter("ignore")
             source.sample(np.random.default_rng(0), 16, 16)
+
+
+def scene_config(config: str | Path | None = None, overrides: dict | None = None, what: str = "--config"):
+    """The SceneConfig of a `--config` file (None or 'default': none) and render options on
+    top, as `morphgen render` merges them (defaults < file < options), checked by
+    :func:`scene_from_options`; `what` names the file in messages. An option that is not a
+    render option is a ConfigError, as an unknown flag is."""
+    opts = dict(RENDER_DEFAULTS)
+    if config not in (None, "default"):
+        opts.update(load_config_file(Path(config), what))
+    for name, val in (overrides or {}).items():
+        if name not in RENDER_DEFAULTS:
+            raise ConfigError(f"unknown render option {name!r}: the options are those of `morphgen render --help` "
+                              "(with _ for -)")
+        if val is not None:
+            opts[name] = config_value(name, val)
+    return scene_from_options(opts)
 
 
 def scene_from_options(opts: dict):

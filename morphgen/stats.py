@@ -1,6 +1,7 @@
 """Dataset statistics as plots, so that an ablation's distributions can be seen, not trusted.
 
-Reads the params files of a morphgen dataset (:mod:`morphgen.layout`) and draws: yaw/pitch/roll histograms, the
+Reads the params files of a morphgen dataset (:mod:`morphgen.layout`; JSON Lines or
+Parquet, only the columns it plots) and draws: yaw/pitch/roll histograms, the
 dominant light direction (from the band-1 SH coefficients) and light energy, and the
 distribution of distances between identities' shape coefficients (with mixup images'
 weights where present).
@@ -24,7 +25,7 @@ def read_params(root: Path) -> list[dict]:
     if not params_files(root):
         raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset (morphgen render --out {root})?")
     recs = []
-    for where, rec in params_rows(root):
+    for where, rec in params_rows(root, columns=(*_FIELDS, "soft_label")):
         if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
             raise DataError(f"{where} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
                             "the file is corrupt; re-render with --resume after deleting it")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from morphgen.errors import ConfigError, DataError
-from morphgen.layout import IMAGE_NAME, IMAGES_DIR, looks_like_dataset, params_files, params_rows, split_tar_ref
+from morphgen.layout import (IMAGE_NAME, IMAGES_DIR, TarMembers, looks_like_dataset, params_files, params_rows,
+                             split_tar_ref)
 
 from .align import align_face, resize_face, template_points
 
@@ -117,7 +118,7 @@ def read_morphgen(root: Path) -> ImageSet:
     the ``images/<id>/<id>_<n>.png`` tree (then landmarks are unknown)."""
     files, ids, lms, soft = [], [], [], []
     iset = ImageSet(root, "morphgen", files, ids, np.zeros((0, 5, 2), np.float32), soft, reader=TarMembers(root))
-    for where, row in params_rows(root):
+    for where, row in params_rows(root, columns=("image", "identity", "landmarks5", "soft_label")):
         try:
             rel, ident = str(row["image"]), str(int(row["identity"]))
         except (ValueError, KeyError, TypeError):
@@ -180,30 +181,6 @@ def read_recordio(root: Path) -> ImageSet:
     lm = template_points("arcface", h)  # records are aligned crops on the ArcFace template
     return ImageSet(root, "recordio", [str(k) for k in keys], [str(int(v)) for v in labels],
                     np.repeat(lm[None], len(keys), 0).astype(np.float32), [None] * len(keys), reader=reader)
-
-
-class TarMembers:
-    """Bytes of ``shard.tar:member`` references (morphgen's WebDataset container), with one
-    open handle and member table per tar and process (safe to send to loader workers)."""
-
-    def __init__(self, root: Path):
-        self.root, self._open = Path(root), {}
-
-    def __getstate__(self):
-        return {"root": self.root, "_open": {}}
-
-    def read(self, ref: str) -> bytes | None:
-        import tarfile
-        tar_rel, member = split_tar_ref(ref)
-        if tar_rel not in self._open:
-            try:
-                tf = tarfile.open(self.root / tar_rel)
-                self._open[tar_rel] = (tf, {m.name: m for m in tf.getmembers()})
-            except (OSError, tarfile.TarError):
-                self._open[tar_rel] = (None, {})
-        tf, members = self._open[tar_rel]
-        m = members.get(member)
-        return None if m is None else tf.extractfile(m).read()
 
 
 def source_file(iset: ImageSet, rel: str) -> Path:

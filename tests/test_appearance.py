@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from morphgen.appearance import PARTS, AppearanceConfig, appearance_for, eyewear, hair
 from morphgen.errors import ConfigError
+from morphgen.layout import params_rows
 from morphgen.loading import load_model
 from morphgen.options import RENDER_DEFAULTS, scene_from_options
 from morphgen.scene import SceneRenderer
@@ -132,7 +133,7 @@ def test_render_cli_records_appearance_and_refuses_bad_specs(tmp_path):
                                    "--appearance", "full,eyewear=1", "--outputs", "regions,correspondence",
                                    "--out", str(tmp_path / "ds")])
     assert res.exit_code == 0, res.output
-    rows = [json.loads(ln) for f in sorted((tmp_path / "ds" / "params").glob("*.jsonl")) for ln in f.read_text().splitlines()]
+    rows = [r for _, r in params_rows(tmp_path / "ds")]
     assert len(rows) == 6 and all(set(r["appearance"]) == set(PARTS) - {"hair_vary"} for r in rows)
     res = CliRunner().invoke(cli, ["render", "--ids", "2", "--size", "32", "--appearance", "full,hair=-1",
                                    "--out", str(tmp_path / "bad")])

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from conftest import make_tiny_model
 from morphgen.cli.main import cli
 
-COMMON = ["--ids", "6", "--per-id", "3", "--chunk-ids", "2", "--size", "48", "--antialias", "1", "--quiet"]
+# JSON Lines params: this module checks their lines (tests/test_params_parquet.py the Parquet form)
+COMMON = ["--ids", "6", "--per-id", "3", "--chunk-ids", "2", "--size", "48", "--antialias", "1", "--quiet",
+          "--params-format", "jsonl"]
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_worker_that_raises_mid_run_leaves_only_complete_chunks(tmp_path, bare_m
     shutil.copy(path, model)
     write_landmark_file(landmark_sidecar(model), landmarks, 20 * 24)
     args = ["render", "--model", model, "--ids", 6, "--per-id", 2, "--chunk-ids", 1, "--size", 32, "--antialias", 1,
-            "--quiet", "--out", "o"]
+            "--quiet", "--out", "o", "--params-format", "jsonl"]
     assert morphgen(*args, "--workers", 1, cwd=tmp_path).returncode == 0
     out = tmp_path / "o"
     for c in range(2, 6):  # chunks 2..5 to do again, and chunk 3 cannot be written

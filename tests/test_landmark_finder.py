@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from morphgen.calibration import LandmarkCalibration
 from morphgen.cli.main import cli
 from morphgen.landmark_file import landmark_sidecar
+from morphgen.layout import params_rows
 from morphgen.loading import load_model
 from morphgen.render.camera import Camera, group_points
 from recognition.landmark_finder import mean_vertices, view
@@ -99,7 +100,7 @@ def test_calibrated_bfm2009_renders_align_like_the_embedded_model(bfm2009, found
     args = ["--ids", 6, "--per-id", 4, "--no-expressions", "--pose", "frontal"]
     r = invoke("render", "--model", path, *args, "--size", 96, "--antialias", 1, "--workers", 1, "--quiet", "--out", out)
     assert r.exit_code == 0, r.output
-    recs = [json.loads(line) for p in sorted((out / "params").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    recs = [r for _, r in params_rows(out)]
     assert len(recs) == 24
     # the embedded convention on the same images: its named five points, projected with
     # each image's pose and framing, moved by the embedded model's own calibration

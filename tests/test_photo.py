@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from morphgen.errors import ConfigError
+from morphgen.layout import params_rows
 from morphgen.options import RENDER_DEFAULTS, scene_from_options
 from morphgen.render.photo import EFFECTS, PRESETS, PhotoConfig, apply_photo, apply_photo_torch, jpeg_np
 from morphgen.scene import SceneRenderer
@@ -126,7 +127,7 @@ def test_render_cli_records_effects_and_refuses_bad_specs(tmp_path):
     res = CliRunner().invoke(cli, ["render", "--ids", "2", "--per-id", "2", "--size", "32", "--workers", "1", "--quiet",
                                       "--photo", "realistic,noise=1", "--out", str(tmp_path / "ds")])
     assert res.exit_code == 0, res.output
-    rows = [json.loads(ln) for f in sorted((tmp_path / "ds" / "params").glob("*.jsonl")) for ln in f.read_text().splitlines()]
+    rows = [r for _, r in params_rows(tmp_path / "ds")]
     assert len(rows) == 4 and all("noise" in r["photo"] for r in rows)
     man = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert "noise=1" in man["config"]["scene"]["photo"]

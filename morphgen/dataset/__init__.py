@@ -104,7 +104,7 @@ def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
 
 def pending_chunks(out: Path, job: DatasetJob, shard: tuple[int, int]) -> list[int]:
     k, n = shard
-    return [c for c in range(k, job.n_chunks, n) if not chunk_marker(out, c).exists()]
+    return [c for c in range(k, job.n_chunks, n) if not chunk_marker(out, c, job.output.params_format).exists()]
 
 
 def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, resume: bool = False,

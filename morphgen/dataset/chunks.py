@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DataError, MorphgenError
 from ..layout import (chunk_marker, identity_folder, image_folder, image_ref, image_stem, partial_chunk, wds_ref,
                       wds_shard)
+from ..params_columns import parquet_bytes
 from ..png import encode_png
 from ..render_plan import RenderResult
 from ..scene import SceneRenderer
@@ -123,12 +124,14 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
             if dst.exists():  # left by an interrupted earlier try of this chunk
                 shutil.rmtree(dst)
             os.replace(tmp / identity_folder(identity), dst)
-    marker_tmp = tmp / "params.jsonl"
-    with open(marker_tmp, "w") as f:
-        f.write("\n".join(records) + "\n")
+    fmt = job.output.params_format
+    marker_tmp = tmp / f"params.{fmt}"
+    with open(marker_tmp, "wb") as f:
+        f.write(parquet_bytes([json.loads(r) for r in records]) if fmt == "parquet"
+                else ("\n".join(records) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
-    os.replace(marker_tmp, chunk_marker(out, chunk))
+    os.replace(marker_tmp, chunk_marker(out, chunk, fmt))
     shutil.rmtree(tmp, ignore_errors=True)
     return chunk, len(records), n_bytes
 

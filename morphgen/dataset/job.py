@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from ..configfile import check_option
 from ..errors import ConfigError
+from ..layout import PARAMS_FORMATS, read_manifest
+from ..params_columns import have_pyarrow, require_pyarrow
 from ..scene import SceneConfig
 
 
@@ -17,8 +21,11 @@ class OutputConfig:
     container: str = "folder"  # folder | wds
     rps: bool = False  # Basel-generator-style per-image .rps JSON beside each image
     chunk_ids: int = 10
+    params_format: str = "jsonl"  # jsonl | parquet (the CLI's "auto" is resolved by `from_options`)
 
     def __post_init__(self) -> None:
+        if self.params_format not in PARAMS_FORMATS:
+            raise ConfigError(f"unknown params format {self.params_format!r}: use {' or '.join(PARAMS_FORMATS)}")
         if self.image_format not in ("png", "jpg"):
             raise ConfigError(f"unknown image format {self.image_format!r}: use png or jpg")
         if not 1 <= self.jpg_quality <= 100:
@@ -27,6 +34,33 @@ class OutputConfig:
             raise ConfigError(f"unknown container {self.container!r}: use folder or wds")
         if self.chunk_ids < 1:
             raise ConfigError(f"chunk size must be >= 1 identity, got {self.chunk_ids}")
+
+    @classmethod
+    def from_options(cls, opts: dict, out: Path) -> "OutputConfig":
+        """The output of render options (``morphgen.options.RENDER_DEFAULTS`` names) for a
+        dataset in `out`; ``params_format: auto`` becomes the format of the dataset already
+        there (a resume never mixes formats), else parquet where pyarrow is installed and
+        jsonl where it is not."""
+        fmt = check_option("params_format", opts.get("params_format", "auto"), str)
+        if fmt == "auto" and not opts.get("overwrite"):
+            try:
+                fmt = read_manifest(out)["config"]["output"].get("params_format", "jsonl")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                fmt = "auto"
+        if fmt == "auto":
+            fmt = "parquet" if have_pyarrow() else "jsonl"
+        elif fmt == "parquet":
+            require_pyarrow("--params-format parquet")
+        return cls(image_format=opts["image_format"], jpg_quality=opts["jpg_quality"], container=opts["container"],
+                   rps=bool(opts["rps"]), chunk_ids=opts["chunk_ids"], params_format=fmt)
+
+    def to_dict(self) -> dict:
+        """As the manifest records it: without params_format where it is jsonl, so the
+        manifests (and config hashes) of datasets written before Parquet still match."""
+        d = asdict(self)
+        if d["params_format"] == "jsonl":
+            del d["params_format"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -57,7 +91,7 @@ class DatasetJob:
         return range(chunk * c, min((chunk + 1) * c, self.n_ids))
 
     def to_dict(self) -> dict:
-        return {"scene": self.scene.to_dict(), "per_id": self.per_id, "output": asdict(self.output)}
+        return {"scene": self.scene.to_dict(), "per_id": self.per_id, "output": self.output.to_dict()}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -105,7 +105,8 @@ def read_multipie(root: Path) -> PoseData:
 
 def read_morphgen_poses(root: Path) -> PoseData:
     iset = read_morphgen(root)
-    rows = {str(r["image"]): r for _, r in params_rows(root)}  # read_morphgen vetted every row
+    # read_morphgen vetted every row
+    rows = {str(r["image"]): r for _, r in params_rows(root, columns=("image", "yaw", "sample"))}
     points = None
     try:
         grid = read_manifest(root)["config"]["scene"].get("grid")

@@ -1,0 +1,156 @@
+"""The per-image params records of a dataset as a columnar table (Apache Arrow / Parquet).
+
+A params record (one JSON object per image, :meth:`ImageParams.to_record` plus the render's
+landmarks and the image reference) converts to one row of a fixed set of typed columns, so a
+Parquet chunk file is read by pandas, polars or DuckDB without morphgen, and so the JSON
+Lines and Parquet forms of a dataset give the same table (:func:`morphgen.layout.params_table`):
+
+=====================  ==========================  ================================================
+column                 type                        holds
+=====================  ==========================  ================================================
+identity, sample       int64                       the image's identity and sample index
+image                  string                      its file, relative to the dataset folder
+shape, color,          list<float32>               morphable-model coefficients
+expression
+yaw, pitch, roll       float32                     head pose, degrees
+translation, scale     list<float32>, float32      image-plane jitter (fraction of the image), scale
+sh                     list<list<float32>>         spherical-harmonics light, 9 x 3
+background_seed        int64                       the background's draw
+soft_label             struct<ids, weights>        identity mixup (null when unmixed)
+photo, appearance      string (JSON)               camera effects, hair/eyewear... (their content
+                                                   varies per image); absent when off
+landmarks5             list<list<float32>>         5 x 2 alignment points, pixels
+landmarks5_visible     list<bool>
+landmarks              list<list<float32>>         L x 2 named landmarks; names in the file's
+landmarks_visible      list<bool>                  ``morphgen.landmark_names`` metadata
+=====================  ==========================  ================================================
+
+Floats are stored as float32 (the JSON form rounds to 6 decimals): a 128 px dataset's params
+take about a tenth of the JSON's bytes. pyarrow is an optional dependency
+(``pip install 'morphgen[parquet]'``); this module imports it only when called.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+
+#: The key-value metadata entry of a params file naming the columns of ``landmarks``.
+LANDMARK_NAMES_KEY = b"morphgen.landmark_names"
+_INTS = ("identity", "sample", "background_seed")
+_FLOATS = ("yaw", "pitch", "roll", "scale")
+_VECTORS = ("shape", "color", "expression", "translation")
+_MATRICES = ("sh", "landmarks5")
+_JSON_TEXT = ("photo", "appearance")
+# zstd: a third smaller than snappy on params, and as fast to read (measured in README)
+COMPRESSION = "zstd"
+
+
+def have_pyarrow() -> bool:
+    """Whether Parquet can be written and read here (pyarrow is an optional extra); looked
+    up without importing it (half a second that `morphgen render` need not pay)."""
+    from importlib.util import find_spec
+
+    return find_spec("pyarrow") is not None
+
+
+def require_pyarrow(what: str):
+    """The pyarrow module, or a one-line DataError saying that `what` needs it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise DataError(f"{what} needs pyarrow, an optional extra: pip install 'morphgen[parquet]'") from None
+    return pyarrow
+
+
+def _column(pa, name: str, values: list):
+    """One column of records' values, typed by name (other keys as pyarrow infers them)."""
+    if name in _INTS:
+        return pa.array(values, pa.int64())
+    if name in _FLOATS:
+        return pa.array(values, pa.float32())
+    if name in _VECTORS:
+        return pa.array(values, pa.list_(pa.float32()))
+    if name in _MATRICES:
+        return pa.array(values, pa.list_(pa.list_(pa.float32())))
+    if name in _JSON_TEXT:
+        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    if name == "soft_label":
+        return pa.array(values, pa.struct([("ids", pa.list_(pa.int64())), ("weights", pa.list_(pa.float32()))]))
+    if name == "landmarks5_visible":
+        return pa.array(values, pa.list_(pa.bool_()))
+    return pa.array(values)
+
+
+def table_from_records(records: Sequence[dict], where: str = "params"):
+    """The table of params records (dicts as the JSON Lines hold them): the columns of the
+    first record, in its order; the named landmarks split into points, visibility and the
+    names (file metadata). `where` names the records in the DataError of an odd one."""
+    pa = require_pyarrow("a params table")
+    if not records:
+        return pa.table({})
+    names = list(records[0])
+    columns, metadata = {}, {}
+    try:
+        for name in names:
+            values = [r.get(name) for r in records]
+            if name == "landmarks":
+                order = sorted(values[0] or {})
+                if any(sorted(v or {}) != order for v in values):
+                    raise DataError(f"{where}: the rows name different landmarks")
+                columns["landmarks"] = pa.array([[v[n][:2] for n in order] for v in values],
+                                                pa.list_(pa.list_(pa.float32())))
+                columns["landmarks_visible"] = pa.array([[bool(v[n][2]) for n in order] for v in values],
+                                                        pa.list_(pa.bool_()))
+                metadata[LANDMARK_NAMES_KEY] = json.dumps(order).encode()
+            else:
+                columns[name] = _column(pa, name, values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, KeyError, IndexError) as exc:
+        raise DataError(f"{where}: a row does not fit the params columns ({str(exc).splitlines()[0]})") from None
+    return pa.table(columns).replace_schema_metadata(metadata or None)
+
+
+def parquet_bytes(records: Sequence[dict]) -> bytes:
+    """A chunk's Parquet params file (deterministic bytes for the same records)."""
+    pa = require_pyarrow("--params-format parquet")
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table_from_records(records), sink, compression=COMPRESSION)
+    return sink.getvalue().to_pybytes()
+
+
+def read_parquet(path: Path, columns: Sequence[str] | None = None):
+    """The table of one Parquet params file (only `columns`, where given and present;
+    ``landmarks`` brings ``landmarks_visible``)."""
+    require_pyarrow(f"{path} (a Parquet params file)")
+    import pyarrow.parquet as pq
+
+    try:
+        if columns is not None:
+            present = set(pq.read_schema(path).names)
+            wanted = [*columns, *(["landmarks_visible"] if "landmarks" in columns else [])]
+            columns = [c for c in dict.fromkeys(wanted) if c in present]
+        return pq.read_table(path, columns=columns)
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        raise DataError(f"{path} is not a readable Parquet params file ({str(exc).splitlines()[0]}): "
+                        "delete it and re-render with --resume") from None
+
+
+def table_rows(table) -> Iterator[dict[str, Any]]:
+    """The rows of a params table in the JSON Lines' shape: named landmarks as
+    ``{name: [x, y, visible]}``, photo and appearance as mappings."""
+    meta = table.schema.metadata or {}
+    names = json.loads(meta[LANDMARK_NAMES_KEY]) if LANDMARK_NAMES_KEY in meta else None
+    for row in table.to_pylist():
+        for key in _JSON_TEXT:
+            if row.get(key) is not None:
+                row[key] = json.loads(row[key])
+        if "landmarks" in row and names is not None:
+            xy, vis = row["landmarks"], row.pop("landmarks_visible", None) or []
+            row["landmarks"] = None if xy is None else {n: [*p, v] for n, p, v in zip(names, xy, vis)}
+        yield row

@@ -1,0 +1,142 @@
+"""Parquet params (`morphgen render --params-format parquet`): the same records as JSON
+Lines, the same atomic chunk protocol, byte-identical across workers and resume, read by
+stats, the trainer's reader and pandas; `auto` follows the dataset already there and falls
+back to JSON Lines where pyarrow is missing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import make_tiny_model
+from morphgen import layout
+from morphgen.cli.main import cli
+
+pytest.importorskip("pyarrow")
+ARGS = ["--ids", "4", "--per-id", "3", "--chunk-ids", "2", "--size", "32", "--antialias", "1", "--quiet",
+        "--identity-mixup", "--photo", "realistic"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("model") / "tiny.npz"
+    make_tiny_model(20, 24).save_npz(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, model_file):
+    """The same dataset with each params format (the Parquet one by `auto`)."""
+    root = tmp_path_factory.mktemp("ds")
+    for fmt in ("auto", "jsonl"):
+        r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--params-format", fmt, "--out", root / fmt)
+        assert r.exit_code == 0, r.output
+    return root / "auto", root / "jsonl"
+
+
+def hashes(root, sub):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / sub).rglob("*")) if p.is_file()}
+
+
+def close(a, b, where=""):
+    """Rows equal up to float32 rounding (Parquet stores floats as float32)."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and set(a) == set(b), where
+        for k in b:
+            close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, list):
+        assert isinstance(a, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            close(x, y, f"{where}[{i}]")
+    elif isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6), where
+    else:
+        assert a == b, where
+
+
+def test_auto_writes_parquet_with_the_records_of_jsonl(both):
+    pq_root, js_root = both
+    assert [p.name for p in layout.params_files(pq_root)] == ["chunk_000000.parquet", "chunk_000001.parquet"]
+    assert json.loads((pq_root / "manifest.json").read_text())["config"]["output"]["params_format"] == "parquet"
+    assert "params_format" not in json.loads((js_root / "manifest.json").read_text())["config"]["output"]
+    assert hashes(pq_root, "images") == hashes(js_root, "images")
+    rows_pq, rows_js = [r for _, r in layout.params_rows(pq_root)], [r for _, r in layout.params_rows(js_root)]
+    assert len(rows_pq) == 12 and any(r["soft_label"] for r in rows_js) and any(r["photo"] for r in rows_js)
+    for a, b in zip(rows_pq, rows_js):
+        close(a, b)
+    # one table whatever the format, readable without morphgen
+    import pyarrow.parquet as pq
+
+    t_pq, t_js = layout.params_table(pq_root), layout.params_table(js_root)
+    assert t_pq.schema.equals(t_js.schema) and t_pq.num_rows == 12
+    assert pq.read_table(layout.params_files(pq_root)[0]).column("sh").type.value_type.value_type.bit_width == 32
+    assert layout.params_table(pq_root, ["yaw"]).column_names == ["yaw"]
+
+
+def test_parquet_bytes_do_not_depend_on_workers_or_resume(both, tmp_path, model_file):
+    out = tmp_path / "w2"
+    assert invoke("render", "--model", model_file, *ARGS, "--workers", 2, "--out", out).exit_code == 0
+    assert hashes(out, "params") == hashes(both[0], "params")
+    layout.chunk_marker(out, 1, "parquet").unlink()      # chunk 1 never finished
+    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
+    assert r.exit_code == 0 and "rendered 6 images" in r.output, r.output
+    assert hashes(out, "params") == hashes(both[0], "params")
+
+
+def test_auto_resumes_in_the_format_already_there(both, tmp_path, model_file):
+    import shutil
+
+    out = tmp_path / "js"
+    shutil.copytree(both[1], out)
+    layout.chunk_marker(out, 0, "jsonl").unlink()
+    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert [p.suffix for p in layout.params_files(out)] == [".jsonl", ".jsonl"]
+    r = invoke("render", "--model", model_file, *ARGS, "--out", out, "--resume", "--params-format", "parquet")
+    assert r.exit_code == 2 and "different config" in r.output
+
+
+def test_without_pyarrow_auto_is_jsonl_and_parquet_a_one_line_error(tmp_path, model_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)   # `import pyarrow` fails as if it were not installed
+    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", tmp_path / "a")
+    assert r.exit_code == 0 and [p.suffix for p in layout.params_files(tmp_path / "a")] == [".jsonl"] * 2
+    r = invoke("render", "--model", model_file, *ARGS, "--params-format", "parquet", "--out", tmp_path / "b")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "pip install 'morphgen[parquet]'" in r.output
+    assert not (tmp_path / "b").exists()
+    assert "jsonl where it is not" in " ".join(invoke("render", "--help").output.split())
+
+
+def test_stats_and_the_trainers_reader_take_parquet(both, tmp_path):
+    from recognition.data import load_imageset
+
+    pq_root, js_root = both
+    r = invoke("stats", pq_root, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[:r.output.rindex("}") + 1])
+    ref = json.loads(invoke("stats", js_root, "--out", tmp_path / "t.png").output.split("\nwrote")[0])
+    assert summary["images"] == 12 and summary["mixed_images"] == ref["mixed_images"]
+    assert summary["yaw"] == pytest.approx(ref["yaw"], abs=1e-4)
+    a, b = load_imageset(pq_root), load_imageset(js_root)
+    assert a.files == b.files and a.identities == b.identities
+    close(a.soft, b.soft)
+    assert np.allclose(a.landmarks, b.landmarks, atol=1e-4)
+
+
+def test_a_corrupt_parquet_file_is_one_line(both, tmp_path):
+    import shutil
+
+    out = tmp_path / "bad"
+    shutil.copytree(both[0], out)
+    layout.chunk_marker(out, 1, "parquet").write_bytes(b"PAR1 not really")
+    for args in (["stats", out, "--out", tmp_path / "s.png"], ["train", "--data", out, "--steps", 1, "--out", tmp_path / "r"]):
+        r = invoke(*args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code != 0 and len(lines) == 1 and "chunk_000001.parquet is not a readable Parquet" in lines[0], r.output
