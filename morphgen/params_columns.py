@@ -25,9 +25,9 @@ landmarks              list<list<float32>>         L x 2 named landmarks; names 
 landmarks_visible      list<bool>                  ``morphgen.landmark_names`` metadata
 =====================  ==========================  ================================================
 
-Floats are stored as float32 (the JSON form rounds to 6 decimals): a 128 px dataset's params
-take about a tenth of the JSON's bytes. pyarrow is an optional dependency
-(``pip install 'morphgen[parquet]'``); this module imports it only when called.
+Floats are stored as float32 (the JSON form rounds to 6 decimals): 735 bytes an image against
+JSON's 4,663, and a sixth of the time into pandas (README, "Per-image parameters"). pyarrow
+is an optional dependency (``pip install 'morphgen[parquet]'``), imported only when called.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ _FLOATS = ("yaw", "pitch", "roll", "scale")
 _VECTORS = ("shape", "color", "expression", "translation")
 _MATRICES = ("sh", "landmarks5")
 _JSON_TEXT = ("photo", "appearance")
-# zstd: a third smaller than snappy on params, and as fast to read (measured in README)
+# zstd: on a chunk of 1,000 rows 7 % smaller than snappy and faster to write (15 against 26 ms)
 COMPRESSION = "zstd"
 
 
@@ -61,7 +61,7 @@ def require_pyarrow(what: str):
     """The pyarrow module, or a one-line DataError saying that `what` needs it."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError:
         raise DataError(f"{what} needs pyarrow, an optional extra: pip install 'morphgen[parquet]'") from None
     return pyarrow

@@ -193,10 +193,7 @@ class Runner:
             opts = dict(ds.options)
             scene = scene_from_options(opts)
             per_id = int(opts["per_id"])
-        o = ds.options
-        job = DatasetJob(scene, per_id, OutputConfig(image_format=o["image_format"], jpg_quality=int(o["jpg_quality"]),
-                                                     container=o["container"], rps=bool(o["rps"]),
-                                                     chunk_ids=int(o["chunk_ids"])))
+        job = DatasetJob(scene, per_id, OutputConfig.from_options(ds.options, self.dataset_dir(name)))
         self.say(f"[render {k}/{n}] {name}: {ds.n_ids} ids x {per_id} images ({state})")
         t0 = time.perf_counter()
         res = run_dataset(self.dataset_dir(name), job, workers=self.exp.workers, resume=True, progress=False)

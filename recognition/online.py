@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from morphgen.errors import ConfigError
-from morphgen.sampling import rng_for
 from morphgen.render_plan import RenderPlan
+from morphgen.sampling import ImageParams, rng_for
 from morphgen.scene import SceneConfig, SceneRenderer
 
 from .align import align_batch, align_face, template_points
@@ -44,15 +44,9 @@ def render_size_for(template: str, input_size: int) -> int:
 def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneConfig:
     """A SceneConfig from a `morphgen render` YAML/JSON config (render option names), or the
     defaults when spec is None or 'default'; `overrides` are render option names too."""
-    from morphgen.options import RENDER_DEFAULTS, load_config_file, scene_from_options
+    from morphgen.options import scene_config
 
-    opts = dict(RENDER_DEFAULTS)
-    if spec not in (None, "default"):
-        opts.update(load_config_file(Path(spec), "--online"))
-    opts.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if isinstance(opts.get("outputs"), list):
-        opts["outputs"] = ",".join(opts["outputs"])
-    return scene_from_options(opts)
+    return scene_config(spec, overrides, "--online")
 
 
 class _Crops:
@@ -86,7 +80,7 @@ class OnlineBatches(IterableDataset):
 
     def __init__(self, scene: SceneConfig, input_size: int, template: str, batch_p: int, batch_k: int,
                  total: int, start: int = 0, seed: int = 0, augment: Augment | None = None,
-                 rank: int = 0, world: int = 1, unbounded: bool = False):
+                 rank: int = 0, world: int = 1, unbounded: bool = False, with_params: bool = False):
         n_ids = scene.sampling.n_identities
         if unbounded and scene.sampling.mixup is not None:
             raise ConfigError("identity mixup pairs identities of a pool: drop --online-unbounded or identity-mixup")
@@ -99,6 +93,7 @@ class OnlineBatches(IterableDataset):
         self.source = _Crops(replace(scene, size=max(scene.size, size)), input_size, template)
         self.batch_p, self.batch_k, self.total, self.start = batch_p, batch_k, total, start
         self.seed, self.augment, self.rank, self.world = seed, augment or Augment(), rank, world
+        self.with_params = with_params  # a batch ends with its parameters (`batch_params`)
 
     @property
     def n_classes(self) -> int:
@@ -125,20 +120,28 @@ class OnlineBatches(IterableDataset):
             arng = rng_for(self.seed, _STREAM_AUG, step, self.rank)
             imgs = np.stack([apply_augment(im, self.augment, arng) for im in imgs])
         x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
-        return (x, *_labels(params))
+        return (x, *self._labels(step, params))
 
     def plan(self, step: int) -> tuple[int, RenderPlan, tuple]:
         """The numpy plan of `step` and its labels. The plan travels without its ImageParams:
         unpickling them would cost the training process about 0.06 ms an image."""
         r = self.source.renderer
         params = [r.sampler.image_params(i, s) for i, s in self.pairs(step)]
-        return step, replace(r.plan(params, with_backgrounds=False), params=[]), _labels(params)
+        return step, replace(r.plan(params, with_backgrounds=False), params=[]), self._labels(step, params)
 
-    def __iter__(self):
+    def _labels(self, step: int, params: list[ImageParams]) -> tuple:
+        return (*_labels(params), *((batch_params(step, params),) if self.with_params else ()))
+
+    def steps(self) -> range:
+        """The steps this process makes: all of start..total-1, or in a loader worker every
+        num_workers-th of them (the loader interleaves its workers' batches back in order)."""
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return range(self.start + wid, self.total, nw)
+
+    def __iter__(self):
         make = self.plan if self.on_device else self.batch
-        for step in range(self.start + wid, self.total, nw):  # the loader interleaves workers in order
+        for step in self.steps():
             yield make(step)
 
     def stream(self, workers: int, device: torch.device):
@@ -190,6 +193,21 @@ class OnlineBatches(IterableDataset):
             return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
+#: The per-image parameters of an online batch (``batch_params``), besides identity and sample.
+BATCH_PARAMS = ("yaw", "pitch", "roll", "scale", "sh", "shape", "color", "expression")
+
+
+def batch_params(step: int, params: list[ImageParams]) -> dict[str, torch.Tensor]:
+    """What a batch was drawn from, for analysis or conditioning: ``step``, then per image
+    ``identity``, ``sample`` and the :data:`BATCH_PARAMS` (angles in degrees, SH light
+    (B, 9, 3), model coefficients), as CPU tensors."""
+    out = {"step": torch.tensor(step), "identity": torch.tensor([p.identity for p in params]),
+           "sample": torch.tensor([p.sample for p in params])}
+    out.update({k: torch.from_numpy(np.stack([np.asarray(getattr(p, k), np.float32) for p in params]))
+                for k in BATCH_PARAMS})
+    return out
+
+
 def _labels(params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class labels and soft labels (identity mixup: two identities and their weights)."""
     b = len(params)
@@ -222,3 +240,91 @@ class HeldOutSet(Dataset):
         x = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
         y = int(self.labels[i])
         return x, y, torch.tensor([y, -1]), torch.tensor([1.0, 0.0])
+
+
+class OnlineDataset(IterableDataset):
+    """Online synthesis for any training loop (exported as ``morphgen.OnlineDataset``):
+    an endless supply of freshly rendered, aligned P x K batches, never written to disk.
+
+    ``scene``: a ``morphgen.Scene``, a ``morphgen render`` YAML/JSON config, or None, with
+    render `options` on top (``ids`` is the identity pool, the classes of a margin head).
+    Batch ``step`` is a dict: ``image`` uint8 (B, 3, S, S) crops aligned to `template`
+    (``arcface`` or ``openface``) at `input_size`, ``label`` (B,) identities,
+    ``soft_ids`` / ``soft_weights`` (B, 2) (identity mixup: own identity first, a partner
+    and their weights; -1 / 0 where unmixed), and ``params`` (:func:`batch_params`).
+
+    It is a pure function of (seed, step, rank) and the scene: a rerun gives the same
+    batches, ``start=N`` resumes at step N, and ranks (``rank``/``world``, by default those
+    of an initialised ``torch.distributed``) draw disjoint images. Iterate it directly or
+    through ``DataLoader(ds, batch_size=None, num_workers=n)`` (workers split the steps,
+    the loader returns them in order), or use :meth:`stream`, which on a GPU scene
+    (``device="cuda"``) renders, aligns and augments on the device."""
+
+    def __init__(self, scene=None, *, steps: int, batch_p: int = 32, batch_k: int = 4, start: int = 0, seed: int = 0,
+                 input_size: int = 112, template: str = "arcface", augment: Augment | str | None = None,
+                 rank: int | None = None, world: int | None = None, unbounded: bool = False, **options):
+        from morphgen.api import Scene
+        from morphgen.configfile import check_option
+
+        for name, v, low in (("steps", steps, 1), ("batch_p", batch_p, 1), ("batch_k", batch_k, 1), ("start", start, 0),
+                             ("seed", seed, 0), ("input_size", input_size, 16)):
+            check_option(name, v, int, low=low)
+        if start >= steps:
+            raise ConfigError(f"--start {start} is not below --steps {steps}: nothing to render")
+        template_points(template, input_size)  # an unknown template is a one-line error now
+        if isinstance(scene, Scene):
+            if options:
+                raise ConfigError(f"OnlineDataset: give scene options ({', '.join(options)}) or a Scene, not both")
+            config = scene.config
+        else:
+            config = load_scene(scene, options)
+        rank, world = _rank_and_world(rank, world)
+        augment = Augment.preset(augment) if isinstance(augment, str) else augment
+        self.batches = OnlineBatches(config, input_size, template, batch_p, batch_k, total=steps, start=start,
+                                     seed=seed, augment=augment, rank=rank, world=world, unbounded=unbounded,
+                                     with_params=True)
+
+    @property
+    def n_classes(self) -> int:
+        """The identity pool (labels are 0..n_classes-1)."""
+        return self.batches.n_classes
+
+    def __len__(self) -> int:
+        return self.batches.total - self.batches.start
+
+    def batch(self, step: int) -> dict:
+        """Batch `step`, rendered here (numba on the CPU; a GPU scene renders on its
+        device and the crops come back to the host)."""
+        return _as_dict(self.batches.batch(step))
+
+    def __iter__(self):
+        for step in self.batches.steps():
+            yield self.batch(step)
+
+    def stream(self, device: str | torch.device = "cpu", workers: int = 0):
+        """The batches in step order on `device`, with `workers` loader processes: for a GPU
+        scene the workers only plan and the device renders (no image crosses the bus); for
+        a CPU scene the workers render and the batches are moved to `device`."""
+        device = torch.device(device)
+        for t in self.batches.stream(workers, device):
+            d = _as_dict(t)
+            if not self.batches.on_device:
+                d = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+            yield d
+
+
+def _as_dict(batch: tuple) -> dict:
+    x, y, sid, sw, params = batch
+    return {"image": x, "label": y, "soft_ids": sid, "soft_weights": sw, "params": params}
+
+
+def _rank_and_world(rank: int | None, world: int | None) -> tuple[int, int]:
+    """This process's share of the batches: as given, else torch.distributed's, else (0, 1)."""
+    import torch.distributed as dist
+
+    ddp = dist.is_available() and dist.is_initialized()
+    rank = rank if rank is not None else dist.get_rank() if ddp else 0
+    world = world if world is not None else dist.get_world_size() if ddp else 1
+    if isinstance(rank, bool) or isinstance(world, bool) or not (0 <= int(rank) < int(world)):
+        raise ConfigError(f"rank {rank} of world {world}: the rank must be in 0..world-1")
+    return int(rank), int(world)

@@ -60,6 +60,14 @@ def tiny_model() -> MorphableModel:
     return make_tiny_model()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> str:
+    """A 20 x 24 tiny model saved as .npz, for commands and scenes that take --model."""
+    path = tmp_path_factory.mktemp("model") / "tiny.npz"
+    make_tiny_model(20, 24).save_npz(path)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small torch ops are far faster with one thread, and much faster still on a busy

@@ -11,10 +11,9 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from conftest import make_tiny_model
-from morphgen import layout
 from morphgen.cli.main import cli
+
+from morphgen import layout
 
 pytest.importorskip("pyarrow")
 ARGS = ["--ids", "4", "--per-id", "3", "--chunk-ids", "2", "--size", "32", "--antialias", "1", "--quiet",
@@ -26,18 +25,11 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model") / "tiny.npz"
-    make_tiny_model(20, 24).save_npz(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def both(tmp_path_factory, model_file):
+def both(tmp_path_factory, tiny_model_file):
     """The same dataset with each params format (the Parquet one by `auto`)."""
     root = tmp_path_factory.mktemp("ds")
     for fmt in ("auto", "jsonl"):
-        r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--params-format", fmt, "--out", root / fmt)
+        r = invoke("render", "--model", tiny_model_file, *ARGS, "--workers", 1, "--params-format", fmt, "--out", root / fmt)
         assert r.exit_code == 0, r.output
     return root / "auto", root / "jsonl"
 
@@ -81,34 +73,34 @@ def test_auto_writes_parquet_with_the_records_of_jsonl(both):
     assert layout.params_table(pq_root, ["yaw"]).column_names == ["yaw"]
 
 
-def test_parquet_bytes_do_not_depend_on_workers_or_resume(both, tmp_path, model_file):
+def test_parquet_bytes_do_not_depend_on_workers_or_resume(both, tmp_path, tiny_model_file):
     out = tmp_path / "w2"
-    assert invoke("render", "--model", model_file, *ARGS, "--workers", 2, "--out", out).exit_code == 0
+    assert invoke("render", "--model", tiny_model_file, *ARGS, "--workers", 2, "--out", out).exit_code == 0
     assert hashes(out, "params") == hashes(both[0], "params")
     layout.chunk_marker(out, 1, "parquet").unlink()      # chunk 1 never finished
-    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
+    r = invoke("render", "--model", tiny_model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
     assert r.exit_code == 0 and "rendered 6 images" in r.output, r.output
     assert hashes(out, "params") == hashes(both[0], "params")
 
 
-def test_auto_resumes_in_the_format_already_there(both, tmp_path, model_file):
+def test_auto_resumes_in_the_format_already_there(both, tmp_path, tiny_model_file):
     import shutil
 
     out = tmp_path / "js"
     shutil.copytree(both[1], out)
     layout.chunk_marker(out, 0, "jsonl").unlink()
-    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
+    r = invoke("render", "--model", tiny_model_file, *ARGS, "--workers", 1, "--out", out, "--resume")
     assert r.exit_code == 0, r.output
     assert [p.suffix for p in layout.params_files(out)] == [".jsonl", ".jsonl"]
-    r = invoke("render", "--model", model_file, *ARGS, "--out", out, "--resume", "--params-format", "parquet")
+    r = invoke("render", "--model", tiny_model_file, *ARGS, "--out", out, "--resume", "--params-format", "parquet")
     assert r.exit_code == 2 and "different config" in r.output
 
 
-def test_without_pyarrow_auto_is_jsonl_and_parquet_a_one_line_error(tmp_path, model_file, monkeypatch):
+def test_without_pyarrow_auto_is_jsonl_and_parquet_a_one_line_error(tmp_path, tiny_model_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)   # `import pyarrow` fails as if it were not installed
-    r = invoke("render", "--model", model_file, *ARGS, "--workers", 1, "--out", tmp_path / "a")
+    r = invoke("render", "--model", tiny_model_file, *ARGS, "--workers", 1, "--out", tmp_path / "a")
     assert r.exit_code == 0 and [p.suffix for p in layout.params_files(tmp_path / "a")] == [".jsonl"] * 2
-    r = invoke("render", "--model", model_file, *ARGS, "--params-format", "parquet", "--out", tmp_path / "b")
+    r = invoke("render", "--model", tiny_model_file, *ARGS, "--params-format", "parquet", "--out", tmp_path / "b")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "pip install 'morphgen[parquet]'" in r.output
     assert not (tmp_path / "b").exists()
     assert "jsonl where it is not" in " ".join(invoke("render", "--help").output.split())
@@ -136,7 +128,9 @@ def test_a_corrupt_parquet_file_is_one_line(both, tmp_path):
     out = tmp_path / "bad"
     shutil.copytree(both[0], out)
     layout.chunk_marker(out, 1, "parquet").write_bytes(b"PAR1 not really")
-    for args in (["stats", out, "--out", tmp_path / "s.png"], ["train", "--data", out, "--steps", 1, "--out", tmp_path / "r"]):
+    for args in (["stats", out, "--out", tmp_path / "s.png"],
+                 ["train", "--data", out, "--steps", 1, "--out", tmp_path / "r"]):
         r = invoke(*args)
         lines = r.output.strip().splitlines()
-        assert r.exit_code != 0 and len(lines) == 1 and "chunk_000001.parquet is not a readable Parquet" in lines[0], r.output
+        assert r.exit_code != 0 and len(lines) == 1, r.output
+        assert "chunk_000001.parquet is not a readable Parquet" in lines[0]
