@@ -26,6 +26,7 @@ from .stats_cmd import stats  # noqa: E402
 from .eval_cmd import eval_group  # noqa: E402
 from .train_cmd import embed, train  # noqa: E402
 from .experiment_cmd import experiment  # noqa: E402
+from .fit_cmd import fit  # noqa: E402
 
 cli.add_command(model)
 cli.add_command(render)
@@ -35,6 +36,7 @@ cli.add_command(train)
 cli.add_command(embed)
 cli.add_command(eval_group)
 cli.add_command(experiment)
+cli.add_command(fit)
 
 
 def main() -> None:

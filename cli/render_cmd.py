@@ -73,6 +73,10 @@ def scene_options(f):
 @click.option("--shard", help="Render only part K of N of the dataset (e.g. 3/8), for Slurm arrays and the like.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same config).")
 @click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
+@click.option("--from-params", type=click.Path(path_type=Path),
+              help="Render exactly these recorded params instead of sampling: a .jsonl file of params records, a "
+                   "`morphgen fit` output folder or a dataset folder. Identities and samples are the records' own "
+                   "(--ids and --per-id are not used); --photo and --appearance draw for records that have none.")
 @click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. " + _d("image_format"))
 @click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))
 @click.option("--format", "container", type=click.Choice(["folder", "wds"]),
@@ -101,6 +105,10 @@ def render(ctx: click.Context, **kwargs) -> None:
     scene = scene_from_options(opts)
     check_writable(opts["out"], "--out")
     job = DatasetJob(scene, opts["per_id"], OutputConfig.from_options(opts, Path(opts["out"])))
+    if opts.get("from_params"):
+        from morphgen.dataset.from_params import ParamsJob
+
+        job = ParamsJob.from_source(opts["from_params"], job.scene, job.output)
     client = _dask_client(opts["dask_address"], opts["workers"]) if opts.get("dask_address") else None
     try:
         summary = run(Path(opts["out"]), job, workers=opts["workers"], shard=opts.get("shard"), resume=opts["resume"],

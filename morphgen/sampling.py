@@ -223,6 +223,9 @@ class ImageParams:
     mixup_weight: float | None = None  # phi: weight of `identity`
     photo: dict | None = None          # camera / photo effects (render.photo); None when the scene has none
     appearance: dict | None = None     # hair, eyewear, beard... (morphgen.appearance); None when off
+    # (3,) mm, camera space: where the face is, given (a fitted photo's) instead of framed
+    # by its five points plus `translation`; None for sampled images
+    camera_translation: np.ndarray | None = None
 
     @property
     def soft_label(self) -> dict | None:
@@ -258,7 +261,45 @@ class ImageParams:
             tail["photo"] = self.photo
         if self.appearance is not None:
             tail["appearance"] = self.appearance
+        if self.camera_translation is not None:
+            tail["camera_translation"] = _r6(self.camera_translation)
         return tail
+
+    @classmethod
+    def from_record(cls, rec: dict, where: str = "params record") -> "ImageParams":
+        """The image a params record describes (``to_record``'s keys; others, such as its
+        landmarks, are ignored), so that a render takes the recorded values -- a fitted
+        photo's, or an edited file's -- instead of the sampler's. A one-line ConfigError
+        names ``where`` and the key when one is missing or malformed."""
+        def arr(key: str, shape: tuple | None = None) -> np.ndarray:  # None: a vector of any length
+            try:
+                a = np.asarray(rec[key], np.float32)
+            except KeyError:
+                raise ConfigError(f"{where}: lacks {key!r}") from None
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: {key!r} is not a list of numbers") from None
+            if (a.ndim != 1 if shape is None else a.shape != shape) or not np.isfinite(a).all():
+                raise ConfigError(f"{where}: {key!r} has shape {a.shape} or non-finite values; expected "
+                                  f"{'a list' if shape is None else shape}")
+            return a
+
+        def num(key: str, default=None) -> float:
+            v = rec.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}: {key!r} must be a number, got {v!r}")
+            return v
+
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{where}: not a JSON object")
+        soft = rec.get("soft_label") or {}
+        ids, weights = soft.get("ids", [None, None]), soft.get("weights", [None])
+        cam = rec.get("camera_translation")
+        return cls(int(num("identity")), int(num("sample")), arr("shape"), arr("color"),
+                   arr("expression"), float(num("yaw")), float(num("pitch")), float(num("roll")),
+                   arr("translation", (2,)) if "translation" in rec else np.zeros(2, np.float32),
+                   float(num("scale", 1.0)), arr("sh", (9, 3)), int(num("background_seed", 0)),
+                   ids[1] if len(ids) > 1 else None, weights[0], rec.get("photo"), rec.get("appearance"),
+                   None if cam is None else arr("camera_translation", (3,)))
 
 
 def _r6(a: np.ndarray) -> list:
@@ -320,6 +361,17 @@ class SceneSampler:
             cached = self._identity_cache[identity] = (shape, color)
         return cached
 
+    def realism(self, identity: int, sample: int) -> tuple[dict | None, dict | None]:
+        """The photo effects and the appearance of (identity, sample), None where the option
+        is off: their own streams, so recorded images (``--from-params``) get the draws a
+        sampled image of the same keys would."""
+        c = self.config
+        photo = c.photo.sample(rng_for(c.seed, _STREAM_PHOTO, identity, sample)) if c.photo.active else None
+        look = (c.appearance.sample(rng_for(c.seed, _STREAM_LOOK_IDENTITY, identity),
+                                    rng_for(c.seed, _STREAM_LOOK_IMAGE, identity, sample))
+                if c.appearance.active else None)
+        return photo, look
+
     def image_params(self, identity: int, sample: int) -> ImageParams:
         c = self.config
         if not 0 <= identity < c.n_identities:
@@ -349,10 +401,7 @@ class SceneSampler:
             g = self._grid_points[sample]
             yaw, pitch, roll = g.get("yaw", yaw), g.get("pitch", pitch), g.get("roll", roll)
             sh = self._grid_lights[g["light"]].astype(np.float32)
-        photo = c.photo.sample(rng_for(c.seed, _STREAM_PHOTO, identity, sample)) if c.photo.active else None
-        look = (c.appearance.sample(rng_for(c.seed, _STREAM_LOOK_IDENTITY, identity),
-                                    rng_for(c.seed, _STREAM_LOOK_IMAGE, identity, sample))
-                if c.appearance.active else None)
+        photo, look = self.realism(identity, sample)
         return ImageParams(identity, sample, shape.astype(np.float32), color.astype(np.float32), expression,
                            yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi, photo, look)
 

@@ -198,6 +198,9 @@ class SceneRenderer:
         jitter = np.stack([p.translation for p in params])  # fraction of the image
         t[:, 0] += jitter[:, 0] * cfg.size * (-t[:, 2]) / camera.focal_px
         t[:, 1] -= jitter[:, 1] * cfg.size * (-t[:, 2]) / camera.focal_px
+        for k, p in enumerate(params):  # a recorded place (a fitted photo's) is kept as it is
+            if p.camera_translation is not None:
+                t[k] = p.camera_translation
         seeds = np.array([p.background_seed for p in params], np.int64)
         backgrounds = None
         if with_backgrounds:

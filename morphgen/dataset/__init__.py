@@ -77,9 +77,8 @@ def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
         "config": job.to_dict(),
         "model_sha256": job.scene.model_hash(),
         "seed": job.scene.sampling.seed,
-        "counts": {"identities": job.n_ids, "per_id": job.per_id, "images": job.n_ids * job.per_id,
-                   "chunks": job.n_chunks, "chunks_done": len(done),
-                   "images_done": sum(len(job.chunk_identities(c)) for c in done) * job.per_id},
+        "counts": {"identities": job.n_ids, "per_id": job.per_id, "images": job.images_in(range(job.n_chunks)),
+                   "chunks": job.n_chunks, "chunks_done": len(done), "images_done": job.images_in(done)},
         "complete": len(done) == job.n_chunks,
         "shards": {f"{k + 1}/{n}": {"chunks": len(range(k, job.n_chunks, n)),
                                     "done": len([c for c in done if c % n == k])}},
@@ -126,7 +125,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
     write_manifest(out, job, shard_kn)
     todo = pending_chunks(out, job, shard_kn)
-    total_images = sum(len(job.chunk_identities(c)) for c in todo) * job.per_id
+    total_images = job.images_in(todo)
     t0 = time.perf_counter()
     n_images = n_bytes = 0
     bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)

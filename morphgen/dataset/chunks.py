@@ -56,7 +56,7 @@ def render_chunk(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int
     image's bytes do not depend on the chunk size); returns (chunk, images, bytes)."""
     items = []
     for identity in job.chunk_identities(chunk):
-        params = [renderer.sampler.image_params(identity, s) for s in range(job.per_id)]
+        params = job.identity_params(renderer, identity)
         items += [(p.to_json(), r) for p, r in zip(params, renderer.render(params))]
     return write_chunk(out, job, chunk, items)
 
@@ -77,9 +77,9 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
     items: per image, in the chunk's order (identity by identity, samples in order), its
     params record as JSON (``ImageParams.to_json()``) and its render."""
     out = Path(out)
-    ids = job.chunk_identities(chunk)
-    if len(items) != len(ids) * job.per_id:
-        raise ValueError(f"chunk {chunk} has {len(items)} images, expected {len(ids) * job.per_id}")
+    ids, slots = job.chunk_identities(chunk), job.slots(chunk)
+    if len(items) != len(slots):
+        raise ValueError(f"chunk {chunk} has {len(items)} images, expected {len(slots)}")
     tmp = partial_chunk(out, chunk)
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -90,9 +90,8 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
     tar = tarfile.open(tmp / "shard.tar", "w") if job.output.container == "wds" else None  # noqa: SIM115 (closed below, before the move)
     for identity in ids:
         (tmp / identity_folder(identity)).mkdir()
-    for n, (params_json, res) in enumerate(items):
-        identity = ids[n // job.per_id]
-        stem = image_stem(identity, n % job.per_id)
+    for (identity, sample), (params_json, res) in zip(slots, items):
+        stem = image_stem(identity, sample)
         name = f"{stem}.{_suffix(res.rgb, fmt)}"
         files = {name: encode_image(res.rgb, fmt, q)}
         for extra, img in res.extras.items():

@@ -48,7 +48,7 @@ def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
 
     def plan_next(c: int) -> tuple:
         slot = bg_ring.free.pop()
-        return c, slot, pool.submit(plan_chunk_in_worker, c, bg_ring.handle(slot, len(job.chunk_identities(c)) * job.per_id))
+        return c, slot, pool.submit(plan_chunk_in_worker, c, bg_ring.handle(slot, len(job.slots(c))))
 
     try:
         bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
@@ -184,7 +184,7 @@ def plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, list
     0.2 ms for their records as dicts, about 0.03 ms for a 128 px background through the
     pipe, against microseconds for a JSON string; measured)."""
     job, renderer = worker_state()
-    params = [renderer.sampler.image_params(i, s) for i in job.chunk_identities(chunk) for s in range(job.per_id)]
+    params = [p for i in job.chunk_identities(chunk) for p in job.identity_params(renderer, i)]
     plan = renderer.plan(params)
     read_ring(bg_handle)["backgrounds"][:] = plan.backgrounds
     return replace(plan, params=[], backgrounds=None), [p.to_json() for p in params]

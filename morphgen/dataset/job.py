@@ -6,12 +6,17 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..configfile import check_option
 from ..errors import ConfigError
 from ..layout import PARAMS_FORMATS, read_manifest
 from ..params_columns import have_pyarrow, require_pyarrow
 from ..scene import SceneConfig
+
+if TYPE_CHECKING:
+    from ..sampling import ImageParams
+    from ..scene import SceneRenderer
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,19 @@ class DatasetJob:
         c = self.output.chunk_ids
         return range(chunk * c, min((chunk + 1) * c, self.n_ids))
 
+    def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
+        """The images of one identity, in their order (sampled here; recorded ones in a
+        :class:`~morphgen.dataset.from_params.ParamsJob`)."""
+        return [renderer.sampler.image_params(identity, s) for s in range(self.per_id)]
+
+    def images_in(self, chunks) -> int:
+        """How many images the given chunks hold."""
+        return sum(len(self.chunk_identities(c)) for c in chunks) * self.per_id
+
+    def slots(self, chunk: int) -> list[tuple[int, int]]:
+        """(identity, sample) of each image of a chunk, in the order they are rendered."""
+        return [(i, s) for i in self.chunk_identities(chunk) for s in range(self.per_id)]
+
     def to_dict(self) -> dict:
         return {"scene": self.scene.to_dict(), "per_id": self.per_id, "output": self.output.to_dict()}
 
@@ -111,6 +129,10 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
 
 
 def job_from_dict(d: dict) -> DatasetJob:
+    if "from_params" in d:  # recorded params (render --from-params)
+        from .from_params import ParamsJob
+
+        return ParamsJob.from_dict(d)
     return DatasetJob(SceneConfig.from_dict(d["scene"]), int(d["per_id"]), OutputConfig(**d["output"]))
 
 

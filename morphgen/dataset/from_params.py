@@ -1,0 +1,165 @@
+"""Render recorded params (``morphgen render --from-params``): every image exactly as a
+params record describes it -- a fitted photo's (``morphgen fit``), another dataset's, or an
+edited file -- written by the same chunked, atomic, resumable writer as a sampled dataset.
+
+Why a job of its own: a sampled dataset's images are (identity, sample) for every identity
+below ``--ids`` and every sample below ``--per-id``, drawn by the sampler. Recorded images
+are whatever identities and samples the records name, possibly a different number per
+identity (a photo without a face has no record), and their coefficients, pose, light and
+place in the frame (``camera_translation``) are taken as recorded. Chunks still hold whole
+identities, so each identity folder is moved into place in one piece. Photo effects and
+appearance come from the record where it has them; where it has none and the option is on
+(``--photo``, ``--appearance``), they are drawn from (seed, identity, sample) as for a
+sampled image. The manifest names the records' file and sha256: a resume with other
+records is refused like one with another config.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..layout import looks_like_dataset, params_rows
+from ..sampling import ImageParams
+from ..scene import SceneConfig, SceneRenderer
+from .job import DatasetJob, OutputConfig
+
+#: The file ``morphgen fit`` writes its records to, inside its output folder.
+FIT_PARAMS = "params.jsonl"
+
+
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """(where, record) of every record in `path`: a JSON Lines file, a folder written by
+    ``morphgen fit`` (its params.jsonl), or a dataset folder (its params files). A line
+    that is not a JSON object is a one-line error naming it; no record at all is one too."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--from-params {path} does not exist: give a params .jsonl file, a `morphgen fit` "
+                          "folder or a dataset folder")
+    if path.is_dir() and (path / FIT_PARAMS).is_file():
+        path = path / FIT_PARAMS
+    if path.is_dir():
+        if not looks_like_dataset(path):
+            raise ConfigError(f"--from-params {path} holds neither {FIT_PARAMS} nor a dataset's params folder")
+        rows = list(params_rows(path))
+    else:
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"--from-params {path}: unreadable ({exc.__class__.__name__})") from None
+        rows = []
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    rows.append((f"{path}:{n}", json.loads(line)))
+                except ValueError:
+                    rows.append((f"{path}:{n}", None))
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}: not a JSON object (a params record)")
+    if not rows:
+        raise DataError(f"--from-params {path} holds no params records")
+    return rows
+
+
+def records_digest(rows: list[tuple[str, dict]]) -> str:
+    """sha256 of the records' content (not of the file: the same records in a dataset's
+    Parquet or JSON Lines files render the same images)."""
+    h = hashlib.sha256()
+    for _, row in rows:
+        h.update(json.dumps(row, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ParamsJob(DatasetJob):
+    """A dataset job whose images are recorded params. ``per_id`` is the most images of
+    one identity (an upper bound for buffers); ``slots`` gives the real ones."""
+
+    source: str = ""
+    digest: str = ""
+
+    @classmethod
+    def from_source(cls, path: Path, scene: SceneConfig, output: OutputConfig) -> ParamsJob:
+        """The job for the records in `path`, checked: every record parses, and no
+        (identity, sample) appears twice."""
+        rows = read_records(path)
+        job = cls(scene, 1, output, str(Path(path).resolve()), records_digest(rows))
+        by_id = job._group(rows)
+        object.__setattr__(job, "per_id", max(len(v) for v in by_id.values()))
+        job.__dict__["by_identity"] = by_id  # parsed once here; workers re-read the source
+        return job
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ParamsJob:
+        src = d["from_params"]
+        return cls(SceneConfig.from_dict(d["scene"]), int(d["per_id"]), OutputConfig(**d["output"]), src["path"],
+                   src["sha256"])
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"from_params": {"path": self.source, "sha256": self.digest}}
+
+    @staticmethod
+    def _group(rows: list[tuple[str, dict]]) -> dict[int, list[ImageParams]]:
+        by_id: dict[int, dict[int, ImageParams]] = {}
+        for where, row in rows:
+            p = ImageParams.from_record(row, where)
+            if p.identity < 0 or p.sample < 0:
+                raise ConfigError(f"{where}: identity and sample must be >= 0")
+            if p.sample in by_id.setdefault(p.identity, {}):
+                raise ConfigError(f"{where}: identity {p.identity} sample {p.sample} is recorded twice")
+            by_id[p.identity][p.sample] = p
+        return {i: [d[s] for s in sorted(d)] for i, d in sorted(by_id.items())}
+
+    @cached_property
+    def by_identity(self) -> dict[int, list[ImageParams]]:
+        """The records' images per identity, samples in order (read again in a worker,
+        and checked against the digest the job was made with)."""
+        rows = read_records(Path(self.source))
+        if records_digest(rows) != self.digest:
+            raise DataError(f"--from-params {self.source} changed while rendering: run again")
+        return self._group(rows)
+
+    @cached_property
+    def identities(self) -> list[int]:
+        return list(self.by_identity)
+
+    @property
+    def n_ids(self) -> int:
+        return len(self.identities)
+
+    def chunk_identities(self, chunk: int) -> list[int]:
+        c = self.output.chunk_ids
+        return self.identities[chunk * c:(chunk + 1) * c]
+
+    def images_in(self, chunks) -> int:
+        return sum(len(self.by_identity[i]) for c in chunks for i in self.chunk_identities(c))
+
+    def slots(self, chunk: int) -> list[tuple[int, int]]:
+        return [(p.identity, p.sample) for i in self.chunk_identities(chunk) for p in self.by_identity[i]]
+
+    def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
+        """The recorded images of `identity`, their coefficient vectors zero-padded to the
+        scene's component counts (a fit uses the leading components only), with photo
+        effects and appearance drawn where the option is on and the record has none."""
+        s = renderer.sampler
+        out = []
+        for p in self.by_identity[identity]:
+            photo, look = s.realism(p.identity, p.sample)
+            out.append(replace(p, shape=_pad(p.shape, s.n_shape, "shape"), color=_pad(p.color, s.n_color, "color"),
+                               expression=_pad(p.expression, s.n_expr, "expression"),
+                               photo=p.photo if p.photo is not None else photo,
+                               appearance=p.appearance if p.appearance is not None else look))
+        return out
+
+
+def _pad(a: np.ndarray, n: int, what: str) -> np.ndarray:
+    if len(a) > n:
+        raise ConfigError(f"a record has {len(a)} {what} coefficients but the scene uses {n}: render with the "
+                          f"model the params were made for (or more --{what}-components)")
+    return np.pad(a, (0, n - len(a))).astype(np.float32)

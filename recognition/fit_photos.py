@@ -1,0 +1,258 @@
+"""``morphgen fit``: fit the morphable model to photos (:mod:`morphgen.face_fit`) and write,
+per photo, its params record, an overlay and its residuals.
+
+Each photo: decode, MTCNN's five points (both passes of :mod:`.landmarks`), a square view
+of the photo (the whole image, padded, when the face fills a good part of it -- as in CFP
+or LFW -- else a square around the face) resized to the fit size, the fit, then::
+
+    OUT/params.jsonl        one params record per fitted photo (ImageParams.to_record, with
+                            camera_translation and a "fit" entry: source, residuals, time)
+    OUT/overlays/<src>.jpg  photo | render | blend, at the fit size
+    OUT/residuals.csv       one row per input: status (ok, no_face, unreadable), residuals
+    OUT/summary.json        counts, mean residuals, seconds, images per second
+
+Why these outputs: ``morphgen render --from-params OUT`` renders the records (the photo's
+synthetic twin), the overlays are what a person checks by eye, and the residuals say how
+well each fit went without looking. Identities and samples follow the folder: the
+identity is the index of the photo's top-level folder under the input (a photo directly
+in it is an identity of its own), the sample its index among that folder's photos in
+sorted order, so a benchmark's twins keep its identity structure. Photos without a face or
+that do not decode are counted skips; for a single photo they are a one-line error.
+Work runs in ``workers`` processes (one torch thread each); results are appended as they
+come, so ``--resume`` fits only the photos not yet in residuals.csv.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import time
+import zlib
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from morphgen.errors import ConfigError, DataError
+from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
+from morphgen.sampling import ImageParams
+
+from .data import decode_ref, natural_key
+
+RESIDUAL_COLUMNS = ("source", "identity", "sample", "status", "landmark_px", "landmark_rel", "photometric",
+                    "inliers", "yaw", "pitch", "roll", "seconds")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".gif", ".tif", ".tiff", ".webp"}
+MIN_FACE_FRACTION = 0.12  # eye-to-mouth distance / image side below which the view is cut around the face
+FACE_FRACTION = 0.3       # ... and then spans this fraction of the view
+
+
+@dataclass(frozen=True)
+class Photo:
+    source: str   # path relative to the input folder
+    identity: int
+    sample: int
+
+
+def list_photos(path: Path, ids: int | None = None) -> tuple[Path, list[Photo]]:
+    """(root, photos) of a photo or a folder of photos (recursively; files OpenCV cannot read
+    are not photos), numbered by top-level folder. `ids`: only the first ids identities."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent, [Photo(path.name, 0, 0)]
+    if not path.is_dir():
+        raise ConfigError(f"{path} does not exist: give a photo or a folder of photos")
+    files = sorted((p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and _is_photo(p)),
+                   key=natural_key)
+    if not files:
+        raise DataError(f"{path} holds no images (looked for files OpenCV can read, in all sub-folders)")
+    photos, index, count = [], {}, {}
+    for rel in files:
+        top = rel.split("/")[0] if "/" in rel else rel
+        identity = index.setdefault(top, len(index))
+        photos.append(Photo(rel, identity, count.get(identity, 0)))
+        count[identity] = count.get(identity, 0) + 1
+    if ids is not None:
+        photos = [p for p in photos if p.identity < ids]
+    return path, photos
+
+
+def _is_photo(path: Path) -> bool:
+    """A file to fit: an image by its name (a corrupt one is then a counted skip) or by its
+    content (extension-less files such as Yale's); hidden files are not."""
+    if any(part.startswith(".") for part in path.parts[-2:]):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path))
+
+
+def square_view(img: np.ndarray, lm5: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The square the fit sees, resized to size x size (borders replicated), and the five
+    points in its pixels."""
+    h, w = img.shape[:2]
+    eye_mouth = float(np.linalg.norm(lm5[:2].mean(0) - lm5[3:].mean(0)))
+    side = float(max(h, w))
+    cx, cy = w / 2.0, h / 2.0
+    if eye_mouth < MIN_FACE_FRACTION * side:
+        side = max(eye_mouth / FACE_FRACTION, 16.0)
+        cx, cy = lm5.mean(0)
+    s = size / side
+    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    view = cv2.warpAffine(img, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return view, lm5 * s + m[:, 2]
+
+
+def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """photo | render (on grey) | half-and-half blend where the face covers the photo."""
+    grey = np.where(covered[..., None], render, 128).astype(np.uint8)
+    blend = np.where(covered[..., None], (view.astype(np.uint16) + render) // 2, view).astype(np.uint8)
+    return np.hstack([view, grey, blend])
+
+
+def fitted_record(fit: FaceFit, photo: Photo, seconds: float) -> dict:
+    """The params record of a fitted photo: the renderer takes its coefficients, pose, light
+    and camera_translation as they are; ``fit`` says where it came from and how well it fits."""
+    params = ImageParams(photo.identity, photo.sample, fit.shape, fit.color, fit.expression, fit.yaw, fit.pitch,
+                         fit.roll, np.zeros(2, np.float32), 1.0, fit.sh,
+                         zlib.crc32(photo.source.encode()) & 0x7FFFFFFF, camera_translation=fit.translation)
+    return params.to_record() | {"fit": {
+        "source": photo.source, "size": fit.size, "landmark_residual_px": round(fit.landmark_residual_px, 3),
+        "landmark_residual": round(fit.landmark_residual, 4),
+        "photometric_residual": round(fit.photometric_residual, 4), "inliers": round(fit.inlier_fraction, 3),
+        "seconds": round(seconds, 2)}}
+
+
+class PhotoFitter:
+    """One process's model, fitter and detector: fits photos of one folder."""
+
+    def __init__(self, model: str | None, options: FitOptions, device: str = "cpu"):
+        from morphgen.loading import load_model
+
+        self.fitter = FaceFitter(load_model(model, need_five_points=True), options, device)
+
+    def fit(self, root: Path, photo: Photo) -> dict:
+        """{"row": residuals row, "record": params record or None, "overlay": JPEG bytes or None}."""
+        from .landmarks import detect_landmarks
+
+        t0 = time.perf_counter()
+        row = dict.fromkeys(RESIDUAL_COLUMNS, "") | {"source": photo.source, "identity": photo.identity,
+                                                      "sample": photo.sample}
+        img = decode_ref(root, "folder", None, photo.source)
+        if img is None:
+            return {"row": row | {"status": "unreadable"}, "record": None, "overlay": None}
+        lm, _ = detect_landmarks(img)
+        if lm is None:
+            return {"row": row | {"status": "no_face"}, "record": None, "overlay": None}
+        view, lm5 = square_view(img, np.asarray(lm, np.float64), self.fitter.options.size)
+        fit = self.fitter.fit(view, lm5)
+        render, covered = self.fitter.render(fit)
+        dt = time.perf_counter() - t0
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(overlay(view, render, covered), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        row |= {"status": "ok", "landmark_px": round(fit.landmark_residual_px, 3),
+                "landmark_rel": round(fit.landmark_residual, 4), "photometric": round(fit.photometric_residual, 4),
+                "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.yaw, 2), "pitch": round(fit.pitch, 2),
+                "roll": round(fit.roll, 2), "seconds": round(dt, 2)}
+        return {"row": row, "record": fitted_record(fit, photo, dt), "overlay": jpg.tobytes() if ok else None}
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(model: str | None, options: dict, device: str) -> None:
+    from morphgen.render.threads import limit_threads
+
+    limit_threads(1)
+    _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device)
+
+
+def _fit_in_worker(root: str, photo: Photo) -> dict:
+    return _WORKER["fitter"].fit(Path(root), photo)
+
+
+def done_sources(out: Path) -> set[str]:
+    """Photos already handled in `out` (rows of its residuals.csv)."""
+    path = out / "residuals.csv"
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {r["source"] for r in csv.DictReader(f)}
+
+
+def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
+               workers: int = 1, device: str = "cpu", resume: bool = False, ids: int | None = None,
+               progress: bool = True) -> dict:
+    """Fit every photo of `path` into `out` (see the module docstring); returns the summary."""
+    options = options or FitOptions()
+    from morphgen.progress import progress_bar
+
+    root, photos = list_photos(path, ids)
+    single = Path(path).is_file()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"--out {out} is not empty: use --resume to finish a fit there, or another folder")
+    done = done_sources(out) if resume else set()
+    todo = [p for p in photos if p.source not in done]
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    new_csv = not (out / "residuals.csv").is_file()
+    counts = {"ok": 0, "no_face": 0, "unreadable": 0}
+    t0 = time.perf_counter()
+    with open(out / "params.jsonl", "a") as params_f, open(out / "residuals.csv", "a", newline="") as csv_f, \
+            progress_bar(total=len(todo), desc="fit", unit="img", enabled=progress and not single) as bar:
+        writer = csv.DictWriter(csv_f, RESIDUAL_COLUMNS)
+        if new_csv:
+            writer.writeheader()
+
+        def take(res: dict) -> None:
+            row = res["row"]
+            if single and row["status"] != "ok":
+                what = "no face found" if row["status"] == "no_face" else "not a readable image"
+                raise DataError(f"{root / row['source']}: {what}")
+            counts[row["status"]] += 1
+            if res["record"] is not None:
+                params_f.write(json.dumps(res["record"]) + "\n")
+            if res["overlay"] is not None:
+                dst = out / "overlays" / Path(row["source"]).with_suffix(".jpg")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(res["overlay"])
+            writer.writerow(row)
+            params_f.flush()
+            csv_f.flush()
+            bar.update(1)
+
+        if workers <= 1 or len(todo) < 2:
+            from morphgen.render.threads import limit_threads
+
+            limit_threads(1)  # as the workers: on a shared machine more threads are slower, not faster
+            fitter = PhotoFitter(model, options, device)
+            for p in todo:
+                take(fitter.fit(root, p))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                     initargs=(model, asdict(options), device)) as pool:
+                pending = set()
+                queue = list(todo)
+                while queue or pending:
+                    while queue and len(pending) < 2 * workers:
+                        pending.add(pool.submit(_fit_in_worker, str(root), queue.pop(0)))
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        take(fut.result())
+    return write_summary(out, counts, time.perf_counter() - t0, workers)
+
+
+def write_summary(out: Path, counts: dict, wall: float, workers: int) -> dict:
+    """summary.json over all of residuals.csv (a resumed fit's earlier rows included)."""
+    with open(out / "residuals.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    ok = [r for r in rows if r["status"] == "ok"]
+    mean = lambda k: float(np.mean([float(r[k]) for r in ok])) if ok else float("nan")
+    summary = {"inputs": len(rows), **{k: sum(r["status"] == k for r in rows) for k in counts},
+               "landmark_residual_px": mean("landmark_px"), "landmark_residual": mean("landmark_rel"),
+               "photometric_residual": mean("photometric"), "inliers": mean("inliers"),
+               "seconds_per_image": mean("seconds"),
+               "this_run": {"fitted": counts["ok"], "wall_seconds": round(wall, 1), "workers": workers,
+                            "images_per_second": round(sum(counts.values()) / wall, 3) if wall > 0 else 0.0}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

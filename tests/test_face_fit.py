@@ -1,0 +1,137 @@
+"""Fitting the model to an image (morphgen.face_fit, `morphgen fit`) and rendering recorded
+params (`morphgen render --from-params`): recovery of known parameters, twins through the
+dataset writer, and bad inputs as one line or counted skips."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from morphgen.cli.main import cli
+from test_bad_inputs import assert_refused
+
+from morphgen.face_fit import FaceFitter, FitOptions, render_known
+from morphgen.sampling import ImageParams, SamplingConfig, pose_config
+from morphgen.scene import SceneConfig, SceneRenderer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def known() -> tuple[SceneRenderer, FaceFitter]:
+    """Renders of known parameters drawn from the model's prior with the fitter's component
+    counts (every parameter reachable), moderate poses, at a tiny size, and a fitter."""
+    opts = FitOptions(size=SIZE)
+    pose = pose_config({"yaw": "uniform(-30, 30)", "pitch": "uniform(-10, 10)", "roll": "uniform(-8, 8)"})
+    sampling = SamplingConfig(seed=1, n_identities=3, shape_components=opts.shape_components,
+                              color_components=opts.color_components,
+                              expression_components=opts.expression_components, pose=pose)
+    renderer = SceneRenderer(SceneConfig(sampling=sampling, size=SIZE, antialias=1))
+    return renderer, FaceFitter(renderer.model, opts)
+
+
+def test_fit_recovers_known_renders(known):
+    """Pose, light (up to the albedo-light gain one image cannot tell apart) and shape of
+    three renders, from their pixels, five points and 68 iBUG points (a perfect detector).
+    benchmarks/bench_fit.py prints the same figures for more renders and sizes."""
+    renderer, fitter = known
+    errors = []
+    for identity in range(3):
+        p = renderer.sampler.image_params(identity, 0)
+        rgb, lm5, pose = render_known(renderer, p)
+        fit = fitter.fit(rgb, lm5, fitter.landmarks68(p.shape, p.expression, pose))
+        errors.append(fitter.compare(fit, p.shape, p.expression, p.sh, pose))
+        assert fit.landmark_residual_px < 0.5
+    pose_err = sorted(e["pose_deg"] for e in errors)
+    assert pose_err[1] < 3.0 and pose_err[2] < 5.0, errors
+    assert max(e["light_rms_gain_free"] for e in errors) < 0.1, errors
+    assert max(e["vertex_mm"] for e in errors) < 2.5, errors
+    assert sum(e["vertex_mm"] for e in errors) < 0.75 * sum(e["vertex_mm_mean_face"] for e in errors), errors
+
+
+def test_recorded_camera_translation_replaces_framing(known):
+    """A record's camera_translation places the face as recorded, whatever its image-plane
+    jitter says: how a fitted photo's framing reaches the renderer."""
+    renderer, _ = known
+    p = renderer.sampler.image_params(0, 1)
+    framed = renderer.plan([p]).translation[0]
+    rec = p.to_record() | {"translation": [0.3, -0.2], "camera_translation": framed.tolist()}
+    again = ImageParams.from_record(json.loads(json.dumps(rec)))
+    assert np.abs(renderer.render([again])[0].rgb.astype(int) - renderer.render([p])[0].rgb).max() <= 1
+
+
+def run(args: list) -> object:
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_from_params_rerenders_a_dataset(tmp_path):
+    """A dataset's params, rendered again through the writer: the same layout and images."""
+    run(["render", "--ids", 2, "--per-id", 2, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "a"])
+    run(["render", "--from-params", tmp_path / "a", "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "b"])
+    first = sorted((tmp_path / "a" / "images").rglob("*.png"))
+    assert len(first) == 4
+    for png in first:
+        twin = tmp_path / "b" / png.relative_to(tmp_path / "a")
+        assert np.abs(cv2.imread(str(twin)).astype(int) - cv2.imread(str(png))).max() <= 1
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["config"]["from_params"]["sha256"]
+
+
+def test_fit_cli_then_twins(tmp_path):
+    """`morphgen fit` on a folder of renders (one faceless image and one corrupt file among
+    them, counted skips), then its records rendered as twins."""
+    run(["render", "--ids", 1, "--per-id", 1, "--size", 112, "--pose", "frontal", "--backgrounds", "plain",
+         "--workers", 1, "--quiet", "--out", tmp_path / "ds"])
+    photos = tmp_path / "ds" / "images"
+    cv2.imwrite(str(photos / "000000" / "blank.png"), np.full((80, 80, 3), 128, np.uint8))
+    (photos / "000000" / "broken.jpg").write_bytes(b"not a jpeg")
+    run(["fit", photos, "--out", tmp_path / "fit", "--size", SIZE, "--quiet"])
+    with open(tmp_path / "fit" / "residuals.csv", newline="") as f:
+        rows = {r["source"]: r for r in csv.DictReader(f)}
+    assert rows["000000/000000_0000.png"]["status"] == "ok"
+    assert float(rows["000000/000000_0000.png"]["landmark_px"]) < 3.0
+    assert rows["000000/blank.png"]["status"] == "no_face" and rows["000000/broken.jpg"]["status"] == "unreadable"
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert (summary["ok"], summary["no_face"], summary["unreadable"]) == (1, 1, 1)
+    assert (tmp_path / "fit" / "overlays" / "000000" / "000000_0000.jpg").is_file()
+    record = json.loads((tmp_path / "fit" / "params.jsonl").read_text())
+    assert record["fit"]["source"] == "000000/000000_0000.png" and len(record["camera_translation"]) == 3
+    run(["render", "--from-params", tmp_path / "fit", "--size", SIZE, "--workers", 1, "--quiet",
+         "--out", tmp_path / "twins"])
+    twin = cv2.imread(str(tmp_path / "twins" / "images" / "000000" / "000000_0000.png"))
+    assert twin.shape == (SIZE, SIZE, 3) and twin.std() > 10
+
+
+def test_bad_fit_and_params_inputs(tmp_path):
+    """One `Error:` line each, nothing left behind."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    assert_refused(["fit", tmp_path / "missing", "--out", out], "does not exist", tmp_path)
+    assert_refused(["fit", empty, "--out", out], "holds no images", tmp_path)
+    assert_refused(["fit", broken, "--out", out], "not a readable image", tmp_path)
+    assert_refused(["fit", blank, "--out", out], "no face found", tmp_path)
+    assert_refused(["fit", blank, "--out", empty.parent], "is not empty", tmp_path)
+    good = {"identity": 0, "sample": 0, "shape": [0.0], "color": [0.0], "expression": [], "yaw": 0, "pitch": 0,
+            "roll": 0, "sh": np.eye(9, 3).tolist()}
+    cases = [("missing.jsonl", None, "does not exist"), ("empty.jsonl", "", "holds no params records"),
+             ("garbage.jsonl", "{not json\n", "not a JSON object"),
+             ("no_sh.jsonl", json.dumps({k: v for k, v in good.items() if k != "sh"}), "lacks 'sh'"),
+             ("twice.jsonl", f"{json.dumps(good)}\n{json.dumps(good)}\n", "recorded twice"),
+             ("bad_yaw.jsonl", json.dumps(good | {"yaw": "left"}), "'yaw' must be a number")]
+    for name, text, match in cases:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        assert_refused(["render", "--from-params", path, "--out", out, "--quiet"], match, tmp_path)
