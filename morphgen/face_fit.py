@@ -163,6 +163,14 @@ class FaceFitter:
 
     # ------------------------------------------------------------------ model pieces
 
+    def _tensor(self, a) -> torch.Tensor:
+        """A batch of one on the fitter's device."""
+        return torch.as_tensor(np.asarray(a, np.float32), device=self.device)[None]
+
+    def _zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape and expression coefficients of the mean face."""
+        return torch.zeros(1, self.ks, device=self.device), torch.zeros(1, self.ke, device=self.device)
+
     def vertices(self, alpha: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         flat = self.shape_mean + alpha @ self.shape_basis.T + eps @ self.expr_basis.T
         return flat.reshape(alpha.shape[0], -1, 3)
@@ -202,7 +210,7 @@ class FaceFitter:
         """(B, 3): the mean face at each yaw start, as far away as its eye-to-mouth distance
         needs and centred on the detected points."""
         cam, b = self.camera, len(yaw)
-        verts = self.vertices(torch.zeros(1, self.ks), torch.zeros(1, self.ke))
+        verts = self.vertices(*self._zeros())
         pts = self._group_points(verts, self.five)[0].detach().cpu().double().numpy()
         mm = np.linalg.norm(0.5 * (pts[0] + pts[1]) - 0.5 * (pts[3] + pts[4]))
         px = float(_eye_mouth(torch.as_tensor(lm5[None]))[0])
@@ -293,7 +301,7 @@ class FaceFitter:
     def _ambient(self, target, alpha, beta, eps, pose) -> torch.Tensor:
         """SH band 0 that makes the mean albedo, lit evenly, as bright as the face pixels
         (irradiance of ambient light L0 is L0 * sqrt(pi) / 2)."""
-        out = render_torch(self.vertices(alpha, eps), self.albedo(beta), torch.zeros(1, 9, 3), pose,
+        out = render_torch(self.vertices(alpha, eps), self.albedo(beta), torch.zeros(1, 9, 3, device=self.device), pose,
                            self.triangles, self.camera, outputs=())
         fid = out["face_id"]
         mask = self.face_triangles[fid.clamp_min(0)] & (fid >= 0)
@@ -339,8 +347,7 @@ class FaceFitter:
     def render(self, fit: FaceFit, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The fitted face as uint8 RGB over ``background`` (black when None) at the fit
         size, and the pixels it covers (for overlays)."""
-        dev = self.device
-        t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)[None]
+        t = self._tensor
         bg = None if background is None else t(background.astype(np.float32) / 255.0)
         with torch.no_grad():
             out = render_torch(self.vertices(t(fit.shape), t(fit.expression)), self.albedo(t(fit.color)), t(fit.sh),
@@ -352,12 +359,13 @@ class FaceFitter:
     def landmarks68(self, shape: np.ndarray, expression: np.ndarray, pose: Pose) -> np.ndarray:
         """The model's 68 iBUG points (68, 2) projected at the fit size: a perfect detector's
         answer for a render of known parameters (tests and benchmarks)."""
-        t = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]
+        t = self._tensor
         if self.ibug is None:
             raise ConfigError("this model has no 68-point iBUG layout")
         ibug = [[int(v)] for v in self.ibug68]
         with torch.no_grad():
-            return self.project(self.vertices(t(shape), t(expression)), pose.torch(), ibug, self.camera)[0].numpy()
+            pts = self.project(self.vertices(t(shape), t(expression)), pose.torch(self.device), ibug, self.camera)
+        return pts[0].cpu().numpy()
 
     def compare(self, fit: FaceFit, shape: np.ndarray, expression: np.ndarray, sh: np.ndarray, pose: Pose) -> dict:
         """How far a fit is from known parameters (a render's): the largest angle error in
@@ -366,16 +374,16 @@ class FaceFitter:
         best per-channel gain (albedo times light is all one image shows, so a brighter
         albedo under a dimmer light is the same picture); the mean vertex distance in mm
         over the face region, and that of the mean face for scale."""
-        t = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]
+        t = self._tensor
         with torch.no_grad():
             true_verts = self.vertices(t(shape), t(expression))
             fit_verts = self.vertices(t(fit.shape), t(fit.expression))
-            mean_verts = self.vertices(torch.zeros(1, self.ks), torch.zeros(1, self.ke))
-            nrm = vertex_normals_torch(true_verts, self.triangles) @ pose.torch().rotation().transpose(1, 2)
-            st, sf = (irradiance_torch(nrm, t(x))[0].numpy()[self.face_vertices] for x in (sh, fit.sh))
+            mean_verts = self.vertices(*self._zeros())
+            nrm = vertex_normals_torch(true_verts, self.triangles) @ pose.torch(self.device).rotation().transpose(1, 2)
+            st, sf = (irradiance_torch(nrm, t(x))[0].cpu().numpy()[self.face_vertices] for x in (sh, fit.sh))
         gain = (sf * st).sum(0) / np.maximum((sf * sf).sum(0), 1e-12)
         rms = lambda d: float(np.sqrt((d**2).mean() / (st**2).mean()))
-        dist = lambda v: float((v - true_verts)[0].norm(dim=-1).numpy()[self.face_vertices].mean())
+        dist = lambda v: float((v - true_verts)[0].norm(dim=-1).cpu().numpy()[self.face_vertices].mean())
         p = pose.numpy()
         return {"pose_deg": float(max(abs(fit.yaw - p.yaw[0]), abs(fit.pitch - p.pitch[0]), abs(fit.roll - p.roll[0]))),
                 "light_rms": rms(sf - st), "light_rms_gain_free": rms(sf * gain - st),
