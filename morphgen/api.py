@@ -92,13 +92,11 @@ class Scene:
         of the image), ``sh`` (9 x 3 spherical-harmonics light), ``shape``, ``color``,
         ``expression`` (coefficient vectors of the scene's lengths) and ``background_seed``."""
         n_ids = self.config.sampling.n_identities
-        for name, v in (("identity", identity), ("sample", sample)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ConfigError(f"{name} must be a whole number >= 0, got {v!r}")
+        identity, sample = _whole("identity", identity), _whole("sample", sample)
         if identity >= n_ids:
             raise ConfigError(f"identity {identity} is outside the scene's pool of {n_ids} (ids): "
                               f"make the Scene with ids={identity + 1} or more")
-        p = self.renderer.sampler.image_params(int(identity), int(sample))
+        p = self.renderer.sampler.image_params(identity, sample)
         return replace(p, **{name: self._param_value(name, v) for name, v in values.items()})
 
     def _param_value(self, name: str, value: Any):
@@ -107,9 +105,7 @@ class Scene:
         if name not in PARAM_NAMES:
             raise ConfigError(f"unknown image parameter {name!r}: set any of {', '.join(PARAM_NAMES)}")
         if name == "background_seed":
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ConfigError(f"background_seed must be a whole number >= 0, got {value!r}")
-            return int(value)
+            return _whole(name, value)
         try:
             a = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, np.float64)
         except (TypeError, ValueError):
@@ -249,6 +245,13 @@ class Scene:
                 off = r.calibration.offsets(np.broadcast_to(pose.numpy().yaw, (b,)))
                 out["landmarks5"] = shift_points(out["landmarks5"], torch.as_tensor(off, dtype=vertices.dtype, device=dev))
         return out
+
+
+def _whole(name: str, value) -> int:
+    """`value` as an int if it is a whole number >= 0, else a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def _float_tensor(x, name: str, device=None):
