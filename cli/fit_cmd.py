@@ -19,13 +19,16 @@ from morphgen.outputs import NewOutputs, check_writable
 @click.option("--ids", type=click.IntRange(1), help="Fit only the first N identity folders (sorted).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Fitting processes.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda to fit on a GPU.")
+@click.option("--dlib68", is_flag=True,
+              help="Also fit dlib's 68 iBUG points where its HOG detector finds the face (frontal to half profile; "
+                   "needs the optional dlib-bin and face-recognition-models packages and a model with iBUG-68 points).")
 @click.option("--resume", is_flag=True, help="Fit only the photos not yet listed in OUT/residuals.csv.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def fit(photos: Path, out: Path, model: str | None, size: int, ids: int | None, workers: int, device: str,
-        resume: bool, quiet: bool) -> None:
+        dlib68: bool, resume: bool, quiet: bool) -> None:
     """Fit the model to PHOTOS (a photo, or a folder of them: one sub-folder per identity).
 
-    Per photo: MTCNN's five points, then a coarse-to-fine fit (landmarks, then pixels of
+    Per photo: MTCNN's five points (and dlib's 68 with --dlib68), then a coarse-to-fine fit (landmarks, then pixels of
     the face region at half and full size, robust to hair and occluders). Photos without
     a face and unreadable files are counted skips (a one-line error for a single photo).
 
@@ -37,7 +40,7 @@ def fit(photos: Path, out: Path, model: str | None, size: int, ids: int | None, 
     check_writable(out, "--out")
     with NewOutputs(out):
         s = fit_photos(photos, out, model, FitOptions(size=size), workers=workers, device=device, resume=resume,
-                       ids=ids, progress=not quiet)
+                       ids=ids, dlib68=dlib68, progress=not quiet)
     run = s["this_run"]
     click.echo(f"fitted {run['fitted']} photos in {run['wall_seconds']:.0f} s ({run['images_per_second']:.2f} img/s, "
                f"{workers} worker(s)); {s['no_face']} without a face, {s['unreadable']} unreadable; mean landmark "

@@ -42,7 +42,7 @@ from morphgen.sampling import ImageParams
 from .data import decode_ref, natural_key
 
 RESIDUAL_COLUMNS = ("source", "identity", "sample", "status", "landmark_px", "landmark_rel", "photometric",
-                    "inliers", "yaw", "pitch", "roll", "seconds")
+                    "inliers", "yaw", "pitch", "roll", "landmarks", "seconds")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".gif", ".tif", ".tiff", ".webp"}
 MIN_FACE_FRACTION = 0.12  # eye-to-mouth distance / image side below which the view is cut around the face
 FACE_FRACTION = 0.3       # ... and then spans this fraction of the view
@@ -87,8 +87,8 @@ def _is_photo(path: Path) -> bool:
 
 
 def square_view(img: np.ndarray, lm5: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The square the fit sees, resized to size x size (borders replicated), and the five
-    points in its pixels."""
+    """The square the fit sees, resized to size x size (borders replicated), and the (2, 3)
+    affine map from the photo's pixels to its pixels."""
     h, w = img.shape[:2]
     eye_mouth = float(np.linalg.norm(lm5[:2].mean(0) - lm5[3:].mean(0)))
     side = float(max(h, w))
@@ -100,7 +100,47 @@ def square_view(img: np.ndarray, lm5: np.ndarray, size: int) -> tuple[np.ndarray
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     view = cv2.warpAffine(img, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    return view, lm5 * s + m[:, 2]
+    return view, m
+
+
+def view_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Photo pixels (N, 2) -> pixels of the square view made with the map `m`."""
+    return points * m[0, 0] + m[:, 2]
+
+
+class Dlib68:
+    """dlib's 68-point shape predictor (iBUG order, the layout of a model's ``ibug68``) on
+    the face its HOG detector finds around MTCNN's points. Optional: dlib and the model file
+    of face-recognition-models are not morphgen dependencies. HOG finds frontal and
+    half-profile faces only, which is where the 68 points are reliable; elsewhere the fit
+    uses the five points alone."""
+
+    def __init__(self) -> None:
+        import dlib
+
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(self.model_file()))
+
+    @staticmethod
+    def model_file() -> Path:
+        """The predictor's file, or a one-line ConfigError naming what to install."""
+        import importlib.util
+
+        if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
+            raise ConfigError("--dlib68 needs dlib and its landmark model: "
+                              "pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0")
+        # located without importing face_recognition_models: its __init__ needs pkg_resources
+        models = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
+        return models / "shape_predictor_68_face_landmarks.dat"
+
+    def points(self, img: np.ndarray, lm5: np.ndarray) -> np.ndarray | None:
+        """(68, 2) photo pixels, or None when no HOG box holds the five points' centre."""
+        cx, cy = lm5.mean(0)
+        for rect in self.detector(img, 1):
+            if rect.left() <= cx <= rect.right() and rect.top() <= cy <= rect.bottom():
+                shape = self.predictor(img, rect)
+                return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+        return None
 
 
 def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray) -> np.ndarray:
@@ -110,7 +150,7 @@ def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray) -> np.nda
     return np.hstack([view, grey, blend])
 
 
-def fitted_record(fit: FaceFit, photo: Photo, seconds: float) -> dict:
+def fitted_record(fit: FaceFit, photo: Photo, landmarks: int, seconds: float) -> dict:
     """The params record of a fitted photo: the renderer takes its coefficients, pose, light
     and camera_translation as they are; ``fit`` says where it came from and how well it fits."""
     params = ImageParams(photo.identity, photo.sample, fit.shape, fit.color, fit.expression, fit.yaw, fit.pitch,
@@ -120,16 +160,19 @@ def fitted_record(fit: FaceFit, photo: Photo, seconds: float) -> dict:
         "source": photo.source, "size": fit.size, "landmark_residual_px": round(fit.landmark_residual_px, 3),
         "landmark_residual": round(fit.landmark_residual, 4),
         "photometric_residual": round(fit.photometric_residual, 4), "inliers": round(fit.inlier_fraction, 3),
-        "seconds": round(seconds, 2)}}
+        "landmarks": landmarks, "seconds": round(seconds, 2)}}
 
 
 class PhotoFitter:
     """One process's model, fitter and detector: fits photos of one folder."""
 
-    def __init__(self, model: str | None, options: FitOptions, device: str = "cpu"):
+    def __init__(self, model: str | None, options: FitOptions, device: str = "cpu", dlib68: bool = False):
         from morphgen.loading import load_model
 
         self.fitter = FaceFitter(load_model(model, need_five_points=True), options, device)
+        if dlib68 and self.fitter.ibug is None:
+            raise ConfigError("--dlib68: this model has no 68-point iBUG layout (see `morphgen model landmarks --help`)")
+        self.dlib68 = Dlib68() if dlib68 else None
 
     def fit(self, root: Path, photo: Photo) -> dict:
         """{"row": residuals row, "record": params record or None, "overlay": JPEG bytes or None}."""
@@ -144,8 +187,11 @@ class PhotoFitter:
         lm, _ = detect_landmarks(img)
         if lm is None:
             return {"row": row | {"status": "no_face"}, "record": None, "overlay": None}
-        view, lm5 = square_view(img, np.asarray(lm, np.float64), self.fitter.options.size)
-        fit = self.fitter.fit(view, lm5)
+        lm = np.asarray(lm, np.float64)
+        view, m = square_view(img, lm, self.fitter.options.size)
+        lm68 = self.dlib68.points(img, lm) if self.dlib68 is not None else None
+        fit = self.fitter.fit(view, view_points(lm, m), None if lm68 is None else view_points(lm68, m))
+        n_points = 5 if lm68 is None else 68
         render, covered = self.fitter.render(fit)
         dt = time.perf_counter() - t0
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(overlay(view, render, covered), cv2.COLOR_RGB2BGR),
@@ -153,22 +199,30 @@ class PhotoFitter:
         row |= {"status": "ok", "landmark_px": round(fit.landmark_residual_px, 3),
                 "landmark_rel": round(fit.landmark_residual, 4), "photometric": round(fit.photometric_residual, 4),
                 "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.yaw, 2), "pitch": round(fit.pitch, 2),
-                "roll": round(fit.roll, 2), "seconds": round(dt, 2)}
-        return {"row": row, "record": fitted_record(fit, photo, dt), "overlay": jpg.tobytes() if ok else None}
+                "roll": round(fit.roll, 2), "landmarks": n_points, "seconds": round(dt, 2)}
+        return {"row": row, "record": fitted_record(fit, photo, n_points, dt), "overlay": jpg.tobytes() if ok else None}
 
 
 _WORKER: dict = {}
 
 
-def _init_worker(model: str | None, options: dict, device: str) -> None:
+def _init_worker(model: str | None, options: dict, device: str, dlib68: bool) -> None:
     from morphgen.render.threads import limit_threads
 
     limit_threads(1)
-    _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device)
+    _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device, dlib68)
 
 
 def _fit_in_worker(root: str, photo: Photo) -> dict:
     return _WORKER["fitter"].fit(Path(root), photo)
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The columns of an existing residuals.csv (a resumed fit keeps them), else None."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return next(csv.reader(f), None)
 
 
 def done_sources(out: Path) -> set[str]:
@@ -182,11 +236,13 @@ def done_sources(out: Path) -> set[str]:
 
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
                workers: int = 1, device: str = "cpu", resume: bool = False, ids: int | None = None,
-               progress: bool = True) -> dict:
+               dlib68: bool = False, progress: bool = True) -> dict:
     """Fit every photo of `path` into `out` (see the module docstring); returns the summary."""
-    options = options or FitOptions()
     from morphgen.progress import progress_bar
 
+    options = options or FitOptions()
+    if dlib68:
+        Dlib68.model_file()  # a missing package is one line here, not a broken worker pool
     root, photos = list_photos(path, ids)
     single = Path(path).is_file()
     out = Path(out)
@@ -195,13 +251,13 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     done = done_sources(out) if resume else set()
     todo = [p for p in photos if p.source not in done]
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    new_csv = not (out / "residuals.csv").is_file()
+    header = _csv_header(out / "residuals.csv")
     counts = {"ok": 0, "no_face": 0, "unreadable": 0}
     t0 = time.perf_counter()
     with open(out / "params.jsonl", "a") as params_f, open(out / "residuals.csv", "a", newline="") as csv_f, \
             progress_bar(total=len(todo), desc="fit", unit="img", enabled=progress and not single) as bar:
-        writer = csv.DictWriter(csv_f, RESIDUAL_COLUMNS)
-        if new_csv:
+        writer = csv.DictWriter(csv_f, header or RESIDUAL_COLUMNS, extrasaction="ignore")
+        if not header:
             writer.writeheader()
 
         def take(res: dict) -> None:
@@ -225,12 +281,12 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
             from morphgen.render.threads import limit_threads
 
             limit_threads(1)  # as the workers: on a shared machine more threads are slower, not faster
-            fitter = PhotoFitter(model, options, device)
+            fitter = PhotoFitter(model, options, device, dlib68)
             for p in todo:
                 take(fitter.fit(root, p))
         else:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(model, asdict(options), device)) as pool:
+                                     initargs=(model, asdict(options), device, dlib68)) as pool:
                 pending = set()
                 queue = list(todo)
                 while queue or pending:

@@ -4,6 +4,7 @@ dataset writer, and bad inputs as one line or counted skips."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import cv2
@@ -107,6 +108,18 @@ def test_fit_cli_then_twins(tmp_path):
          "--out", tmp_path / "twins"])
     twin = cv2.imread(str(tmp_path / "twins" / "images" / "000000" / "000000_0000.png"))
     assert twin.shape == (SIZE, SIZE, 3) and twin.std() > 10
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
+                    reason="dlib and face-recognition-models are optional (--dlib68)")
+def test_fit_with_dlib_68_points(tmp_path):
+    """--dlib68 adds dlib's 68 iBUG points on a frontal face, and the record says so."""
+    run(["render", "--ids", 1, "--per-id", 1, "--size", 128, "--backgrounds", "plain", "--grid", "yaw=0:0:1",
+         "--workers", 1, "--quiet", "--out", tmp_path / "ds"])
+    photo = next((tmp_path / "ds" / "images").rglob("*.png"))
+    run(["fit", photo, "--dlib68", "--out", tmp_path / "fit", "--size", SIZE, "--quiet"])
+    record = json.loads((tmp_path / "fit" / "params.jsonl").read_text())
+    assert record["fit"]["landmarks"] == 68 and record["fit"]["landmark_residual"] < 0.1
 
 
 def test_bad_fit_and_params_inputs(tmp_path):
