@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .model import MorphableModel, PCAModel, sha256_file
+from .model import MorphableModel, PCAModel, gram, sha256_file
 
 # Tolerance on |B^T B - I| for the PCA bases (float32 files; BFM 2017 is well within 1e-4).
 ORTHONORMAL_TOL = 1e-2
@@ -71,13 +71,12 @@ def _check_orthonormal(fname: str, where: str, basis: np.ndarray) -> None:
     k = basis.shape[1]
     if k == 0:
         return
-    b = basis if basis.dtype in (np.float32, np.float64) else basis.astype(np.float32)
-    gram = (b.T @ b).astype(np.float64)
-    dev = np.abs(gram - np.eye(k))
+    g = gram(basis)
+    dev = np.abs(g - np.eye(k))
     err = float(dev.max())
     if err > ORTHONORMAL_TOL:
         i, j = np.unravel_index(int(dev.argmax()), dev.shape)
-        what = f"column {i} has squared norm {gram[i, i]:.4g}" if i == j else f"columns {i} and {j} have dot product {gram[i, j]:.4g}"
+        what = f"column {i} has squared norm {g[i, i]:.4g}" if i == j else f"columns {i} and {j} have dot product {g[i, j]:.4g}"
         raise ModelError(
             f"{fname}: {where} columns are not orthonormal (max |B^T B - I| = {err:.3g}: {what}); "
             "the file is corrupt or not a Basel Face Model"

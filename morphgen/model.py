@@ -158,9 +158,7 @@ class MorphableModel:
                 raise ModelError(f"{label} variance has negative entries")
             k = min(pca.n_components, 50)
             if k:
-                b = pca.basis[:, :k].astype(np.float64)
-                gram = b.T @ b
-                err = float(np.abs(gram - np.eye(k)).max())
+                err = float(np.abs(gram(pca.basis[:, :k]) - np.eye(k)).max())
                 if err > 2e-2:
                     raise ModelError(f"{label} basis columns are not orthonormal (max |B^T B - I| = {err:.3g})")
         t = self.triangles
@@ -251,6 +249,18 @@ def load_npz(path: str | Path) -> MorphableModel:
         raise ModelError(f"{path}: morphgen model file lacks the entry {exc}") from None
     model.validate()
     return model
+
+
+def gram(basis: np.ndarray) -> np.ndarray:
+    """``B^T B`` of a (3N, K) basis as float64, for the orthonormality checks, computed by
+    one BLAS thread: OpenBLAS's threaded A^T A (syrk) on a loaded 2-core machine took 1.6 to
+    8 s for a BFM-face12-sized basis (its threads spin while the cores are busy elsewhere),
+    one thread 15 ms, and the main process of `morphgen render` loads the model twice."""
+    from threadpoolctl import threadpool_limits
+
+    b = basis if basis.dtype in (np.float32, np.float64) else basis.astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        return (b.T @ b).astype(np.float64)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

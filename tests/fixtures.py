@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morphgen.render.synthetic import icosphere as _unit_icosphere
+from morphgen.render.synthetic import SyntheticFace, icosphere as _unit_icosphere
 
 FIVE_POINT_NAMES = (
     "right.eye.corner_outer",
@@ -94,21 +94,28 @@ def write_bfm2017_fixture(
     legacy_scaled_basis: bool = False,
     inward_cells: bool = False,
     seed: int = 0,
+    mesh: SyntheticFace | None = None,
 ) -> dict:
     """Write a BFM 2017 "MoMo" HDF5 file on an icosphere of radius 80 mm.
 
     n_expression=0 leaves out /expression; landmarks is "json", "text" (legacy) or None;
     version None writes no version datasets; legacy_scaled_basis stores U * sqrt(var) (as
-    format 0.8 did); inward_cells writes clockwise (inward-facing) triangles.
+    format 0.8 did); inward_cells writes clockwise (inward-facing) triangles. ``mesh``
+    replaces the icosphere by a synthetic face (e.g. ``synthetic_face_grid()``: a file of
+    BFM face12's size for speed measurements) with its own landmarks.
     """
     import h5py
 
     rng = np.random.default_rng(seed)
-    vertices, triangles = icosphere(subdivisions, RADIUS_MM)
+    if mesh is None:
+        vertices, triangles = icosphere(subdivisions, RADIUS_MM)
+    else:
+        vertices, triangles = mesh.vertices.astype(np.float64), mesh.triangles
     n = len(vertices)
     truth = {"points": vertices.astype(np.float32), "triangles": triangles}
     truth["shape"] = _pca_truth(rng, 3 * n, n_shape, 25.0, vertices.ravel())
-    truth["color"] = _pca_truth(rng, 3 * n, n_color, 0.01, rng.uniform(0.3, 0.7, 3 * n))
+    color_mean = rng.uniform(0.3, 0.7, 3 * n) if mesh is None else mesh.albedo.ravel()
+    truth["color"] = _pca_truth(rng, 3 * n, n_color, 0.01, color_mean)
     if n_expression:
         truth["expression"] = _pca_truth(rng, 3 * n, n_expression, 4.0, rng.normal(0.0, 0.5, 3 * n))
     cells = triangles[:, [0, 2, 1]] if inward_cells else triangles
@@ -142,7 +149,8 @@ def write_bfm2017_fixture(
             rep["cells"] = cells.T.astype(np.int32)  # (3, T), 0-based
             if group == "color":
                 rep["colorspace"] = np.bytes_(b"RGB\x00")
-        coords, expected = _landmarks(vertices, landmark_names)
+        coords, expected = (_landmarks(vertices, landmark_names) if mesh is None else
+                            ({k: vertices[i].tolist() for k, i in mesh.landmarks.items()}, dict(mesh.landmarks)))
         if landmarks == "json":
             doc = [{"id": k, "coordinates": v, "uncertainty": {"mean": [0, 0, 0]}} for k, v in coords.items()]
             f["/metadata/landmarks/json"] = json.dumps(doc)  # variable-length UTF-8 string
