@@ -128,6 +128,12 @@ def test_framing_is_pose_invariant_and_centred(head):
     pts = group_points(verts[:1], groups)[0]
     size = np.linalg.norm(pts[:2].mean(0) - pts[3:].mean(0))
     assert cam.focal_px * size / uv[0, 2] == pytest.approx(0.25 * 128)
+    # the pose scale zooms: the eye-mouth span is face_fraction x scale of the image
+    zoom = Pose.create(b, yaw=[0] * 4, scale=[1.0, 0.9, 1.1, 1.5])
+    tz = frame_translation(verts[:1].repeat(4, 0), zoom, groups, cam, Framing(face_fraction=0.25))
+    p5 = cam.project(group_points(zoom.with_translation(tz).transform(verts[:1].repeat(4, 0)), groups))
+    span = np.linalg.norm(p5[:, :2, :2].mean(1) - p5[:, 3:, :2].mean(1), axis=1)
+    assert np.allclose(span / span[0], [1.0, 0.9, 1.1, 1.5], rtol=0.01)   # perspective: within 1 %
     # jitter is deterministic from the rng and bounded
     fr = Framing(center_jitter=0.1, scale_jitter=0.1)
     t1 = frame_translation(verts, pose, groups, cam, fr, np.random.default_rng(3))

@@ -324,11 +324,12 @@ def frame_translation(
     translation is ignored). five_point_groups: the five groups of
     ``MorphableModel.five_point_vertices()`` (eyes, nose tip, mouth corners).
 
-    The face size is the 3D distance from the eye midpoint to the mouth midpoint (times
-    the pose scale): rotation-invariant, so framing does not depend on the pose. The
-    depth is chosen so that this distance would span ``face_fraction`` of the image
-    height if it were parallel to the image plane, and the 3D centroid of the five
-    points is placed on the ray through the chosen image point (centre + jitter).
+    The face size is the 3D distance from the eye midpoint to the mouth midpoint:
+    rotation-invariant, so framing does not depend on the pose. The depth is chosen so
+    that this distance would span ``face_fraction`` x the pose scale of the image height
+    if it were parallel to the image plane (the pose scale zooms the face in the frame,
+    as the pose options promise), and the 3D centroid of the five points is placed on the
+    ray through the chosen image point (centre + jitter).
     """
     if len(five_point_groups) != 5:
         raise ConfigError(f"framing needs the 5 alignment-point groups, got {len(five_point_groups)}")
@@ -346,7 +347,7 @@ def frame_translation(
     if np.any(size <= 0):
         raise ConfigError("framing failed: the eye and mouth landmarks coincide; check the landmark vertex groups")
     centroid = np.einsum("bij,bj->bi", p.rotation(), pts.mean(1)) * scale[:, None]  # posed, untranslated
-    frac = np.full(b, framing.face_fraction)
+    frac = framing.face_fraction * np.abs(scale)
     cu = np.full(b, framing.center[0] * camera.width)
     cv = np.full(b, framing.center[1] * camera.height)
     if rng is not None and (framing.scale_jitter > 0 or framing.center_jitter > 0):
