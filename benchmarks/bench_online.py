@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="loader workers making the plans / CPU batches")
     ap.add_argument("--aug", default="standard", choices=["none", "standard", "strong"])
-    ap.add_argument("--antialias", type=int, help="override the config's antialias")
+    ap.add_argument("--antialias", help="override the config's antialias (edges, or 1 to 4)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then profile N end-to-end steps (torch.profiler) and print the ops by device time")
     args = ap.parse_args()

@@ -52,7 +52,9 @@ def scene_options(f):
                      "hair_vary (an image re-draws its identity's hairstyle); recorded in each image's params. "
                      + _d("appearance")),
         click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
-        click.option("--antialias", type=int, help="Supersampling factor, 1 = off (1..4). " + _d("antialias")),
+        click.option("--antialias", help="'edges': analytic anti-aliasing of silhouette and occlusion edges (the "
+                     "cost of one render at the image size); or a supersampling factor, 1 = off (1..4), each pixel "
+                     "the mean of k x k samples (2 was the default before edges). " + _d("antialias")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
         click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. " + _d("mixup_phis")),

@@ -203,7 +203,8 @@ class Scene:
         images in [0, 1] (``rgb`` (B, S, S, 3)) and the requested ``outputs`` (any of
         ``morphgen.render.extras.OUTPUTS``; ``landmarks2d`` gives the five points then the
         named landmarks). Gradients reach vertices, albedo, light and pose through the
-        shading (not through the silhouette). N is the model's vertex count (a decoded
+        shading, and with edge anti-aliasing (``antialias="edges"``, the default) through
+        the silhouette too. N is the model's vertex count (a decoded
         mesh) or the dressed count of a scene with appearance. With ``landmarks2d`` comes
         ``landmarks5``: the five points as :meth:`render` gives them (the model's
         calibration applied), to fit to a detector's points."""
@@ -235,7 +236,8 @@ class Scene:
         if backgrounds is not None:
             backgrounds = _batched(_float_tensor(backgrounds, "backgrounds", dev), b, (s, s, 3), "backgrounds")
         triangles = r.triangles if n == r.n_render_vertices else self.model.triangles
-        out = render_torch(vertices, albedo, sh, pose, triangles, r.settings.camera, antialias=cfg.antialias,
+        out = render_torch(vertices, albedo, sh, pose, triangles, r.settings.camera, antialias=cfg.supersampling,
+                           edge_aa=cfg.edge_aa,
                            backgrounds=backgrounds, outputs=tuple(outputs),
                            landmarks=r.five_point + r.landmark_groups, reference_coords=r.assets.reference_coords[:n],
                            region_labels=None if r.assets.region_labels is None else r.assets.region_labels[:n])

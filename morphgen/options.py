@@ -18,7 +18,7 @@ RENDER_DEFAULTS: dict = {
     "shape_components": None, "color_components": None, "expression_components": None,
     "shape_dist": "gaussian", "color_dist": "gaussian", "expression_dist": "gaussian(0, 0.5, trunc=3)",
     "expressions": True, "illumination": "builtin", "bip": None, "no_color": False, "energy": None,
-    "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": 2, "outputs": "", "identity_mixup": False,
+    "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": "edges", "outputs": "", "identity_mixup": False,
     "mixup_phis": "0.5,0.6,0.7,0.8,0.9", "mixup_fraction": 0.5, "device": "cpu",
     "workers": None, "shard": None, "resume": False, "overwrite": False, "image_format": "png",
     "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "params_format": "auto",
@@ -34,7 +34,7 @@ RENDER_TYPES: dict[str, tuple[type, dict]] = {
     "landmarks": _TEXT, "grid": _TEXT, "shape_components": _INT, "color_components": _INT,
     "expression_components": _INT, "shape_dist": _TEXT, "color_dist": _TEXT, "expression_dist": _TEXT,
     "expressions": _FLAG, "illumination": _TEXT, "bip": _TEXT, "no_color": _FLAG, "energy": _NUMBER,
-    "backgrounds": _TEXT, "photo": _TEXT, "appearance": _TEXT, "size": _INT, "antialias": _INT, "outputs": _TEXT,
+    "backgrounds": _TEXT, "photo": _TEXT, "appearance": _TEXT, "size": _INT, "outputs": _TEXT,
     "identity_mixup": _FLAG, "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT,
     "workers": (int, {"low": 1}), "shard": _TEXT, "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT,
     "jpg_quality": _INT, "container": _TEXT, "rps": _FLAG, "chunk_ids": _INT, "params_format": _TEXT,
@@ -75,10 +75,15 @@ def config_value(name: str, val):
 
 
 def check_types(opts: dict) -> None:
-    """Every render option's type and range (``RENDER_TYPES``), in place."""
+    """Every render option's type and range (``RENDER_TYPES``; ``antialias``, a word or a
+    number, by :func:`morphgen.scene.antialias_value`), in place."""
+    from .scene import antialias_value
+
     for name, (kind, limits) in RENDER_TYPES.items():
         if name in opts:
             opts[name] = check_option(name, opts[name], kind, optional=RENDER_DEFAULTS[name] is None, **limits)
+    if "antialias" in opts:
+        opts["antialias"] = antialias_value(opts["antialias"])
     if not isinstance(opts.get("pose"), (str, dict)):
         raise ConfigError(f"--pose must be a preset name, a YAML file or a mapping of angles, got {opts.get('pose')!r}")
 
@@ -171,7 +176,7 @@ def scene_from_options(opts: dict):
         "photo": PhotoConfig.parse(opts.get("photo") or "off").to_spec(),
         "appearance": AppearanceConfig.parse(opts.get("appearance") or "off").to_spec(),
         "size": int(opts["size"]),
-        "antialias": int(opts["antialias"]),
+        "antialias": opts["antialias"],
         "outputs": _csv(opts["outputs"]),
         "device": opts["device"],
     }

@@ -83,7 +83,8 @@ class SceneAssets:
     """What turns plans into pixels besides the plans, loaded once per process.
 
     decoder: the model's (truncated) bases; triangles: the rendered mesh's, appearance
-    meshes included; camera, size, antialias: the image; backgrounds: the scene's source
+    meshes included; camera, size, antialias (the supersampling factor), edge_aa (edge
+    anti-aliasing, :mod:`morphgen.render.edge_aa`): the image; backgrounds: the scene's source
     (a device renderer draws its pool from it); five_point and landmark_groups: the vertex
     groups of the alignment points and of the named landmarks; reference_coords and
     region_labels: per rendered vertex, for the correspondence and regions outputs;
@@ -95,6 +96,7 @@ class SceneAssets:
     camera: Camera
     size: int
     antialias: int
+    edge_aa: bool
     backgrounds: BackgroundSource
     five_point: list
     landmark_groups: list

@@ -29,6 +29,21 @@ from .sampling import (ControlledGrid, Decoder, ImageParams, MixupConfig, Sampli
 
 # Extra modalities a dataset can hold beside the RGB image (landmarks always go to params).
 EXTRA_OUTPUTS = tuple(o for o in OUTPUTS if o not in ("rgb", "landmarks2d"))
+EDGE_AA = "edges"  # --antialias edges: analytic edge anti-aliasing (morphgen.render.edge_aa)
+
+
+def antialias_value(value) -> int | str:
+    """``--antialias`` as the scene keeps it: "edges", or a supersampling factor 1..4 (an
+    int, or its digits as a flag or config file gives them); a one-line ConfigError else."""
+    text = str(value).strip().lower()
+    if text == EDGE_AA:
+        return EDGE_AA
+    if not isinstance(value, bool) and text.isdigit() and 1 <= int(text) <= 4:
+        return int(text)
+    raise ConfigError(f"--antialias {value} is invalid: use edges (analytic edge anti-aliasing) or a supersampling "
+                      "factor from 1 (off) to 4")
+
+
 _STREAM_BACKGROUND = 6
 
 
@@ -43,7 +58,7 @@ class SceneConfig:
     energy: float | None = None
     backgrounds: str = "procedural"  # procedural | plain | color:R,G,B | a folder of images
     size: int = 128
-    antialias: int = 2
+    antialias: int | str = "edges"  # "edges" (analytic edge anti-aliasing) or a supersampling factor 1..4
     outputs: tuple[str, ...] = ()
     device: str = "cpu"
 
@@ -52,13 +67,22 @@ class SceneConfig:
             raise ConfigError(f"unknown illumination {self.illumination!r}: use {', '.join(ILLUMINATION_KINDS)}")
         if not 16 <= self.size <= 1024:
             raise ConfigError(f"--size {self.size} is out of range: use 16 to 1024 pixels")
-        if not 1 <= self.antialias <= 4:
-            raise ConfigError(f"--antialias {self.antialias} is out of range: use 1 (off) to 4")
+        object.__setattr__(self, "antialias", antialias_value(self.antialias))
         bad = [o for o in self.outputs if o not in EXTRA_OUTPUTS]
         if bad:
             raise ConfigError(f"unknown output(s) {bad}: choose from {', '.join(EXTRA_OUTPUTS)}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}: use cpu or cuda")
+
+    @property
+    def supersampling(self) -> int:
+        """The renderer's supersampling factor (1 with edge anti-aliasing)."""
+        return 1 if self.antialias == EDGE_AA else int(self.antialias)
+
+    @property
+    def edge_aa(self) -> bool:
+        """Whether the renderer anti-aliases edges analytically (``--antialias edges``)."""
+        return self.antialias == EDGE_AA
 
     def to_dict(self) -> dict:
         s = self.sampling
@@ -117,7 +141,7 @@ class SceneConfig:
             sampling=sampling, model=d.get("model"), landmarks=d.get("landmarks"), illumination=d.get("illumination", D["illumination"]),
             bip=d.get("bip"), no_color=bool(d.get("no_color", D["no_color"])), energy=d.get("energy"),
             backgrounds=d.get("backgrounds", D["backgrounds"]), size=int(d.get("size", D["size"])),
-            antialias=int(d.get("antialias", D["antialias"])), outputs=tuple(d.get("outputs", ())),
+            antialias=d.get("antialias", D["antialias"]), outputs=tuple(d.get("outputs", ())),
             device=d.get("device", D["device"]),
         )
 
@@ -145,8 +169,9 @@ class SceneRenderer:
         self.landmark_names = tuple(sorted(self.model.landmarks))
         self.landmark_groups = [[self.model.landmarks[n]] for n in self.landmark_names]
         outputs = ("rgb", "landmarks2d") + tuple(config.outputs)
-        self.settings = RenderSettings(height=config.size, width=config.size, antialias=config.antialias,
-                                       outputs=outputs, backend="numba" if config.device == "cpu" else "torch",
+        self.settings = RenderSettings(height=config.size, width=config.size, antialias=config.supersampling,
+                                       edge_aa=config.edge_aa, outputs=outputs,
+                                       backend="numba" if config.device == "cpu" else "torch",
                                        device=config.device, framing=None)
         # Framing is done here (not in the renderer) so the sampled jitter is recorded.
         self.framing = Framing()
@@ -248,9 +273,10 @@ class SceneRenderer:
     @cached_property
     def assets(self) -> SceneAssets:
         """What a device renderer (:class:`morphgen.torch_scene.TorchScene`) needs of this scene."""
-        return SceneAssets(self.decoder, self.triangles, self.settings.camera, self.config.size, self.config.antialias,
-                           self.backgrounds, self.five_point, self.landmark_groups, self._reference_coords,
-                           self._region_labels, self.calibration, self.appearance)
+        return SceneAssets(self.decoder, self.triangles, self.settings.camera, self.config.size,
+                           self.config.supersampling, self.config.edge_aa, self.backgrounds, self.five_point,
+                           self.landmark_groups, self._reference_coords, self._region_labels, self.calibration,
+                           self.appearance)
 
     @cached_property
     def _torch_scene(self):

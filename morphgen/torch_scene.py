@@ -84,7 +84,7 @@ class TorchScene:
         else:
             raise ValueError("this TorchScene has no background pool: make plans with their backgrounds")
         out = render_torch(vertices, albedo, torch.from_numpy(plan.sh).to(dev), plan.pose(), self.triangles,
-                           a.camera, antialias=a.antialias, backgrounds=backgrounds.float().div_(255.0),
+                           a.camera, antialias=a.antialias, edge_aa=a.edge_aa, backgrounds=backgrounds.float().div_(255.0),
                            outputs=("rgb", "landmarks2d", *outputs),
                            landmarks=a.five_point + (a.landmark_groups if all_landmarks else []),
                            reference_coords=a.reference_coords, region_labels=a.region_labels)

@@ -32,13 +32,25 @@ def landmark_visibility(screen, normals, points_cam, zbuf, tolerance: float, xp)
     as mouth corners have sideways normals); where nothing was drawn (culled back faces,
     the silhouette) the landmark must face the camera.
     """
-    x, y, d = screen[..., 0], screen[..., 1], screen[..., 2]
     b, hh, ww = zbuf.shape
-    inside = (x >= 0) & (x < ww) & (y >= 0) & (y < hh) & (d > 0)
-    px = _pixel_index(x, inside, ww, xp)
-    py = _pixel_index(y, inside, hh, xp)
+    inside, py, px = landmark_pixels(screen, hh, ww, xp)
     rows = xp.arange(b)[:, None] if xp is np else xp.arange(b, device=zbuf.device)[:, None]
-    zb = zbuf[rows, py, px]
+    return visible_at_depth(screen, normals, points_cam, inside, zbuf[rows, py, px], tolerance, xp)
+
+
+def landmark_pixels(screen, hh: int, ww: int, xp):
+    """(inside, row, column) of each projected landmark (B, L, 3) in an (hh, ww) raster:
+    whether it lies in the image in front of the camera, and its pixel (0 where not)."""
+    x, y, d = screen[..., 0], screen[..., 1], screen[..., 2]
+    inside = (x >= 0) & (x < ww) & (y >= 0) & (y < hh) & (d > 0)
+    return inside, _pixel_index(y, inside, hh, xp), _pixel_index(x, inside, ww, xp)
+
+
+def visible_at_depth(screen, normals, points_cam, inside, zb, tolerance: float, xp):
+    """The test of :func:`landmark_visibility` given the z-buffer's depth ``zb`` (B, L) at
+    each landmark's pixel (the numba renderer reads those few values while it renders and
+    keeps no z-buffer per image)."""
+    d = screen[..., 2]
     zb = zb.astype(screen.dtype) if xp is np else zb.to(screen.dtype)
     # numpy's einsum adds the three products in another order than a sum over the last
     # axis; each path keeps the order it always had, so its output stays bit for bit

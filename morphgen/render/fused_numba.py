@@ -12,8 +12,9 @@ import numba
 import numpy as np
 
 from ..spherical_harmonics import SH_N0, SH_N1, SH_N2_0, SH_N2_1, SH_N2_2
+from .edge_aa import box_coverage, contour_pass
 from .raster_numba import raster_core, sample_weights
-from .shading import accumulate_normals_raw
+from .shading import accumulate_normals_facing, accumulate_normals_raw
 
 _FM = {"contract", "arcp", "nsz"}  # no ninf/nnan: depths and colours must stay IEEE
 
@@ -120,13 +121,18 @@ def fused_render(
     verts, albedo, shk, rot, scale, trans, fpx, cx, cy, near,
     tris, tris_sorted, tri_ids, cull, k,
     gain, contrast, offset, luma, bg, out_u8, out_f32, use_u8,
-    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, vcol, stamp, cells, zbuf, fid, bary,
+    screen, nsum, ncam, want_normals, lm_idx, lm_nrm, lm_pix, lm_z, vcol, stamp, cells, zbuf, fid, bary,
+    edge_aa, neighbors, parts, tol, drawn, cimg, best_d, best_q, best_u,
 ):  # fmt: skip
     """Render a batch; buffers with a leading dimension of 1 are reused for every image.
 
     Per image: project all vertices, rasterize, mark the vertices of the triangles that
     won a pixel (``stamp[i] == b``), sum normals, shade the marked vertices, then resolve,
-    average the sub-samples and composite.
+    average the sub-samples and composite. ``lm_pix`` (B, L, 2): the landmarks' raster
+    pixels (row, column; row -1: outside), whose z-buffer depth goes to ``lm_z`` (B, L)
+    for their visibility test. ``edge_aa`` (k = 1): the normal pass also labels the
+    triangles (``drawn``), the composited colours go to ``cimg`` (H, W, 3) and the pixels
+    are written by the edge anti-aliasing pass (:mod:`.edge_aa`).
     """
     nb = verts.shape[0]
     if use_u8:
@@ -157,10 +163,20 @@ def fused_render(
         fb[:, :] = -1
         raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb, bb, cells)
         _mark_used_vertices(fb, tris, stamp, b)
-        accumulate_normals_raw(v, tris, nsum)
+        if edge_aa:  # label the triangles for the contour, from the camera's model-space position
+            tb = trans[b]
+            eye = np.empty(3)
+            for i in range(3):
+                eye[i] = -(rb[0, i] * tb[0] + rb[1, i] * tb[1] + rb[2, i] * tb[2]) / scale[b]
+            accumulate_normals_facing(v, tris, nsum, eye, cull, drawn)
+        else:
+            accumulate_normals_raw(v, tris, nsum)
         _shade_vertices(stamp, b, nsum, rb, sk, al, gb, ct, ob, luma, vcol)
         for j in range(lm_idx.shape[0]):  # landmark normals, for their visibility test
             lm_nrm[b, j, 0], lm_nrm[b, j, 1], lm_nrm[b, j, 2] = _camera_unit(nsum, lm_idx[j], rb)
+        for j in range(lm_pix.shape[1]):  # and the depth drawn at their pixels
+            py = lm_pix[b, j, 0]
+            lm_z[b, j] = zb[py, lm_pix[b, j, 1]] if py >= 0 else np.inf
         # resolve, average the k x k sub-samples, composite
         for oy in range(h):
             for ox in range(w):
@@ -182,7 +198,7 @@ def fused_render(
                         a1 += min(max(q1, 0.0), 1.0)
                         a2 += min(max(q2, 0.0), 1.0)
                         cov += 1
-                if cov == 0 and use_u8:  # background only: copy the bytes
+                if cov == 0 and use_u8 and not edge_aa:  # background only: copy the bytes
                     out_u8[b, oy, ox, 0] = bgi[oy, ox, 0]
                     out_u8[b, oy, ox, 1] = bgi[oy, ox, 1]
                     out_u8[b, oy, ox, 2] = bgi[oy, ox, 2]
@@ -191,14 +207,54 @@ def fused_render(
                 r0 = a0 * inv_k2 + bw * bgi[oy, ox, 0]
                 r1 = a1 * inv_k2 + bw * bgi[oy, ox, 1]
                 r2 = a2 * inv_k2 + bw * bgi[oy, ox, 2]
-                if use_u8:
-                    out_u8[b, oy, ox, 0] = min(int(r0 * 255.0 + 0.5), 255)
-                    out_u8[b, oy, ox, 1] = min(int(r1 * 255.0 + 0.5), 255)
-                    out_u8[b, oy, ox, 2] = min(int(r2 * 255.0 + 0.5), 255)
+                if edge_aa:
+                    cimg[oy, ox, 0] = r0
+                    cimg[oy, ox, 1] = r1
+                    cimg[oy, ox, 2] = r2
                 else:
-                    out_f32[b, oy, ox, 0] = r0
-                    out_f32[b, oy, ox, 1] = r1
-                    out_f32[b, oy, ox, 2] = r2
+                    _write_pixel(out_u8, out_f32, use_u8, b, oy, ox, r0, r1, r2)
+        if edge_aa:
+            contour_pass(sc, tris, neighbors, parts, drawn, fb, zb, tol, best_d, best_q, best_u)
+            _edge_blend(cimg, fb, bgi, best_d, best_q, best_u, out_u8, out_f32, use_u8, b)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _write_pixel(out_u8, out_f32, use_u8, b, oy, ox, r0, r1, r2):
+    """One output pixel from its [0, 1] colour (rounded to uint8, or as float32)."""
+    if use_u8:
+        out_u8[b, oy, ox, 0] = min(int(r0 * 255.0 + 0.5), 255)
+        out_u8[b, oy, ox, 1] = min(int(r1 * 255.0 + 0.5), 255)
+        out_u8[b, oy, ox, 2] = min(int(r2 * 255.0 + 0.5), 255)
+    else:
+        out_f32[b, oy, ox, 0] = r0
+        out_f32[b, oy, ox, 1] = r1
+        out_f32[b, oy, ox, 2] = r2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _edge_blend(cimg, fb, bgi, best_d, best_q, best_u, out_u8, out_f32, use_u8, b):
+    """Step 3 of :mod:`.edge_aa`: each pixel with a seen contour edge blends its colour
+    with its neighbour's by the box coverage; the others are written as rendered (the
+    background's bytes copied where nothing was drawn)."""
+    h, w = fb.shape
+    for oy in range(h):
+        for ox in range(w):
+            q = best_q[oy, ox]
+            if q >= 0:
+                al = box_coverage(np.float64(best_d[oy, ox]), np.float64(best_u[oy, ox, 0]),
+                                  np.float64(best_u[oy, ox, 1]))
+                qy = q // w
+                qx = q - qy * w
+                _write_pixel(out_u8, out_f32, use_u8, b, oy, ox,
+                             al * cimg[oy, ox, 0] + (1.0 - al) * cimg[qy, qx, 0],
+                             al * cimg[oy, ox, 1] + (1.0 - al) * cimg[qy, qx, 1],
+                             al * cimg[oy, ox, 2] + (1.0 - al) * cimg[qy, qx, 2])
+            elif fb[oy, ox] < 0 and use_u8:
+                out_u8[b, oy, ox, 0] = bgi[oy, ox, 0]
+                out_u8[b, oy, ox, 1] = bgi[oy, ox, 1]
+                out_u8[b, oy, ox, 2] = bgi[oy, ox, 2]
+            else:
+                _write_pixel(out_u8, out_f32, use_u8, b, oy, ox, cimg[oy, ox, 0], cimg[oy, ox, 1], cimg[oy, ox, 2])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

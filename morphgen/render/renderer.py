@@ -21,8 +21,12 @@ blocks, which is exact area anti-aliasing of the silhouette. It costs about as m
 rendering at k times the size: on this project's 2-core machines the embedded model
 (12.6k triangles) renders at about 850-940 images/s per core at 128 px with k = 1 and
 490-550 with k = 2, a BFM-face12-sized mesh (56k triangles) at 430-540 and 250-300
-(benchmarks/bench_render.py prints these). ``RenderSettings`` defaults to k = 1, the
-dataset writer (``morphgen render --antialias``) to 2.
+(benchmarks/bench_render.py prints these). Edge anti-aliasing (``edge_aa``, k = 1,
+:mod:`.edge_aa`) instead blends the pixels along silhouette and occlusion edges by their
+analytic coverage, after a render at the output size: the silhouettes of 2x2 (or
+better), for about a third of its extra cost. ``RenderSettings`` defaults to k = 1
+without it; the dataset writer (``morphgen render --antialias``) to edge anti-aliasing
+(before, to k = 2). It changes only ``rgb``: the other outputs are those of k = 1.
 
 Other outputs (``settings.outputs``) at the output resolution:
 ``depth`` (mm, view space, 0 = background), ``normals`` (camera-space unit normals),
@@ -49,9 +53,10 @@ from ..errors import ConfigError
 from ..spherical_harmonics import LAMBERT_KERNEL, irradiance
 from ..tensors import is_tensor
 from .camera import Camera, Framing, Pose, frame_translation, group_points, group_weights
-from .extras import OUTPUTS, landmark_visibility, reference_colors
+from .extras import OUTPUTS, landmark_pixels, reference_colors, visible_at_depth
 from .fused_numba import fused_render, resolve_attrs, resolve_labels
 from .raster_common import BACKENDS
+from .edge_aa import ContourMesh, contour_mesh, depth_tolerance
 from .raster_numba import MESH_CACHE
 from .shading import LUMA, ColorTransform
 from .torch_render import render_torch
@@ -69,6 +74,8 @@ class RenderSettings:
     raster_backend: rasterizer of the torch path: "auto" (numba on CPU; on CUDA triton
         where it is installed, else torch), "numba", "torch", "triton", "pytorch3d".
     antialias: supersampling factor k (1 to 4); see the module docstring.
+    edge_aa: edge anti-aliasing (:mod:`.edge_aa`): analytic coverage at silhouette and
+        occlusion edges, for k = 1.
     outputs: any of ``OUTPUTS``; "landmarks2d" also returns "visibility".
     framing: place each face by its five alignment points (None: use pose.translation).
     output_dtype: "uint8" (0..255) or "float32" (0..1) for rgb.
@@ -79,6 +86,7 @@ class RenderSettings:
     backend: str = "auto"
     raster_backend: str = "auto"
     antialias: int = 1
+    edge_aa: bool = False
     outputs: tuple[str, ...] = ("rgb",)
     cull_backfaces: bool = True
     framing: Framing | None = field(default_factory=Framing)
@@ -97,6 +105,8 @@ class RenderSettings:
             raise ConfigError(f"unknown raster backend {self.raster_backend!r}: use auto, {', '.join(BACKENDS)}")
         if isinstance(self.antialias, bool) or not isinstance(self.antialias, (int, np.integer)) or not 1 <= self.antialias <= 4:
             raise ConfigError(f"antialias = {self.antialias!r} is invalid: use a whole supersampling factor from 1 to 4")
+        if self.edge_aa and self.antialias != 1:
+            raise ConfigError(f"edge anti-aliasing replaces supersampling: use it with antialias 1, not {self.antialias}")
         if isinstance(self.outputs, str):
             object.__setattr__(self, "outputs", (self.outputs,))
         bad = [o for o in self.outputs if o not in OUTPUTS]
@@ -238,6 +248,7 @@ def render_batch(
             torch.as_tensor(tris, device=dev),
             settings.camera,
             antialias=settings.antialias,
+            edge_aa=settings.edge_aa,
             cull_backfaces=settings.cull_backfaces,
             raster_backend=raster,
             backgrounds=torch.as_tensor(bg, device=dev).float().div(255.0).expand(b, -1, -1, -1),
@@ -280,17 +291,24 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     rot = np.ascontiguousarray(pose.rotation(), dtype=np.float64)
     scale = np.ascontiguousarray(np.asarray(pose.scale, dtype=np.float64).reshape(b))
     trans = np.ascontiguousarray(np.asarray(pose.translation, dtype=np.float64).reshape(b, 3))
-    extras = outputs - {"rgb"}
-    keep = b if extras else 1  # per-image buffers only when something reads them later
+    maps = outputs - {"rgb", "landmarks2d"}
+    keep = b if maps else 1  # per-image raster maps only when an output reads them after the render
     want_normals = bool(outputs & {"normals", "illumination"})
-    # Landmark visibility needs the normals of the landmark vertices only: the kernel writes
-    # those (a full camera-space normal pass cost 0.8 ms an image on a face12-sized mesh).
+    # Landmark visibility needs the normals of the landmark vertices and the depth drawn at
+    # their pixels only: the kernel writes those (a camera-space normal pass cost 0.8 ms an
+    # image on a face12-sized mesh, and keeping each image's z-buffer 0.5 ms at antialias 2).
+    lm_idx = np.empty(0, np.int64)
+    lm_pix = np.empty((b, 0, 2), np.int64)
     if "landmarks2d" in outputs:
         lm_vertices, lm_weights = group_weights(lm_groups)
         lm_idx, lm_pos = np.unique(lm_vertices, return_inverse=True)
-    else:
-        lm_idx = lm_pos = np.empty(0, np.int64)
+        pts = group_points(verts, lm_groups).astype(np.float64)
+        pts_cam = pose.transform(pts)
+        scr = cam_hi.project(pts_cam)
+        inside, py, px = landmark_pixels(scr, hh, ww, np)
+        lm_pix = np.ascontiguousarray(np.stack((np.where(inside, py, -1), px), -1))
     lm_nrm = np.empty((b, len(lm_idx), 3), np.float32)
+    lm_z = np.empty(lm_pix.shape[:2], np.float32)
     screen = np.empty((keep, n, 3), np.float32)
     ncam = np.empty((b if want_normals else 1, n, 3), np.float32)
     vcol = np.empty((n, 3), np.float32)
@@ -301,20 +319,30 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     use_u8 = settings.output_dtype == "uint8"
     out_u8 = np.empty((b, h, w, 3) if use_u8 else (1, 1, 1, 3), np.uint8)
     out_f32 = np.empty((1, 1, 1, 3) if use_u8 else (b, h, w, 3), np.float32)
+    edge = settings.edge_aa
+    contour = contour_mesh(tris) if edge else ContourMesh(np.empty((0, 3), np.int32), np.empty(0, np.int32))
+    px_shape = (h, w) if edge else (1, 1)  # edge anti-aliasing's per-pixel buffers
     fx = cam_hi.focal_px
     cx, cy = cam_hi.center_px
     fused_render(
         v32, al, shk, rot, scale, trans, fx, cx, cy, float(settings.near),
         tris, mesh.sorted, mesh.order, bool(settings.cull_backfaces), k,
         gain, contrast, offset, LUMA, bg, out_u8, out_f32, use_u8,
-        screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, vcol, stamp,
-        np.empty((n, 4), np.int32), zbuf, fid, bary,
+        screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, lm_pix, lm_z,
+        vcol, stamp, np.empty((n, 4), np.int32), zbuf, fid, bary,
+        edge, contour.neighbors, contour.parts, depth_tolerance(cam.focal_px), np.empty(len(contour.parts), np.int8),
+        np.empty((*px_shape, 3)), np.empty(px_shape, np.float32), np.empty(px_shape, np.int32),
+        np.empty((*px_shape, 2), np.float32),
     )  # fmt: skip
     result: dict[str, np.ndarray] = {}
     if "rgb" in outputs:
         result["rgb"] = out_u8 if use_u8 else out_f32
-    if not extras:
-        result["translation"] = trans.copy()
+    if "landmarks2d" in outputs:
+        nrm = (lm_nrm[:, lm_pos.reshape(lm_vertices.shape)].astype(np.float64) * lm_weights[None, :, :, None]).sum(2)
+        result["landmarks2d"] = (scr[..., :2] / k).astype(np.float32)
+        result["visibility"] = visible_at_depth(scr, nrm, pts_cam, inside, lm_z, settings.visibility_tolerance, np)
+    result["translation"] = trans.copy()
+    if not maps:
         return result
 
     # continuous per-vertex attributes, resolved in one pass per image
@@ -367,14 +395,4 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
         for i in range(b):
             resolve_labels(fid[i], bary[i], tris, labels, k, reg[i])
         result["regions"] = reg
-    if "landmarks2d" in outputs:
-        pts = group_points(verts, lm_groups).astype(np.float64)
-        nrm = (lm_nrm[:, lm_pos.reshape(lm_vertices.shape)].astype(np.float64) * lm_weights[None, :, :, None]).sum(2)
-        pts_cam = pose.transform(pts)
-        scr = cam_hi.project(pts_cam)
-        result["landmarks2d"] = (scr[..., :2] / k).astype(np.float32)
-        result["visibility"] = landmark_visibility(scr, nrm, pts_cam, zbuf, settings.visibility_tolerance, np)
-    result["translation"] = trans.copy()
     return result
-
-

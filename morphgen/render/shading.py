@@ -51,18 +51,33 @@ def accumulate_normals_raw(verts, tris, out):
     Pass ``tris`` as uint32: with signed indices numba adds wraparound checks that more
     than double the time of this scatter loop.
     """
+    accumulate_normals_facing(verts, tris, out, np.zeros(3), False, np.empty(0, np.int8))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def accumulate_normals_facing(verts, tris, out, eye, cull, drawn):
+    """:func:`accumulate_normals_raw`, and where ``drawn`` is not empty, each triangle's
+    label for edge anti-aliasing (:mod:`.edge_aa`) from the cross product the loop has
+    anyway: 1 if it faces the camera at ``eye`` (model space), else 0 (culled) or -1
+    (``cull`` False: drawn from behind)."""
     out[:] = 0.0
+    label = drawn.shape[0] > 0
+    e0, e1, e2 = eye[0], eye[1], eye[2]
     for k in range(tris.shape[0]):
         a, b, c = tris[k, 0], tris[k, 1], tris[k, 2]
-        ux = verts[b, 0] - verts[a, 0]
-        uy = verts[b, 1] - verts[a, 1]
-        uz = verts[b, 2] - verts[a, 2]
-        vx = verts[c, 0] - verts[a, 0]
-        vy = verts[c, 1] - verts[a, 1]
-        vz = verts[c, 2] - verts[a, 2]
+        x, y, z = verts[a, 0], verts[a, 1], verts[a, 2]  # read before the stores below (which might alias)
+        ux = verts[b, 0] - x
+        uy = verts[b, 1] - y
+        uz = verts[b, 2] - z
+        vx = verts[c, 0] - x
+        vy = verts[c, 1] - y
+        vz = verts[c, 2] - z
         nx = uy * vz - uz * vy
         ny = uz * vx - ux * vz
         nz = ux * vy - uy * vx
+        if label:
+            toward = nx * (e0 - x) + ny * (e1 - y) + nz * (e2 - z)
+            drawn[k] = 1 if toward > 0.0 else (0 if cull else -1)
         out[a, 0] += nx
         out[a, 1] += ny
         out[a, 2] += nz

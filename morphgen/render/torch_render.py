@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..spherical_harmonics import irradiance_torch
 from .camera import Camera, Pose, group_points, group_weights
+from .edge_aa import edge_antialias_torch, triangle_labels
 from .extras import landmark_visibility, reference_colors
 from .raster_common import RasterOutput, maps_from_keys
 from .rasterize import auto_backend, rasterize
@@ -36,6 +37,7 @@ def render_torch(
     camera: Camera,
     *,
     antialias: int = 1,
+    edge_aa: bool = False,
     cull_backfaces: bool = True,
     raster_backend: str = "auto",
     backgrounds: torch.Tensor | None = None,
@@ -54,9 +56,11 @@ def render_torch(
     [0, 1] or None (black). Returns float images in [0, 1] (``rgb``, ...), plus
     ``face_id`` (the high-resolution triangle-id map) and the requested extras as in
     :func:`.renderer.render_batch`. Gradients reach vertices, albedo, sh, the colour transform
-    and the pose through the interpolated colours (not through silhouette changes).
-    When none of them requires a gradient and the rasterizer is triton, ``rgb`` comes
-    from the fused Triton resolve instead (float32, same image within rounding).
+    and the pose through the interpolated colours; with ``edge_aa`` (:mod:`.edge_aa`,
+    antialias 1) also through silhouettes and occlusion edges, whose pixels blend by a
+    coverage that moves with the vertices. When none of them requires a gradient and the
+    rasterizer is triton, ``rgb`` comes from the fused Triton resolve (and the edge
+    pass's Triton search) instead (float32, same image within rounding).
     """
     import torch
     import torch.nn.functional as F
@@ -76,6 +80,8 @@ def render_torch(
         albedo = albedo[None].expand(b, -1, -1)
     if sh.dim() == 2:
         sh = sh[None].expand(b, -1, -1)
+    if edge_aa and k != 1:
+        raise ConfigError(f"edge anti-aliasing replaces supersampling: use it with antialias 1, not {k}")
     p = pose.torch(dev, dt)
     if raster_backend == "auto":
         raster_backend = auto_backend(dev)
@@ -120,6 +126,11 @@ def render_torch(
         face = pool(img)
         bg = torch.zeros(b, h, w, 3, dtype=dt, device=dev) if backgrounds is None else backgrounds.to(dev, dt)
         res["rgb"] = face + (1.0 - alpha) * bg
+    if edge_aa and "rgb" in outputs:
+        eye = -torch.matmul(rot.transpose(1, 2), p.translation.to(dt)[:, :, None])[..., 0] / s.reshape(-1, 1)
+        labels = triangle_labels(vertices, tris, eye, cull_backfaces)
+        res["rgb"] = edge_antialias_torch(res["rgb"], fid, rast.depth, screen, labels, tris, camera.focal_px,
+                                          use_triton=fused)
 
     def coverage_mean(attr: torch.Tensor) -> torch.Tensor:
         val = pool(interpolate(attr, fid, screen, tris) * covered)

@@ -14,6 +14,9 @@ a batch costs two launches and no sync:
   barycentrics from the covering triangle, interpolated vertex colour, coverage-weighted
   composite over the background; the anti-aliasing block mean is folded in. Not
   differentiable: ``render_torch`` uses it only when no gradient is wanted.
+* :func:`contour_keys` - edge anti-aliasing's search (:mod:`.edge_aa`): one lane per
+  contour segment walks the pixels near it and ``atomic_min``s the key of its distance
+  where it is seen, as the raster kernel walks a triangle's box.
 
 Triton compiles for CUDA; on the CPU these kernels run only under ``TRITON_INTERPRET=1``
 (the tests use that to check them against the numba backend). Import this module only on
@@ -143,6 +146,84 @@ def resolve_kernel(keys_ptr, screen_ptr, tris_ptr, color_ptr, bg_ptr, out_ptr, n
     tl.store(out_ptr + o, r0, mask=live)
     tl.store(out_ptr + o + 1, r1, mask=live)
     tl.store(out_ptr + o + 2, r2, mask=live)
+
+
+@triton.jit
+def contour_kernel(screen_ptr, seg_ptr, img_ptr, part_ptr, parts_ptr, fid_ptr, depth_ptr, keys_ptr, n_vertices, n_seg,
+                   h, w, tol, radius, BLOCK: tl.constexpr):
+    s = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = s < n_seg
+    a = tl.load(seg_ptr + s * 2, mask=live, other=0)
+    b = tl.load(seg_ptr + s * 2 + 1, mask=live, other=0)
+    bi = tl.load(img_ptr + s, mask=live, other=0).to(tl.int64)
+    part = tl.load(part_ptr + s, mask=live, other=-1)
+    base = screen_ptr + bi * n_vertices * 3
+    ax, ay, az = tl.load(base + a * 3), tl.load(base + a * 3 + 1), tl.load(base + a * 3 + 2)
+    bx, by, bz = tl.load(base + b * 3), tl.load(base + b * 3 + 1), tl.load(base + b * 3 + 2)
+    dx = bx - ax
+    dy = by - ay
+    l2 = dx * dx + dy * dy
+    x0 = tl.ceil(tl.maximum(tl.minimum(ax, bx) - radius - 0.5, 0.0))
+    x1 = tl.floor(tl.minimum(tl.maximum(ax, bx) + radius - 0.5, w - 1.0))
+    y0 = tl.ceil(tl.maximum(tl.minimum(ay, by) - radius - 0.5, 0.0))
+    y1 = tl.floor(tl.minimum(tl.maximum(ay, by) + radius - 0.5, h - 1.0))
+    valid = live & (l2 > 0.0) & (az > 0.0) & (bz > 0.0) & (x0 <= x1) & (y0 <= y1)
+    inv_l2 = 1.0 / tl.where(valid, l2, 1.0)
+    ln = tl.sqrt(tl.where(valid, l2, 1.0))
+    iaz = 1.0 / az
+    ibz = 1.0 / bz
+    ix0, iy0 = x0.to(tl.int32), y0.to(tl.int32)
+    bw = tl.where(valid, x1.to(tl.int32) - ix0 + 1, 1)
+    count = tl.where(valid, bw * (y1.to(tl.int32) - iy0 + 1), 0)
+    most = tl.max(count, axis=0)
+    img = bi * h * w
+    j = 0
+    while j < most:  # lane j-th candidate pixel of its own box, as in raster_kernel
+        on = j < count
+        py = iy0 + j // bw
+        px = ix0 + j % bw
+        rx = px.to(tl.float32) + 0.5 - ax
+        ry = py.to(tl.float32) + 0.5 - ay
+        t = tl.minimum(tl.maximum((rx * dx + ry * dy) * inv_l2, 0.0), 1.0)
+        qx = t * dx - rx
+        qy = t * dy - ry
+        d2 = qx * qx + qy * qy
+        d = tl.sqrt(d2)
+        at = d2 == 0.0  # the edge passes through the centre: any normal of it
+        ux = tl.where(at, -dy / ln, qx / tl.where(at, 1.0, d))
+        uy = tl.where(at, dx / ln, qy / tl.where(at, 1.0, d))
+        horiz = tl.abs(ux) >= tl.abs(uy)
+        qpx = tl.where(horiz, px + tl.where(ux > 0.0, 1, -1), px)
+        qpy = tl.where(horiz, py, py + tl.where(uy > 0.0, 1, -1))
+        ok = on & (d < radius) & (qpx >= 0) & (qpx < w) & (qpy >= 0) & (qpy < h)
+        inv_ze = (1.0 - t) * iaz + t * ibz
+        zp = tl.load(depth_ptr + img + py * w + px, mask=ok, other=float("inf"))
+        zq = tl.load(depth_ptr + img + qpy * w + qpx, mask=ok, other=float("inf"))
+        seen_p = zp * inv_ze <= 1.0 + tol
+        ok = ok & (seen_p != (zq * inv_ze <= 1.0 + tol))
+        f = tl.load(fid_ptr + img + tl.where(seen_p, py * w + px, qpy * w + qpx), mask=ok, other=0)
+        ok = ok & (tl.load(parts_ptr + f, mask=ok, other=-2) == part)
+        key = (d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | s.to(tl.int64)
+        tl.atomic_min(keys_ptr + img + py * w + px, key, mask=ok, sem="relaxed")
+        j += 1
+
+
+def contour_keys(screen: torch.Tensor, seg: torch.Tensor, image: torch.Tensor, part: torch.Tensor, parts: torch.Tensor,
+                 fid: torch.Tensor, depth: torch.Tensor, tol: float, radius: float) -> torch.Tensor:
+    """(B * H * W,) int64 keys of edge anti-aliasing's search (:mod:`.edge_aa`, step 2):
+    ``distance bits << 32 | segment`` of the nearest seen contour segment within
+    ``radius`` of each pixel centre, EMPTY_KEY where none. screen (B, N, 3) float32, seg
+    (S, 2) int32 vertex pairs, image (S,) int32 their images, part (S,) int32 their mesh
+    parts, parts (T,) int32 every triangle's, fid (B, H, W) int32 and depth (B, H, W)
+    float32 the raster's maps (-1 / +inf where nothing was drawn)."""
+    b, h, w = depth.shape
+    keys = torch.full((b * h * w,), EMPTY_KEY, dtype=torch.int64, device=depth.device)
+    n = seg.shape[0]
+    if n:
+        contour_kernel[(triton.cdiv(n, _TRI_BLOCK),)](screen, seg, image, part, parts, fid, depth, keys,
+                                                     screen.shape[1], n, h, w, float(tol), float(radius),
+                                                     BLOCK=_TRI_BLOCK, enable_fp_fusion=False)
+    return keys
 
 
 def raster_keys(screen: torch.Tensor, tris: torch.Tensor, h: int, w: int, cull: bool, near: float) -> torch.Tensor:

@@ -45,7 +45,7 @@ DEFAULT_SEED = 100000
 
 def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90:15", lights: int = 3,
                     size: int = 128, face_model: str | None = None, expressions: bool = False,
-                    backgrounds: str = "procedural", antialias: int = 2):
+                    backgrounds: str = "procedural", antialias: int | str = 2):
     """The SceneConfig of the benchmark renders (controlled grid; pitch = roll = 0)."""
     from morphgen.scene import SceneConfig
 
@@ -60,7 +60,7 @@ def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90
     scene = SceneConfig.from_dict({
         "model": face_model, "seed": int(seed), "ids": int(ids), "expressions": bool(expressions),
         "grid": {"yaw": yaws, "pitch": "0:0:1", "roll": "0:0:1", "lights": int(lights)},
-        "size": int(size), "antialias": int(antialias), "backgrounds": backgrounds, "outputs": [],
+        "size": int(size), "antialias": antialias, "backgrounds": backgrounds, "outputs": [],
     })
     if not np.isclose(scene.sampling.grid.yaw.values(), 0).any():  # refused before rendering, not after
         raise ConfigError(f"--yaws {yaws} has no yaw 0: the pose protocol compares every yaw with a frontal gallery")
