@@ -72,10 +72,21 @@ def _landmarks(vertices: np.ndarray, names) -> tuple[dict[str, list[float]], dic
     return coords, expected
 
 
-def _pca_truth(rng, n3: int, k: int, var_scale: float, mean: np.ndarray) -> dict:
+def smooth_orthonormal(rng: np.random.Generator, points: np.ndarray, k: int) -> np.ndarray:
+    """(3N, k) orthonormal columns that are smooth displacement fields over ``points`` (N,
+    3) mm: random mixes of slow cosine waves (periods 40 to 400 mm), as a real model's
+    components deform a face smoothly."""
+    freq = rng.uniform(1.0 / 400.0, 1.0 / 40.0, (4 * k, 1)) * rng.normal(size=(4 * k, 3))
+    waves = np.cos(2 * np.pi * points @ freq.T + rng.uniform(0, 2 * np.pi, 4 * k))  # (N, 4k)
+    fields = np.einsum("nw,wkc->nck", waves, rng.normal(size=(4 * k, k, 3))).reshape(3 * len(points), k)
+    return np.linalg.qr(fields)[0]
+
+
+def _pca_truth(mean: np.ndarray, basis: np.ndarray, var_scale: float, rng: np.random.Generator) -> dict:
+    k = basis.shape[1]
     return {
         "mean": mean.astype(np.float32),
-        "basis": random_orthonormal(rng, n3, k).astype(np.float32),
+        "basis": basis.astype(np.float32),
         "variance": (var_scale * np.sort(rng.uniform(0.2, 1.0, k))[::-1]).astype(np.float32),
     }
 
@@ -102,22 +113,30 @@ def write_bfm2017_fixture(
     version None writes no version datasets; legacy_scaled_basis stores U * sqrt(var) (as
     format 0.8 did); inward_cells writes clockwise (inward-facing) triangles. ``mesh``
     replaces the icosphere by a synthetic face (e.g. ``synthetic_face_grid()``: a file of
-    BFM face12's size for speed measurements) with its own landmarks.
+    BFM face12's size for speed measurements) with its own landmarks and albedo, and
+    smooth bases and expression mean like a real model's (random ones would make every
+    face a rough surface: a different picture, and thousands of silhouette edges).
     """
     import h5py
 
     rng = np.random.default_rng(seed)
     if mesh is None:
         vertices, triangles = icosphere(subdivisions, RADIUS_MM)
+        n = len(vertices)
+        basis = lambda k: random_orthonormal(rng, 3 * n, k)  # noqa: E731
+        color_mean = lambda: rng.uniform(0.3, 0.7, 3 * n)  # noqa: E731
+        expression_mean = lambda: rng.normal(0.0, 0.5, 3 * n)  # noqa: E731
     else:
         vertices, triangles = mesh.vertices.astype(np.float64), mesh.triangles
+        basis = lambda k: smooth_orthonormal(rng, vertices, k)  # noqa: E731
+        color_mean = lambda: mesh.albedo.ravel()  # noqa: E731
+        expression_mean = lambda: 20.0 * smooth_orthonormal(rng, vertices, 1)[:, 0]  # noqa: E731
     n = len(vertices)
     truth = {"points": vertices.astype(np.float32), "triangles": triangles}
-    truth["shape"] = _pca_truth(rng, 3 * n, n_shape, 25.0, vertices.ravel())
-    color_mean = rng.uniform(0.3, 0.7, 3 * n) if mesh is None else mesh.albedo.ravel()
-    truth["color"] = _pca_truth(rng, 3 * n, n_color, 0.01, color_mean)
+    truth["shape"] = _pca_truth(vertices.ravel(), basis(n_shape), 25.0, rng)
+    truth["color"] = _pca_truth(color_mean(), basis(n_color), 0.01, rng)
     if n_expression:
-        truth["expression"] = _pca_truth(rng, 3 * n, n_expression, 4.0, rng.normal(0.0, 0.5, 3 * n))
+        truth["expression"] = _pca_truth(expression_mean(), basis(n_expression), 4.0, rng)
     cells = triangles[:, [0, 2, 1]] if inward_cells else triangles
 
     with h5py.File(path, "w") as f:
