@@ -8,7 +8,9 @@ import click
 from morphgen.errors import ConfigError
 from morphgen.outputs import check_image_path, check_writable
 
+from morphgen.appearance import PARTS as APPEARANCE_PARTS
 from morphgen.options import PER_ID_DEFAULT, scene_from_options
+from morphgen.render.photo import EFFECTS as PHOTO_EFFECTS
 
 from .options import default_text as _d
 from .options import merged_options
@@ -44,12 +46,12 @@ def scene_options(f):
         click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'scenes' (built-in photo-like rooms, streets and crowds, out of focus), 'mixed' (half of each), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
         click.option("--photo", help="Camera and photo effects on each image: 'off', the preset 'realistic', or a "
                      "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
-                     "Effects: occlusion, blur, motion, vignette, color, white_balance, gamma, lowres, noise, grey, "
-                     "jpeg; what each image got is recorded in its params. " + _d("photo")),
+                     "Effects: " + ", ".join(PHOTO_EFFECTS) + "; what each image got is recorded in its params. "
+                     + _d("photo")),
         click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail, clothing, eye "
                      "catch-lights: 'off', the preset 'full', or a preset then part=probability items, e.g. "
-                     "'full,eyewear=0' (0 switches one off). Parts: hair, eyewear, beard, skin, clothing, eyes, "
-                     "hair_vary (an image re-draws its identity's hairstyle); recorded in each image's params. "
+                     "'full,eyewear=0' (0 switches one off). Parts: " + ", ".join(APPEARANCE_PARTS)
+                     + " (hair_vary: an image re-draws its identity's hairstyle); recorded in each image's params. "
                      + _d("appearance")),
         click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
         click.option("--antialias", help="'edges': analytic anti-aliasing of silhouette and occlusion edges (the "

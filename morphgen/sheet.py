@@ -25,6 +25,8 @@ def contact_sheet(images, cols: int) -> np.ndarray:
 def write_sheet(path: Path, images, cols: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(contact_sheet(images, cols), cv2.COLOR_RGB2BGR)):
+    # JPEG sheets at quality 85: they are for the eye, and docs keep them a few hundred kB
+    params = [cv2.IMWRITE_JPEG_QUALITY, 85] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(contact_sheet(images, cols), cv2.COLOR_RGB2BGR), params):
         raise ConfigError(f"could not write {path}: check the folder exists and is writable")
     return path
