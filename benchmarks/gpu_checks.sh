@@ -5,8 +5,9 @@
 #   2. online synthesis: render only / model only / end to end       (bench_online.py)
 #   3. dataset writer: a 100k-image slice of SYN-1M to disk          (morphgen render --device cuda),
 #      then 100k and 200k slices for the steady rate                 (bench_dataset.py --scales 1,2)
-#   4. the online recipe (experiments/online_gpu_10min.yaml) for TRAIN_SECONDS of training,
-#      then its evaluations (held-out synthetic, ORL and Yale pairs) and table
+#   4. the online recipe (RECIPE, default experiments/online_gpu_10min.yaml; the transfer one:
+#      experiments/transfer_gpu_10min.yaml) for TRAIN_SECONDS of training, then its evaluations
+#      (held-out synthetic, ORL and Yale pairs, CFP-FF/FP when ../shared/data/cfp is there) and table
 #
 #   OUT=results bash benchmarks/gpu_checks.sh
 #
@@ -18,6 +19,7 @@
 #   TRAIN_SECONDS  step 4's training time (default 90); the step count is derived from the
 #                  end-to-end rate of step 2 (or RATE, or else 2,000 img/s)
 #   RATE           step 4's end-to-end img/s when step 2 ran in another call
+#   RECIPE         step 4's experiment (default experiments/online_gpu_10min.yaml)
 #   WORKERS        CPU processes (default cores - 1)
 #   RASTERS        step 1's rasterizers (default "torch triton")
 #   PROFILE        step 2 then profiles that many end-to-end steps (default 0)
@@ -40,6 +42,7 @@ IDS=${IDS:-1000}
 BENCH_STEPS=${BENCH_STEPS:-40}
 RASTERS=${RASTERS:-torch triton}
 PROFILE=${PROFILE:-0}
+RECIPE=${RECIPE:-experiments/online_gpu_10min.yaml}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 LOG="$OUT/gpu_log.txt"
@@ -75,7 +78,7 @@ step 200 python3 benchmarks/bench_dataset.py --device "$DEVICE" --ids "$IDS" --p
 fi
 
 if want 4; then
-say "4. online recipe, about $TRAIN_SECONDS s of training"
+say "4. online recipe $RECIPE, about $TRAIN_SECONDS s of training"
 RATE=${RATE:-$(grep -o 'end to end *: *[0-9.]*' "$OUT/bench_online.txt" 2>/dev/null | grep -o '[0-9.]*$')}
 STEPS=$(python3 -c "print(max(20, int(float('${RATE:-2000}') * $TRAIN_SECONDS / ($P * 4))))")
 say "end-to-end rate ${RATE:-unknown} img/s -> $STEPS steps"
@@ -83,11 +86,11 @@ sed -e "s/^    steps: .*/    steps: $STEPS/" -e "s/^    eval_every: .*/    eval_
     -e "s/^    warmup_steps: .*/    warmup_steps: $(( STEPS / 20 ))/" -e "s/^    device: .*/    device: $DEVICE/" \
     -e "s/^    margin_warmup_steps: .*/    margin_warmup_steps: $(( STEPS / 5 ))/" \
     -e "s/^    batch_p: .*/    batch_p: $P/" \
-    experiments/online_gpu_10min.yaml > experiments/online_gpu_short.yaml
-step $(( TRAIN_SECONDS + 150 )) morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
+    "$RECIPE" > experiments/online_gpu_short.yaml
+step $(( TRAIN_SECONDS + 300 )) morphgen experiment run experiments/online_gpu_short.yaml --out /tmp/online_gpu
 RUN=/tmp/online_gpu/runs/none__online
 cp /tmp/online_gpu/results.md "$RUN/log.csv" "$RUN/train_crops.png" "$RUN/real_crops.png" "$OUT/" 2>>"$LOG"
-cp /tmp/online_gpu/roc_orl.png "$OUT/" 2>>"$LOG"
+cp /tmp/online_gpu/roc_*.png "$OUT/" 2>>"$LOG"
 cat /tmp/online_gpu/results.md 2>&1 | tee -a "$LOG"
 rm -f experiments/online_gpu_short.yaml
 fi
