@@ -49,9 +49,10 @@ def scene_options(f):
                      "Effects: " + ", ".join(PHOTO_EFFECTS) + "; what each image got is recorded in its params. "
                      + _d("photo")),
         click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail, clothing, eye "
-                     "catch-lights: 'off', the preset 'full', or a preset then part=probability items, e.g. "
-                     "'full,eyewear=0' (0 switches one off). Parts: " + ", ".join(APPEARANCE_PARTS)
-                     + " (hair_vary: an image re-draws its identity's hairstyle); recorded in each image's params. "
+                     "catch-lights, shiny skin: 'off', the preset 'full', or a preset then part=probability items, "
+                     "e.g. 'full,eyewear=0' (0 switches one off). Parts: " + ", ".join(APPEARANCE_PARTS)
+                     + " (hair_vary: an image re-draws its identity's hairstyle; shine: specular highlights of oily "
+                     "skin, not in 'full' yet, e.g. 'full,shine=0.6'); recorded in each image's params. "
                      + _d("appearance")),
         click.option("--size", type=int, help="Image side in pixels (16..1024). " + _d("size")),
         click.option("--antialias", help="'edges': analytic anti-aliasing of silhouette and occlusion edges (the "

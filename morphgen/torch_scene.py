@@ -74,9 +74,11 @@ class TorchScene:
         `outputs` as render_torch returns them."""
         a, dev = self.assets, self.device
         vertices, albedo = self.decode(plan)
+        specular = None
         if a.appearance is not None:
             look = {k: torch.from_numpy(x).to(dev, non_blocking=True) for k, x in plan.appearance.items()}
             vertices, albedo = a.appearance.apply(vertices, albedo, look, torch)
+            specular = a.appearance.specular(plan.appearance, torch, vertices)
         if plan.backgrounds is not None:
             backgrounds = torch.from_numpy(plan.backgrounds).to(dev)
         elif self.pool is not None:
@@ -85,7 +87,7 @@ class TorchScene:
             raise ValueError("this TorchScene has no background pool: make plans with their backgrounds")
         out = render_torch(vertices, albedo, torch.from_numpy(plan.sh).to(dev), plan.pose(), self.triangles,
                            a.camera, antialias=a.antialias, edge_aa=a.edge_aa, backgrounds=backgrounds.float().div_(255.0),
-                           outputs=("rgb", "landmarks2d", *outputs),
+                           specular=specular, outputs=("rgb", "landmarks2d", *outputs),
                            landmarks=a.five_point + (a.landmark_groups if all_landmarks else []),
                            reference_coords=a.reference_coords, region_labels=a.region_labels)
         if plan.photo:

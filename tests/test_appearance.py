@@ -121,7 +121,7 @@ def _np_tensors():
 def test_models_without_hair_regions_dress_too(tiny_model, tmp_path):
     path = tmp_path / "tiny.npz"
     tiny_model.save_npz(path)
-    r = SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, ids=4, size=48, appearance="full", model=str(path))))
+    r = SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, ids=4, size=48, appearance="full,shine=1", model=str(path))))
     out = r.render([r.sampler.image_params(i, 0) for i in range(4)])
     assert all(o.rgb.shape == (48, 48, 3) for o in out)
 
@@ -130,7 +130,7 @@ def test_render_cli_records_appearance_and_refuses_bad_specs(tmp_path):
     from morphgen.cli.main import cli
 
     res = CliRunner().invoke(cli, ["render", "--ids", "3", "--per-id", "2", "--size", "48", "--workers", "1", "--quiet",
-                                   "--appearance", "full,eyewear=1", "--outputs", "regions,correspondence",
+                                   "--appearance", "full,eyewear=1,shine=0.5", "--outputs", "regions,correspondence",
                                    "--out", str(tmp_path / "ds")])
     assert res.exit_code == 0, res.output
     rows = [r for _, r in params_rows(tmp_path / "ds")]

@@ -1,5 +1,5 @@
 """Appearance beyond the morphable model's PCA: hair with volume, eyewear, facial hair,
-skin detail, clothing at the neck, catch-lights in the eyes.
+skin detail, clothing at the neck, catch-lights in the eyes, shiny skin.
 
 Why: renders of a PCA model read as shop-window mannequins (bald or painted caps, nobody
 in glasses, smooth skin); a network trained only on them never learns to ignore what
@@ -11,18 +11,27 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
     --appearance full                  every part at its default probability
     --appearance full,eyewear=0        every part but glasses (an ablation cell)
     --appearance hair=1,beard=0.5      only these
+    --appearance full,shine=0.6        every part, and shiny skin (not in `full`)
 
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
-detail (freckles, moles, blemishes, age spots) or being a glasses wearer (who wears them
-in 3 of 4 images; anyone may wear sunglasses now and then); of an image showing a collar
-and catch-lights. ``hair_vary`` is the probability that an image re-draws its identity's
-hairstyle. What each image got is recorded in its params (``appearance``); it is a pure
-function of (seed, identity, sample).
+detail (freckles, moles, blemishes, age spots), shiny skin or being a glasses wearer (who
+wears them in 3 of 4 images; anyone may wear sunglasses now and then); of an image
+showing a collar and catch-lights. ``hair_vary`` is the probability that an image
+re-draws its identity's hairstyle. What each image got is recorded in its params
+(``appearance``); it is a pure function of (seed, identity, sample).
+
+``shine``: specular highlights under the image's light (:mod:`morphgen.render.specular`),
+for an identity with a strength (0.2 to 1) and a T-zone share (0: the cheeks shine 0.6
+as much as forehead, nose and chin; 1: only the T-zone shines). It is not in ``full``
+(its probability there is 0) because its effect on recognition is not yet measured:
+opt in with ``full,shine=0.6``.
 
 Rendering: the parts are vertex positions and albedo: extra vertices (a hair shell,
 glasses) with a fixed triangle list appended to the model's, and albedo layers on the
 model's vertices, computed by ``Appearance.apply`` with numpy (CPU renderer) or torch
-(GPU renderer) from the same numbers, so every backend draws the same pixels.
+(GPU renderer) from the same numbers, so every backend draws the same pixels. Shine is
+per-vertex specular weights (``Appearance.specular``) that the renderers take beside
+them.
 """
 from __future__ import annotations
 
@@ -35,14 +44,15 @@ from ..model import MorphableModel
 from ..probspec import parse_probabilities, to_spec
 from . import eyewear, hair
 from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, mesh_smoother, region,
-                    spot_fields, vertex_normals)
+                    shine_fields, spot_fields, vertex_normals)
 
-PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "hair_vary")
+PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "shine", "hair_vary")
 PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "skin": 0.7, "clothing": 0.9,
                                "eyes": 0.9}}
 BEARD_STYLES = {"stubble": (0.5, 0.6, 0.7, 0.5, 0.4), "moustache": (1, 0, 0, 0, 0), "goatee": (1, 1, 0, 0, 0),
                 "chin_strap": (0, 0.8, 1, 0, 1), "full": (1, 1, 1, 0.8, 1)}
 SPOT_KINDS = 4
+SHINE_CHEEKS = 0.6   # how much the cheeks shine, relative to the T-zone, at a T-zone share of 0
 _FIELD_SEED = 0x61707072
 
 
@@ -75,6 +85,7 @@ class AppearanceConfig:
         # identity: hair, beard, skin, glasses
         u = ir.random(4)
         style, beard, skin, glasses = hair.sample_style(ir), _beard(ir), _skin(ir), eyewear.sample_style(ir)
+        has_shine, shine = ir.random(), _shine(ir)   # after the others: older records keep their draws
         # image
         v = mr.random(5)
         redrawn, spare_glasses, cloth = hair.sample_style(mr), eyewear.sample_style(mr), _clothing(mr)
@@ -96,6 +107,8 @@ class AppearanceConfig:
             out["clothing"] = cloth if v[3] < p["clothing"] else None
         if "eyes" in p:
             out["eyes"] = {"catchlight": round(float(0.5 + 0.5 * mr.random()), 3)} if v[4] < p["eyes"] else None
+        if "shine" in p:
+            out["shine"] = shine if has_shine < p["shine"] else None
         return out
 
 
@@ -121,6 +134,11 @@ def _skin(rng: np.random.Generator) -> dict:
     if rng.random() < 0.3:
         spots += pick(36, 8, 1, 0.15, 0.35)               # age spots
     return {"spots": spots, "redness": round(float(rng.uniform(0.0, 0.1)), 3)}
+
+
+def _shine(rng: np.random.Generator) -> dict:
+    """An identity's shiny skin: its strength and the share of it confined to the T-zone."""
+    return {"strength": round(float(rng.uniform(0.2, 1.0)), 3), "tzone": round(float(rng.random()), 3)}
 
 
 def _clothing(rng: np.random.Generator) -> dict:
@@ -159,6 +177,7 @@ class Appearance:
         spots, kinds = spot_fields(model, mean, c, skin, np.random.default_rng(_FIELD_SEED))
         self.spots, self.spot_kinds = spots, kinds                                        # (K, N), (K,)
         self.catchlight = catchlight_field(model, mean, c)                                # (N,)
+        self.shine = shine_fields(model, c, smooth)                                       # (2, N)
         self.shell = hair.build_shell(model, mean, c, normals)
         self.m = 0 if self.shell is None else len(self.shell.src)
 
@@ -195,6 +214,7 @@ class Appearance:
         cs = np.zeros(b, np.float32)
         con = np.zeros(b, np.float32)
         cl = np.zeros(b, np.float32)
+        sn = np.zeros((b, 2), np.float32)
         for i, a in enumerate(looks):
             a = a or {}
             h = a.get("hair")
@@ -218,9 +238,12 @@ class Appearance:
                 cs[i], con[i] = a["clothing"]["stripes"], 1.0
             if a.get("eyes"):
                 cl[i] = a["eyes"]["catchlight"]
+            if a.get("shine"):   # the weights of shine_fields' face and T-zone fields
+                cheeks = SHINE_CHEEKS * (1.0 - a["shine"]["tzone"])
+                sn[i] = np.array([cheeks, 1.0 - cheeks]) * a["shine"]["strength"]
         return {"hair": hp, "hair_color": hc, "beard": bw, "beard_color": bc, "beard_thickness": bt, "spots": sw,
                 "redness": red, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
-                "cloth_stripes": cs, "cloth_on": con, "catchlight": cl}
+                "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "shine": sn}
 
     def apply(self, vertices, albedo, arr: dict, xp):
         """(vertices, albedo) of the model's mesh, (B, N, 3) each, dressed: (B, N + n_extra, 3)
@@ -265,6 +288,18 @@ class Appearance:
         verts += [g, g]
         albs += [ga, ga]
         return t.cat(verts), t.cat(albs)
+
+    def specular(self, arr: dict[str, np.ndarray], xp, like=None):
+        """Per-vertex specular weights (B, N + n_extra) of the dressed mesh (0 on hair and
+        glasses), for the renderers' ``specular``, or None when no image of the batch
+        shines. `arr`: the numpy arrays of ``arrays`` (whether any image shines is read
+        there, so a device batch reads nothing back); xp numpy or torch, `like` then a
+        tensor on the device the weights go to."""
+        shine = np.asarray(arr["shine"])
+        if not shine.any():
+            return None
+        t = _Tensors(xp, like)
+        return t.cat([t.c(shine) @ t.f(self.shine), t.f(np.zeros((len(shine), self.n_extra)))])
 
     def _place(self, v, coords, t, xp):
         """Face-frame coordinates (B, G, 3) -> model space on each face (B, G, 3)."""

@@ -1,6 +1,6 @@
 """Where things are on a morphable model's face, for any model with the five alignment
 landmarks: a face frame and soft per-vertex fields (beard zones, a clothing band, skin
-spot patterns, eye catch-lights) on the mean shape.
+spot patterns, eye catch-lights, where skin shines) on the mean shape.
 
 The frame: origin between the eyes, x toward the subject's left eye, y up (eye line to
 mouth line), z out of the face, unit = inter-ocular distance (IOD, about 60 mm). Zones
@@ -159,6 +159,29 @@ def spot_fields(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray, skin: np
             fields.append(f.astype(np.float32))
             kinds.append(kind)
     return np.stack(fields), np.array(kinds)
+
+
+def shine_fields(model: MorphableModel, c: np.ndarray, smooth) -> np.ndarray:
+    """(2, N) where skin can shine (specular highlights): the front of the face from the
+    chin to the top of the forehead, and within it the T-zone (forehead, nose, chin),
+    where sebaceous glands are densest and oily skin shows first. Nothing on hair, eyes,
+    eyebrows, lips, the mouth, ears and neck: named regions where the model has them,
+    ellipses in the face frame where it has none."""
+    u, v, w = np.abs(c[:, 0]), c[:, 1], c[:, 2]
+    face = band(v, -1.9, 1.45, 0.2) * (1 - smoothstep(0.95, 1.15, u)) * smoothstep(-0.7, -0.35, w)
+    for name in ("hair", "eyes", "eyebrows", "lips", "mouth_interior", "teeth", "ears", "neck"):
+        r = region(model, name)
+        if r is not None:
+            face *= 1.0 - smooth(r, 1)
+    if region(model, "eyes") is None:  # each eye with its brow, and the mouth
+        face *= smoothstep(0.9, 1.1, np.sqrt(((u - 0.5) / 0.32) ** 2 + ((v - 0.1) / 0.3) ** 2))
+    if region(model, "lips") is None:
+        face *= smoothstep(0.9, 1.1, np.sqrt((u / 0.5) ** 2 + ((v + 1.15) / 0.18) ** 2))
+    forehead = band(v, 0.45, 1.45, 0.15) * (1 - smoothstep(0.5, 0.8, u))
+    nose = band(v, -0.85, 0.45, 0.1) * (1 - smoothstep(0.2, 0.35, u))   # and the bridge up to the forehead
+    chin = band(v, -1.9, -1.4, 0.12) * (1 - smoothstep(0.25, 0.45, u))
+    tzone = np.maximum(np.maximum(forehead, nose), chin)
+    return np.stack([smooth(face, 2), smooth(face * tzone, 2)]).astype(np.float32)
 
 
 def catchlight_field(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from ..spherical_harmonics import SH_N0, SH_N1, SH_N2_0, SH_N2_1, SH_N2_2
 from .edge_aa import box_coverage, contour_pass
 from .raster_numba import raster_core, sample_weights
 from .shading import accumulate_normals_facing, accumulate_normals_raw
+from .specular import SHININESS
 
 _FM = {"contract", "arcp", "nsz"}  # no ninf/nnan: depths and colours must stay IEEE
 
@@ -53,10 +54,11 @@ def _camera_unit(nc, i, rot):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
-def _shade_vertices(stamp, b, nc, rot, sk, al, gain, contrast, offset, luma, vcol):
+def _shade_vertices(stamp, b, nc, rot, sk, al, spw, hl, gain, contrast, offset, luma, vcol):
     """Colour of the vertices marked ``stamp[i] == b`` into ``vcol``: the summed normals in
-    ``nc`` (model space) are normalised and rotated to camera space, SH-shaded and
-    colour-transformed.
+    ``nc`` (model space) are normalised and rotated to camera space, SH-shaded, lit by the
+    specular term of :mod:`.specular` where ``spw`` (N,) weights it (``hl``: the half
+    vector and strength; an empty ``spw``: no term and no work), and colour-transformed.
 
     Only vertices of triangles that won a pixel are marked: at 128 px that is about 40 %
     of a face mesh, and shading is the costliest per-vertex step. They are visited in
@@ -76,6 +78,8 @@ def _shade_vertices(stamp, b, nc, rot, sk, al, gain, contrast, offset, luma, vco
     g0, g1, g2 = gain[0], gain[1], gain[2]
     o0, o1, o2 = offset[0], offset[1], offset[2]
     l0, l1, l2 = luma[0], luma[1], luma[2]
+    shine = spw.shape[0] > 0
+    hx, hy, hz, ks = hl[0], hl[1], hl[2], hl[3]
     for i in range(nc.shape[0]):
         if stamp[i] != b:
             continue
@@ -88,6 +92,13 @@ def _shade_vertices(stamp, b, nc, rot, sk, al, gain, contrast, offset, luma, vco
         c0 = al[i, 0] * (a0 + ny * s10 + nz * s20 + nx * s30 + b4 * s40 + b5 * s50 + b6 * s60 + b7 * s70 + b8 * s80)
         c1 = al[i, 1] * (a1 + ny * s11 + nz * s21 + nx * s31 + b4 * s41 + b5 * s51 + b6 * s61 + b7 * s71 + b8 * s81)
         c2 = al[i, 2] * (a2 + ny * s12 + nz * s22 + nx * s32 + b4 * s42 + b5 * s52 + b6 * s62 + b7 * s72 + b8 * s82)
+        if shine and spw[i] > 0.0:
+            nh = nx * hx + ny * hy + nz * hz
+            if nh > 0.0:
+                sp = spw[i] * ks * nh**SHININESS
+                c0 += sp
+                c1 += sp
+                c2 += sp
         lu = l0 * c0 + l1 * c1 + l2 * c2
         vcol[i, 0] = g0 * (lu + contrast * (c0 - lu)) + o0
         vcol[i, 1] = g1 * (lu + contrast * (c1 - lu)) + o1
@@ -118,7 +129,7 @@ def _camera_normals(v, tris, rot, nc):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def fused_render(
-    verts, albedo, shk, rot, scale, trans, fpx, cx, cy, near,
+    verts, albedo, shk, spec, light, rot, scale, trans, fpx, cx, cy, near,
     tris, tris_sorted, tri_ids, cull, k,
     gain, contrast, offset, luma, bg, out_u8, out_f32, use_u8,
     screen, nsum, ncam, want_normals, lm_idx, lm_nrm, lm_pix, lm_z, vcol, stamp, cells, zbuf, fid, bary,
@@ -128,7 +139,9 @@ def fused_render(
 
     Per image: project all vertices, rasterize, mark the vertices of the triangles that
     won a pixel (``stamp[i] == b``), sum normals, shade the marked vertices, then resolve,
-    average the sub-samples and composite. ``lm_pix`` (B, L, 2): the landmarks' raster
+    average the sub-samples and composite. ``spec`` (B, N): per-vertex specular weights,
+    (1, 0) for none; ``light`` (B, 4): each image's half vector and highlight strength
+    (:func:`.specular.highlight`). ``lm_pix`` (B, L, 2): the landmarks' raster
     pixels (row, column; row -1: outside), whose z-buffer depth goes to ``lm_z`` (B, L)
     for their visibility test. ``edge_aa`` (k = 1): the normal pass also labels the
     triangles (``drawn``), the composited colours go to ``cimg`` (H, W, 3) and the pixels
@@ -150,6 +163,7 @@ def fused_render(
         bb = bary[b if bary.shape[0] > 1 else 0]
         bgi = bg[b if bg.shape[0] > 1 else 0]
         al = albedo[b if albedo.shape[0] > 1 else 0]
+        spw = spec[b if spec.shape[0] > 1 else 0]
         v = verts[b]
         rb = rot[b]
         sk = shk[b]
@@ -171,7 +185,7 @@ def fused_render(
             accumulate_normals_facing(v, tris, nsum, eye, cull, drawn)
         else:
             accumulate_normals_raw(v, tris, nsum)
-        _shade_vertices(stamp, b, nsum, rb, sk, al, gb, ct, ob, luma, vcol)
+        _shade_vertices(stamp, b, nsum, rb, sk, al, spw, light[b], gb, ct, ob, luma, vcol)
         for j in range(lm_idx.shape[0]):  # landmark normals, for their visibility test
             lm_nrm[b, j, 0], lm_nrm[b, j, 1], lm_nrm[b, j, 2] = _camera_unit(nsum, lm_idx[j], rb)
         for j in range(lm_pix.shape[1]):  # and the depth drawn at their pixels

@@ -10,7 +10,8 @@ triangle ids agree):
 
 Image formation (both paths): ``v_cam = scale * R v + t``; normals are area-weighted
 vertex normals rotated into camera space; per-vertex radiance ``albedo * irradiance``
-(Basel SH, see :mod:`morphgen.spherical_harmonics`), then the optional colour
+(Basel SH, see :mod:`morphgen.spherical_harmonics`) plus, where per-vertex weights are
+given, a white specular highlight (:mod:`.specular`), then the optional colour
 transform; the face colour is clipped to [0, 1] per sample, averaged over the ``antialias`` x ``antialias``
 sub-samples of each pixel together with its coverage ``alpha``, and composited as
 ``face_sum + (1 - alpha) * background``. Colours are linear, as in the Basel generator
@@ -59,6 +60,7 @@ from .raster_common import BACKENDS
 from .edge_aa import ContourMesh, contour_mesh, depth_tolerance
 from .raster_numba import MESH_CACHE
 from .shading import LUMA, ColorTransform
+from .specular import highlight
 from .torch_render import render_torch
 
 RENDER_BACKENDS = ("auto", "numba", "torch", "pytorch3d")
@@ -191,6 +193,7 @@ def render_batch(
     reference_coords=None,
     region_labels=None,
     color_transform: ColorTransform | None = None,
+    specular=None,
     rng: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray]:
     """Render B faces; numpy in, numpy out.
@@ -202,6 +205,8 @@ def render_batch(
     [0, 1], or None for black. landmarks: vertex groups (or single vertices) for
     "landmarks2d" (default: the five alignment points). reference_coords: (N, 3) for
     "correspondence" (e.g. the mean shape). region_labels: (N,) ints for "regions".
+    specular: (B, N) or (N,) per-vertex weights of the specular term (:mod:`.specular`),
+    None for none (the fused path does no work for them then, nor for all zeros).
 
     Returns a dict with the requested outputs plus "translation" (B, 3), the pose
     translation actually used.
@@ -231,7 +236,7 @@ def render_batch(
 
     backend = settings.resolved_backend()
     if backend == "numba":
-        return _render_numba(verts, albedo, sh, used_pose, tris, settings, backgrounds, lm_groups, reference_coords, region_labels, color_transform)
+        return _render_numba(verts, albedo, sh, used_pose, tris, settings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular)
     import torch
 
     dev = torch.device(settings.device) if settings.device else torch.device("cpu")
@@ -239,6 +244,7 @@ def render_batch(
     al = _batch_np(albedo, b, (n, 3), "albedo")
     shb = _batch_np(sh, b, (9, 3), "sh")
     bg = _backgrounds_np(backgrounds, b, settings.height, settings.width)
+    spw = None if specular is None else torch.as_tensor(_batch_np(specular, b, (n,), "specular"), device=dev).expand(b, -1)
     with torch.no_grad():
         res = render_torch(
             torch.as_tensor(verts, dtype=torch.float32, device=dev),
@@ -253,6 +259,7 @@ def render_batch(
             raster_backend=raster,
             backgrounds=torch.as_tensor(bg, device=dev).float().div(255.0).expand(b, -1, -1, -1),
             color_transform=color_transform,
+            specular=spw,
             outputs=settings.outputs,
             landmarks=lm_groups,
             reference_coords=reference_coords,
@@ -271,7 +278,7 @@ def render_batch(
     return out
 
 
-def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings, backgrounds, lm_groups, reference_coords, region_labels, color_transform):
+def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular):
     b, n = verts.shape[:2]
     k = int(settings.antialias)
     cam = settings.camera
@@ -283,6 +290,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     al = _batch_np(albedo, b, (n, 3), "albedo")
     shb = _batch_np(sh, b, (9, 3), "sh", dtype=np.float64)
     shk = np.ascontiguousarray(np.broadcast_to(shb * LAMBERT_KERNEL[None, :, None], (b, 9, 3)))
+    spw, light = _specular_inputs(specular, shb, b, n)
     ct = color_transform if color_transform is not None else ColorTransform.identity(b)
     gain, contrast, offset = ct.arrays(b)
     bg = _backgrounds_np(backgrounds, b, h, w)
@@ -325,7 +333,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     fx = cam_hi.focal_px
     cx, cy = cam_hi.center_px
     fused_render(
-        v32, al, shk, rot, scale, trans, fx, cx, cy, float(settings.near),
+        v32, al, shk, spw, light, rot, scale, trans, fx, cx, cy, float(settings.near),
         tris, mesh.sorted, mesh.order, bool(settings.cull_backfaces), k,
         gain, contrast, offset, LUMA, bg, out_u8, out_f32, use_u8,
         screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, lm_pix, lm_z,
@@ -396,3 +404,16 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
             resolve_labels(fid[i], bary[i], tris, labels, k, reg[i])
         result["regions"] = reg
     return result
+
+
+def _specular_inputs(specular, shb: np.ndarray, b: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fused kernel's specular weights (B or 1, N), or (1, 0) when there are none or
+    all are zero (the kernel then skips the term), and each image's half vector and
+    highlight strength (B, 4)."""
+    light = np.zeros((b, 4))
+    w = None if specular is None else _batch_np(specular, b, (n,), "specular")
+    if w is None or not w.any():
+        return np.zeros((1, 0), np.float32), light
+    h, strength = highlight(np.broadcast_to(shb, (b, 9, 3)), np)
+    light[:, :3], light[:, 3] = h, strength
+    return w, light

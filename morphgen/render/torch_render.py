@@ -23,6 +23,7 @@ from .raster_common import RasterOutput, maps_from_keys
 from .rasterize import auto_backend, rasterize
 from .raster_triton import triton_keys
 from .shading import ColorTransform, vertex_normals_torch
+from .specular import specular_torch
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +43,7 @@ def render_torch(
     raster_backend: str = "auto",
     backgrounds: torch.Tensor | None = None,
     color_transform: ColorTransform | None = None,
+    specular: torch.Tensor | None = None,
     outputs: Sequence[str] = ("rgb",),
     landmarks=None,
     reference_coords=None,
@@ -53,10 +55,12 @@ def render_torch(
 
     vertices (B, N, 3), albedo (B, N, 3), sh (B, 9, 3) share dtype and device; pose is a
     :class:`Pose` of tensors (or numpy, converted). backgrounds: (B, H, W, 3) float in
-    [0, 1] or None (black). Returns float images in [0, 1] (``rgb``, ...), plus
-    ``face_id`` (the high-resolution triangle-id map) and the requested extras as in
-    :func:`.renderer.render_batch`. Gradients reach vertices, albedo, sh, the colour transform
-    and the pose through the interpolated colours; with ``edge_aa`` (:mod:`.edge_aa`,
+    [0, 1] or None (black). specular: (B, N) or (N,) per-vertex weights of the white
+    highlight of :mod:`.specular`, or None (none). Returns float images in [0, 1]
+    (``rgb``, ...), plus ``face_id`` (the high-resolution triangle-id map) and the
+    requested extras as in :func:`.renderer.render_batch`. Gradients reach vertices,
+    albedo, sh, the specular weights, the colour transform and the pose through the
+    interpolated colours; with ``edge_aa`` (:mod:`.edge_aa`,
     antialias 1) also through silhouettes and occlusion edges, whose pixels blend by a
     coverage that moves with the vertices. When none of them requires a gradient and the
     rasterizer is triton, ``rgb`` comes from the fused Triton resolve (and the edge
@@ -92,6 +96,8 @@ def render_torch(
     ncam = torch.matmul(n_model, rot.transpose(1, 2))
     irr = irradiance_torch(ncam, sh.to(dt))
     col = albedo.to(dt) * irr
+    if specular is not None:
+        col = col + specular_torch(ncam, specular.expand(b, -1), sh)[..., None]
     if color_transform is not None:
         col = color_transform.apply_torch(col)
     screen = cam_hi.project(vc)
