@@ -1,6 +1,6 @@
 """End-to-end dataset writing speed and memory: sample, decode, render, PNG-encode, write.
 
-    python benchmarks/bench_dataset.py                       # default model, 128 px, PNG, antialias 2
+    python benchmarks/bench_dataset.py                       # default model, 128 px, PNG, antialias edges
     python benchmarks/bench_dataset.py --ids 250 --per-id 20 --workers 2 --dir /dev/shm   # without the disk
     python benchmarks/bench_dataset.py --device cuda --ids 1000 --per-id 100 --workers 15
     python benchmarks/bench_dataset.py --stub-render --ids 400 --per-id 20   # GPU pipeline, no GPU
@@ -29,11 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from morphgen.dataset import DatasetJob, OutputConfig, run
-from morphgen.sampling import SamplingConfig
 from morphgen.appearance import AppearanceConfig
+from morphgen.dataset import DatasetJob, OutputConfig, run
+from morphgen.errors import ConfigError
 from morphgen.render.photo import PhotoConfig
-from morphgen.scene import SceneConfig, SceneRenderer
+from morphgen.sampling import SamplingConfig
+from morphgen.scene import SceneConfig, SceneRenderer, antialias_value
+
+
+def _antialias(text: str) -> int | str:
+    try:
+        return antialias_value(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _cpu_seconds() -> float:
@@ -77,7 +85,7 @@ def file_create_ms(folder: Path, n: int = 300) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench(ids: int, per_id: int, workers: int, size: int, antialias: int, fmt: str, model: str | None,
+def bench(ids: int, per_id: int, workers: int, size: int, antialias: int | str, fmt: str, model: str | None,
           device: str, folder: Path | None = None, appearance: str = "off", photo: str = "off",
           backgrounds: str = "procedural") -> dict:
     looks = {"appearance": AppearanceConfig.parse(appearance), "photo": PhotoConfig.parse(photo)}
@@ -108,7 +116,8 @@ def main() -> None:
     ap.add_argument("--per-id", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--antialias", type=int, default=2, help="supersampling factor (default 2, as morphgen render)")
+    ap.add_argument("--antialias", type=_antialias, default="edges",
+                    help="edges, or a supersampling factor 1..4 (default edges, as morphgen render)")
     ap.add_argument("--format", default="png", choices=["png", "jpg"])
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

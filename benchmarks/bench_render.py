@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_render.py [--seconds 3] [--sizes 128 256] [--batch 32]
        python benchmarks/bench_render.py --only-torch --torch-device cuda --torch-batch 512   # a GPU
+       python benchmarks/bench_render.py --aa-quality --sizes 128   # anti-aliasing error vs 4x4 supersampling
 
 Meshes: a synthetic face mask sized like BFM 2017 face12 (28,561 vertices, 56,448
 triangles), and the embedded default model when ``assets/default_model.npz`` exists.
@@ -75,7 +76,10 @@ def _run(
     limit_threads(1)
     verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
     backend = "torch" if what == "torch" else "numba"
-    st = RenderSettings(size, size, antialias=antialias, backend=backend, device=device if what == "torch" else None,
+    edge_aa = antialias == "edges"
+    antialias = 1 if edge_aa else int(antialias)
+    st = RenderSettings(size, size, antialias=antialias, edge_aa=edge_aa, backend=backend,
+                        device=device if what == "torch" else None,
                         raster_backend=raster if what.startswith("torch") else "auto")
     bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
     if what in ("raster", "torch-raster"):
@@ -104,7 +108,8 @@ def _run(
 
         def step():
             with torch.no_grad():
-                render_torch(v, a, l_, dpose, tt, st.camera, antialias=antialias, backgrounds=b, raster_backend=raster)
+                render_torch(v, a, l_, dpose, tt, st.camera, antialias=antialias, edge_aa=edge_aa, backgrounds=b,
+                             raster_backend=raster)
             _sync(device)
 
     else:
@@ -150,6 +155,38 @@ def run_parallel(args: tuple, procs: int) -> tuple[float, float]:
     return float(sum(r[0] for r in rates)), float(sum(r[1] for r in rates))
 
 
+def aa_quality(mesh: str, size: int, batch: int) -> None:
+    """Anti-aliasing quality against a 4x4 supersampled reference: mean absolute error (0-255)
+    on the pixels where the single-sample render differs from it by more than 8 levels (the
+    edges: silhouettes, occlusions and colour edges), and on all pixels; with the time per
+    image of each setting (one process, one thread)."""
+    from morphgen.render.backgrounds import ProceduralBackgrounds, sample_batch
+    from morphgen.render.renderer import RenderSettings, render_batch
+    from morphgen.render.threads import limit_threads
+
+    limit_threads(1)
+    verts, albedo, sh, pose, tris, groups = _scene(mesh, batch)
+    bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(1), batch, size, size)
+    imgs, ms = {}, {}
+    for aa in (4, 1, "edges", 2, 3):
+        st = RenderSettings(size, size, antialias=1 if aa == "edges" else aa, edge_aa=aa == "edges")
+        render_batch(verts, albedo, sh, pose, tris, st, backgrounds=bg, five_point_groups=groups)  # warm
+        times = []
+        for _ in range(5):  # the fastest of 5: a shared machine's neighbours only ever add time
+            t0 = time.perf_counter()
+            imgs[aa] = render_batch(verts, albedo, sh, pose, tris, st, backgrounds=bg,
+                                    five_point_groups=groups)["rgb"].astype(np.float64)
+            times.append(time.perf_counter() - t0)
+        ms[aa] = min(times) / batch * 1e3
+    ref = imgs[4]
+    edge = np.abs(imgs[1] - ref).max(-1) > 8
+    print(f"\nmesh: {mesh}, {size} px, {batch} faces: {int(edge.sum())} edge pixels ({edge.mean():.1%})")
+    print(f"{'anti-aliasing':<16}{'edge-pixel MAE':>16}{'all-pixel MAE':>15}{'ms / image':>12}")
+    for aa in (1, "edges", 2, 3, 4):
+        e = np.abs(imgs[aa] - ref)
+        print(f"{aa!s:<16}{e[edge].mean():>16.2f}{e.mean():>15.3f}{ms[aa]:>12.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
@@ -163,12 +200,19 @@ def main() -> None:
                     "render with tensors kept on the device (aa 1 and 2), and the numpy-in/numpy-out path")
     ap.add_argument("--rasters", nargs="+", default=["auto"], choices=["auto", "torch", "triton", "numba"],
                     help="rasterizers of the --only-torch rows (auto: triton on CUDA where installed, else torch)")
+    ap.add_argument("--aa-quality", action="store_true", help="instead of speed: each anti-aliasing setting's "
+                    "error against 4x4 supersampling, on edge pixels and overall, and its time per image")
     a = ap.parse_args()
 
     meshes = ["synthetic"]
     if (Path(__file__).resolve().parents[1] / "assets" / "default_model.npz").exists():
         meshes.append("default")
     print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if a.aa_quality:
+        for mesh in meshes:
+            for size in a.sizes:
+                aa_quality(mesh, size, a.batch)
+        return
     for mesh in meshes:
         verts, _, _, _, tris, _ = _scene(mesh, 1)
         print(f"\nmesh: {mesh} ({verts.shape[1]} vertices, {tris.shape[0]} triangles), batch {a.torch_batch if a.only_torch else a.batch}")
@@ -177,12 +221,14 @@ def main() -> None:
         rows = []
         for size in a.sizes:
             rows += [("rasterize only (numba)", "raster", size, 1), ("full render, fused numba, aa 1", "full", size, 1),
+                     ("full render, fused numba, edges", "full", size, "edges"),
                      ("full render, fused numba, aa 2", "full", size, 2)]  # fmt: skip
         if a.only_torch:
             dev = a.torch_device
             rows = [r for size in a.sizes for ras in a.rasters for r in (
                 (f"rasterize only, {ras} ({dev})", "torch-raster", size, 1, ras),
                 (f"render on {dev}, {ras}, aa 1", "torch-device", size, 1, ras),
+                (f"render on {dev}, {ras}, edges", "torch-device", size, "edges", ras),
                 (f"render on {dev}, {ras}, aa 2", "torch-device", size, 2, ras))]
             rows += [(f"full render, numpy in/out ({dev})", "torch", size, 1, "auto") for size in a.sizes]
         elif not a.no_torch:
