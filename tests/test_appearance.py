@@ -71,10 +71,11 @@ def test_numpy_and_torch_dress_a_mesh_alike():
     assert int(r.triangles.max()) == r.n_render_vertices - 1
 
 
-def test_backends_render_the_same_pixels():
+@pytest.mark.parametrize("spec", ["full,eyewear=1", "full,shine=1"])
+def test_backends_render_the_same_pixels(spec):
     from morphgen.torch_scene import TorchScene
 
-    r = _renderer("full,eyewear=1", size=64)
+    r = _renderer(spec, size=64)
     params = [r.sampler.image_params(i, s) for i in range(4) for s in range(2)]
     plan = r.plan(params)
     cpu = r.render_plan_arrays(plan)["rgb"].astype(np.float32)

@@ -54,16 +54,11 @@ def test_a_bad_shine_value_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_backends_render_the_same_highlights():
-    from morphgen.torch_scene import TorchScene
-
+def test_the_highlights_show():
+    """(The CPU and GPU renderers' agreement with shine on is in test_appearance.)"""
     r = _renderer("full,shine=1", size=64)
     params = [r.sampler.image_params(i, s) for i in range(4) for s in range(2)]
-    plan = r.plan(params)
-    cpu = r.render_plan_arrays(plan)["rgb"].astype(np.float32)
-    dev = TorchScene(r.assets, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
-    d = np.abs(cpu - dev)
-    assert d.mean() < 1.0 and np.mean(d > 8) < 0.01
+    cpu = r.render_plan_arrays(r.plan(params))["rgb"].astype(np.float32)
     matte = r.render_plan_arrays(r.plan([replace(p, appearance=dict(p.appearance, shine=None)) for p in params]))
     assert np.abs(cpu - matte["rgb"]).max() > 20                     # the highlights are there to compare
 
