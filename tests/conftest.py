@@ -78,3 +78,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def head():
+    """A small synthetic head (an ellipsoid with a nose and BFM-style landmarks) for renderer tests."""
+    from morphgen.render.synthetic import synthetic_head
+
+    return synthetic_head(3)

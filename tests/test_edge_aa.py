@@ -9,36 +9,21 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_render import POSES, frontal_light
 
 from morphgen.options import RENDER_DEFAULTS
 from morphgen.render.camera import Pose
 from morphgen.render.renderer import RenderSettings, render_batch
-from morphgen.render.synthetic import synthetic_head
 from morphgen.render.torch_render import render_torch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-POSES = {"yaw": [0.0, 35.0, -60.0, 80.0], "pitch": [0.0, 10.0, -15.0, 5.0], "roll": [0.0, -5.0, 8.0, 0.0]}
-
-
-@pytest.fixture(scope="module")
-def head():
-    return synthetic_head(3)
-
-
-def _light() -> np.ndarray:
-    sh = np.zeros((9, 3))
-    sh[0] = [0.9, 0.85, 0.8]
-    sh[2], sh[3], sh[1] = 0.35, [0.25, 0.2, 0.2], 0.1
-    return sh
-
 
 def _render(head, settings: RenderSettings, b: int = 4, backgrounds=None) -> np.ndarray:
     verts = np.repeat(head.vertices[None], b, 0)
     pose = Pose.create(b, **{k: v[:b] for k, v in POSES.items()})
     if backgrounds is None:  # a mid grey that is neither skin nor black: every silhouette shows
         backgrounds = np.full((b, settings.height, settings.width, 3), 60, np.uint8)
-    return render_batch(verts, head.albedo, _light(), pose, head.triangles, settings,
+    return render_batch(verts, head.albedo, frontal_light(), pose, head.triangles, settings,
                         five_point_groups=head.five_point_vertices(), backgrounds=backgrounds)["rgb"].astype(np.float64)
 
 

@@ -27,15 +27,10 @@ from morphgen.render.shading import ColorTransform, vertex_normals_np, vertex_no
 from morphgen.render.torch_render import render_torch
 from morphgen.spherical_harmonics import (SH_N0 as N0, SH_N1 as N1, SH_N2_0 as N2_0, SH_N2_1 as N2_1, SH_N2_2 as N2_2,
                                          irradiance, irradiance_torch, sh_basis, sh_basis_torch)
-from morphgen.render.synthetic import icosphere, synthetic_head
+from morphgen.render.synthetic import icosphere
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def head():
-    return synthetic_head(3)
 
 
 def frontal_light() -> np.ndarray:
