@@ -242,9 +242,7 @@ class SceneRenderer:
         albedo = self.decoder.albedo(plan.color)
         specular = None
         if self.appearance is not None:
-            # float32 as the renderer takes them: in float64 dressing costs 3x more
-            vertices, albedo = self.appearance.apply(vertices.astype(np.float32), albedo.astype(np.float32),
-                                                     plan.appearance, np)
+            vertices, albedo = self.appearance.apply(vertices, albedo, plan.appearance, np)
             specular = self.appearance.specular(plan.appearance, np)
         res = render_batch(vertices, albedo, plan.sh, plan.pose(), self.triangles, self.settings,
                            backgrounds=plan.backgrounds, landmarks=self.five_point + self.landmark_groups,
