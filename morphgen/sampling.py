@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .illumination import IlluminationPrior
 from .model import MorphableModel
 from .appearance import AppearanceConfig
+from .appearance.frame import size_direction
 from .render.photo import PhotoConfig
 
 # Stream ids keep independent draws apart; never renumber them (it would change every dataset).
@@ -336,6 +337,9 @@ class SceneSampler:
             self.n_expr = n_expr_model if config.expression_components is None else config.expression_components
         self._grid_points = config.grid.points() if config.grid is not None else None
         self._identity_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._look_cache: dict = {}
+        # the shape coefficients' face-size direction, which beards follow as a tendency
+        self._size_direction = size_direction(model, self.n_shape).astype(np.float32) if config.appearance.active else None
         if self._grid_points is not None:
             light_rng = rng_for(config.seed, _STREAM_LIGHT_SET)
             self._grid_lights = [illumination.sample(light_rng) for _ in range(config.grid.lights)]
@@ -367,10 +371,22 @@ class SceneSampler:
         sampled image of the same keys would."""
         c = self.config
         photo = c.photo.sample(rng_for(c.seed, _STREAM_PHOTO, identity, sample)) if c.photo.active else None
-        look = (c.appearance.sample(rng_for(c.seed, _STREAM_LOOK_IDENTITY, identity),
-                                    rng_for(c.seed, _STREAM_LOOK_IMAGE, identity, sample))
+        look = (c.appearance.sample(self._identity_look(identity), rng_for(c.seed, _STREAM_LOOK_IMAGE, identity, sample))
                 if c.appearance.active else None)
         return photo, look
+
+    def _identity_look(self, identity: int):
+        """An identity's appearance draws, cached like its coefficients (a fifth of the
+        appearance sampling's time was drawing them again for every image)."""
+        cached = self._look_cache.get(identity)
+        if cached is None:
+            if len(self._look_cache) >= 64:
+                self._look_cache.clear()
+            size = float(self.identity_coefficients(identity)[0] @ self._size_direction)
+            cached = self._look_cache[identity] = AppearanceConfig.identity_draws(
+                rng_for(self.config.seed, _STREAM_LOOK_IDENTITY, identity), size)
+        return cached
+
 
     def image_params(self, identity: int, sample: int) -> ImageParams:
         c = self.config

@@ -240,14 +240,15 @@ class SceneRenderer:
     def _render_numba(self, plan: RenderPlan) -> tuple[dict, np.ndarray]:
         vertices = self.decoder.vertices(plan.shape, plan.expression if plan.expression.shape[1] else None)
         albedo = self.decoder.albedo(plan.color)
-        specular = None
+        specular = hidden = None
         if self.appearance is not None:
             vertices, albedo = self.appearance.apply(vertices, albedo, plan.appearance, np)
             specular = self.appearance.specular(plan.appearance, np)
+            hidden = self.appearance.hidden_triangles(plan.appearance)
         res = render_batch(vertices, albedo, plan.sh, plan.pose(), self.triangles, self.settings,
                            backgrounds=plan.backgrounds, landmarks=self.five_point + self.landmark_groups,
                            reference_coords=self._reference_coords, region_labels=self._region_labels,
-                           specular=specular)
+                           specular=specular, hidden_triangles=hidden)
         lm5 = res["landmarks2d"][:, :5]
         if self.calibration is not None:
             lm5 = self.calibration.apply(lm5, plan.yaw)

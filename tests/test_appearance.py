@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _renderer(spec="full", size=64, **kw):
-    return SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, ids=40, size=size, appearance=spec, **kw)))
+    return SceneRenderer(scene_from_options(dict(RENDER_DEFAULTS, **{"ids": 40, **kw}, size=size, appearance=spec)))
 
 
 def test_spec_and_errors():
@@ -82,6 +82,61 @@ def test_backends_render_the_same_pixels(spec):
     dev = TorchScene(r.assets, "cpu", pool_size=0).render(plan)["rgb"].numpy() * 255
     d = np.abs(cpu - dev)
     assert d.mean() < 1.0 and np.mean(d > 8) < 0.01
+
+
+def test_hidden_triangles_are_skipped_without_changing_the_picture():
+    """The CPU renderer skips the hair shell's triangles that lie wholly under the scalp and
+    absent glasses: the pixels stay those of drawing them, but where the shell shows through
+    the open cut of the neck (a few pixels of a few images)."""
+    from morphgen.render.renderer import render_batch
+
+    r = _renderer("full", size=96)
+    params = [r.sampler.image_params(i, s) for i in range(16) for s in range(2)]
+    params[0] = replace(params[0], appearance=dict(params[0].appearance, hair=None, eyewear=None))   # bald, no glasses
+    plan = r.plan(params)
+    ap, nm = r.appearance, len(r.model.triangles)
+    v, a = ap.apply(r.decoder.vertices(plan.shape, plan.expression), r.decoder.albedo(plan.color), plan.appearance, np)
+    hidden = ap.hidden_triangles(plan.appearance)
+    assert hidden.shape == (len(params), len(r.triangles)) and not hidden[:, :nm].any()
+    assert hidden[0, nm:].all()                                   # nothing extra to draw for the bare head
+    assert 0.3 < hidden[1:, nm:nm + len(ap.shell.triangles)].mean() < 1.0
+    glasses = np.array([bool(p.appearance["eyewear"]) for p in params])
+    assert not hidden[glasses, -1].any() and hidden[~glasses, -1].all()
+
+    def draw(h):
+        return render_batch(v, a, plan.sh, plan.pose(), r.triangles, r.settings, backgrounds=plan.backgrounds,
+                            landmarks=r.five_point, hidden_triangles=h)
+
+    full, skipped = draw(None), draw(hidden)
+    differ = np.abs(full["rgb"].astype(int) - skipped["rgb"].astype(int)).max(-1) > 0
+    assert differ.mean() < 2e-4, differ.sum()
+    assert np.array_equal(full["visibility"], skipped["visibility"])
+    with pytest.raises(ConfigError, match="hidden_triangles must be"):
+        draw(hidden[:, :-1])
+
+
+def test_beards_follow_face_size_as_a_tendency():
+    from morphgen.appearance import beard_probability
+
+    r = _renderer("full", ids=400)
+    size = np.array([r.sampler._identity_look(i).face_size for i in range(400)])
+    beard = np.array([bool(r.sampler.image_params(i, 0).appearance["beard"]) for i in range(400)])
+    assert abs(size.mean()) < 0.2 and 0.8 < size.std() < 1.2          # a score like the coefficients
+    assert beard[size > 0].mean() > beard[size < 0].mean() + 0.1       # larger faces: more beards
+    assert 0.05 < beard[size < -1].mean() and beard[size > 1].mean() < 0.95   # a tendency, not a rule
+    assert beard_probability(0.0, 3.0) == 0.0 and beard_probability(1.0, -3.0) == 1.0
+    assert beard_probability(0.3, 0.0) == pytest.approx(0.3)
+
+
+def test_categorical_draws_equal_numpy_choice():
+    from morphgen.probspec import Categorical
+
+    p = (0.4, 0.15, 0.15, 0.1, 0.2)
+    cat = Categorical(p)
+    for seed in range(200):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert [int(a.choice(len(p), p=p)) for _ in range(3)] == [cat.draw(b) for _ in range(3)]
+        assert a.random() == b.random()                                  # and leave the stream in step
 
 
 def test_absent_parts_leave_the_image_alone():

@@ -16,7 +16,9 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
 detail (freckles, moles, blemishes, age spots), shiny skin or being a glasses wearer (who
 wears them in 3 of 4 images; anyone may wear sunglasses now and then); of an image
-showing a collar and catch-lights. ``hair_vary`` is the probability that an image
+showing a collar and catch-lights. Facial hair follows the face's size as a tendency
+(:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels).
+``hair_vary`` is the probability that an image
 re-draws its identity's hairstyle. What each image got is recorded in its params
 (``appearance``); it is a pure function of (seed, identity, sample).
 
@@ -37,11 +39,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
 from ..model import MorphableModel
-from ..probspec import parse_probabilities, to_spec
+from ..probspec import Categorical, parse_probabilities, to_spec
 from . import eyewear, hair
 from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, mesh_smoother, region,
                     shine_fields, spot_fields, vertex_normals)
@@ -51,6 +54,7 @@ PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "ski
                                "eyes": 0.9}}
 BEARD_STYLES = {"stubble": (0.5, 0.6, 0.7, 0.5, 0.4), "moustache": (1, 0, 0, 0, 0), "goatee": (1, 1, 0, 0, 0),
                 "chin_strap": (0, 0.8, 1, 0, 1), "full": (1, 1, 1, 0.8, 1)}
+_BEARD_DRAW = Categorical((0.4, 0.15, 0.15, 0.1, 0.2))
 SPOT_KINDS = 4
 SHINE_CHEEKS = 0.6   # how much the cheeks shine, relative to the T-zone, at a T-zone share of 0
 _FIELD_SEED = 0x61707072
@@ -74,25 +78,34 @@ class AppearanceConfig:
     def to_spec(self) -> str:
         return to_spec(self.probs)
 
-    def sample(self, identity_rng: np.random.Generator, image_rng: np.random.Generator) -> dict:
-        """One image's appearance (JSON-able). Identity-level choices come from
-        `identity_rng` (the same for all of an identity's images), the rest from
-        `image_rng`; every draw happens whether used or not, so one probability never
-        shifts another part's draws."""
-        p = dict(self.probs)
-        ir, mr = identity_rng, image_rng
-        out: dict = {}
-        # identity: hair, beard, skin, glasses
+    @staticmethod
+    def identity_draws(identity_rng: np.random.Generator, face_size: float = 0.0) -> IdentityLook:
+        """The identity-level draws (hairstyle, beard, skin, glasses, shine), the same for
+        all of an identity's images: the sampler draws them once per identity and hands
+        them to :meth:`sample` for each image. face_size: the identity's score along
+        :func:`.frame.size_direction` (about N(0, 1)), which beards follow as a tendency."""
+        ir = identity_rng
         u = ir.random(4)
         style, beard, skin, glasses = hair.sample_style(ir), _beard(ir), _skin(ir), eyewear.sample_style(ir)
         has_shine, shine = ir.random(), _shine(ir)   # after the others: older records keep their draws
+        return IdentityLook(u, style, beard, skin, glasses, has_shine, shine, float(face_size))
+
+    def sample(self, identity: IdentityLook, image_rng: np.random.Generator) -> dict:
+        """One image's appearance (JSON-able) from its identity's draws
+        (:meth:`identity_draws`) and `image_rng`; every draw happens whether used or not,
+        so one probability never shifts another part's draws. The identity's dicts are
+        shared by its images: read them, never change them."""
+        p = dict(self.probs)
+        mr = image_rng
+        out: dict = {}
+        u, style, beard, skin, glasses, has_shine, shine, face_size = identity
         # image
         v = mr.random(5)
         redrawn, spare_glasses, cloth = hair.sample_style(mr), eyewear.sample_style(mr), _clothing(mr)
         if "hair" in p:
             out["hair"] = (redrawn if v[0] < p.get("hair_vary", 0.0) else style) if u[0] < p["hair"] else None
         if "beard" in p:
-            out["beard"] = beard if u[1] < p["beard"] else None
+            out["beard"] = beard if u[1] < beard_probability(p["beard"], face_size) else None
         if "skin" in p:
             out["skin"] = skin if u[2] < p["skin"] else None
         if "eyewear" in p:
@@ -112,10 +125,33 @@ class AppearanceConfig:
         return out
 
 
+class IdentityLook(NamedTuple):
+    """An identity's appearance draws (:meth:`AppearanceConfig.identity_draws`)."""
+    u: np.ndarray          # 4 uniforms: has hair, beard, skin detail, is a glasses wearer
+    hair: dict
+    beard: dict
+    skin: dict
+    glasses: dict
+    has_shine: float
+    shine: dict
+    face_size: float       # the gender-like score beards follow (frame.size_direction)
+
+
+def beard_probability(p: float, face_size: float) -> float:
+    """The chance of a beard for an identity of `face_size` (about N(0, 1)) when the option
+    asks for `p`: the log-odds shift by 0.8 per unit, so a face one deviation larger is
+    about twice as likely bearded (p 0.3: 0.49 against 0.16 one deviation smaller) --
+    a tendency, as between men and women, not a rule; 0 and 1 stay 0 and 1."""
+    if p <= 0.0 or p >= 1.0:
+        return p
+    z = float(np.clip(face_size, -3.0, 3.0))
+    return float(1.0 / (1.0 + np.exp(-(np.log(p / (1.0 - p)) + 0.8 * z))))
+
+
 def _beard(rng: np.random.Generator) -> dict:
-    style = list(BEARD_STYLES)[int(rng.choice(len(BEARD_STYLES), p=(0.4, 0.15, 0.15, 0.1, 0.2)))]
+    style = list(BEARD_STYLES)[_BEARD_DRAW.draw(rng)]
     density = rng.uniform(0.25, 0.6) if style == "stubble" else rng.uniform(0.6, 0.95)
-    shade = np.array(hair.COLORS[list(hair.COLORS)[int(rng.choice(len(hair.COLORS), p=hair.COLOR_P))]])
+    shade = np.array(hair.COLORS[list(hair.COLORS)[hair.COLOR_DRAW.draw(rng)]])
     return {"style": style, "density": round(float(density), 3),
             "color": np.round(np.clip(shade * np.exp(rng.normal(0, 0.15, 3)), 0.01, 0.9), 4).tolist(),
             "thickness": round(float(rng.uniform(1.5, 5.0) if style == "full" else 0.0), 2)}
@@ -174,15 +210,20 @@ class Appearance:
         self.beard = beard_fields(model, c, normals @ fr.axes.T, smooth)                 # (5, N)
         self.band = clothing_band(model, c, smooth)                                       # (N,)
         self.band_v = c[:, 1].astype(np.float32)
-        spots, kinds = spot_fields(model, mean, c, skin, np.random.default_rng(_FIELD_SEED))
-        self.spots, self.spot_kinds = spots, kinds                                        # (K, N), (K,)
+        spots, kinds = spot_fields(model, mean, c, skin, np.random.default_rng(_FIELD_SEED))  # (K, N), (K,)
+        self.n_spots = len(spots)
         self.catchlight = catchlight_field(model, mean, c)                                # (N,)
         self.shine = shine_fields(model, c, smooth)                                       # (2, N)
         # the vertices each layer can touch: dressing blends only these (a quarter of the
-        # face for beards, a tenth for catch-lights, the neck for the band)
+        # face for beards, a tenth for catch-lights, the neck for the band, half for spots)
         self.beard_on = np.flatnonzero(np.abs(self.beard).sum(0) > 0)
         self.band_on = np.flatnonzero(self.band > 0)
         self.catchlight_on = np.flatnonzero(self.catchlight > 0)
+        self.spot_on = np.flatnonzero(np.abs(spots).sum(0) > 0)
+        dark, red = kinds != 2, kinds == 2
+        self.spot_dark, self.spot_red = np.flatnonzero(dark), np.flatnonzero(red)
+        self.spots_dark_on = np.ascontiguousarray(spots[dark][:, self.spot_on], np.float32)   # (Kd, n_spot)
+        self.spots_red_on = np.ascontiguousarray(spots[red][:, self.spot_on], np.float32)     # (Kr, n_spot)
         self.shell = hair.build_shell(model, mean, c, normals)
         self.m = 0 if self.shell is None else len(self.shell.src)
 
@@ -210,7 +251,7 @@ class Appearance:
         bw = np.zeros((b, 5), np.float32)
         bc = np.zeros((b, 3), np.float32)
         bt = np.zeros(b, np.float32)
-        sw = np.zeros((b, len(self.spots)), np.float32)
+        sw = np.zeros((b, self.n_spots), np.float32)
         red = np.zeros(b, np.float32)
         gl = np.zeros((b, eyewear.N_VERTICES, 3), np.float32)
         gc = np.zeros((b, 3), np.float32)
@@ -258,19 +299,23 @@ class Appearance:
         v, a = vertices, albedo
         # facial hair: a slight volume for full beards (on the vertices a beard can cover)
         bi = t.i(self.beard_on)
-        beard = t.c(arr["beard"]) @ t.f(self.beard[:, self.beard_on])                  # (B, n_beard)
-        v = t.put(v, bi, v[:, bi] + (beard * t.c(arr["beard_thickness"])[:, None])[..., None]
-                  * t.f(self.normals[self.beard_on])[None])
-        # skin detail: dark spots (freckles, moles, age spots) and red blemishes
-        sw, kinds = t.c(arr["spots"]), self.spot_kinds
-        dk, rk = np.flatnonzero(kinds != 2), np.flatnonzero(kinds == 2)
-        dark = sw[:, t.i(dk)] @ t.f(self.spots[dk])
-        redm = sw[:, t.i(rk)] @ t.f(self.spots[rk]) + t.c(arr["redness"])[:, None] * 0.3
-        # one exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU
-        a = a * xp.exp(xp.clip(redm, 0, 1)[..., None] * t.f(np.array([0.25, -0.25, -0.2]))[None, None]
-                       - xp.clip(dark, 0, 2)[..., None] * t.f(np.array([0.4, 0.55, 0.7]))[None, None])
+        rows = t.rows(arr["beard"].any(1))                          # the images with a beard
+        beard = t.c(arr["beard"])[rows] @ t.f(self.beard[:, self.beard_on])          # (b, n_beard)
+        v = t.put(v, bi, v[rows][:, bi] + (beard * t.c(arr["beard_thickness"])[rows][:, None])[..., None]
+                  * t.f(self.normals[self.beard_on])[None], rows)
+        # skin detail: dark spots (freckles, moles, age spots) and red blemishes where the
+        # spot patterns reach (half of the vertices), the overall redness everywhere; one
+        # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU
+        sw, si = t.c(arr["spots"]), t.i(self.spot_on)
+        red = t.c(arr["redness"])[:, None] * 0.3
+        dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
+        redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
+        rc, dc = t.f(np.array([0.25, -0.25, -0.2]))[None, None], t.f(np.array([0.4, 0.55, 0.7]))[None, None]
+        spots = a[:, si] * xp.exp(xp.clip(redm, 0, 1)[..., None] * rc - xp.clip(dark, 0, 2)[..., None] * dc)
+        # `a` is this function's own array from here on: numpy may change it in place
+        a = t.put(a * xp.exp(xp.clip(red, 0, 1)[..., None] * rc), si, spots, owned=True)
         mb = xp.clip(beard, 0, 1)[..., None]
-        a = t.put(a, bi, a[:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[:, None, :])
+        a = t.put(a, bi, a[rows][:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[rows][:, None, :], rows, owned=True)
         # clothing at the neck: a plain or striped band
         ci = t.i(self.band_on)
         cloth = t.c(arr["cloth"])
@@ -279,11 +324,11 @@ class Appearance:
         stripes = xp.where(stripe_f > 0, stripes, t.f(np.zeros(1)))
         colour = cloth[:, None, 0] * (1 - stripes[..., None]) + cloth[:, None, 1] * stripes[..., None]
         mc = (t.f(self.band[self.band_on])[None] * t.c(arr["cloth_on"])[:, None])[..., None]
-        a = t.put(a, ci, a[:, ci] * (1 - mc) + mc * colour)
+        a = t.put(a, ci, a[:, ci] * (1 - mc) + mc * colour, owned=True)
         # catch-lights
         li = t.i(self.catchlight_on)
         ml = (t.f(self.catchlight[self.catchlight_on])[None] * t.c(arr["catchlight"])[:, None])[..., None]
-        a = t.put(a, li, a[:, li] * (1 - ml) + ml * 0.95)
+        a = t.put(a, li, a[:, li] * (1 - ml) + ml * 0.95, owned=True)
         verts, albs = [v], [xp.clip(a, 0.0, 1.0)]
         # hair shell over the scalp
         if self.shell is not None:
@@ -299,6 +344,23 @@ class Appearance:
         verts += [g, g]
         albs += [ga, ga]
         return t.cat(verts), t.cat(albs)
+
+    def hidden_triangles(self, arr: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, T) bools over ``triangles``: those no pixel of an image shows -- the hair
+        shell's that lie wholly at the hidden depth under the scalp (three quarters of the
+        shell for the average style, all of it for a bald head) and the glasses' where the
+        image has none. The CPU renderer skips rasterizing them (``render_batch``'s
+        ``hidden_triangles``): they were most of the hair's raster time."""
+        b, nm = len(arr["hair"]), len(self.model.triangles)
+        out = np.zeros((b, len(self.triangles)), bool)
+        g0 = nm
+        if self.shell is not None:
+            st = self.shell.triangles
+            hidden = hair.thickness(self.shell, np.asarray(arr["hair"], np.float32), np) <= hair.HIDDEN_MM   # (B, M)
+            out[:, nm:nm + len(st)] = hidden[:, st].all(-1)
+            g0 += len(st)
+        out[(np.asarray(arr["glasses"]) == eyewear.HIDDEN).all((1, 2)), g0:] = True
+        return out
 
     def specular(self, arr: dict[str, np.ndarray], xp, like=None):
         """Per-vertex specular weights (B, N + n_extra) of the dressed mesh (0 on hair and
@@ -350,11 +412,18 @@ class _Tensors:
             return np.asarray(a, np.int64)
         return self.xp.as_tensor(np.asarray(a, np.int64), device=self.like.device)
 
-    def put(self, x, idx, values):
-        """x with x[:, idx] replaced by values (a new array; differentiable for torch)."""
+    def rows(self, mask):
+        """The images a layer changes: those of ``mask`` (B,) with numpy, where skipping the
+        rest saves work; every image with torch, where a mask would cost a device sync and
+        the layer leaves the other images as they are anyway."""
+        return np.flatnonzero(np.asarray(mask)) if self.xp is np else slice(None)
+
+    def put(self, x, idx, values, rows=slice(None), owned: bool = False):
+        """x with x[rows][:, idx] replaced by values: a new array (differentiable for torch),
+        or with numpy, when the caller `owned` x (a temporary of its own), x itself."""
         if self.xp is np:
-            x = x.copy()
-            x[:, idx] = values
+            x = x if owned else x.copy()
+            x[np.ix_(rows, idx) if isinstance(rows, np.ndarray) else (rows, idx)] = values
             return x
         return x.index_copy(1, idx, values.to(x.dtype))
 

@@ -35,6 +35,25 @@ def five_points(model: MorphableModel, vertices: np.ndarray) -> np.ndarray:
     return np.stack([vertices[np.atleast_1d(g)].mean(0) for g in groups])
 
 
+def size_direction(model: MorphableModel, n_shape: int) -> np.ndarray:
+    """(n_shape,) unit vector: how each shape coefficient (a unit-variance draw) grows the
+    face -- eye distance plus eye-to-mouth height, linearised at the mean. A gender-like
+    cue that needs no labels (men's faces are larger on average), which beards follow as
+    a tendency (:class:`morphgen.appearance.AppearanceConfig`); projecting an identity's
+    coefficients on it gives a score distributed like them (about N(0, 1))."""
+    groups = [np.atleast_1d(np.asarray(g, np.int64)) for g in model.five_point_vertices()]
+    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
+    basis = model.shape.basis.reshape(-1, 3, model.shape.n_components)                   # (N, 3, K) view
+    scale = np.sqrt(model.shape.variance[:n_shape].astype(np.float64))
+    pts = np.stack([mean[g].mean(0) for g in groups])                                   # (5, 3)
+    grads = np.stack([basis[g, :, :n_shape].astype(np.float64).mean(0) * scale for g in groups])   # (5, 3, K)
+    across, down = pts[1] - pts[0], (pts[0] + pts[1]) / 2 - (pts[3] + pts[4]) / 2
+    d = (across / np.linalg.norm(across)) @ (grads[1] - grads[0]) \
+        + (down / np.linalg.norm(down)) @ ((grads[0] + grads[1]) / 2 - (grads[3] + grads[4]) / 2)
+    norm = np.linalg.norm(d)
+    return d / norm if norm > 0 else d
+
+
 def face_frame(p5: np.ndarray) -> FaceFrame:
     """The face frame of five alignment points (MTCNN order: image-left eye first, i.e. the
     subject's right eye)."""

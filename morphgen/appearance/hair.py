@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import MorphableModel
+from ..probspec import Categorical
 from .frame import mesh_smoother, region
 
 STYLES = ("bald", "buzz", "short", "medium", "long", "curly", "receding", "fringe")
@@ -27,6 +28,7 @@ COLORS = {"black": (0.05, 0.04, 0.035), "dark_brown": (0.15, 0.09, 0.055), "brow
           "light_brown": (0.45, 0.32, 0.2), "blond": (0.7, 0.56, 0.36), "auburn": (0.45, 0.17, 0.08),
           "grey": (0.5, 0.49, 0.47), "white": (0.8, 0.79, 0.76)}
 COLOR_P = (0.3, 0.25, 0.15, 0.09, 0.07, 0.04, 0.06, 0.04)
+STYLE_DRAW, COLOR_DRAW = Categorical(STYLE_P), Categorical(COLOR_P)
 HIDDEN_MM = -4.0
 # per-image parameter vector: on, length (mm), top volume, hairline (IOD), recession, neck
 # reach (IOD below the ears), roughness (mm), curl frequency, 3 noise phases, side thickness
@@ -78,8 +80,8 @@ def build_shell(model: MorphableModel, mean: np.ndarray, c: np.ndarray, normals:
 
 def sample_style(rng: np.random.Generator) -> dict:
     """An identity's hairstyle and colour (JSON-able)."""
-    style = STYLES[int(rng.choice(len(STYLES), p=STYLE_P))]
-    color = list(COLORS)[int(rng.choice(len(COLORS), p=COLOR_P))]
+    style = STYLES[STYLE_DRAW.draw(rng)]
+    color = list(COLORS)[COLOR_DRAW.draw(rng)]
     base = np.array(COLORS[color]) * np.exp(rng.normal(0, 0.12, 3)) * np.exp(rng.normal(0, 0.15))
     length = {"bald": 0.0, "buzz": rng.uniform(1.5, 3.5), "short": rng.uniform(5, 11), "medium": rng.uniform(11, 20),
               "long": rng.uniform(14, 26), "curly": rng.uniform(16, 30), "receding": rng.uniform(3, 12),

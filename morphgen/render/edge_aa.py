@@ -138,19 +138,20 @@ def box_coverage(d, ux, uy):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def contour_pass(sc, tris, neighbors, parts, drawn, fid, zbuf, tol, best_d, best_q, best_u):
+def contour_pass(sc, tris, neighbors, parts, drawn, skip, fid, zbuf, tol, best_d, best_q, best_u):
     """Steps 1 and 2 of the module notes for one image: for each pixel, the nearest seen
     contour edge's distance ``best_d`` (H, W) float32 (``RADIUS`` where none), the flat
     index of its neighbour Q ``best_q`` (H, W) int32 and the direction ``best_u`` (H, W,
     2) float32. sc: (N, 3) screen x, y, depth; drawn: (T,) int8 triangle labels; fid and
-    zbuf: the raster's maps (-1 / +inf where nothing was drawn). ``best_q`` is -1 where
-    no seen contour edge is near."""
+    zbuf: the raster's maps (-1 / +inf where nothing was drawn); skip: (T,) flags of hidden
+    triangles (or empty), which add no edges (an edge they share with a drawn triangle
+    lies under the surface too). ``best_q`` is -1 where no seen contour edge is near."""
     h, w = fid.shape
     best_d[:, :] = np.float32(RADIUS)
     best_q[:, :] = -1
     for tri in range(tris.shape[0]):
         lt = drawn[tri]
-        if lt == 0:
+        if lt == 0 or (skip.shape[0] and skip[tri]):
             continue
         for side in range(3):
             other = neighbors[tri, side]

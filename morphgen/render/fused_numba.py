@@ -130,7 +130,7 @@ def _camera_normals(v, tris, rot, nc):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def fused_render(
     verts, albedo, shk, spec, light, rot, scale, trans, fpx, cx, cy, near,
-    tris, tris_sorted, tri_ids, cull, k,
+    tris, tris_sorted, tri_ids, skip, cull, k,
     gain, contrast, offset, luma, bg, out_u8, out_f32, use_u8,
     screen, nsum, ncam, want_normals, lm_idx, lm_nrm, lm_pix, lm_z, vcol, stamp, cells, zbuf, fid, bary,
     edge_aa, neighbors, parts, tol, drawn, cimg, best_d, best_q, best_u,
@@ -141,7 +141,8 @@ def fused_render(
     won a pixel (``stamp[i] == b``), sum normals, shade the marked vertices, then resolve,
     average the sub-samples and composite. ``spec`` (B, N): per-vertex specular weights,
     (1, 0) for none; ``light`` (B, 4): each image's half vector and highlight strength
-    (:func:`.specular.highlight`). ``lm_pix`` (B, L, 2): the landmarks' raster
+    (:func:`.specular.highlight`). ``skip`` (B, T): hidden triangles each image leaves out
+    of rasterization and of the contour (:func:`.raster_numba.raster_core`), (1, 0) for none. ``lm_pix`` (B, L, 2): the landmarks' raster
     pixels (row, column; row -1: outside), whose z-buffer depth goes to ``lm_z`` (B, L)
     for their visibility test. ``edge_aa`` (k = 1): the normal pass also labels the
     triangles (``drawn``), the composited colours go to ``cimg`` (H, W, 3) and the pixels
@@ -175,7 +176,8 @@ def fused_render(
             _camera_normals(v, tris, rb, ncam[b])
         zb[:, :] = np.inf
         fb[:, :] = -1
-        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, cull, near, zb, fb, bb, cells)
+        hidden = skip[b if skip.shape[0] > 1 else 0]
+        raster_core(sc[:, 0], sc[:, 1], sc[:, 2], tris_sorted, tri_ids, hidden, cull, near, zb, fb, bb, cells)
         _mark_used_vertices(fb, tris, stamp, b)
         if edge_aa:  # label the triangles for the contour, from the camera's model-space position
             tb = trans[b]
@@ -228,7 +230,7 @@ def fused_render(
                 else:
                     _write_pixel(out_u8, out_f32, use_u8, b, oy, ox, r0, r1, r2)
         if edge_aa:
-            contour_pass(sc, tris, neighbors, parts, drawn, fb, zb, tol, best_d, best_q, best_u)
+            contour_pass(sc, tris, neighbors, parts, drawn, hidden, fb, zb, tol, best_d, best_q, best_u)
             _edge_blend(cimg, fb, bgi, best_d, best_q, best_u, out_u8, out_f32, use_u8, b)
 
 

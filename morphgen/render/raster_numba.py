@@ -88,7 +88,7 @@ MESH_CACHE = _MeshCache()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, bary, cells):
+def raster_core(sx, sy, sw, tris, tri_ids, skip, cull, near, zbuf, fid, bary, cells):
     """Rasterize one image into ``zbuf`` (H, W) float32 / ``fid`` (H, W) int32 / ``bary``
     (H, W, 2) float32 in place.
 
@@ -97,7 +97,8 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, bary, cells):
     +inf and fid at -1 (or hold an earlier pass: the test merges); bary is written where
     a triangle wins: the perspective-correct weights of its second and third vertices
     (see :func:`sample_weights`), a by-product of the depth. cells: (N, 4) int32 scratch
-    (the caller allocates it once per batch).
+    (the caller allocates it once per batch). skip: (T,) flags by original index, the
+    triangles to leave out of this image (hidden ones: see ``render_batch``), or empty.
 
     Cheapest test first: at 128 px about 80 % of a face's triangles contain no pixel
     centre, so the bounding box of covered centres is checked before anything else, in
@@ -122,6 +123,8 @@ def raster_core(sx, sy, sw, tris, tri_ids, cull, near, zbuf, fid, bary, cells):
         cells[i, 2] = np.int32(min(max(np.ceil(y), -1.0), h))
         cells[i, 3] = np.int32(min(max(np.floor(y), -1.0), h))
     for k in range(tris.shape[0]):
+        if skip.shape[0] and skip[tri_ids[k]]:
+            continue
         i0 = tris[k, 0]
         i1 = tris[k, 1]
         i2 = tris[k, 2]
@@ -253,7 +256,8 @@ def _raster_batch_numba(screen, tris_sorted, tri_ids, tris, cull, near, zbuf, fi
     b12 = np.empty((zbuf.shape[1], zbuf.shape[2], 2), np.float32)
     for b in range(screen.shape[0]):
         fb = fid[b]
-        raster_core(screen[b, :, 0], screen[b, :, 1], screen[b, :, 2], tris_sorted, tri_ids, cull, near, zbuf[b], fb, b12, cells)
+        raster_core(screen[b, :, 0], screen[b, :, 1], screen[b, :, 2], tris_sorted, tri_ids, np.empty(0, np.uint8), cull, near,
+                    zbuf[b], fb, b12, cells)
         for py in range(fb.shape[0]):
             for px in range(fb.shape[1]):
                 if fb[py, px] < 0:

@@ -194,6 +194,7 @@ def render_batch(
     region_labels=None,
     color_transform: ColorTransform | None = None,
     specular=None,
+    hidden_triangles=None,
     rng: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray]:
     """Render B faces; numpy in, numpy out.
@@ -207,6 +208,10 @@ def render_batch(
     "correspondence" (e.g. the mean shape). region_labels: (N,) ints for "regions".
     specular: (B, N) or (N,) per-vertex weights of the specular term (:mod:`.specular`),
     None for none (the fused path does no work for them then, nor for all zeros).
+    hidden_triangles: (B, T) bools, triangles the caller knows no pixel of that image shows
+    (geometry under the surface, such as the hair shell where an image has no hair): the
+    numba path skips rasterizing them; the other backends draw them, which shows only
+    through the mesh's openings (a few pixels at the cut of the neck).
 
     Returns a dict with the requested outputs plus "translation" (B, 3), the pose
     translation actually used.
@@ -236,7 +241,8 @@ def render_batch(
 
     backend = settings.resolved_backend()
     if backend == "numba":
-        return _render_numba(verts, albedo, sh, used_pose, tris, settings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular)
+        return _render_numba(verts, albedo, sh, used_pose, tris, settings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular,
+                             hidden_triangles)
     import torch
 
     dev = torch.device(settings.device) if settings.device else torch.device("cpu")
@@ -278,7 +284,8 @@ def render_batch(
     return out
 
 
-def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular):
+def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings, backgrounds, lm_groups, reference_coords, region_labels, color_transform, specular,
+                  hidden_triangles=None):
     b, n = verts.shape[:2]
     k = int(settings.antialias)
     cam = settings.camera
@@ -295,6 +302,11 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     gain, contrast, offset = ct.arrays(b)
     bg = _backgrounds_np(backgrounds, b, h, w)
     mesh = MESH_CACHE.get_mesh(tris, v32[0, :, :2])
+    skip = np.empty((1, 0), np.uint8)
+    if hidden_triangles is not None:
+        skip = np.ascontiguousarray(hidden_triangles, np.uint8)
+        if skip.shape != (b, len(tris)):
+            raise ConfigError(f"hidden_triangles must be (B, T) = ({b}, {len(tris)}); got {skip.shape}")
     tris = mesh.triangles  # uint32: no wraparound checks in the kernels
     rot = np.ascontiguousarray(pose.rotation(), dtype=np.float64)
     scale = np.ascontiguousarray(np.asarray(pose.scale, dtype=np.float64).reshape(b))
@@ -334,7 +346,7 @@ def _render_numba(verts, albedo, sh, pose: Pose, tris, settings: RenderSettings,
     cx, cy = cam_hi.center_px
     fused_render(
         v32, al, shk, spw, light, rot, scale, trans, fx, cx, cy, float(settings.near),
-        tris, mesh.sorted, mesh.order, bool(settings.cull_backfaces), k,
+        tris, mesh.sorted, mesh.order, skip, bool(settings.cull_backfaces), k,
         gain, contrast, offset, LUMA, bg, out_u8, out_f32, use_u8,
         screen, np.empty((n, 3), np.float32), ncam, want_normals, lm_idx.astype(np.int64), lm_nrm, lm_pix, lm_z,
         vcol, stamp, np.empty((n, 4), np.int32), zbuf, fid, bary,
