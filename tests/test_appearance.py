@@ -128,6 +128,24 @@ def test_beards_follow_face_size_as_a_tendency():
     assert beard_probability(0.3, 0.0) == pytest.approx(0.3)
 
 
+def test_lashes_darken_the_lid_margins_only():
+    r = _renderer("eyes=1", size=64)
+    ap, model = r.appearance, r.model
+    lids = ap.lashes > 0.5
+    assert 40 < lids.sum() < 600 and not (lids & model.regions["eyes"]).any()
+    mean = model.shape.mean.reshape(-1, 3)
+    pupils = mean[[model.landmarks["left.eye.pupil.center"], model.landmarks["right.eye.pupil.center"]]]
+    offset = mean[lids][:, None] - pupils[None]                                     # (L, 2 eyes, 3) mm
+    nearest = offset[np.arange(len(offset)), np.linalg.norm(offset, axis=-1).argmin(1)]
+    assert np.abs(nearest[:, 0]).max() < 22 and np.abs(nearest[:, 1]).max() < 12    # around the eye openings
+    upper = ap.lashes[lids][nearest[:, 1] > 0]
+    assert len(upper) > 0.4 * lids.sum()                                            # mostly the upper lid
+    look = r.sampler.image_params(2, 0).appearance["eyes"]
+    assert 0.4 <= look["lashes"] <= 0.85
+    old = ap.arrays([{"eyes": {"catchlight": 0.7}}])                  # records before lashes: none
+    assert old["lashes"][0] == 0 and old["catchlight"][0] == np.float32(0.7)
+
+
 def test_categorical_draws_equal_numpy_choice():
     from morphgen.probspec import Categorical
 

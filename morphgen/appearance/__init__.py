@@ -16,7 +16,7 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
 detail (freckles, moles, blemishes, age spots), shiny skin or being a glasses wearer (who
 wears them in 3 of 4 images; anyone may wear sunglasses now and then); of an image
-showing a collar and catch-lights. Facial hair follows the face's size as a tendency
+showing a collar, and catch-lights with lashes (darkened lid margins). Facial hair follows the face's size as a tendency
 (:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels).
 ``hair_vary`` is the probability that an image
 re-draws its identity's hairstyle. What each image got is recorded in its params
@@ -46,8 +46,8 @@ import numpy as np
 from ..model import MorphableModel
 from ..probspec import Categorical, parse_probabilities, to_spec
 from . import eyewear, hair
-from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, mesh_smoother, region,
-                    shine_fields, spot_fields, vertex_normals)
+from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, lash_field, mesh_smoother,
+                    region, shine_fields, spot_fields, vertex_normals)
 
 PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "shine", "hair_vary")
 PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "skin": 0.7, "clothing": 0.9,
@@ -119,7 +119,8 @@ class AppearanceConfig:
         if "clothing" in p:
             out["clothing"] = cloth if v[3] < p["clothing"] else None
         if "eyes" in p:
-            out["eyes"] = {"catchlight": round(float(0.5 + 0.5 * mr.random()), 3)} if v[4] < p["eyes"] else None
+            out["eyes"] = ({"catchlight": round(float(0.5 + 0.5 * mr.random()), 3),
+                            "lashes": round(float(0.4 + 0.45 * mr.random()), 3)} if v[4] < p["eyes"] else None)
         if "shine" in p:
             out["shine"] = shine if has_shine < p["shine"] else None
         return out
@@ -213,12 +214,14 @@ class Appearance:
         spots, kinds = spot_fields(model, mean, c, skin, np.random.default_rng(_FIELD_SEED))  # (K, N), (K,)
         self.n_spots = len(spots)
         self.catchlight = catchlight_field(model, mean, c)                                # (N,)
+        self.lashes = lash_field(model, c)                                                # (N,)
         self.shine = shine_fields(model, c, smooth)                                       # (2, N)
         # the vertices each layer can touch: dressing blends only these (a quarter of the
         # face for beards, a tenth for catch-lights, the neck for the band, half for spots)
         self.beard_on = np.flatnonzero(np.abs(self.beard).sum(0) > 0)
         self.band_on = np.flatnonzero(self.band > 0)
         self.catchlight_on = np.flatnonzero(self.catchlight > 0)
+        self.lashes_on = np.flatnonzero(self.lashes > 0.02)
         self.spot_on = np.flatnonzero(np.abs(spots).sum(0) > 0)
         dark, red = kinds != 2, kinds == 2
         self.spot_dark, self.spot_red = np.flatnonzero(dark), np.flatnonzero(red)
@@ -260,6 +263,7 @@ class Appearance:
         cs = np.zeros(b, np.float32)
         con = np.zeros(b, np.float32)
         cl = np.zeros(b, np.float32)
+        la = np.zeros(b, np.float32)
         sn = np.zeros((b, 2), np.float32)
         for i, a in enumerate(looks):
             a = a or {}
@@ -283,13 +287,13 @@ class Appearance:
                 cc[i] = [a["clothing"]["color"], a["clothing"]["color2"]]
                 cs[i], con[i] = a["clothing"]["stripes"], 1.0
             if a.get("eyes"):
-                cl[i] = a["eyes"]["catchlight"]
+                cl[i], la[i] = a["eyes"]["catchlight"], a["eyes"].get("lashes", 0.0)   # older records: none
             if a.get("shine"):   # the weights of shine_fields' face and T-zone fields
                 cheeks = SHINE_CHEEKS * (1.0 - a["shine"]["tzone"])
                 sn[i] = np.array([cheeks, 1.0 - cheeks]) * a["shine"]["strength"]
         return {"hair": hp, "hair_color": hc, "beard": bw, "beard_color": bc, "beard_thickness": bt, "spots": sw,
                 "redness": red, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
-                "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "shine": sn}
+                "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "lashes": la, "shine": sn}
 
     def apply(self, vertices, albedo, arr: dict, xp):
         """(vertices, albedo) of the model's mesh, (B, N, 3) each, dressed: (B, N + n_extra, 3)
@@ -325,7 +329,10 @@ class Appearance:
         colour = cloth[:, None, 0] * (1 - stripes[..., None]) + cloth[:, None, 1] * stripes[..., None]
         mc = (t.f(self.band[self.band_on])[None] * t.c(arr["cloth_on"])[:, None])[..., None]
         a = t.put(a, ci, a[:, ci] * (1 - mc) + mc * colour, owned=True)
-        # catch-lights
+        # lashes (darkened lid margins), then catch-lights
+        ei = t.i(self.lashes_on)
+        me = (t.f(self.lashes[self.lashes_on])[None] * t.c(arr["lashes"])[:, None])[..., None]
+        a = t.put(a, ei, a[:, ei] * (1 - me), owned=True)
         li = t.i(self.catchlight_on)
         ml = (t.f(self.catchlight[self.catchlight_on])[None] * t.c(arr["catchlight"])[:, None])[..., None]
         a = t.put(a, li, a[:, li] * (1 - ml) + ml * 0.95, owned=True)

@@ -203,6 +203,36 @@ def shine_fields(model: MorphableModel, c: np.ndarray, smooth) -> np.ndarray:
     return np.stack([smooth(face, 2), smooth(face * tzone, 2)]).astype(np.float32)
 
 
+def lash_field(model: MorphableModel, c: np.ndarray) -> np.ndarray:
+    """(N,) the lid margins of each eye opening, full on the upper lid and 0.4 on the lower:
+    lashes and lash line as darkened lids (the embedded model's lids are bare skin, which
+    reads as a doll's stare). The opening is the ellipse through the eye's corners, top and
+    bottom landmarks in the face frame; models without those landmarks get none."""
+    out = np.zeros(len(c), np.float32)
+    eyes = region(model, "eyes")
+    lm = model.landmarks
+    for side in ("left", "right"):
+        names = [f"{side}.eye.{k}" for k in ("corner_inner", "corner_outer", "top", "bottom")]
+        if not all(n in lm for n in names):
+            continue
+        inner, outer, top, bottom = (c[lm[n]] for n in names)
+        centre = (inner + outer) / 2
+        across = (outer - inner)[:2]
+        half = np.linalg.norm(across) / 2
+        ax = across / (2 * half)
+        up = np.array([-ax[1], ax[0]]) * np.sign(ax[0]) if ax[0] != 0 else np.array([0.0, 1.0])
+        d = c[:, :2] - centre[:2]
+        x, y = d @ ax / half, d @ up
+        b_top, b_bottom = max((top[:2] - centre[:2]) @ up, 1e-3), max((centre[:2] - bottom[:2]) @ up, 1e-3)
+        r = np.sqrt(x ** 2 + (y / np.where(y > 0, b_top, b_bottom)) ** 2)
+        band = np.exp(-0.5 * ((r - 1.0) / 0.12) ** 2) * np.where(y > 0, 1.0, 0.4)
+        near = np.abs(c[:, 2] - centre[2]) < 0.25                       # on the lids, not behind them
+        out = np.maximum(out, (band * near * (r < 1.5)).astype(np.float32))
+    if eyes is not None:
+        out[eyes] = 0.0
+    return out
+
+
 def catchlight_field(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray) -> np.ndarray:
     """(N,) a small spot on each cornea, up and toward the camera's left of the pupil, where a
     key light's reflection sits in most portraits."""
