@@ -310,14 +310,17 @@ class Appearance:
         # skin detail: dark spots (freckles, moles, age spots) and red blemishes where the
         # spot patterns reach (half of the vertices), the overall redness everywhere; one
         # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU
-        sw, si = t.c(arr["spots"]), t.i(self.spot_on)
-        red = t.c(arr["redness"])[:, None] * 0.3
+        rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0))                     # the images with skin detail
+        sw, si = t.c(arr["spots"])[rs], t.i(self.spot_on)
+        red = t.c(arr["redness"])[rs][:, None] * 0.3
         dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
         redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
         rc, dc = t.f(np.array([0.25, -0.25, -0.2]))[None, None], t.f(np.array([0.4, 0.55, 0.7]))[None, None]
-        spots = a[:, si] * xp.exp(xp.clip(redm, 0, 1)[..., None] * rc - xp.clip(dark, 0, 2)[..., None] * dc)
+        skin = a[rs]
+        spots = skin[:, si] * xp.exp(xp.clip(redm, 0, 1)[..., None] * rc - xp.clip(dark, 0, 2)[..., None] * dc)
+        skin = t.put(skin * xp.exp(xp.clip(red, 0, 1)[..., None] * rc), si, spots, owned=True)
         # `a` is this function's own array from here on: numpy may change it in place
-        a = t.put(a * xp.exp(xp.clip(red, 0, 1)[..., None] * rc), si, spots, owned=True)
+        a = t.put_rows(a, rs, skin)
         mb = xp.clip(beard, 0, 1)[..., None]
         a = t.put(a, bi, a[rows][:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[rows][:, None, :], rows, owned=True)
         # clothing at the neck: a plain or striped band
@@ -433,6 +436,14 @@ class _Tensors:
             x[np.ix_(rows, idx) if isinstance(rows, np.ndarray) else (rows, idx)] = values
             return x
         return x.index_copy(1, idx, values.to(x.dtype))
+
+    def put_rows(self, x, rows, values):
+        """x with the images ``rows`` (of :meth:`rows`) replaced by values: a new array."""
+        if self.xp is np:
+            x = x.copy()
+            x[rows] = values
+            return x
+        return values
 
     def cat(self, parts):
         """Concatenate along the vertex axis."""
