@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--with-68", action="store_true", help="also give the 68 iBUG points of the true mesh")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fine-steps", type=int, default=None, help="steps of the full-size stage (default: FitOptions')")
     args = ap.parse_args()
 
     import torch
@@ -41,6 +42,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     opts = FitOptions(size=args.size)
+    if args.fine_steps is not None:
+        opts = FitOptions(size=args.size, fine_steps=args.fine_steps)
     pose = pose_config({"yaw": f"uniform({-args.yaw}, {args.yaw})", "pitch": f"uniform({-args.pitch}, {args.pitch})",
                         "roll": "uniform(-8, 8)"})
     sampling = SamplingConfig(seed=args.seed, n_identities=args.n, shape_components=opts.shape_components,

@@ -16,6 +16,9 @@ from morphgen.outputs import NewOutputs, check_writable
 @click.option("--model", help="Model file (as in `morphgen render`). Default: the embedded CC0 model.")
 @click.option("--size", type=click.IntRange(32, 512), default=128, show_default=True,
               help="Side of the square view the fit works on (pixels); twins render at any size.")
+@click.option("--fine-steps", type=click.IntRange(0), default=400, show_default=True,
+              help="Steps of the full-size photometric stage: fewer fit faster and less exactly (on renders, 400: "
+                   "pose within 1.6 degrees, shading within 4.3 %; 40: 7 degrees, 9.5 %, in a third of the time).")
 @click.option("--ids", type=click.IntRange(1), help="Fit only the first N identity folders (sorted).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Fitting processes.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda to fit on a GPU.")
@@ -24,8 +27,8 @@ from morphgen.outputs import NewOutputs, check_writable
                    "needs the optional dlib-bin and face-recognition-models packages and a model with iBUG-68 points).")
 @click.option("--resume", is_flag=True, help="Fit only the photos not yet listed in OUT/residuals.csv.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def fit(photos: Path, out: Path, model: str | None, size: int, ids: int | None, workers: int, device: str,
-        dlib68: bool, resume: bool, quiet: bool) -> None:
+def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, ids: int | None, workers: int,
+        device: str, dlib68: bool, resume: bool, quiet: bool) -> None:
     """Fit the model to PHOTOS (a photo, or a folder of them: one sub-folder per identity).
 
     Per photo: MTCNN's five points (and dlib's 68 with --dlib68), then a coarse-to-fine fit (landmarks, then pixels of
@@ -39,7 +42,7 @@ def fit(photos: Path, out: Path, model: str | None, size: int, ids: int | None, 
 
     check_writable(out, "--out")
     with NewOutputs(out):
-        s = fit_photos(photos, out, model, FitOptions(size=size), workers=workers, device=device, resume=resume,
+        s = fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers, device=device, resume=resume,
                        ids=ids, dlib68=dlib68, progress=not quiet)
     run = s["this_run"]
     click.echo(f"fitted {run['fitted']} photos in {run['wall_seconds']:.0f} s ({run['images_per_second']:.2f} img/s, "

@@ -295,10 +295,10 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         take(fut.result())
-    return write_summary(out, counts, time.perf_counter() - t0, workers)
+    return write_summary(out, counts, time.perf_counter() - t0, workers, options)
 
 
-def write_summary(out: Path, counts: dict, wall: float, workers: int) -> dict:
+def write_summary(out: Path, counts: dict, wall: float, workers: int, options: FitOptions) -> dict:
     """summary.json over all of residuals.csv (a resumed fit's earlier rows included)."""
     with open(out / "residuals.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -309,6 +309,7 @@ def write_summary(out: Path, counts: dict, wall: float, workers: int) -> dict:
                "photometric_residual": mean("photometric"), "inliers": mean("inliers"),
                "seconds_per_image": mean("seconds"),
                "this_run": {"fitted": counts["ok"], "wall_seconds": round(wall, 1), "workers": workers,
+                            "options": asdict(options),
                             "images_per_second": round(sum(counts.values()) / wall, 3) if wall > 0 else 0.0}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

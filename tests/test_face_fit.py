@@ -93,7 +93,7 @@ def test_fit_cli_then_twins(tmp_path):
     photos = tmp_path / "ds" / "images"
     cv2.imwrite(str(photos / "000000" / "blank.png"), np.full((80, 80, 3), 128, np.uint8))
     (photos / "000000" / "broken.jpg").write_bytes(b"not a jpeg")
-    run(["fit", photos, "--out", tmp_path / "fit", "--size", SIZE, "--quiet"])
+    run(["fit", photos, "--out", tmp_path / "fit", "--size", SIZE, "--fine-steps", 40, "--quiet"])  # plumbing: a quick fit
     with open(tmp_path / "fit" / "residuals.csv", newline="") as f:
         rows = {r["source"]: r for r in csv.DictReader(f)}
     assert rows["000000/000000_0000.png"]["status"] == "ok"
@@ -101,6 +101,7 @@ def test_fit_cli_then_twins(tmp_path):
     assert rows["000000/blank.png"]["status"] == "no_face" and rows["000000/broken.jpg"]["status"] == "unreadable"
     summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
     assert (summary["ok"], summary["no_face"], summary["unreadable"]) == (1, 1, 1)
+    assert summary["this_run"]["options"]["fine_steps"] == 40
     assert (tmp_path / "fit" / "overlays" / "000000" / "000000_0000.jpg").is_file()
     record = json.loads((tmp_path / "fit" / "params.jsonl").read_text())
     assert record["fit"]["source"] == "000000/000000_0000.png" and len(record["camera_translation"]) == 3
@@ -117,7 +118,7 @@ def test_fit_with_dlib_68_points(tmp_path):
     run(["render", "--ids", 1, "--per-id", 1, "--size", 128, "--backgrounds", "plain", "--grid", "yaw=0:0:1",
          "--workers", 1, "--quiet", "--out", tmp_path / "ds"])
     photo = next((tmp_path / "ds" / "images").rglob("*.png"))
-    run(["fit", photo, "--dlib68", "--out", tmp_path / "fit", "--size", SIZE, "--quiet"])
+    run(["fit", photo, "--dlib68", "--out", tmp_path / "fit", "--size", SIZE, "--fine-steps", 40, "--quiet"])
     record = json.loads((tmp_path / "fit" / "params.jsonl").read_text())
     assert record["fit"]["landmarks"] == 68 and record["fit"]["landmark_residual"] < 0.1
 
