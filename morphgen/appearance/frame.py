@@ -162,6 +162,7 @@ def spot_fields(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray, skin: np
     face = skin & (w > -0.6) & (v > -2.0) & (v < 1.2)
     cand = np.flatnonzero(face)
     fr_w = np.exp(-(((u - 0.55) / 0.45) ** 2 + ((v + 0.45) / 0.45) ** 2))[cand] + 0.1
+    xf = x_mm[cand]
     fields, kinds = [], []
     spec = [(0, 16, 70, 2.2), (1, 12, 3, 1.8), (2, 8, 6, 5.0), (3, 8, 6, 4.0)]   # kind, patterns, spots, sigma mm
     for kind, n_patterns, n_spots, sigma in spec:
@@ -173,9 +174,12 @@ def spot_fields(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray, skin: np
             p = fr_w / fr_w.sum() if kind == 0 else None
             k = min(n_spots, len(cand))
             centres = x_mm[rng.choice(cand, k, replace=False, p=p)]
-            d2 = ((x_mm[:, None, :] - centres[None]) ** 2).sum(-1)
-            f = np.exp(-d2 / (2 * (sigma * rng.uniform(0.7, 1.3, k)) ** 2)).max(1) * face
-            fields.append(f.astype(np.float32))
+            # only where the face is (zero elsewhere); the three squares summed in .sum(-1)'s order
+            d2 = ((xf[:, 0, None] - centres[None, :, 0]) ** 2 + (xf[:, 1, None] - centres[None, :, 1]) ** 2) \
+                + (xf[:, 2, None] - centres[None, :, 2]) ** 2
+            f = np.zeros(len(c), np.float32)
+            f[cand] = np.exp(-d2 / (2 * (sigma * rng.uniform(0.7, 1.3, k)) ** 2)).max(1)
+            fields.append(f)
             kinds.append(kind)
     return np.stack(fields), np.array(kinds)
 
