@@ -91,20 +91,15 @@ class FitOptions:
 
 @dataclass
 class FaceFit:
-    """A fitted face: coefficients (leading components, in standard deviations), pose in
-    degrees, translation in mm (camera space of ``Camera(size, size)``), SH light (9, 3),
-    and how well it fits: the mean landmark distance in pixels of the fit image and as a
+    """A fitted face: ``params``, the scene the renderer draws -- coefficients (leading
+    components, in standard deviations), pose in degrees, SH light (9, 3) and
+    ``camera_translation`` in mm (camera space of ``Camera(size, size)``); identity,
+    sample and background seed are the caller's to set (``dataclasses.replace``) -- and
+    how well it fits: the mean landmark distance in pixels of the fit image and as a
     fraction of the eye-to-mouth distance, the mean colour distance over the face region
     (RGB in [0, 1]) and the fraction of that region kept as inliers."""
 
-    shape: np.ndarray
-    color: np.ndarray
-    expression: np.ndarray
-    yaw: float
-    pitch: float
-    roll: float
-    translation: np.ndarray
-    sh: np.ndarray
+    params: ImageParams
     size: int
     landmark_residual_px: float
     landmark_residual: float
@@ -112,7 +107,8 @@ class FaceFit:
     inlier_fraction: float
 
     def pose(self) -> Pose:
-        return Pose.create(1, self.yaw, self.pitch, self.roll, self.translation)
+        p = self.params
+        return Pose.create(1, p.yaw, p.pitch, p.roll, p.camera_translation)
 
 
 def region_vertex_mask(model: MorphableModel) -> np.ndarray:
@@ -339,10 +335,12 @@ class FaceFitter:
                 d = torch.cat([d, (self.project(verts, pose, self.ibug, self.camera) - p68).norm(dim=-1)], 1)
             px = float(d.mean())
             pn = pose.numpy()
+        params = ImageParams(0, 0, alpha.detach()[0].cpu().numpy(), beta.detach()[0].cpu().numpy(),
+                             eps.detach()[0].cpu().numpy(), float(pn.yaw[0]), float(pn.pitch[0]), float(pn.roll[0]),
+                             np.zeros(2, np.float32), 1.0, sh.detach()[0].double().cpu().numpy(), 0,
+                             camera_translation=pn.translation[0])
         return FaceFit(
-            alpha.detach()[0].cpu().numpy(), beta.detach()[0].cpu().numpy(), eps.detach()[0].cpu().numpy(),
-            float(pn.yaw[0]), float(pn.pitch[0]), float(pn.roll[0]), pn.translation[0], sh.detach()[0].double().cpu().numpy(),
-            self.options.size, px, px / float(_eye_mouth(p5)[0]),
+            params, self.options.size, px, px / float(_eye_mouth(p5)[0]),
             float(err[mask].mean()) if mask.any() else float("nan"),
             float(kept.sum() / mask.sum().clamp_min(1)),
         )
@@ -353,7 +351,8 @@ class FaceFitter:
         t = self._tensor
         bg = None if background is None else t(background.astype(np.float32) / 255.0)
         with torch.no_grad():
-            out = render_torch(self.vertices(t(fit.shape), t(fit.expression)), self.albedo(t(fit.color)), t(fit.sh),
+            p = fit.params
+            out = render_torch(self.vertices(t(p.shape), t(p.expression)), self.albedo(t(p.color)), t(p.sh),
                                fit.pose(), self.triangles, self.camera, backgrounds=bg)
         mask = (out["face_id"][0] >= 0).cpu().numpy()
         rgb = (out["rgb"][0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
@@ -380,15 +379,16 @@ class FaceFitter:
         t = self._tensor
         with torch.no_grad():
             true_verts = self.vertices(t(shape), t(expression))
-            fit_verts = self.vertices(t(fit.shape), t(fit.expression))
+            fp = fit.params
+            fit_verts = self.vertices(t(fp.shape), t(fp.expression))
             mean_verts = self.vertices(*self._zeros())
             nrm = vertex_normals_torch(true_verts, self.triangles) @ pose.torch(self.device).rotation().transpose(1, 2)
-            st, sf = (irradiance_torch(nrm, t(x))[0].cpu().numpy()[self.face_vertices] for x in (sh, fit.sh))
+            st, sf = (irradiance_torch(nrm, t(x))[0].cpu().numpy()[self.face_vertices] for x in (sh, fp.sh))
         gain = (sf * st).sum(0) / np.maximum((sf * sf).sum(0), 1e-12)
         rms = lambda d: float(np.sqrt((d**2).mean() / (st**2).mean()))
         dist = lambda v: float((v - true_verts)[0].norm(dim=-1).cpu().numpy()[self.face_vertices].mean())
         p = pose.numpy()
-        return {"pose_deg": float(max(abs(fit.yaw - p.yaw[0]), abs(fit.pitch - p.pitch[0]), abs(fit.roll - p.roll[0]))),
+        return {"pose_deg": float(max(abs(fp.yaw - p.yaw[0]), abs(fp.pitch - p.pitch[0]), abs(fp.roll - p.roll[0]))),
                 "light_rms": rms(sf - st), "light_rms_gain_free": rms(sf * gain - st),
                 "vertex_mm": dist(fit_verts), "vertex_mm_mean_face": dist(mean_verts)}
 

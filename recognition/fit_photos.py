@@ -29,7 +29,7 @@ import multiprocessing as mp
 import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -37,7 +37,6 @@ import numpy as np
 
 from morphgen.errors import ConfigError, DataError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
-from morphgen.sampling import ImageParams
 
 from .data import decode_ref, natural_key
 
@@ -153,9 +152,8 @@ def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray) -> np.nda
 def fitted_record(fit: FaceFit, photo: Photo, landmarks: int, seconds: float) -> dict:
     """The params record of a fitted photo: the renderer takes its coefficients, pose, light
     and camera_translation as they are; ``fit`` says where it came from and how well it fits."""
-    params = ImageParams(photo.identity, photo.sample, fit.shape, fit.color, fit.expression, fit.yaw, fit.pitch,
-                         fit.roll, np.zeros(2, np.float32), 1.0, fit.sh,
-                         zlib.crc32(photo.source.encode()) & 0x7FFFFFFF, camera_translation=fit.translation)
+    params = replace(fit.params, identity=photo.identity, sample=photo.sample,
+                     background_seed=zlib.crc32(photo.source.encode()) & 0x7FFFFFFF)
     return params.to_record() | {"fit": {
         "source": photo.source, "size": fit.size, "landmark_residual_px": round(fit.landmark_residual_px, 3),
         "landmark_residual": round(fit.landmark_residual, 4),
@@ -198,8 +196,8 @@ class PhotoFitter:
                                [cv2.IMWRITE_JPEG_QUALITY, 90])
         row |= {"status": "ok", "landmark_px": round(fit.landmark_residual_px, 3),
                 "landmark_rel": round(fit.landmark_residual, 4), "photometric": round(fit.photometric_residual, 4),
-                "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.yaw, 2), "pitch": round(fit.pitch, 2),
-                "roll": round(fit.roll, 2), "landmarks": n_points, "seconds": round(dt, 2)}
+                "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.params.yaw, 2),
+                "pitch": round(fit.params.pitch, 2), "roll": round(fit.params.roll, 2), "landmarks": n_points, "seconds": round(dt, 2)}
         return {"row": row, "record": fitted_record(fit, photo, n_points, dt), "overlay": jpg.tobytes() if ok else None}
 
 
