@@ -19,7 +19,7 @@ from .distributions import Constant, Distribution, Gaussian, Uniform, check_with
 from .errors import ConfigError
 from .illumination import IlluminationPrior
 from .model import MorphableModel
-from .appearance import AppearanceConfig
+from .appearance import AppearanceConfig, IdentityLook
 from .appearance.frame import size_direction
 from .render.photo import PhotoConfig
 
@@ -375,7 +375,7 @@ class SceneSampler:
                 if c.appearance.active else None)
         return photo, look
 
-    def _identity_look(self, identity: int):
+    def _identity_look(self, identity: int) -> IdentityLook:
         """An identity's appearance draws, cached like its coefficients (a fifth of the
         appearance sampling's time was drawing them again for every image)."""
         cached = self._look_cache.get(identity)
@@ -386,7 +386,6 @@ class SceneSampler:
             cached = self._look_cache[identity] = AppearanceConfig.identity_draws(
                 rng_for(self.config.seed, _STREAM_LOOK_IDENTITY, identity), size)
         return cached
-
 
     def image_params(self, identity: int, sample: int) -> ImageParams:
         c = self.config

@@ -16,9 +16,9 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
 detail (freckles, moles, blemishes, age spots), shiny skin or being a glasses wearer (who
 wears them in 3 of 4 images; anyone may wear sunglasses now and then); of an image
-showing a collar, and catch-lights with lashes (darkened lid margins). Facial hair follows the face's size as a tendency
-(:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels).
-``hair_vary`` is the probability that an image
+showing a collar, and catch-lights with lashes (darkened lid margins). Facial hair
+follows the face's size as a tendency (:func:`beard_probability`; size is a gender-like
+cue of the shape that needs no labels). ``hair_vary`` is the probability that an image
 re-draws its identity's hairstyle. What each image got is recorded in its params
 (``appearance``); it is a pure function of (seed, identity, sample).
 
