@@ -337,7 +337,7 @@ class SceneSampler:
             self.n_expr = n_expr_model if config.expression_components is None else config.expression_components
         self._grid_points = config.grid.points() if config.grid is not None else None
         self._identity_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._look_cache: dict = {}
+        self._look_cache: dict[int, IdentityLook] = {}
         # the shape coefficients' face-size direction, which beards follow as a tendency
         self._size_direction = size_direction(model, self.n_shape).astype(np.float32) if config.appearance.active else None
         if self._grid_points is not None:
@@ -354,16 +354,14 @@ class SceneSampler:
         Cached (up to 64 identities, then cleared): samples are drawn identity by identity,
         and two generators per image were a tenth of the CPU dataset writer's sampling time.
         The arrays are read-only: they are shared by the identity's images."""
-        cached = self._identity_cache.get(identity)
-        if cached is None:
+        def draw() -> tuple[np.ndarray, np.ndarray]:
             c = self.config
             shape = c.shape.sample(rng_for(c.seed, _STREAM_SHAPE, identity), self.n_shape).astype(np.float32)
             color = c.color.sample(rng_for(c.seed, _STREAM_COLOR, identity), self.n_color).astype(np.float32)
             shape.flags.writeable = color.flags.writeable = False  # shared by the identity's images
-            if len(self._identity_cache) >= 64:
-                self._identity_cache.clear()
-            cached = self._identity_cache[identity] = (shape, color)
-        return cached
+            return shape, color
+
+        return _per_identity(self._identity_cache, identity, draw)
 
     def realism(self, identity: int, sample: int) -> tuple[dict | None, dict | None]:
         """The photo effects and the appearance of (identity, sample), None where the option
@@ -378,14 +376,11 @@ class SceneSampler:
     def _identity_look(self, identity: int) -> IdentityLook:
         """An identity's appearance draws, cached like its coefficients (a fifth of the
         appearance sampling's time was drawing them again for every image)."""
-        cached = self._look_cache.get(identity)
-        if cached is None:
-            if len(self._look_cache) >= 64:
-                self._look_cache.clear()
+        def draw() -> IdentityLook:
             size = float(self.identity_coefficients(identity)[0] @ self._size_direction)
-            cached = self._look_cache[identity] = AppearanceConfig.identity_draws(
-                rng_for(self.config.seed, _STREAM_LOOK_IDENTITY, identity), size)
-        return cached
+            return AppearanceConfig.identity_draws(rng_for(self.config.seed, _STREAM_LOOK_IDENTITY, identity), size)
+
+        return _per_identity(self._look_cache, identity, draw)
 
     def image_params(self, identity: int, sample: int) -> ImageParams:
         c = self.config
@@ -419,6 +414,18 @@ class SceneSampler:
         photo, look = self.realism(identity, sample)
         return ImageParams(identity, sample, shape.astype(np.float32), color.astype(np.float32), expression,
                            yaw, pitch, roll, translation, scale, sh, background_seed, partner, phi, photo, look)
+
+
+def _per_identity(cache: dict, identity: int, draw):
+    """``cache[identity]``, drawn by ``draw()`` on a miss: the sampler's per-identity caches
+    hold up to 64 identities, then start again (samples come identity by identity, so a
+    small cache catches nearly every repeat)."""
+    hit = cache.get(identity)
+    if hit is None:
+        if len(cache) >= 64:
+            cache.clear()
+        hit = cache[identity] = draw()
+    return hit
 
 
 def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False) -> np.ndarray:

@@ -42,10 +42,10 @@ def size_direction(model: MorphableModel, n_shape: int) -> np.ndarray:
     a tendency (:class:`morphgen.appearance.AppearanceConfig`); projecting an identity's
     coefficients on it gives a score distributed like them (about N(0, 1))."""
     groups = [np.atleast_1d(np.asarray(g, np.int64)) for g in model.five_point_vertices()]
-    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
     basis = model.shape.basis.reshape(-1, 3, model.shape.n_components)                   # (N, 3, K) view
     scale = np.sqrt(model.shape.variance[:n_shape].astype(np.float64))
-    pts = np.stack([mean[g].mean(0) for g in groups])                                   # (5, 3)
+    pts = five_points(model, model.shape.mean.reshape(-1, 3).astype(np.float64))        # (5, 3)
+    # the same points' gradients, in float64 from only their rows of the basis
     grads = np.stack([basis[g, :, :n_shape].astype(np.float64).mean(0) * scale for g in groups])   # (5, 3, K)
     across, down = pts[1] - pts[0], (pts[0] + pts[1]) / 2 - (pts[3] + pts[4]) / 2
     d = (across / np.linalg.norm(across)) @ (grads[1] - grads[0]) \
