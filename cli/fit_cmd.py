@@ -42,8 +42,8 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
 
     check_writable(out, "--out")
     with NewOutputs(out):
-        s = fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers, device=device, resume=resume,
-                       ids=ids, dlib68=dlib68, progress=not quiet)
+        s = fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
+                       device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet)
     run = s["this_run"]
     click.echo(f"fitted {run['fitted']} photos in {run['wall_seconds']:.0f} s ({run['images_per_second']:.2f} img/s, "
                f"{workers} worker(s)); {s['no_face']} without a face, {s['unreadable']} unreadable; mean landmark "

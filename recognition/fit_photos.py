@@ -197,7 +197,8 @@ class PhotoFitter:
         row |= {"status": "ok", "landmark_px": round(fit.landmark_residual_px, 3),
                 "landmark_rel": round(fit.landmark_residual, 4), "photometric": round(fit.photometric_residual, 4),
                 "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.params.yaw, 2),
-                "pitch": round(fit.params.pitch, 2), "roll": round(fit.params.roll, 2), "landmarks": n_points, "seconds": round(dt, 2)}
+                "pitch": round(fit.params.pitch, 2), "roll": round(fit.params.roll, 2), "landmarks": n_points,
+                "seconds": round(dt, 2)}
         return {"row": row, "record": fitted_record(fit, photo, n_points, dt), "overlay": jpg.tobytes() if ok else None}
 
 
