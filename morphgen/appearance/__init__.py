@@ -298,28 +298,36 @@ class Appearance:
     def apply(self, vertices, albedo, arr: dict, xp):
         """(vertices, albedo) of the model's mesh, (B, N, 3) each, dressed: (B, N + n_extra, 3)
         each, in the order of ``triangles``. xp is numpy or torch (then `arr` holds tensors
-        on the meshes' device)."""
+        on the meshes' device).
+
+        With numpy, the layers that depend on the identity alone (hair, skin detail) are
+        computed once per distinct look in the batch (a batch holds a few identities, one
+        after another) and the layers are written into the output arrays in place: the
+        same float32 operations on the same numbers, so the same pixels, at half the cost."""
         t = _Tensors(xp, vertices)
-        v, a = vertices, albedo
+        out_v, v = t.extend(vertices, self.n + self.n_extra)   # v: the model's vertices, owned
+        out_a, a = t.extend(albedo, self.n + self.n_extra)
         # facial hair: a slight volume for full beards (on the vertices a beard can cover)
         bi = t.i(self.beard_on)
         rows = t.rows(arr["beard"].any(1))                          # the images with a beard
         beard = t.c(arr["beard"])[rows] @ t.f(self.beard[:, self.beard_on])          # (b, n_beard)
         v = t.put(v, bi, v[rows][:, bi] + (beard * t.c(arr["beard_thickness"])[rows][:, None])[..., None]
-                  * t.f(self.normals[self.beard_on])[None], rows)
+                  * t.f(self.normals[self.beard_on])[None], rows, owned=True)
         # skin detail: dark spots (freckles, moles, age spots) and red blemishes where the
         # spot patterns reach (half of the vertices), the overall redness everywhere; one
-        # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU
+        # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU, so once
+        # per distinct identity
         rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0))                     # the images with skin detail
-        sw, si = t.c(arr["spots"])[rs], t.i(self.spot_on)
-        red = t.c(arr["redness"])[rs][:, None] * 0.3
+        one, inv = t.distinct(t.c(arr["spots"])[rs], t.c(arr["redness"])[rs])
+        sw, si = t.c(arr["spots"])[rs][one], t.i(self.spot_on)
+        red = t.c(arr["redness"])[rs][one][:, None] * 0.3
         dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
         redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
         rc, dc = np.array([0.25, -0.25, -0.2], np.float32), np.array([0.4, 0.55, 0.7], np.float32)
         skin = a[rs]
-        spots = skin[:, si] * xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc))
-        skin = t.put(t.scale_channels(skin, xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc))), si, spots, owned=True)
-        # `a` is this function's own array from here on: numpy may change it in place
+        spots = skin[:, si] * t.expand(xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc)), inv)
+        skin = t.put(t.scale_channels(skin, t.expand(xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc)), inv)), si,
+                     spots, owned=True)
         a = t.put_rows(a, rs, skin)
         mb = xp.clip(beard, 0, 1)[..., None]
         a = t.put(a, bi, a[rows][:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[rows][:, None, :], rows, owned=True)
@@ -339,21 +347,22 @@ class Appearance:
         li = t.i(self.catchlight_on)
         ml = (t.f(self.catchlight[self.catchlight_on])[None] * t.c(arr["catchlight"])[:, None])[..., None]
         a = t.put(a, li, a[:, li] * (1 - ml) + ml * 0.95, owned=True)
-        verts, albs = [v], [xp.clip(a, 0.0, 1.0)]
-        # hair shell over the scalp
+        verts, albs = [v], [t.clip01(a)]
+        # hair shell over the scalp, once per distinct style and colour
         if self.shell is not None:
-            hp = t.c(arr["hair"])
-            th = hair.thickness(self.shell, hp, xp)
+            one, inv = t.distinct(t.c(arr["hair"]), t.c(arr["hair_color"]))
+            hp = t.c(arr["hair"])[one]
+            th = t.expand(hair.thickness(self.shell, hp, xp), inv)
             src = t.i(self.shell.src)
             verts.append(v[:, src] + th[..., None] * t.f(self.shell.normals)[None])
-            albs.append(hair.albedo(self.shell, hp, t.c(arr["hair_color"]), xp))
+            albs.append(t.expand(hair.albedo(self.shell, hp, t.c(arr["hair_color"])[one], xp), inv))
         # eyewear, placed by each face's own five points
         g = self._place(v, t.c(arr["glasses"]), t, xp)
         lens = t.f(eyewear.LENS_MASK.astype(np.float32))[None, :, None]
         ga = t.c(arr["glasses_color"])[:, None, :] * (1 - lens) + lens * t.c(arr["lens_color"])[:, None, :]
         verts += [g, g]
         albs += [ga, ga]
-        return t.cat(verts), t.cat(albs)
+        return t.cat(verts, out_v), t.cat(albs, out_a)
 
     def hidden_triangles(self, arr: dict[str, np.ndarray]) -> np.ndarray:
         """(B, T) bools over ``triangles``: those no pixel of an image shows -- the hair
@@ -366,8 +375,9 @@ class Appearance:
         g0 = nm
         if self.shell is not None:
             st = self.shell.triangles
-            hidden = hair.thickness(self.shell, np.asarray(arr["hair"], np.float32), np) <= hair.HIDDEN_MM   # (B, M)
-            out[:, nm:nm + len(st)] = hidden[:, st].all(-1)
+            one, inv = _Tensors(np, None).distinct(np.asarray(arr["hair"], np.float32))
+            hidden = hair.thickness(self.shell, np.asarray(arr["hair"], np.float32)[one], np) <= hair.HIDDEN_MM
+            out[:, nm:nm + len(st)] = hidden[:, st].all(-1)[inv]                                # (B, Ts)
             g0 += len(st)
         out[(np.asarray(arr["glasses"]) == eyewear.HIDDEN).all((1, 2)), g0:] = True
         return out
@@ -459,16 +469,56 @@ class _Tensors:
         return x * f
 
     def put_rows(self, x, rows, values):
-        """x with the images ``rows`` (of :meth:`rows`) replaced by values: a new array."""
+        """x with the images ``rows`` (of :meth:`rows`) replaced by values: with numpy x
+        itself (the caller owns it), with torch a new tensor."""
         if self.xp is np:
-            x = x.copy()
             x[rows] = values
             return x
         return values
 
-    def cat(self, parts):
-        """Concatenate along the vertex axis."""
-        return np.concatenate(parts, 1) if self.xp is np else self.xp.cat(parts, 1)
+    def extend(self, x, total: int):
+        """(out, owned): with numpy a new (B, total, 3) array holding x in its first
+        vertices, and the view of them the layers then change in place (:meth:`cat` fills
+        the rest); with torch (None, x), the layers making new tensors."""
+        if self.xp is np:
+            out = np.empty((x.shape[0], total, 3), x.dtype)
+            out[:, :x.shape[1]] = x
+            return out, out[:, :x.shape[1]]
+        return None, x
+
+    def distinct(self, *cols):
+        """(one, inv) over batch rows of the arrays `cols`: with numpy the first row of each
+        distinct value and, per row, which of those it equals (x[one][inv] == x); with
+        torch (every row, None), where finding them would cost a device sync."""
+        if self.xp is not np:
+            return slice(None), None
+        if len(cols[0]) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        key = np.concatenate([np.asarray(c).reshape(len(c), -1) for c in cols], 1)
+        _, one, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        return one, inv.reshape(-1)
+
+    @staticmethod
+    def expand(x, inv):
+        """Per-distinct-row values back to every row (:meth:`distinct`)."""
+        return x if inv is None else x[inv]
+
+    def clip01(self, x):
+        """x clipped to [0, 1]: numpy in place (x is the caller's), torch a new tensor."""
+        return np.clip(x, 0.0, 1.0, out=x) if self.xp is np else self.xp.clip(x, 0.0, 1.0)
+
+    def cat(self, parts, out=None):
+        """Concatenate along the vertex axis; with numpy into `out` of :meth:`extend`, whose
+        first part already holds parts[0]."""
+        if self.xp is not np:
+            return self.xp.cat(parts, 1)
+        if out is None:
+            return np.concatenate(parts, 1)
+        k = parts[0].shape[1]
+        for p in parts[1:]:
+            out[:, k:k + p.shape[1]] = p
+            k += p.shape[1]
+        return out
 
     def c(self, a):
         """A batch array: as is for numpy, a tensor on the device for torch."""
