@@ -146,6 +146,29 @@ def test_lashes_darken_the_lid_margins_only():
     assert old["lashes"][0] == 0 and old["catchlight"][0] == np.float32(0.7)
 
 
+def test_wrinkles_crease_the_face_only_and_follow_their_depth():
+    r = _renderer("skin=1", size=64)
+    ap, model = r.appearance, r.model
+    creases = ap.wrinkles > 0.2
+    assert 60 < creases.sum() < 1500
+    for name in ("eyes", "lips", "hair", "ears"):
+        assert not (creases & model.regions[name]).any(), name
+    depths = [r.sampler.image_params(i, 0).appearance["skin"]["wrinkles"] for i in range(40)]
+    assert 0.15 < np.mean(np.array(depths) == 0) < 0.6 and max(depths) > 0.7        # an age-like spread
+    v = np.repeat(model.shape.mean.reshape(1, -1, 3).astype(np.float32), 3, 0)
+    a = np.full_like(v, 0.6)
+    looks = [{"skin": {"spots": [], "redness": 0.0, "wrinkles": w}} for w in (0.0, 0.5, 1.0)]
+    _, albedo = ap.apply(v, a, ap.arrays(looks), np)
+    albedo = albedo[:, :ap.n]
+    assert np.array_equal(albedo[0], a[0])                                          # depth 0: untouched
+    changed = (albedo[2] != a[2]).any(-1)
+    assert changed.any() and not changed[~(ap.wrinkles > 0)].any()                 # only on the creases
+    dark = 0.6 - albedo[:, creases, 0]
+    assert (dark[2] > dark[1]).all() and (dark[1] > 0).all()
+    old = ap.arrays([{"skin": {"spots": [], "redness": 0.05}}])                    # records before wrinkles
+    assert old["wrinkles"][0] == 0
+
+
 def test_categorical_draws_equal_numpy_choice():
     from morphgen.probspec import Categorical
 

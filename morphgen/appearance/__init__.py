@@ -14,8 +14,9 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
     --appearance full,shine=0.6        every part, and shiny skin (not in `full`)
 
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
-detail (freckles, moles, blemishes, age spots), shiny skin or being a glasses wearer (who
-wears them in 3 of 4 images; anyone may wear sunglasses now and then); of an image
+detail (freckles, moles, blemishes, age spots, wrinkles of an age-like depth), shiny
+skin or being a glasses wearer (who wears them in 3 of 4 images; anyone may wear
+sunglasses now and then); of an image
 showing a collar, and catch-lights with lashes (darkened lid margins). Facial hair
 follows the face's size as a tendency (:func:`beard_probability`; size is a gender-like
 cue of the shape that needs no labels). ``hair_vary`` is the probability that an image
@@ -47,7 +48,8 @@ from ..model import MorphableModel
 from ..probspec import Categorical, parse_probabilities, to_spec
 from . import eyewear, hair
 from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, lash_field, mesh_smoother,
-                    region, shine_fields, spot_fields, vertex_normals)
+                    region, shine_fields, spot_fields, vertex_normals,
+                    wrinkle_field)
 
 PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "shine", "hair_vary")
 PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "skin": 0.7, "clothing": 0.9,
@@ -56,6 +58,7 @@ BEARD_STYLES = {"stubble": (0.5, 0.6, 0.7, 0.5, 0.4), "moustache": (1, 0, 0, 0, 
                 "chin_strap": (0, 0.8, 1, 0, 1), "full": (1, 1, 1, 0.8, 1)}
 _BEARD_DRAW = Categorical((0.4, 0.15, 0.15, 0.1, 0.2))
 SPOT_KINDS = 4
+WRINKLE_DEPTH = 0.4   # how much a crease darkens the albedo at full wrinkle depth
 SHINE_CHEEKS = 0.6   # how much the cheeks shine, relative to the T-zone, at a T-zone share of 0
 _FIELD_SEED = 0x61707072
 
@@ -88,6 +91,7 @@ class AppearanceConfig:
         u = ir.random(4)
         style, beard, skin, glasses = hair.sample_style(ir), _beard(ir), _skin(ir), eyewear.sample_style(ir)
         has_shine, shine = ir.random(), _shine(ir)   # after the others: older records keep their draws
+        skin = dict(skin, wrinkles=_wrinkles(ir))
         return IdentityLook(u, style, beard, skin, glasses, has_shine, shine, float(face_size))
 
     def sample(self, identity: IdentityLook, image_rng: np.random.Generator) -> dict:
@@ -173,6 +177,13 @@ def _skin(rng: np.random.Generator) -> dict:
     return {"spots": spots, "redness": round(float(rng.uniform(0.0, 0.1)), 3)}
 
 
+def _wrinkles(rng: np.random.Generator) -> float:
+    """An identity's wrinkle depth (0 to 1) from an age-like draw: none for the youngest
+    35 %, then growing linearly. Neither the embedded model nor BFM's files carry an age
+    direction of the shape, so this is a draw of its own (recorded in ``skin``)."""
+    return round(float(np.clip((rng.random() - 0.35) / 0.65, 0.0, 1.0)), 3)
+
+
 def _shine(rng: np.random.Generator) -> dict:
     """An identity's shiny skin: its strength and the share of it confined to the T-zone."""
     return {"strength": round(float(rng.uniform(0.2, 1.0)), 3), "tzone": round(float(rng.random()), 3)}
@@ -216,12 +227,14 @@ class Appearance:
         self.catchlight = catchlight_field(model, mean, c)                                # (N,)
         self.lashes = lash_field(model, c)                                                # (N,)
         self.shine = shine_fields(model, c, smooth)                                       # (2, N)
+        self.wrinkles = wrinkle_field(model, c, smooth)                                   # (N,)
         # the vertices each layer can touch: dressing blends only these (a quarter of the
         # face for beards, a tenth for catch-lights, the neck for the band, half for spots)
         self.beard_on = np.flatnonzero(np.abs(self.beard).sum(0) > 0)
         self.band_on = np.flatnonzero(self.band > 0)
         self.catchlight_on = np.flatnonzero(self.catchlight > 0)
         self.lashes_on = np.flatnonzero(self.lashes > 0.02)
+        self.wrinkles_on = np.flatnonzero(self.wrinkles > 0.01)
         self.spot_on = np.flatnonzero(np.abs(spots).sum(0) > 0)
         dark, red = kinds != 2, kinds == 2
         self.spot_dark, self.spot_red = np.flatnonzero(dark), np.flatnonzero(red)
@@ -256,6 +269,7 @@ class Appearance:
         bt = np.zeros(b, np.float32)
         sw = np.zeros((b, self.n_spots), np.float32)
         red = np.zeros(b, np.float32)
+        wr = np.zeros(b, np.float32)
         gl = np.zeros((b, eyewear.N_VERTICES, 3), np.float32)
         gc = np.zeros((b, 3), np.float32)
         lc = np.zeros((b, 3), np.float32)
@@ -279,6 +293,7 @@ class Appearance:
                 for k, w in a["skin"]["spots"]:
                     sw[i, k] = w
                 red[i] = a["skin"]["redness"]
+                wr[i] = a["skin"].get("wrinkles", 0.0)   # older records: none
             g = a.get("eyewear")
             gl[i] = eyewear.frame_coords(g)
             if g:
@@ -292,7 +307,7 @@ class Appearance:
                 cheeks = SHINE_CHEEKS * (1.0 - a["shine"]["tzone"])
                 sn[i] = np.array([cheeks, 1.0 - cheeks]) * a["shine"]["strength"]
         return {"hair": hp, "hair_color": hc, "beard": bw, "beard_color": bc, "beard_thickness": bt, "spots": sw,
-                "redness": red, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
+                "redness": red, "wrinkles": wr, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
                 "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "lashes": la, "shine": sn}
 
     def apply(self, vertices, albedo, arr: dict, xp):
@@ -329,6 +344,10 @@ class Appearance:
         skin = t.put(t.scale_channels(skin, t.expand(xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc)), inv)), si,
                      spots, owned=True)
         a = t.put_rows(a, rs, skin)
+        # wrinkles: the creases of an older face, as shading in the albedo
+        wi, rw = t.i(self.wrinkles_on), t.rows(arr["wrinkles"] > 0)
+        mw = (t.c(arr["wrinkles"])[rw][:, None] * t.f(self.wrinkles[self.wrinkles_on] * WRINKLE_DEPTH)[None])[..., None]
+        a = t.put(a, wi, a[rw][:, wi] * (1 - mw), rw, owned=True)
         mb = xp.clip(beard, 0, 1)[..., None]
         a = t.put(a, bi, a[rows][:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[rows][:, None, :], rows, owned=True)
         # clothing at the neck: a plain or striped band

@@ -252,3 +252,33 @@ def catchlight_field(model: MorphableModel, x_mm: np.ndarray, c: np.ndarray) -> 
         d = np.linalg.norm(x_mm - target, axis=1)
         out = np.maximum(out, (np.exp(-0.5 * (d / 1.2) ** 2) * eyes).astype(np.float32))
     return out
+
+
+def wrinkle_field(model: MorphableModel, c: np.ndarray, smooth) -> np.ndarray:
+    """(N,) where an older face creases, as albedo shading: three or four forehead lines
+    (curving up toward the temples) with the two frown lines between the brows, crow's
+    feet fanning from each eye's outer corner, and the nasolabial folds from the nose
+    wings to past the mouth corners. Lines are 1.5-2 mm wide and then averaged over the
+    mesh's one-rings, so a coarse mesh gets soft bands instead of broken ones (the
+    embedded model's vertices are about 4 mm apart, BFM's 1-2 mm)."""
+    u, v, w = np.abs(c[:, 0]), c[:, 1], c[:, 2]
+    front = smoothstep(-0.6, -0.3, w)
+    vf = v - 0.12 * u ** 2                                          # lines rise toward the temples
+    lines = sum(np.exp(-0.5 * ((vf - k) / 0.03) ** 2) for k in (0.68, 0.86, 1.04, 1.22))
+    forehead = lines * (1 - smoothstep(0.5, 0.8, u)) * (1 - smoothstep(1.2, 1.35, v))
+    frown = np.exp(-0.5 * ((u - 0.08) / 0.025) ** 2) * band(v, 0.2, 0.5, 0.06)
+    r = np.hypot(u - 0.7, v)                                        # from the outer eye corner
+    fan = (0.5 + 0.5 * np.cos(np.arctan2(v, u - 0.7) * 9.0)) ** 4
+    crow = fan * band(r, 0.08, 0.24, 0.05) * smoothstep(0.7, 0.76, u)
+    # the fold: a segment from beside the nose wing to below and outside the mouth corner
+    a, b = np.array([0.33, -0.55]), np.array([0.5, -1.25])
+    d = b - a
+    s = np.clip(((u - a[0]) * d[0] + (v - a[1]) * d[1]) / (d @ d), 0.0, 1.0)
+    dist = np.hypot(u - a[0] - s * d[0], v - a[1] - s * d[1])
+    fold = np.exp(-0.5 * (dist / 0.035) ** 2) * np.sin(np.pi * np.clip(s * 1.1, 0, 1)) ** 0.5
+    f = np.clip(forehead + frown + crow + fold, 0.0, 1.0) * front
+    for name in ("eyes", "eyebrows", "lips", "hair", "mouth_interior", "teeth", "ears"):
+        reg = region(model, name)
+        if reg is not None:
+            f = f * (1.0 - smooth(reg, 1))
+    return np.clip(smooth(f, 1), 0.0, 1.0).astype(np.float32)
