@@ -26,9 +26,14 @@ from morphgen.outputs import NewOutputs, check_writable
               help="Also fit dlib's 68 iBUG points where its HOG detector finds the face (frontal to half profile; "
                    "needs the optional dlib-bin and face-recognition-models packages and a model with iBUG-68 points).")
 @click.option("--resume", is_flag=True, help="Fit only the photos not yet listed in OUT/residuals.csv.")
+@click.option("--pool-identities", is_flag=True,
+              help="Also write OUT/params_pooled.jsonl: every photo's record with its identity's mean shape and colour "
+                   "(one face per person; each photo's pose, expression, light and framing kept), for twins that share "
+                   "a face: morphgen render --from-params OUT/params_pooled.jsonl. With --resume on a finished fit it "
+                   "only writes that file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, ids: int | None, workers: int,
-        device: str, dlib68: bool, resume: bool, quiet: bool) -> None:
+        device: str, dlib68: bool, resume: bool, pool_identities: bool, quiet: bool) -> None:
     """Fit the model to PHOTOS (a photo, or a folder of them: one sub-folder per identity).
 
     Per photo: MTCNN's five points (and dlib's 68 with --dlib68), then a coarse-to-fine fit (landmarks, then pixels of
@@ -38,14 +43,18 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
     Twins of a benchmark: morphgen fit BENCH/images --out fit && morphgen render --from-params fit --out twins
     """
     from morphgen.face_fit import FitOptions
-    from recognition.fit_photos import fit_photos
+    from recognition import fit_photos as fitting
 
     check_writable(out, "--out")
     with NewOutputs(out):
-        s = fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
+        s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
                        device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet)
     run = s["this_run"]
     click.echo(f"fitted {run['fitted']} photos in {run['wall_seconds']:.0f} s ({run['images_per_second']:.2f} img/s, "
                f"{workers} worker(s)); {s['no_face']} without a face, {s['unreadable']} unreadable; mean landmark "
                f"residual {s['landmark_residual_px']:.2f} px ({100 * s['landmark_residual']:.1f} % of eye-mouth), "
                f"colour {s['photometric_residual']:.3f}: {out}")
+    if pool_identities:
+        n = fitting.pool_identities(out)
+        click.echo(f"pooled {n['records']} records into one face for each of {n['identities']} identities: "
+                   f"{out / fitting.POOLED}")

@@ -10,6 +10,7 @@ or LFW -- else a square around the face) resized to the fit size, the fit, then:
     OUT/overlays/<src>.jpg  photo | render | blend, at the fit size
     OUT/residuals.csv       one row per input: status (ok, no_face, unreadable), residuals
     OUT/summary.json        counts, mean residuals, seconds, images per second
+    OUT/params_pooled.jsonl (--pool-identities) the records with one face per identity
 
 Why these outputs: ``morphgen render --from-params OUT`` renders the records (the photo's
 synthetic twin), the overlays are what a person checks by eye, and the residuals say how
@@ -18,6 +19,11 @@ identity is the index of the photo's top-level folder under the input (a photo d
 in it is an identity of its own), the sample its index among that folder's photos in
 sorted order, so a benchmark's twins keep its identity structure. Photos without a face or
 that do not decode are counted skips; for a single photo they are a one-line error.
+Pooled identities: each photo is fitted on its own, so the twins of one person's photos
+are as many slightly different faces as photos, and little of the person survives
+(docs/twins.md). ``pool_identities`` gives every record of an identity the mean of their
+shape and colour coefficients, keeping each photo's pose, expression, light and framing:
+the averaged estimate a joint fit would approach, for twins that share one face.
 Work runs in ``workers`` processes (one torch thread each); results are appended as they
 come, so ``--resume`` fits only the photos not yet in residuals.csv.
 """
@@ -312,3 +318,31 @@ def write_summary(out: Path, counts: dict, wall: float, workers: int, options: F
                             "images_per_second": round(sum(counts.values()) / wall, 3) if wall > 0 else 0.0}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+POOLED = "params_pooled.jsonl"
+
+
+def pool_identities(out: Path) -> dict:
+    """Write OUT/params_pooled.jsonl: OUT/params.jsonl with each record's ``shape`` and
+    ``color`` replaced by the mean over its identity's records (its own pose, expression,
+    light and framing kept; ``fit.pooled`` says over how many photos). Written whole,
+    then renamed into place. Returns {"identities": n, "records": n}."""
+    src = Path(out) / "params.jsonl"
+    if not src.is_file():
+        raise DataError(f"{src}: no fitted records to pool (run `morphgen fit` into {out} first)")
+    records = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    if not records:
+        raise DataError(f"{src}: no photo was fitted (no face found in any), nothing to pool")
+    by_id: dict[int, list[dict]] = {}
+    for r in records:
+        by_id.setdefault(int(r["identity"]), []).append(r)
+    dst = Path(out) / POOLED
+    tmp = dst.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as f:
+        for group in by_id.values():
+            mean = {k: np.mean([g[k] for g in group], 0).round(6).tolist() for k in ("shape", "color")}
+            for r in group:
+                f.write(json.dumps(r | mean | {"fit": r.get("fit", {}) | {"pooled": len(group)}}) + "\n")
+    tmp.replace(dst)
+    return {"identities": len(by_id), "records": len(records)}

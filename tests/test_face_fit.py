@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from morphgen.cli.main import cli
 from test_bad_inputs import assert_refused
 
+from morphgen.errors import DataError
 from morphgen.face_fit import FaceFitter, FitOptions, render_known
 from morphgen.sampling import ImageParams, SamplingConfig, pose_config
 from morphgen.scene import SceneConfig, SceneRenderer
@@ -109,6 +110,27 @@ def test_fit_cli_then_twins(tmp_path):
          "--out", tmp_path / "twins"])
     twin = cv2.imread(str(tmp_path / "twins" / "images" / "000000" / "000000_0000.png"))
     assert twin.shape == (SIZE, SIZE, 3) and twin.std() > 10
+    # pooled identities on the finished fit: nothing refitted, one face per identity written
+    out = run(["fit", photos, "--out", tmp_path / "fit", "--resume", "--pool-identities", "--quiet"]).output
+    assert "fitted 0 photos" in out and "pooled 1 records" in out
+    pooled = json.loads((tmp_path / "fit" / "params_pooled.jsonl").read_text())
+    assert pooled["shape"] == record["shape"] and pooled["fit"]["pooled"] == 1
+
+
+def test_pooled_identities_share_one_face(tmp_path):
+    from recognition.fit_photos import pool_identities
+
+    recs = [{"identity": i, "sample": s, "shape": [i + s, 2.0 * s], "color": [float(s)], "yaw": 10.0 * s,
+             "fit": {"source": f"{i}/{s}.jpg"}} for i in (0, 3) for s in range(3)]
+    (tmp_path / "params.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert pool_identities(tmp_path) == {"identities": 2, "records": 6}
+    pooled = [json.loads(x) for x in (tmp_path / "params_pooled.jsonl").read_text().splitlines()]
+    assert [(r["identity"], r["sample"], r["yaw"]) for r in pooled] == [(r["identity"], r["sample"], r["yaw"]) for r in recs]
+    assert [r["shape"] for r in pooled] == [[1.0, 2.0]] * 3 + [[4.0, 2.0]] * 3
+    assert all(r["color"] == [1.0] and r["fit"]["pooled"] == 3 for r in pooled)
+    (tmp_path / "params.jsonl").write_text("")
+    with pytest.raises(DataError, match="nothing to pool"):
+        pool_identities(tmp_path)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
