@@ -169,6 +169,24 @@ def test_wrinkles_crease_the_face_only_and_follow_their_depth():
     assert old["wrinkles"][0] == 0
 
 
+def test_fine_skin_texture_stays_on_the_face_skin_and_follows_its_strength():
+    r = _renderer("skin=1", size=64)
+    ap, model = r.appearance, r.model
+    assert ap.pores_on.shape == (8, len(ap.spot_on))
+    assert np.allclose(ap.pores_on.std(1), 1.0, atol=0.1) and np.abs(ap.pores_on.mean(1)).max() < 0.1
+    look = r.sampler.image_params(3, 0).appearance["skin"]
+    assert 0 <= look["pores"][0] < 8 and 0.02 <= look["pores"][1] <= 0.06
+    v = np.repeat(model.shape.mean.reshape(1, -1, 3).astype(np.float32), 3, 0)
+    a = np.full_like(v, 0.5)
+    looks = [{"skin": {"spots": [], "redness": 0.0, "pores": [2, s]}} for s in (0.0, 0.03, 0.06)]
+    _, albedo = ap.apply(v, a, ap.arrays(looks), np)
+    log = np.log(albedo[:, :ap.n, 1] / 0.5)                                        # the green channel
+    assert np.array_equal(log[0], np.zeros(ap.n))
+    assert not log[2][np.setdiff1d(np.arange(ap.n), ap.spot_on)].any()          # face skin only
+    assert np.allclose(log[2][ap.spot_on], 2 * log[1][ap.spot_on], atol=1e-5)     # in proportion to the strength
+    assert 0.04 < log[2][ap.spot_on].std() < 0.08
+
+
 def test_categorical_draws_equal_numpy_choice():
     from morphgen.probspec import Categorical
 

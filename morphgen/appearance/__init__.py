@@ -14,12 +14,11 @@ any model with the five alignment landmarks (zones are placed in a face frame, s
     --appearance full,shine=0.6        every part, and shiny skin (not in `full`)
 
 Each value is a probability: of an identity having hair (else bald), facial hair, skin
-detail (freckles, moles, blemishes, age spots, wrinkles of an age-like depth), shiny
-skin or being a glasses wearer (who wears them in 3 of 4 images; anyone may wear
-sunglasses now and then); of an image
-showing a collar, and catch-lights with lashes (darkened lid margins). Facial hair
-follows the face's size as a tendency (:func:`beard_probability`; size is a gender-like
-cue of the shape that needs no labels). ``hair_vary`` is the probability that an image
+detail (freckles, moles, blemishes, age spots, wrinkles of an age-like depth, a fine
+texture), shiny skin or being a glasses wearer (who wears them in 3 of 4 images; anyone
+may wear sunglasses now and then); of an image showing a collar, and catch-lights with
+lashes (darkened lid margins). Facial hair follows the face's size as a tendency
+(:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels). ``hair_vary`` is the probability that an image
 re-draws its identity's hairstyle. What each image got is recorded in its params
 (``appearance``); it is a pure function of (seed, identity, sample).
 
@@ -49,8 +48,8 @@ from ..model import MorphableModel
 from ..probspec import Categorical, parse_probabilities, to_spec
 from . import eyewear, hair
 from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, lash_field, mesh_smoother,
-                    region, shine_fields, spot_fields, vertex_normals,
-                    wrinkle_field)
+                    pore_fields, region, shine_fields, spot_fields,
+                    vertex_normals, wrinkle_field)
 
 PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "shine", "hair_vary")
 PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "skin": 0.7, "clothing": 0.9,
@@ -59,6 +58,8 @@ BEARD_STYLES = {"stubble": (0.5, 0.6, 0.7, 0.5, 0.4), "moustache": (1, 0, 0, 0, 
                 "chin_strap": (0, 0.8, 1, 0, 1), "full": (1, 1, 1, 0.8, 1)}
 _BEARD_DRAW = Categorical((0.4, 0.15, 0.15, 0.1, 0.2))
 SPOT_KINDS = 4
+PORE_PATTERNS = 8
+PORE_CHANNELS = np.array([0.8, 1.0, 1.1], np.float32)   # darker grain leans brown, as melanin does
 WRINKLE_DEPTH = 0.4   # how much a crease darkens the albedo at full wrinkle depth
 SHINE_CHEEKS = 0.6   # how much the cheeks shine, relative to the T-zone, at a T-zone share of 0
 _FIELD_SEED = 0x61707072
@@ -92,7 +93,7 @@ class AppearanceConfig:
         u = ir.random(4)
         style, beard, skin, glasses = hair.sample_style(ir), _beard(ir), _skin(ir), eyewear.sample_style(ir)
         has_shine, shine = ir.random(), _shine(ir)   # after the others: older records keep their draws
-        skin = dict(skin, wrinkles=_wrinkles(ir))
+        skin = dict(skin, wrinkles=_wrinkles(ir), pores=_pores(ir))
         return IdentityLook(u, style, beard, skin, glasses, has_shine, shine, float(face_size))
 
     def sample(self, identity: IdentityLook, image_rng: np.random.Generator) -> dict:
@@ -185,6 +186,12 @@ def _wrinkles(rng: np.random.Generator) -> float:
     return round(float(np.clip((rng.random() - 0.35) / 0.65, 0.0, 1.0)), 3)
 
 
+def _pores(rng: np.random.Generator) -> list:
+    """An identity's fine skin texture: [pattern, strength] (strength 0.02 to 0.06, the
+    standard deviation of the log albedo it adds)."""
+    return [int(rng.integers(PORE_PATTERNS)), round(float(rng.uniform(0.02, 0.06)), 3)]
+
+
 def _shine(rng: np.random.Generator) -> dict:
     """An identity's shiny skin: its strength and the share of it confined to the T-zone."""
     return {"strength": round(float(rng.uniform(0.2, 1.0)), 3), "tzone": round(float(rng.random()), 3)}
@@ -241,6 +248,8 @@ class Appearance:
         self.spot_dark, self.spot_red = np.flatnonzero(dark), np.flatnonzero(red)
         self.spots_dark_on = np.ascontiguousarray(spots[dark][:, self.spot_on], np.float32)   # (Kd, n_spot)
         self.spots_red_on = np.ascontiguousarray(spots[red][:, self.spot_on], np.float32)     # (Kr, n_spot)
+        self.pores_on = pore_fields(self.spot_on, self.n, smooth, np.random.default_rng(_FIELD_SEED + 1),
+                                    PORE_PATTERNS)                                        # (P, n_spot)
         self.shell = hair.build_shell(model, mean, c, normals)
         self.m = 0 if self.shell is None else len(self.shell.src)
 
@@ -271,6 +280,7 @@ class Appearance:
         sw = np.zeros((b, self.n_spots), np.float32)
         red = np.zeros(b, np.float32)
         wr = np.zeros(b, np.float32)
+        po = np.zeros((b, PORE_PATTERNS), np.float32)
         gl = np.zeros((b, eyewear.N_VERTICES, 3), np.float32)
         gc = np.zeros((b, 3), np.float32)
         lc = np.zeros((b, 3), np.float32)
@@ -295,6 +305,9 @@ class Appearance:
                     sw[i, k] = w
                 red[i] = a["skin"]["redness"]
                 wr[i] = a["skin"].get("wrinkles", 0.0)   # older records: none
+                if "pores" in a["skin"]:
+                    k, strength = a["skin"]["pores"]
+                    po[i, int(k)] = strength
             g = a.get("eyewear")
             gl[i] = eyewear.frame_coords(g)
             if g:
@@ -308,7 +321,7 @@ class Appearance:
                 cheeks = SHINE_CHEEKS * (1.0 - a["shine"]["tzone"])
                 sn[i] = np.array([cheeks, 1.0 - cheeks]) * a["shine"]["strength"]
         return {"hair": hp, "hair_color": hc, "beard": bw, "beard_color": bc, "beard_thickness": bt, "spots": sw,
-                "redness": red, "wrinkles": wr, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
+                "redness": red, "wrinkles": wr, "pores": po, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
                 "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "lashes": la, "shine": sn}
 
     def apply(self, vertices, albedo, arr: dict, xp):
@@ -333,15 +346,16 @@ class Appearance:
         # spot patterns reach (half of the vertices), the overall redness everywhere; one
         # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU, so once
         # per distinct identity
-        rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0))                     # the images with skin detail
-        one, inv = t.distinct(t.c(arr["spots"])[rs], t.c(arr["redness"])[rs])
+        rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0) | arr["pores"].any(1))   # the images with skin detail
+        one, inv = t.distinct(t.c(arr["spots"])[rs], t.c(arr["redness"])[rs], t.c(arr["pores"])[rs])
         sw, si = t.c(arr["spots"])[rs][one], t.i(self.spot_on)
         red = t.c(arr["redness"])[rs][one][:, None] * 0.3
         dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
         redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
+        grain = t.c(arr["pores"])[rs][one] @ t.f(self.pores_on)                     # fine texture, log albedo
         rc, dc = np.array([0.25, -0.25, -0.2], np.float32), np.array([0.4, 0.55, 0.7], np.float32)
         skin = a[rs]
-        spots = skin[:, si] * t.expand(xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc)), inv)
+        spots = skin[:, si] * t.expand(xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc, grain, PORE_CHANNELS)), inv)
         skin = t.put(t.scale_channels(skin, t.expand(xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc)), inv)), si,
                      spots, owned=True)
         a = t.put_rows(a, rs, skin)
@@ -467,17 +481,18 @@ class _Tensors:
             return x
         return x.index_copy(1, idx, values.to(x.dtype))
 
-    def channels(self, r, rc, d, dc):
-        """``r x rc - d x dc``: (..., 3) from per-vertex weights (...) and per-channel
-        factors (3,). numpy broadcasts a trailing axis of 3 element by element (2.7 ms for
-        a batch's skin spots), so it writes one channel at a time instead (0.3 ms), with
-        the same float32 operations."""
+    def channels(self, r, rc, d, dc, g, gc):
+        """``r x rc - d x dc + g x gc``: (..., 3) from per-vertex weights (...) and
+        per-channel factors (3,). numpy broadcasts a trailing axis of 3 element by element
+        (2.7 ms for a batch's skin spots), so it writes one channel at a time instead
+        (0.3 ms), with the same float32 operations."""
         if self.xp is np:
             out = np.empty(r.shape + (3,), np.float32)
             for k in range(3):
                 np.subtract(r * rc[k], d * dc[k], out=out[..., k])
+                out[..., k] += g * gc[k]
             return out
-        return r[..., None] * self.f(rc) - d[..., None] * self.f(dc)
+        return r[..., None] * self.f(rc) - d[..., None] * self.f(dc) + g[..., None] * self.f(gc)
 
     def scale_channels(self, x, f):
         """x (B, N, 3), a temporary of the caller's, times per-image channel factors f (B, 1, 3):
