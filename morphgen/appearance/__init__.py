@@ -18,9 +18,10 @@ detail (freckles, moles, blemishes, age spots, wrinkles of an age-like depth, a 
 texture), shiny skin or being a glasses wearer (who wears them in 3 of 4 images; anyone
 may wear sunglasses now and then); of an image showing a collar, and catch-lights with
 lashes (darkened lid margins). Facial hair follows the face's size as a tendency
-(:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels). ``hair_vary`` is the probability that an image
-re-draws its identity's hairstyle. What each image got is recorded in its params
-(``appearance``); it is a pure function of (seed, identity, sample).
+(:func:`beard_probability`; size is a gender-like cue of the shape that needs no labels).
+``hair_vary`` is the probability that an image re-draws its identity's hairstyle. What
+each image got is recorded in its params (``appearance``); it is a pure function of
+(seed, identity, sample).
 
 ``shine``: specular highlights under the image's light (:mod:`morphgen.render.specular`),
 for an identity with a strength (0.2 to 1) and a T-zone share (0: the cheeks shine 0.6
@@ -63,6 +64,7 @@ PORE_CHANNELS = np.array([0.8, 1.0, 1.1], np.float32)   # darker grain leans bro
 WRINKLE_DEPTH = 0.4   # how much a crease darkens the albedo at full wrinkle depth
 SHINE_CHEEKS = 0.6   # how much the cheeks shine, relative to the T-zone, at a T-zone share of 0
 _FIELD_SEED = 0x61707072
+_IDENTITY_ALBEDO = ("spots", "redness", "pores", "wrinkles", "beard", "beard_color")   # Appearance.arrays keys
 
 
 @dataclass(frozen=True)
@@ -321,50 +323,32 @@ class Appearance:
                 cheeks = SHINE_CHEEKS * (1.0 - a["shine"]["tzone"])
                 sn[i] = np.array([cheeks, 1.0 - cheeks]) * a["shine"]["strength"]
         return {"hair": hp, "hair_color": hc, "beard": bw, "beard_color": bc, "beard_thickness": bt, "spots": sw,
-                "redness": red, "wrinkles": wr, "pores": po, "glasses": gl, "glasses_color": gc, "lens_color": lc, "cloth": cc,
-                "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "lashes": la, "shine": sn}
+                "redness": red, "wrinkles": wr, "pores": po, "glasses": gl, "glasses_color": gc, "lens_color": lc,
+                "cloth": cc, "cloth_stripes": cs, "cloth_on": con, "catchlight": cl, "lashes": la, "shine": sn}
 
     def apply(self, vertices, albedo, arr: dict, xp):
         """(vertices, albedo) of the model's mesh, (B, N, 3) each, dressed: (B, N + n_extra, 3)
         each, in the order of ``triangles``. xp is numpy or torch (then `arr` holds tensors
         on the meshes' device).
 
-        With numpy, the layers that depend on the identity alone (hair, skin detail) are
-        computed once per distinct look in the batch (a batch holds a few identities, one
-        after another) and the layers are written into the output arrays in place: the
-        same float32 operations on the same numbers, so the same pixels, at half the cost."""
+        With numpy, what follows from the identity alone (the albedo's skin detail,
+        wrinkles and beard colour; the hair) is computed once per distinct identity in the
+        batch (a batch holds a few identities, one after another), and the layers are
+        written into the output arrays in place: the same float32 operations on the same
+        numbers, so the same pixels, at a third of the cost."""
         t = _Tensors(xp, vertices)
         out_v, v = t.extend(vertices, self.n + self.n_extra)   # v: the model's vertices, owned
-        out_a, a = t.extend(albedo, self.n + self.n_extra)
-        # facial hair: a slight volume for full beards (on the vertices a beard can cover)
+        # facial hair: a slight volume for full beards (on the vertices a beard can cover),
+        # per image, as the vertices carry each image's expression
         bi = t.i(self.beard_on)
         rows = t.rows(arr["beard"].any(1))                          # the images with a beard
         beard = t.c(arr["beard"])[rows] @ t.f(self.beard[:, self.beard_on])          # (b, n_beard)
         v = t.put(v, bi, v[rows][:, bi] + (beard * t.c(arr["beard_thickness"])[rows][:, None])[..., None]
                   * t.f(self.normals[self.beard_on])[None], rows, owned=True)
-        # skin detail: dark spots (freckles, moles, age spots) and red blemishes where the
-        # spot patterns reach (half of the vertices), the overall redness everywhere; one
-        # exp for both (exp(x) exp(y) = exp(x + y)): the costliest step on the CPU, so once
-        # per distinct identity
-        rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0) | arr["pores"].any(1))   # the images with skin detail
-        one, inv = t.distinct(t.c(arr["spots"])[rs], t.c(arr["redness"])[rs], t.c(arr["pores"])[rs])
-        sw, si = t.c(arr["spots"])[rs][one], t.i(self.spot_on)
-        red = t.c(arr["redness"])[rs][one][:, None] * 0.3
-        dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
-        redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
-        grain = t.c(arr["pores"])[rs][one] @ t.f(self.pores_on)                     # fine texture, log albedo
-        rc, dc = np.array([0.25, -0.25, -0.2], np.float32), np.array([0.4, 0.55, 0.7], np.float32)
-        skin = a[rs]
-        spots = skin[:, si] * t.expand(xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc, grain, PORE_CHANNELS)), inv)
-        skin = t.put(t.scale_channels(skin, t.expand(xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc)), inv)), si,
-                     spots, owned=True)
-        a = t.put_rows(a, rs, skin)
-        # wrinkles: the creases of an older face, as shading in the albedo
-        wi, rw = t.i(self.wrinkles_on), t.rows(arr["wrinkles"] > 0)
-        mw = (t.c(arr["wrinkles"])[rw][:, None] * t.f(self.wrinkles[self.wrinkles_on] * WRINKLE_DEPTH)[None])[..., None]
-        a = t.put(a, wi, a[rw][:, wi] * (1 - mw), rw, owned=True)
-        mb = xp.clip(beard, 0, 1)[..., None]
-        a = t.put(a, bi, a[rows][:, bi] * (1 - mb) + mb * t.c(arr["beard_color"])[rows][:, None, :], rows, owned=True)
+        # the albedo layers of the identity, then every image's own copy of its identity's
+        one, inv = t.distinct(t.row_ids(albedo), *(arr[k] for k in _IDENTITY_ALBEDO))
+        a = self._identity_albedo(albedo[one], {k: t.c(arr[k])[one] for k in _IDENTITY_ALBEDO}, t, xp)
+        out_a, a = t.extend(a, self.n + self.n_extra, inv)
         # clothing at the neck: a plain or striped band
         ci = t.i(self.band_on)
         cloth = t.c(arr["cloth"])
@@ -388,7 +372,7 @@ class Appearance:
             hp = t.c(arr["hair"])[one]
             th = t.expand(hair.thickness(self.shell, hp, xp), inv)
             src = t.i(self.shell.src)
-            verts.append(v[:, src] + th[..., None] * t.f(self.shell.normals)[None])
+            verts.append(t.offset_rows(v, src, th[..., None] * t.f(self.shell.normals)[None], out_v, self.n))
             albs.append(t.expand(hair.albedo(self.shell, hp, t.c(arr["hair_color"])[one], xp), inv))
         # eyewear, placed by each face's own five points
         g = self._place(v, t.c(arr["glasses"]), t, xp)
@@ -397,6 +381,33 @@ class Appearance:
         verts += [g, g]
         albs += [ga, ga]
         return t.cat(verts, out_v), t.cat(albs, out_a)
+
+    def _identity_albedo(self, a, arr: dict, t, xp):
+        """The albedo layers that follow from the identity alone, on (b, N, 3) albedos `a`
+        (numpy: the caller's copy, changed in place) with their rows of `arr`: skin detail,
+        wrinkles, the beard's colour."""
+        # skin detail: dark spots (freckles, moles, age spots) and red blemishes where the
+        # spot patterns reach (half of the vertices), with the fine texture, the overall
+        # redness everywhere; one exp for all (exp(x) exp(y) = exp(x + y))
+        rs = t.rows(arr["spots"].any(1) | (arr["redness"] > 0) | arr["pores"].any(1))   # with skin detail
+        sw, si = arr["spots"][rs], t.i(self.spot_on)
+        red = arr["redness"][rs][:, None] * 0.3
+        dark = sw[:, t.i(self.spot_dark)] @ t.f(self.spots_dark_on)
+        redm = sw[:, t.i(self.spot_red)] @ t.f(self.spots_red_on) + red
+        grain = arr["pores"][rs] @ t.f(self.pores_on)                               # fine texture, log albedo
+        rc, dc = np.array([0.25, -0.25, -0.2], np.float32), np.array([0.4, 0.55, 0.7], np.float32)
+        skin = a[rs]
+        spots = skin[:, si] * xp.exp(t.channels(xp.clip(redm, 0, 1), rc, xp.clip(dark, 0, 2), dc, grain, PORE_CHANNELS))
+        skin = t.put(t.scale_channels(skin, xp.exp(xp.clip(red, 0, 1)[..., None] * t.f(rc))), si, spots, owned=True)
+        a = t.put_rows(a, rs, skin)
+        # wrinkles: the creases of an older face, as shading
+        wi, rw = t.i(self.wrinkles_on), t.rows(arr["wrinkles"] > 0)
+        mw = (arr["wrinkles"][rw][:, None] * t.f(self.wrinkles[self.wrinkles_on] * WRINKLE_DEPTH)[None])[..., None]
+        a = t.put(a, wi, a[rw][:, wi] * (1 - mw), rw, owned=True)
+        # the beard's colour where it grows
+        bi, rb = t.i(self.beard_on), t.rows(arr["beard"].any(1))
+        mb = xp.clip(arr["beard"][rb] @ t.f(self.beard[:, self.beard_on]), 0, 1)[..., None]
+        return t.put(a, bi, a[rb][:, bi] * (1 - mb) + mb * arr["beard_color"][rb][:, None, :], rb, owned=True)
 
     def hidden_triangles(self, arr: dict[str, np.ndarray]) -> np.ndarray:
         """(B, T) bools over ``triangles``: those no pixel of an image shows -- the hair
@@ -511,13 +522,15 @@ class _Tensors:
             return x
         return values
 
-    def extend(self, x, total: int):
-        """(out, owned): with numpy a new (B, total, 3) array holding x in its first
-        vertices, and the view of them the layers then change in place (:meth:`cat` fills
-        the rest); with torch (None, x), the layers making new tensors."""
+    def extend(self, x, total: int, inv=None):
+        """(out, owned): with numpy a new (B, total, 3) array holding x (or x[inv], see
+        :meth:`distinct`) in its first vertices, and the view of them the layers then
+        change in place (:meth:`cat` fills the rest); with torch (None, x), the layers
+        making new tensors."""
         if self.xp is np:
-            out = np.empty((x.shape[0], total, 3), x.dtype)
-            out[:, :x.shape[1]] = x
+            rows = x if inv is None else x[inv]
+            out = np.empty((rows.shape[0], total, 3), x.dtype)
+            out[:, :x.shape[1]] = rows
             return out, out[:, :x.shape[1]]
         return None, x
 
@@ -527,11 +540,33 @@ class _Tensors:
         torch (every row, None), where finding them would cost a device sync."""
         if self.xp is not np:
             return slice(None), None
-        if len(cols[0]) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        key = np.concatenate([np.asarray(c).reshape(len(c), -1) for c in cols], 1)
-        _, one, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        return one, inv.reshape(-1)
+        n = len(cols[0])
+        key = np.concatenate([np.ascontiguousarray(c).reshape(n, -1).view(np.uint8) for c in cols], 1)
+        seen: dict[bytes, int] = {}
+        one, inv = [], np.empty(n, np.int64)
+        for i in range(n):
+            inv[i] = j = seen.setdefault(key[i].tobytes(), len(one))
+            if j == len(one):
+                one.append(i)
+        return np.array(one, np.int64), inv
+
+    def row_ids(self, x):
+        """(B,) ints, equal for runs of rows of x (B, ...) that are equal element for
+        element (numpy; None for torch): a batch's images come identity after identity, so
+        comparing each row with the one before finds the repeats."""
+        if self.xp is not np or len(x) == 0:
+            return None if self.xp is not np else np.zeros(0, np.int64)
+        flat = x.reshape(len(x), -1)
+        return np.concatenate([[0], np.cumsum(~(flat[1:] == flat[:-1]).all(1))]).astype(np.int64)
+
+    def offset_rows(self, v, idx, d, out=None, at: int = 0):
+        """v[:, idx] + d; with numpy written into out[:, at:at + len(idx)] (of :meth:`extend`,
+        whose :meth:`cat` then leaves it in place)."""
+        if self.xp is not np:
+            return v[:, idx] + d
+        dst = out[:, at:at + len(idx)]
+        np.add(np.take(v, idx, axis=1), d, out=dst)
+        return dst
 
     @staticmethod
     def expand(x, inv):
@@ -544,14 +579,16 @@ class _Tensors:
 
     def cat(self, parts, out=None):
         """Concatenate along the vertex axis; with numpy into `out` of :meth:`extend`, whose
-        first part already holds parts[0]."""
+        first part already holds parts[0] (and any other part that is a view of it, its own
+        place)."""
         if self.xp is not np:
             return self.xp.cat(parts, 1)
         if out is None:
             return np.concatenate(parts, 1)
         k = parts[0].shape[1]
         for p in parts[1:]:
-            out[:, k:k + p.shape[1]] = p
+            if p.base is not out:   # else written in place already (offset_rows)
+                out[:, k:k + p.shape[1]] = p
             k += p.shape[1]
         return out
 
