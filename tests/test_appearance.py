@@ -198,6 +198,25 @@ def test_categorical_draws_equal_numpy_choice():
         assert a.random() == b.random()                                  # and leave the stream in step
 
 
+def test_block_drawn_uniforms_equal_one_call_at_a_time():
+    """hair.style_from and eyewear.style_from map a block of rng.random draws to
+    low + (high - low) * u, as rng.uniform computes them: the styles stay those of one
+    rng.uniform call at a time (the records of earlier datasets)."""
+    bounds = [(1.5, 3.5), (5, 11), (0.0, 0.8), (0.55, 0.8), (1.3, 1.6), (0.015, 0.07), (0, 2 * np.pi), (2.0, 6.0)]
+    for seed in range(50):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        block = a.random(len(bounds))
+        assert [lo + (hi - lo) * u for (lo, hi), u in zip(bounds, block.tolist())] == \
+            [b.uniform(lo, hi) for lo, hi in bounds]
+        assert a.random() == b.random()
+    assert hair.N_UNIFORMS == 21
+    for seed in range(20):   # building a style or not leaves the generator alike
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        hair.sample_style(a), eyewear.sample_style(a)
+        hair.draw_style(b), eyewear.draw_style(b)
+        assert a.random() == b.random()
+
+
 def test_absent_parts_leave_the_image_alone():
     r = _renderer("full", size=64)
     p = r.sampler.image_params(5, 0)

@@ -109,9 +109,11 @@ class AppearanceConfig:
         u, style, beard, skin, glasses, has_shine, shine, face_size = identity
         # image
         v = mr.random(5)
-        redrawn, spare_glasses, cloth = hair.sample_style(mr), eyewear.sample_style(mr), _clothing(mr)
+        # the image's alternatives: drawn always (the stream stays in step), built when used
+        redrawn, spare_glasses, cloth = hair.draw_style(mr), eyewear.draw_style(mr), _clothing(mr)
         if "hair" in p:
-            out["hair"] = (redrawn if v[0] < p.get("hair_vary", 0.0) else style) if u[0] < p["hair"] else None
+            out["hair"] = ((hair.style_from(redrawn) if v[0] < p.get("hair_vary", 0.0) else style)
+                           if u[0] < p["hair"] else None)
         if "beard" in p:
             out["beard"] = beard if u[1] < beard_probability(p["beard"], face_size) else None
         if "skin" in p:
@@ -121,7 +123,7 @@ class AppearanceConfig:
             if wearer and v[1] < 0.75:
                 out["eyewear"] = glasses
             elif v[2] < 0.03:
-                out["eyewear"] = dict(spare_glasses, sun=True)
+                out["eyewear"] = dict(eyewear.style_from(spare_glasses), sun=True)
             else:
                 out["eyewear"] = None
         if "clothing" in p:

@@ -72,14 +72,28 @@ TRIANGLES = _triangles()
 
 def sample_style(rng: np.random.Generator) -> dict:
     """A pair of glasses (JSON-able): shape, size, rim, colours, sunglasses or not."""
-    sun = bool(rng.random() < 0.3)
-    frame = list(COLORS)[int(rng.integers(len(COLORS)))]
-    tint = list(TINTS)[int(rng.integers(len(TINTS)))]
-    return {"sun": sun, "exponent": round(float(rng.uniform(2.0, 6.0)), 3),
-            "width": round(float(rng.uniform(0.36, 0.5)), 3), "height": round(float(rng.uniform(0.24, 0.38)), 3),
-            "cat_eye": round(float(rng.uniform(0.0, 0.25) if rng.random() < 0.25 else 0.0), 3),
-            "rim": round(float(rng.uniform(0.015, 0.07)), 4), "frame": frame,
-            "frame_color": np.round(np.array(COLORS[frame]) * np.exp(rng.normal(0, 0.1, 3)), 4).tolist(),
+    return style_from(draw_style(rng))
+
+
+def draw_style(rng: np.random.Generator) -> tuple:
+    """The random numbers of one pair, in the order the style reads them (as
+    :func:`.hair.draw_style`: a sampler advances its generator alike whether it uses the
+    pair or not, and builds it only when it does)."""
+    sun, frame, tint = rng.random(), int(rng.integers(len(COLORS))), int(rng.integers(len(TINTS)))
+    shape = rng.random(3)                     # exponent, width, height
+    cat_eye = rng.uniform(0.0, 0.25) if rng.random() < 0.25 else 0.0
+    return sun, frame, tint, shape, cat_eye, rng.uniform(0.015, 0.07), rng.normal(0, 0.1, 3)
+
+
+def style_from(numbers: tuple) -> dict:
+    """The pair of :func:`draw_style`'s numbers (uniforms as ``rng.uniform`` computes them
+    from the same draws: ``low + (high - low) * u``)."""
+    sun, frame, tint, (ue, uw, uh), cat_eye, rim, tone = numbers
+    frame, tint = list(COLORS)[frame], list(TINTS)[tint]
+    return {"sun": bool(sun < 0.3), "exponent": round(float(2.0 + (6.0 - 2.0) * ue), 3),
+            "width": round(float(0.36 + (0.5 - 0.36) * uw), 3), "height": round(float(0.24 + (0.38 - 0.24) * uh), 3),
+            "cat_eye": round(float(cat_eye), 3), "rim": round(float(rim), 4), "frame": frame,
+            "frame_color": np.round(np.array(COLORS[frame]) * np.exp(tone), 4).tolist(),
             "tint": tint, "lens_color": list(TINTS[tint])}
 
 

@@ -80,22 +80,54 @@ def build_shell(model: MorphableModel, mean: np.ndarray, c: np.ndarray, normals:
 
 def sample_style(rng: np.random.Generator) -> dict:
     """An identity's hairstyle and colour (JSON-able)."""
-    style = STYLES[STYLE_DRAW.draw(rng)]
-    color = list(COLORS)[COLOR_DRAW.draw(rng)]
-    base = np.array(COLORS[color]) * np.exp(rng.normal(0, 0.12, 3)) * np.exp(rng.normal(0, 0.15))
-    length = {"bald": 0.0, "buzz": rng.uniform(1.5, 3.5), "short": rng.uniform(5, 11), "medium": rng.uniform(11, 20),
-              "long": rng.uniform(14, 26), "curly": rng.uniform(16, 30), "receding": rng.uniform(3, 12),
-              "fringe": rng.uniform(9, 18)}[style]
+    return style_from(draw_style(rng))
+
+
+# the uniform draws of a style, in order: (low, high) of each; lengths by style, volume,
+# hairlines (fringe, receding, other), recession (receding, other), neck reach (long,
+# curly, medium, other), roughness (curly, other), curl (curly, other), three phases
+_LENGTHS = {"buzz": (1.5, 3.5), "short": (5, 11), "medium": (11, 20), "long": (14, 26), "curly": (16, 30),
+            "receding": (3, 12), "fringe": (9, 18)}
+_HAIRLINES = {"fringe": (0.55, 0.8), "receding": (1.3, 1.6)}
+_NECKS = {"long": (1.2, 2.2), "curly": (0.5, 1.5), "medium": (0.3, 0.9)}
+N_UNIFORMS = len(_LENGTHS) + 1 + len(_HAIRLINES) + 1 + 1 + len(_NECKS) + 1 + 1 + 1 + 3
+
+
+def draw_style(rng: np.random.Generator) -> tuple:
+    """The random numbers of one style, drawn in one go (the generator's state after it
+    is what a sampler's later draws start from, whether the style is used or not; only a
+    used one pays for :func:`style_from`)."""
+    return (STYLE_DRAW.draw(rng), COLOR_DRAW.draw(rng), rng.normal(0, 0.12, 3), rng.normal(0, 0.15),
+            rng.random(N_UNIFORMS))
+
+
+def style_from(numbers: tuple) -> dict:
+    """The style of :func:`draw_style`'s numbers. Each uniform is ``low + (high - low) * u``,
+    as ``rng.uniform`` computes it from the same draw, so styles equal those drawn one
+    ``rng.uniform`` call at a time (every alternative drawn, used or not, in this order)."""
+    si, ci, tint, shade, u = numbers
+    style, color = STYLES[si], list(COLORS)[ci]
+    draws = iter(u.tolist())
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * next(draws)
+
+    base = np.array(COLORS[color]) * np.exp(tint) * np.exp(shade)
+    lengths = {k: uniform(*b) for k, b in _LENGTHS.items()}
+    volume = uniform(0.0, 0.8)
+    hairlines = {k: uniform(*b) for k, b in _HAIRLINES.items()}
+    hairline = hairlines.get(style, uniform(1.0, 1.3))
+    recession = uniform(0.25, 0.6) if style == "receding" else uniform(0.0, 0.2)
+    necks = {k: uniform(*b) for k, b in _NECKS.items()}
+    neck = necks.get(style, uniform(0.0, 0.3))
+    roughness = uniform(3.0, 7.0) if style == "curly" else uniform(0.3, 2.0)
+    curl = uniform(6, 12) if style == "curly" else uniform(2, 5)
+    phase = [uniform(0, 2 * np.pi) for _ in range(3)]
     return {"style": style, "color_name": color, "color": np.round(np.clip(base, 0.01, 0.95), 4).tolist(),
-            "length": round(float(length), 2), "volume": round(float(rng.uniform(0.0, 0.8)), 3),
-            "hairline": round(float({"fringe": rng.uniform(0.55, 0.8), "receding": rng.uniform(1.3, 1.6)}
-                                    .get(style, rng.uniform(1.0, 1.3))), 3),
-            "recession": round(float(rng.uniform(0.25, 0.6) if style == "receding" else rng.uniform(0.0, 0.2)), 3),
-            "neck": round(float({"long": rng.uniform(1.2, 2.2), "curly": rng.uniform(0.5, 1.5),
-                                 "medium": rng.uniform(0.3, 0.9)}.get(style, rng.uniform(0.0, 0.3))), 3),
-            "roughness": round(float(rng.uniform(3.0, 7.0) if style == "curly" else rng.uniform(0.3, 2.0)), 3),
-            "curl": round(float(rng.uniform(6, 12) if style == "curly" else rng.uniform(2, 5)), 3),
-            "phase": np.round(rng.uniform(0, 2 * np.pi, 3), 4).tolist()}
+            "length": round(float(lengths.get(style, 0.0)), 2), "volume": round(float(volume), 3),
+            "hairline": round(float(hairline), 3), "recession": round(float(recession), 3),
+            "neck": round(float(neck), 3), "roughness": round(float(roughness), 3), "curl": round(float(curl), 3),
+            "phase": np.round(phase, 4).tolist()}
 
 
 def param_vector(h: dict | None) -> np.ndarray:
