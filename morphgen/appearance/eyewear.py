@@ -14,6 +14,8 @@ and a cat-eye lift of the outer top; width, height, rim thickness and colour var
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SEGMENTS = 24                 # around each rim
@@ -68,6 +70,8 @@ def _triangles() -> np.ndarray:
 
 
 TRIANGLES = _triangles()
+_NO_GLASSES = np.tile(HIDDEN, (N_VERTICES, 1))
+_NO_GLASSES.setflags(write=False)
 
 
 def sample_style(rng: np.random.Generator) -> dict:
@@ -107,11 +111,16 @@ def _superellipse(theta: np.ndarray, a: float, b: float, p: float, cat: float) -
 
 def frame_coords(g: dict | None) -> np.ndarray:
     """(N_VERTICES, 3) vertex positions in the face frame (IOD units) of glasses `g`; all at
-    the hidden point when `g` is None."""
-    out = np.tile(HIDDEN, (N_VERTICES, 1))
+    the hidden point when `g` is None. Read-only: a wearer's pair is built once (a glasses
+    wearer's images share it) and handed out again."""
     if not g:
-        return out
-    a, b, p, cat, t = g["width"], g["height"], g["exponent"], g["cat_eye"], g["rim"]
+        return _NO_GLASSES
+    return _frame_coords(g["width"], g["height"], g["exponent"], g["cat_eye"], g["rim"], bool(g["sun"]))
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_coords(a: float, b: float, p: float, cat: float, t: float, sun: bool) -> np.ndarray:
+    out = np.tile(HIDDEN, (N_VERTICES, 1))
     theta = np.linspace(0, 2 * np.pi, SEGMENTS, endpoint=False)
     inner = _superellipse(theta, a, b, p, cat)
     outer = _superellipse(theta, a + t, b + t, p, cat)
@@ -126,7 +135,7 @@ def frame_coords(g: dict | None) -> np.ndarray:
         if side > 0:  # mirroring reverses the winding: walk the left rim the other way round
             ring = ring[::-1]
         out[rim0:rim0 + N_RIM] = ring.reshape(-1, 3)
-        if g["sun"]:
+        if sun:
             lens = np.zeros((N_LENS, 3), np.float32)
             lens[:SEGMENTS, :2] = (inner * flip + [cu, -0.02])[::-1 if side > 0 else 1]
             lens[SEGMENTS, :2] = [cu, -0.02]
@@ -137,6 +146,7 @@ def frame_coords(g: dict | None) -> np.ndarray:
     for side, off in ((-1, OFFSETS[5]), (1, OFFSETS[6])):
         hinge = [side * (centre_u + a + t * 0.5), 0.1 * b]
         out[off:off + N_BOX] = _temple(hinge, side, t)
+    out.setflags(write=False)
     return out
 
 
