@@ -49,8 +49,7 @@ from ..model import MorphableModel
 from ..probspec import Categorical, parse_probabilities, to_spec
 from . import eyewear, hair
 from .frame import (beard_fields, catchlight_field, clothing_band, face_frame, five_points, lash_field, mesh_smoother,
-                    pore_fields, region, shine_fields, spot_fields,
-                    vertex_normals, wrinkle_field)
+                    pore_fields, region, shine_fields, spot_fields, vertex_normals, wrinkle_field)
 
 PARTS = ("hair", "eyewear", "beard", "skin", "clothing", "eyes", "shine", "hair_vary")
 PRESETS = {"off": {}, "full": {"hair": 0.92, "eyewear": 0.25, "beard": 0.3, "skin": 0.7, "clothing": 0.9,
