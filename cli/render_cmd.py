@@ -48,8 +48,9 @@ def scene_options(f):
                      "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
                      "Effects: " + ", ".join(PHOTO_EFFECTS) + "; what each image got is recorded in its params. "
                      + _d("photo")),
-        click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail, clothing, eye "
-                     "catch-lights, shiny skin: 'off', the preset 'full', or a preset then part=probability items, "
+        click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail (spots, wrinkles, "
+                     "fine texture), clothing, eye catch-lights and lashes, shiny skin: 'off', the preset 'full', "
+                     "or a preset then part=probability items, "
                      "e.g. 'full,eyewear=0' (0 switches one off). Parts: " + ", ".join(APPEARANCE_PARTS)
                      + " (hair_vary: an image re-draws its identity's hairstyle; shine: specular highlights of oily "
                      "skin, not in 'full' yet, e.g. 'full,shine=0.6'); recorded in each image's params. "
