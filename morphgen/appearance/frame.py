@@ -260,7 +260,7 @@ def wrinkle_field(model: MorphableModel, c: np.ndarray, smooth) -> np.ndarray:
     feet fanning from each eye's outer corner, and the nasolabial folds from the nose
     wings to past the mouth corners. Lines are 1.5-2 mm wide and then averaged over the
     mesh's one-rings, so a coarse mesh gets soft bands instead of broken ones (the
-    embedded model's vertices are about 4 mm apart, BFM's 1-2 mm)."""
+    embedded model's face vertices are about 2.6 mm apart, BFM's 1-2 mm)."""
     u, v, w = np.abs(c[:, 0]), c[:, 1], c[:, 2]
     front = smoothstep(-0.6, -0.3, w)
     vf = v - 0.12 * u ** 2                                          # lines rise toward the temples

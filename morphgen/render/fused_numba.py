@@ -144,9 +144,10 @@ def fused_render(
     (:func:`.specular.highlight`). ``skip`` (B, T): hidden triangles each image leaves out
     of rasterization and of the contour (:func:`.raster_numba.raster_core`), (1, 0) for
     none. ``lm_pix`` (B, L, 2): the landmarks' raster pixels (row, column; row -1:
-    outside), whose z-buffer depth goes to ``lm_z`` (B, L) for their visibility test. ``edge_aa`` (k = 1): the normal pass also labels the
-    triangles (``drawn``), the composited colours go to ``cimg`` (H, W, 3) and the pixels
-    are written by the edge anti-aliasing pass (:mod:`.edge_aa`).
+    outside), whose z-buffer depth goes to ``lm_z`` (B, L) for their visibility test.
+    ``edge_aa`` (k = 1): the normal pass also labels the triangles (``drawn``), the
+    composited colours go to ``cimg`` (H, W, 3) and the pixels are written by the edge
+    anti-aliasing pass (:mod:`.edge_aa`).
     """
     nb = verts.shape[0]
     if use_u8:
