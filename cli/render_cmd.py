@@ -59,6 +59,9 @@ def scene_options(f):
         click.option("--antialias", help="'edges': analytic anti-aliasing of silhouette and occlusion edges (the "
                      "cost of one render at the image size); or a supersampling factor, 1 = off (1..4), each pixel "
                      "the mean of k x k samples (2 was the default before edges). " + _d("antialias")),
+        click.option("--lod", help="Level of detail: 'auto' renders a mesh denser than the pixels (a Basel model at "
+                     "128 px) on a subset of its vertices with edges about a pixel long (landmarks and borders kept, "
+                     "params unchanged); 'off' the whole mesh; or a vertex count. " + _d("lod")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
         click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. " + _d("mixup_phis")),

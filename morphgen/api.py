@@ -76,8 +76,15 @@ class Scene:
 
     @property
     def model(self):
-        """The loaded :class:`~morphgen.model.MorphableModel` (landmarks and calibration applied)."""
+        """The :class:`~morphgen.model.MorphableModel` as rendered (landmarks and calibration
+        applied): with ``lod="auto"`` (the default) a mesh denser than the render's pixels is
+        on a subset of its vertices (:mod:`morphgen.lod`); ``full_model`` is the whole one."""
         return self.renderer.model
+
+    @property
+    def full_model(self):
+        """The whole loaded model, whatever the level of detail (the sampler draws from it)."""
+        return self.renderer.full_model
 
     @property
     def landmark_names(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ RENDER_DEFAULTS: dict = {
     "shape_components": None, "color_components": None, "expression_components": None,
     "shape_dist": "gaussian", "color_dist": "gaussian", "expression_dist": "gaussian(0, 0.5, trunc=3)",
     "expressions": True, "illumination": "builtin", "bip": None, "no_color": False, "energy": None,
-    "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": "edges", "outputs": "", "identity_mixup": False,
+    "backgrounds": "procedural", "photo": "off", "appearance": "off", "size": 128, "antialias": "edges", "lod": "auto", "outputs": "", "identity_mixup": False,
     "mixup_phis": "0.5,0.6,0.7,0.8,0.9", "mixup_fraction": 0.5, "device": "cpu",
     "workers": None, "shard": None, "resume": False, "overwrite": False, "image_format": "png",
     "jpg_quality": 95, "container": "folder", "rps": False, "chunk_ids": 10, "params_format": "auto",
@@ -75,8 +75,10 @@ def config_value(name: str, val):
 
 
 def check_types(opts: dict) -> None:
-    """Every render option's type and range (``RENDER_TYPES``; ``antialias``, a word or a
-    number, by :func:`morphgen.scene.antialias_value`), in place."""
+    """Every render option's type and range (``RENDER_TYPES``; ``antialias`` and ``lod``,
+    a word or a number, by :func:`morphgen.scene.antialias_value` and
+    :func:`morphgen.lod.parse_lod`), in place."""
+    from .lod import parse_lod
     from .scene import antialias_value
 
     for name, (kind, limits) in RENDER_TYPES.items():
@@ -84,6 +86,8 @@ def check_types(opts: dict) -> None:
             opts[name] = check_option(name, opts[name], kind, optional=RENDER_DEFAULTS[name] is None, **limits)
     if "antialias" in opts:
         opts["antialias"] = antialias_value(opts["antialias"])
+    if "lod" in opts:
+        opts["lod"] = parse_lod(opts["lod"])
     if not isinstance(opts.get("pose"), (str, dict)):
         raise ConfigError(f"--pose must be a preset name, a YAML file or a mapping of angles, got {opts.get('pose')!r}")
 
@@ -177,6 +181,7 @@ def scene_from_options(opts: dict):
         "appearance": AppearanceConfig.parse(opts.get("appearance") or "off").to_spec(),
         "size": int(opts["size"]),
         "antialias": opts["antialias"],
+        "lod": opts["lod"],
         "outputs": _csv(opts["outputs"]),
         "device": opts["device"],
     }

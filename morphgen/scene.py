@@ -17,6 +17,7 @@ from .distributions import parse_distribution
 from .errors import ConfigError
 from .illumination import ILLUMINATION_KINDS, make_illumination
 from .loading import load_model, model_digest
+from .lod import decimated, lod_vertices, parse_lod
 from .render.backgrounds import make_background_source
 from .render.camera import Framing, Pose, frame_translation
 from .appearance import AppearanceConfig, appearance_for
@@ -59,6 +60,7 @@ class SceneConfig:
     backgrounds: str = "procedural"  # procedural | plain | color:R,G,B | a folder of images
     size: int = 128
     antialias: int | str = "edges"  # "edges" (analytic edge anti-aliasing) or a supersampling factor 1..4
+    lod: str | int = "auto"  # level of detail (morphgen.lod): "auto", "off" or a vertex count
     outputs: tuple[str, ...] = ()
     device: str = "cpu"
 
@@ -68,6 +70,7 @@ class SceneConfig:
         if not 16 <= self.size <= 1024:
             raise ConfigError(f"--size {self.size} is out of range: use 16 to 1024 pixels")
         object.__setattr__(self, "antialias", antialias_value(self.antialias))
+        object.__setattr__(self, "lod", parse_lod(self.lod))
         bad = [o for o in self.outputs if o not in EXTRA_OUTPUTS]
         if bad:
             raise ConfigError(f"unknown output(s) {bad}: choose from {', '.join(EXTRA_OUTPUTS)}")
@@ -110,6 +113,7 @@ class SceneConfig:
             "backgrounds": self.backgrounds,
             "size": self.size,
             "antialias": self.antialias,
+            **({"lod": self.lod} if self.lod != "auto" else {}),  # absent at the default: old manifests still match
             "outputs": list(self.outputs),
             "device": self.device,
         }
@@ -141,7 +145,7 @@ class SceneConfig:
             sampling=sampling, model=d.get("model"), landmarks=d.get("landmarks"), illumination=d.get("illumination", D["illumination"]),
             bip=d.get("bip"), no_color=bool(d.get("no_color", D["no_color"])), energy=d.get("energy"),
             backgrounds=d.get("backgrounds", D["backgrounds"]), size=int(d.get("size", D["size"])),
-            antialias=d.get("antialias", D["antialias"]), outputs=tuple(d.get("outputs", ())),
+            antialias=d.get("antialias", D["antialias"]), lod=d.get("lod", D["lod"]), outputs=tuple(d.get("outputs", ())),
             device=d.get("device", D["device"]),
         )
 
@@ -156,10 +160,14 @@ class SceneRenderer:
     def __init__(self, config: SceneConfig, batch_size: int = 32):
         self.config = config
         self.batch_size = batch_size
-        self.model = load_model(config.model, config.landmarks, need_five_points=True)
+        # the sampler draws from the whole model (an image's params do not depend on the level
+        # of detail); everything that renders uses `model`, the mesh at the render's level
+        self.full_model = load_model(config.model, config.landmarks, need_five_points=True)
+        self.model = decimated(self.full_model, lod_vertices(self.full_model, config.size, config.supersampling,
+                                                             config.lod))
         self.illumination = make_illumination(config.illumination, bip_dir=config.bip, no_color=config.no_color,
                                               energy=config.energy)
-        self.sampler = SceneSampler(self.model, config.sampling, self.illumination)
+        self.sampler = SceneSampler(self.full_model, config.sampling, self.illumination)
         self.decoder = Decoder.for_sampler(self.model, self.sampler)
         self.backgrounds = make_background_source(config.backgrounds)
         self.five_point = self.model.five_point_vertices()

@@ -1,0 +1,389 @@
+"""Level of detail: a morphable model on fewer of its own vertices, for small renders.
+
+Why: a Basel mesh (28,588 vertices for BFM 2017 face12, about 53,000 for the full head
+or BFM 2009) is several times denser than the pixels of a 128 px face: a triangle covers
+a fifth of a pixel, and a render pays for every vertex (decoding, projection, normals)
+and every triangle (raster set-up) whether it covers a pixel centre or not. Once the
+mesh's edges are about a pixel long, more vertices change the picture by a tenth of a
+grey level on average (shading is per vertex, and a pixel averages no more detail).
+
+How: quadric-error decimation by half-edge collapses (a vertex is merged into a
+neighbour and disappears; Garland & Heckbert's error, plus an edge-length term that keeps
+the triangles even where the surface is flat). The kept vertices are a *subset* of the
+model's, so the decimated model is the same linear model on fewer rows of its bases:
+every identity, expression and colour decodes exactly onto them, the params of an image
+do not change, and the landmarks stay exact (landmark, iBUG-68 and border vertices are
+never removed). A collapse that would flip or fold a triangle, on the mean face or on
+faces two standard deviations out along the first shape and expression components, is
+refused, so deformed instances stay as clean as the mean.
+
+The choice of level (`lod_vertices`) follows the render size: the framed face's
+eye-to-mouth distance is a quarter of the raster's side (:class:`.render.camera.Framing`),
+which gives the millimetres a pixel spans; the mesh is decimated until its median edge is
+``TARGET_EDGE_PX`` long, and left whole when it is about that coarse already (the
+embedded model from 64 px). The decimation is a pure function of the model and the
+vertex count, so every worker, machine and resume draws the same pixels.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .errors import ConfigError
+from .model import MorphableModel, PCAModel
+
+# The median edge length the decimated mesh aims at, in raster pixels. Against a 4x4
+# supersampled render of the whole mesh (benchmarks/bench_lod.py: a real face subdivided
+# to 101,523 vertices, 128 px, edge anti-aliasing) the whole mesh is off by 0.43 grey
+# levels on average, 0.85 px edges (26k vertices, 2.2x as fast) by 0.51, 1 px edges (19k)
+# by 0.66.
+TARGET_EDGE_PX = 0.85
+KEEP_IF_WITHIN = 1.1     # a mesh whose edges are within 10 % of the target stays whole
+FACE_FRACTION = 0.25     # eye-to-mouth distance / image side, as Framing places a face
+_EDGE_WEIGHT = 0.02      # weight of the edge-length term (mm^4) against the quadric error (mm^2 x mm^2)
+_MAX_TURN = 0.3          # a collapse may turn a triangle's normal by up to acos(0.3) = 73 degrees
+LOD_CHOICES = "auto, off, or a vertex count"
+
+
+def parse_lod(value) -> str | int:
+    """``--lod`` as the scene keeps it: "auto", "off" or a vertex count (>= 100); a
+    one-line ConfigError else."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    if not isinstance(value, bool) and text.isdigit() and int(text) >= 100:
+        return int(text)
+    raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least 100)")
+
+
+def lod_vertices(model: MorphableModel, size: int, supersampling: int, lod: str | int) -> int | None:
+    """How many vertices a render of ``size`` px (times ``supersampling``) keeps of
+    ``model`` under the ``--lod`` choice: None for the whole mesh."""
+    if lod == "off":
+        return None
+    if lod != "auto":
+        return int(lod) if int(lod) < model.n_vertices else None
+    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
+    g = [mean[np.atleast_1d(grp)].mean(0) for grp in model.five_point_vertices()]
+    eye_mouth_mm = float(np.linalg.norm((g[0] + g[1]) / 2 - (g[3] + g[4]) / 2))
+    px_per_mm = FACE_FRACTION * size * supersampling / max(eye_mouth_mm, 1e-6)
+    edge_px = _median_edge(mean, model.triangles) * px_per_mm
+    if edge_px * KEEP_IF_WITHIN >= TARGET_EDGE_PX:
+        return None
+    return max(100, int(model.n_vertices * (edge_px / TARGET_EDGE_PX) ** 2))
+
+
+def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
+    t = np.asarray(tris, np.int64)
+    e = np.concatenate([v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 1]], v[t[:, 0]] - v[t[:, 2]]])
+    return float(np.median(np.linalg.norm(e, axis=1)))
+
+
+def decimated(model: MorphableModel, n_vertices: int | None) -> MorphableModel:
+    """``model`` on about ``n_vertices`` of its vertices (:func:`decimate_mesh`), the
+    model itself for None or a count it does not exceed; cached per process."""
+    if n_vertices is None or n_vertices >= model.n_vertices:
+        return model
+    key = (id(model), int(n_vertices))
+    if key not in _CACHE:
+        _CACHE[key] = (model, _decimate_model(model, int(n_vertices)))   # holds model, so its id stays its own
+    return _CACHE[key][1]
+
+
+_CACHE: dict[tuple[int, int], tuple[MorphableModel, MorphableModel]] = {}
+
+
+def _decimate_model(model: MorphableModel, n_vertices: int) -> MorphableModel:
+    locked = np.zeros(model.n_vertices, bool)
+    locked[list(model.landmarks.values())] = True
+    if model.ibug68 is not None:
+        locked[model.ibug68[model.ibug68 >= 0]] = True
+    keep, tris = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, n_vertices)
+    return subset(model, keep, tris)
+
+
+def _flip_test_shapes(model: MorphableModel, k: int = 3) -> np.ndarray:
+    """(S, N, 3): the mean face, then +-2 sd along the first k shape and expression
+    components, the faces on which no collapse may fold a triangle (the first is the one
+    whose error is measured)."""
+    base = model.shape.mean.astype(np.float64)
+    if model.expression is not None:
+        base = base + model.expression.mean
+    shapes = [base]
+    for pca in (model.shape, model.expression):
+        if pca is None:
+            continue
+        for j in range(min(k, pca.n_components)):
+            d = 2.0 * np.sqrt(pca.variance[j]) * pca.basis[:, j].astype(np.float64)
+            shapes += [base + d, base - d]
+    return np.stack([np.asarray(s, np.float64).reshape(-1, 3) for s in shapes])
+
+
+def decimate_mesh(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray,
+                  n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept vertex ids ascending, triangles over them) of a mesh decimated to about
+    ``n_vertices`` by half-edge collapses. shapes (S, N, 3): the mesh in S poses, the
+    first measured, all checked for folds; locked (N,): vertices never removed (border
+    vertices are added). Stops early when no allowed collapse is left."""
+    tris = np.ascontiguousarray(triangles, np.int64)
+    n = shapes.shape[1]
+    locked = np.asarray(locked, bool) | _border_vertices(tris, n)
+    alive_v, tris, alive_t = _collapse(np.ascontiguousarray(shapes, np.float64), tris.copy(), locked, int(n_vertices))
+    keep = np.flatnonzero(alive_v)
+    remap = np.full(n, -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+    return keep, remap[tris[alive_t]].astype(np.int32)
+
+
+def _border_vertices(tris: np.ndarray, n: int) -> np.ndarray:
+    """(N,) bools: the ends of edges that one triangle uses (the mesh's borders and holes)
+    or more than two (non-manifold), which collapses must not move."""
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    key = e[:, 0] * n + e[:, 1]
+    uniq, counts = np.unique(key, return_counts=True)
+    odd = uniq[counts != 2]
+    out = np.zeros(n, bool)
+    out[odd // n] = True
+    out[odd % n] = True
+    return out
+
+
+def subset(model: MorphableModel, keep: np.ndarray, triangles: np.ndarray) -> MorphableModel:
+    """The model on vertices ``keep`` (ascending; every landmark among them) with these
+    triangles (over the kept vertices' new indices)."""
+    rows = (3 * keep[:, None] + np.arange(3)).reshape(-1)
+    remap = np.full(model.n_vertices, -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+
+    def pca(p: PCAModel | None) -> PCAModel | None:
+        return None if p is None else PCAModel(p.mean[rows], p.basis[rows], p.variance, p.noise_variance)
+
+    ibug = None if model.ibug68 is None else np.where(model.ibug68 >= 0, remap[np.maximum(model.ibug68, 0)], -1)
+    return MorphableModel(
+        name=model.name, source=model.source, shape=pca(model.shape), color=pca(model.color),
+        expression=pca(model.expression), triangles=np.ascontiguousarray(triangles, np.int32),
+        landmarks={k: int(remap[v]) for k, v in model.landmarks.items()}, ibug68=ibug,
+        regions={k: np.asarray(m)[keep] for k, m in model.regions.items()},
+        metadata=model.metadata, file_hash=model.file_hash)
+
+
+# ---- the collapse loop (numba) ---------------------------------------------------------
+
+@numba.njit(cache=True)
+def _plane_quadrics(v, tris):
+    """(N, 10) area-weighted plane quadrics: a2 ab ac ad b2 bc bd c2 cd d2 per vertex."""
+    q = np.zeros((v.shape[0], 10))
+    for t in range(tris.shape[0]):
+        a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+        n = np.cross(v[b] - v[a], v[c] - v[a])
+        ln = np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+        if ln < 1e-20:
+            continue
+        area = 0.5 * ln
+        nx, ny, nz = n[0] / ln, n[1] / ln, n[2] / ln
+        d = -(nx * v[a, 0] + ny * v[a, 1] + nz * v[a, 2])
+        row = np.array([nx * nx, nx * ny, nx * nz, nx * d, ny * ny, ny * nz, ny * d, nz * nz, nz * d, d * d]) * area
+        for k in range(10):
+            q[a, k] += row[k]
+            q[b, k] += row[k]
+            q[c, k] += row[k]
+    return q
+
+
+@numba.njit(cache=True, inline="always")
+def _qem(q, u, w, p):
+    """(Q_u + Q_w)(p)."""
+    x, y, z = p[0], p[1], p[2]
+    f = (x * x, 2 * x * y, 2 * x * z, 2 * x, y * y, 2 * y * z, 2 * y, z * z, 2 * z, 1.0)
+    e = 0.0
+    for k in range(10):
+        e += (q[u, k] + q[w, k]) * f[k]
+    return e
+
+
+@numba.njit(cache=True)
+def _cost(v, q, u, w):
+    """Cost of merging u into w: the quadric error at w, plus the edge-length term."""
+    l2 = (v[u, 0] - v[w, 0]) ** 2 + (v[u, 1] - v[w, 1]) ** 2 + (v[u, 2] - v[w, 2]) ** 2
+    return max(_qem(q, u, w, v[w]), 0.0) + _EDGE_WEIGHT * l2 * l2
+
+
+@numba.njit(cache=True)
+def _push(hc, hu, hw, hvu, hvw, size, c, u, w, vu, vw):
+    """Push onto the binary min-heap held in the h* arrays (grown when full)."""
+    if size == hc.shape[0]:
+        m = 2 * size
+        hc2, hu2, hw2, hvu2, hvw2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64), \
+            np.empty(m, np.int64), np.empty(m, np.int64)
+        hc2[:size], hu2[:size], hw2[:size], hvu2[:size], hvw2[:size] = hc, hu, hw, hvu, hvw
+        hc, hu, hw, hvu, hvw = hc2, hu2, hw2, hvu2, hvw2
+    i = size
+    while i > 0:
+        p = (i - 1) // 2
+        # ties by vertex ids, so the order never depends on anything but the mesh
+        if hc[p] < c or (hc[p] == c and (hu[p] < u or (hu[p] == u and hw[p] <= w))):
+            break
+        hc[i], hu[i], hw[i], hvu[i], hvw[i] = hc[p], hu[p], hw[p], hvu[p], hvw[p]
+        i = p
+    hc[i], hu[i], hw[i], hvu[i], hvw[i] = c, u, w, vu, vw
+    return hc, hu, hw, hvu, hvw, size + 1
+
+
+@numba.njit(cache=True)
+def _pop(hc, hu, hw, hvu, hvw, size):
+    """Remove the heap's top (the caller read it at index 0); returns the new size."""
+    size -= 1
+    c, u, w, vu, vw = hc[size], hu[size], hw[size], hvu[size], hvw[size]
+    i = 0
+    while True:
+        k = 2 * i + 1
+        if k >= size:
+            break
+        if k + 1 < size and (hc[k + 1] < hc[k] or (hc[k + 1] == hc[k] and (hu[k + 1] < hu[k] or (
+                hu[k + 1] == hu[k] and hw[k + 1] < hw[k])))):
+            k += 1
+        if c < hc[k] or (c == hc[k] and (u < hu[k] or (u == hu[k] and w <= hw[k]))):
+            break
+        hc[i], hu[i], hw[i], hvu[i], hvw[i] = hc[k], hu[k], hw[k], hvu[k], hvw[k]
+        i = k
+    hc[i], hu[i], hw[i], hvu[i], hvw[i] = c, u, w, vu, vw
+    return size
+
+
+@numba.njit(cache=True)
+def _ring(x, head, nxt, tris, alive_t, mark, tag, out):
+    """The distinct neighbours of x into ``out``; returns how many (marks them ``tag``)."""
+    m = 0
+    c = head[x]
+    while c >= 0:
+        t = c // 3
+        if alive_t[t]:
+            for j in range(3):
+                y = tris[t, j]
+                if y != x and mark[y] != tag:
+                    mark[y] = tag
+                    out[m] = y
+                    m += 1
+        c = nxt[c]
+    return m
+
+
+@numba.njit(cache=True, inline="always")
+def _normal(p, a, b, c):
+    ux, uy, uz = p[b, 0] - p[a, 0], p[b, 1] - p[a, 1], p[b, 2] - p[a, 2]
+    vx, vy, vz = p[c, 0] - p[a, 0], p[c, 1] - p[a, 1], p[c, 2] - p[a, 2]
+    return uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+
+
+@numba.njit(cache=True)
+def _folds(shapes, tris, t, u, w):
+    """Whether moving corner u of triangle t onto w folds it in any of the shapes."""
+    a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+    a2 = w if a == u else a
+    b2 = w if b == u else b
+    c2 = w if c == u else c
+    for s in range(shapes.shape[0]):
+        p = shapes[s]
+        x0, y0, z0 = _normal(p, a, b, c)
+        x1, y1, z1 = _normal(p, a2, b2, c2)
+        l0 = np.sqrt(x0 * x0 + y0 * y0 + z0 * z0)
+        l1 = np.sqrt(x1 * x1 + y1 * y1 + z1 * z1)
+        if l1 < 1e-12 or x0 * x1 + y0 * y1 + z0 * z1 < _MAX_TURN * l0 * l1:
+            return True
+    return False
+
+
+@numba.njit(cache=True)
+def _collapse(shapes, tris, locked, target):
+    n = shapes.shape[1]
+    v = shapes[0]
+    q = _plane_quadrics(v, tris)
+    nt = tris.shape[0]
+    head = np.full(n, -1, np.int64)     # per vertex, a linked list of its corners (3 t + j)
+    tail = np.full(n, -1, np.int64)
+    nxt = np.full(3 * nt, -1, np.int64)
+    for c in range(3 * nt - 1, -1, -1):
+        x = tris[c // 3, c % 3]
+        nxt[c] = head[x]
+        head[x] = c
+        if tail[x] < 0:
+            tail[x] = c
+    alive_v = np.ones(n, np.bool_)
+    alive_t = np.ones(nt, np.bool_)
+    ver = np.zeros(n, np.int64)
+    mark = np.full(n, -1, np.int64)
+    mark2 = np.full(n, -1, np.int64)
+    ring = np.empty(n, np.int64)
+    ring2 = np.empty(n, np.int64)
+    cap = 6 * nt + 16
+    hc, hu, hw = np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64)
+    hvu, hvw = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    size = 0
+    for t in range(nt):
+        for j in range(3):
+            a, b = tris[t, j], tris[t, (j + 1) % 3]
+            if not locked[a]:
+                hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, a, b), a, b, 0, 0)
+            if not locked[b]:
+                hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, b, a), b, a, 0, 0)
+    count = n
+    tag = 0
+    while count > target and size > 0:
+        u, w, vu, vw = hu[0], hw[0], hvu[0], hvw[0]
+        size = _pop(hc, hu, hw, hvu, hvw, size)
+        if not (alive_v[u] and alive_v[w]) or ver[u] != vu or ver[w] != vw:
+            continue
+        # link condition: u and w share exactly the neighbours of their common triangles
+        tag += 1
+        mu = _ring(u, head, nxt, tris, alive_t, mark, tag, ring)
+        shared_t = 0
+        c = head[u]
+        while c >= 0:
+            t = c // 3
+            if alive_t[t] and (tris[t, 0] == w or tris[t, 1] == w or tris[t, 2] == w):
+                shared_t += 1
+            c = nxt[c]
+        if shared_t == 0:
+            continue
+        mw = _ring(w, head, nxt, tris, alive_t, mark2, tag, ring2)
+        common = 0
+        for i in range(mw):
+            if mark[ring2[i]] == tag:
+                common += 1
+        if common != shared_t or mu < 3:
+            continue
+        bad = False
+        c = head[u]
+        while c >= 0 and not bad:
+            t = c // 3
+            if alive_t[t] and not (tris[t, 0] == w or tris[t, 1] == w or tris[t, 2] == w):
+                bad = _folds(shapes, tris, t, u, w)
+            c = nxt[c]
+        if bad:
+            continue
+        # collapse: u's triangles with w die, the others take w for u
+        c = head[u]
+        while c >= 0:
+            t = c // 3
+            if alive_t[t]:
+                if tris[t, 0] == w or tris[t, 1] == w or tris[t, 2] == w:
+                    alive_t[t] = False
+                else:
+                    tris[t, c % 3] = w
+            c = nxt[c]
+        nxt[tail[w]] = head[u]
+        tail[w] = tail[u]
+        alive_v[u] = False
+        for k in range(10):
+            q[w, k] += q[u, k]
+        ver[w] += 1
+        count -= 1
+        tag += 1
+        m = _ring(w, head, nxt, tris, alive_t, mark, tag, ring)
+        for i in range(m):
+            y = ring[i]
+            if not locked[y]:
+                hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, y, w), y, w, ver[y], ver[w])
+            if not locked[w]:
+                hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, w, y), w, y, ver[w], ver[y])
+    return alive_v, tris, alive_t
