@@ -86,11 +86,14 @@ def decimated(model: MorphableModel, n_vertices: int | None) -> MorphableModel:
         return model
     key = (id(model), int(n_vertices))
     if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:   # the oldest goes (a Scene per model and size is typical)
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = (model, _decimate_model(model, int(n_vertices)))   # holds model, so its id stays its own
     return _CACHE[key][1]
 
 
 _CACHE: dict[tuple[int, int], tuple[MorphableModel, MorphableModel]] = {}
+_CACHE_SIZE = 4
 
 
 def _decimate_model(model: MorphableModel, n_vertices: int) -> MorphableModel:
