@@ -15,6 +15,9 @@ LANDMARKS_OPTION = click.option(
          "format). [default: <model>.landmarks.json beside the model file, when present]")
 
 
+LOD_SIZES = (64, 112, 128, 224, 256)  # the sizes `model info` gives --lod auto's vertex count for
+
+
 @click.group()
 def model() -> None:
     """Inspect morphable models (embedded default, BFM 2017/2019 .h5, BFM 2009 .mat)."""
@@ -28,12 +31,15 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
     """Print source, vertex and triangle counts, PCA components and landmarks of PATH
     (the embedded default model when PATH is omitted)."""
     from morphgen.loading import load_model
+    from morphgen.lod import lod_vertices
     from morphgen.model import five_point_names
 
     m = load_model(path, landmarks_file)
     s = m.summary()
     s["landmark_file"] = m.metadata.get("landmark_file")
     s["five_point_alignment"] = not five_point_names(m.landmarks)[1]
+    if s["five_point_alignment"]:   # what `--lod auto` renders at a few sizes (None: the whole mesh)
+        s["lod_auto_vertices"] = {str(px): lod_vertices(m, px, 1, "auto") for px in LOD_SIZES}
     if as_json:
         s["landmark_names"] = sorted(m.landmarks)
         click.echo(json.dumps(s, indent=2))
@@ -52,6 +58,9 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
         click.echo(f"            not enough for 5-point alignment: `morphgen model landmarks {path}` finds them")
     if s["regions"]:
         click.echo(f"regions:    {', '.join(s['regions'])}")
+    if "lod_auto_vertices" in s:
+        levels = ", ".join(f"{px} px {'whole' if n is None else f'{n:,}'}" for px, n in s["lod_auto_vertices"].items())
+        click.echo(f"--lod auto: {levels} (vertices rendered; supersampling counts as a larger size)")
     click.echo(f"sha256:     {s['sha256']}")
 
 

@@ -116,3 +116,12 @@ def test_manifest_records_lod_only_when_not_auto(tmp_path, dense_model):
         assert r.exit_code == 0, r.output
         scene = json.loads((out / "manifest.json").read_text())["config"]["scene"]
         assert scene.get("lod") == expect
+
+
+def test_model_info_says_what_auto_renders(dense_model):
+    r = CliRunner().invoke(cli, ["model", "info", dense_model, "--json"])
+    assert r.exit_code == 0, r.output
+    levels = json.loads(r.output)["lod_auto_vertices"]
+    assert levels["64"] < load_model(dense_model).n_vertices and levels["256"] is None
+    text = CliRunner().invoke(cli, ["model", "info"]).output
+    assert "--lod auto: 64 px whole" in text
