@@ -15,7 +15,7 @@ LANDMARKS_OPTION = click.option(
          "format). [default: <model>.landmarks.json beside the model file, when present]")
 
 
-LOD_SIZES = (64, 112, 128, 224, 256)  # the sizes `model info` gives --lod auto's vertex count for
+LOD_SIZES = (64, 112, 128, 224)  # the sizes `model info` gives --lod auto's vertex count for
 
 
 @click.group()
@@ -31,7 +31,7 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
     """Print source, vertex and triangle counts, PCA components and landmarks of PATH
     (the embedded default model when PATH is omitted)."""
     from morphgen.loading import load_model
-    from morphgen.lod import lod_vertices
+    from morphgen.lod import decimated, lod_level
     from morphgen.model import five_point_names
 
     m = load_model(path, landmarks_file)
@@ -39,7 +39,9 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
     s["landmark_file"] = m.metadata.get("landmark_file")
     s["five_point_alignment"] = not five_point_names(m.landmarks)[1]
     if s["five_point_alignment"]:   # what `--lod auto` renders at a few sizes (None: the whole mesh)
-        s["lod_auto_vertices"] = {str(px): lod_vertices(m, px, 1, "auto") for px in LOD_SIZES}
+        levels = {px: lod_level(m, px, 1, "auto") for px in LOD_SIZES}
+        s["lod_auto_vertices"] = {str(px): None if lv is None else decimated(m, lv)[0].n_vertices
+                                  for px, lv in levels.items()}
     if as_json:
         s["landmark_names"] = sorted(m.landmarks)
         click.echo(json.dumps(s, indent=2))

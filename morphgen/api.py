@@ -72,13 +72,14 @@ class Scene:
     def __repr__(self) -> str:
         c = self.config
         return (f"Scene(model={c.model or 'embedded'}, ids={c.sampling.n_identities}, size={c.size}, "
-                f"device={c.device}, outputs={list(c.outputs)})")
+                f"lod={c.lod}, device={c.device}, outputs={list(c.outputs)})")
 
     @property
     def model(self):
         """The :class:`~morphgen.model.MorphableModel` as rendered (landmarks and calibration
         applied): with ``lod="auto"`` (the default) a mesh denser than the render's pixels is
-        on a subset of its vertices (:mod:`morphgen.lod`); ``full_model`` is the whole one."""
+        on a subset of its vertices (:mod:`morphgen.lod`; its metadata says ``lod``, and its
+        bases, rows of orthonormal ones, are not for fitting); ``full_model`` is the whole one."""
         return self.renderer.model
 
     @property
@@ -167,7 +168,9 @@ class Scene:
         differentiable: torch tensors (or arrays) of (k,) or (B, k) with this scene's
         lengths (``len(scene.params().shape)`` ...), on any device; the bases follow the
         coefficients' device and dtype. Hair, eyewear and other appearance parts are not
-        part of a decoded mesh."""
+        part of a decoded mesh. N is ``scene.model``'s: with ``lod="auto"`` a mesh denser
+        than the render's pixels is decimated, so index vertices through ``scene.model``'s
+        landmarks and regions (``lod="off"``: the whole mesh)."""
         s = self.renderer.sampler
         shape = _coeff_tensor(shape, "shape", s.n_shape)
         color = _coeff_tensor(color, "color", s.n_color, like=shape)

@@ -4,27 +4,32 @@ Why: a Basel mesh (28,588 vertices for BFM 2017 face12, about 53,000 for the ful
 or BFM 2009) is several times denser than the pixels of a 128 px face: a triangle covers
 a fifth of a pixel, and a render pays for every vertex (decoding, projection, normals)
 and every triangle (raster set-up) whether it covers a pixel centre or not. Once the
-mesh's edges are about a pixel long, more vertices change the picture by a tenth of a
-grey level on average (shading is per vertex, and a pixel averages no more detail).
+mesh's edges are about a pixel long, more vertices do not bring the picture closer to
+the truth (shading is per vertex, and a pixel averages no finer detail).
 
 How: quadric-error decimation by half-edge collapses (a vertex is merged into a
 neighbour and disappears; Garland & Heckbert's error, plus an edge-length term that keeps
 the triangles even where the surface is flat). The kept vertices are a *subset* of the
 model's, so the decimated model is the same linear model on fewer rows of its bases:
 every identity, expression and colour decodes exactly onto them, the params of an image
-do not change, and the landmarks stay exact (landmark, iBUG-68 and border vertices are
-never removed). A collapse that would flip or fold a triangle, on the mean face or on
-faces two standard deviations out along the first shape and expression components, is
-refused, so deformed instances stay as clean as the mean.
+do not change, and the landmarks stay where they are (landmark, iBUG-68 and border
+vertices are never removed). A collapse is refused when it would fold a triangle (on the
+mean face or on faces two standard deviations out along the first shape and expression
+components), flatten a closed part (a tetrahedron) or leave a vertex with fewer than
+three neighbours.
 
-The choice of level (`lod_vertices`) follows the render size: the framed face's
-eye-to-mouth distance is a quarter of the raster's side (:class:`.render.camera.Framing`),
-which gives the millimetres a pixel spans; the mesh is decimated until its median edge is
-``TARGET_EDGE_PX`` long, and left whole when it is about that coarse already (the
-embedded model from 64 px). The decimation is a pure function of the model and the
-vertex count, so every worker, machine and resume draws the same pixels.
+The level (`lod_level`) follows the render size: the framed face's eye-to-mouth distance
+is a quarter of the raster's side (:class:`.render.camera.Framing`), which gives the
+millimetres a pixel spans. Collapses go on, cheapest first, as long as none creates an
+edge longer than ``MAX_EDGE_PX`` pixels, so a mesh of uneven density (a dense face on a
+coarse head) is thinned where it is dense and left alone where it is not; a mesh whose
+median edge is ``KEEP_IF_EDGE_PX`` long already stays whole (the embedded model from 64
+px). The decimation is a pure function of the model and the level, so every worker,
+machine and resume draws the same pixels.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -32,17 +37,27 @@ import numpy as np
 from .errors import ConfigError
 from .model import MorphableModel, PCAModel
 
-# The median edge length the decimated mesh aims at, in raster pixels. Against a 4x4
-# supersampled render of the whole mesh (benchmarks/bench_lod.py: a real face subdivided
-# to 101,523 vertices, 128 px, edge anti-aliasing) the whole mesh is off by 0.43 grey
-# levels on average, 0.85 px edges (26k vertices, 2.2x as fast) by 0.51, 1 px edges (19k)
-# by 0.66.
-TARGET_EDGE_PX = 0.85
-KEEP_IF_WITHIN = 1.1     # a mesh whose edges are within 10 % of the target stays whole
+# The longest edge a collapse may create, in raster pixels at the framed face's scale.
+# Against a 4x4 supersampled render of the whole mesh (benchmarks/bench_lod.py) the
+# decimated mesh is as close as the whole one: a real face subdivided to 101,523 vertices
+# at 128 px keeps 41,867 (0.41 grey levels off on average, the whole mesh 0.43); the
+# embedded model at 32 px keeps 2,659 of 6,429 (1.59 against 1.58).
+MAX_EDGE_PX = 1.2
+KEEP_IF_EDGE_PX = 0.8    # a mesh whose median edge is already this long stays whole
 FACE_FRACTION = 0.25     # eye-to-mouth distance / image side, as Framing places a face
 _EDGE_WEIGHT = 0.02      # weight of the edge-length term (mm^4) against the quadric error (mm^2 x mm^2)
 _MAX_TURN = 0.3          # a collapse may turn a triangle's normal by up to acos(0.3) = 73 degrees
+_MIN_VERTICES = 100
 LOD_CHOICES = "auto, off, or a vertex count"
+
+
+@dataclass(frozen=True)
+class Level:
+    """What ``--lod`` asks of a model at a render size: decimate down to ``n_vertices``,
+    creating no edge longer than ``max_edge_mm`` (on the mean face)."""
+
+    n_vertices: int
+    max_edge_mm: float = float("inf")
 
 
 def parse_lod(value) -> str | int:
@@ -51,26 +66,31 @@ def parse_lod(value) -> str | int:
     text = str(value).strip().lower()
     if text in ("auto", "off"):
         return text
-    if not isinstance(value, bool) and text.isdigit() and int(text) >= 100:
+    if not isinstance(value, bool) and text.isdigit() and int(text) >= _MIN_VERTICES:
         return int(text)
-    raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least 100)")
+    raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least {_MIN_VERTICES})")
 
 
-def lod_vertices(model: MorphableModel, size: int, supersampling: int, lod: str | int) -> int | None:
-    """How many vertices a render of ``size`` px (times ``supersampling``) keeps of
-    ``model`` under the ``--lod`` choice: None for the whole mesh."""
+def lod_level(model: MorphableModel, size: int, supersampling: int, lod: str | int) -> Level | None:
+    """The level a render of ``size`` px (times ``supersampling``) takes of ``model``
+    under the ``--lod`` choice: None for the whole mesh."""
     if lod == "off":
         return None
     if lod != "auto":
-        return int(lod) if int(lod) < model.n_vertices else None
-    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
+        return Level(int(lod)) if int(lod) < model.n_vertices else None
+    mean = _neutral(model).reshape(-1, 3)
     g = [mean[np.atleast_1d(grp)].mean(0) for grp in model.five_point_vertices()]
     eye_mouth_mm = float(np.linalg.norm((g[0] + g[1]) / 2 - (g[3] + g[4]) / 2))
     px_per_mm = FACE_FRACTION * size * supersampling / max(eye_mouth_mm, 1e-6)
-    edge_px = _median_edge(mean, model.triangles) * px_per_mm
-    if edge_px * KEEP_IF_WITHIN >= TARGET_EDGE_PX:
+    if _median_edge(mean, model.triangles) * px_per_mm >= KEEP_IF_EDGE_PX:
         return None
-    return max(100, int(model.n_vertices * (edge_px / TARGET_EDGE_PX) ** 2))
+    return Level(_MIN_VERTICES, MAX_EDGE_PX / px_per_mm)
+
+
+def _neutral(model: MorphableModel) -> np.ndarray:
+    """(3N,) float64: the mean shape plus the expression mean, on which edges are measured."""
+    base = model.shape.mean.astype(np.float64)
+    return base if model.expression is None else base + model.expression.mean
 
 
 def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
@@ -79,39 +99,40 @@ def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(e, axis=1)))
 
 
-def decimated(model: MorphableModel, n_vertices: int | None) -> MorphableModel:
-    """``model`` on about ``n_vertices`` of its vertices (:func:`decimate_mesh`), the
-    model itself for None or a count it does not exceed; cached per process."""
-    if n_vertices is None or n_vertices >= model.n_vertices:
-        return model
-    key = (id(model), int(n_vertices))
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:   # the oldest goes (a Scene per model and size is typical)
+def decimated(model: MorphableModel, level: Level | None) -> tuple[MorphableModel, np.ndarray | None]:
+    """(``model`` at ``level``, the ids of the vertices it keeps), or (``model``, None)
+    for None. The kept vertices and triangles are cached per process by the model file's
+    hash, landmarks and level (a few kB each), so Scenes of one model share them."""
+    if level is None:
+        return model, None
+    key = None
+    if model.file_hash:
+        key = (model.file_hash, model.n_vertices, tuple(sorted(model.landmarks.items())),
+               None if model.ibug68 is None else model.ibug68.tobytes(), level)
+    if key is None or key not in _CACHE:
+        locked = np.zeros(model.n_vertices, bool)
+        locked[list(model.landmarks.values())] = True
+        if model.ibug68 is not None:
+            locked[model.ibug68[model.ibug68 >= 0]] = True
+        result = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, level.n_vertices, level.max_edge_mm)
+        if key is None:
+            return subset(model, *result), result[0]
+        while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = (model, _decimate_model(model, int(n_vertices)))   # holds model, so its id stays its own
-    return _CACHE[key][1]
+        _CACHE[key] = result
+    keep, tris = _CACHE[key]
+    return subset(model, keep, tris), keep
 
 
-_CACHE: dict[tuple[int, int], tuple[MorphableModel, MorphableModel]] = {}
-_CACHE_SIZE = 4
-
-
-def _decimate_model(model: MorphableModel, n_vertices: int) -> MorphableModel:
-    locked = np.zeros(model.n_vertices, bool)
-    locked[list(model.landmarks.values())] = True
-    if model.ibug68 is not None:
-        locked[model.ibug68[model.ibug68 >= 0]] = True
-    keep, tris = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, n_vertices)
-    return subset(model, keep, tris)
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_CACHE_SIZE = 16
 
 
 def _flip_test_shapes(model: MorphableModel, k: int = 3) -> np.ndarray:
     """(S, N, 3): the mean face, then +-2 sd along the first k shape and expression
     components, the faces on which no collapse may fold a triangle (the first is the one
     whose error is measured)."""
-    base = model.shape.mean.astype(np.float64)
-    if model.expression is not None:
-        base = base + model.expression.mean
+    base = _neutral(model)
     shapes = [base]
     for pca in (model.shape, model.expression):
         if pca is None:
@@ -122,17 +143,22 @@ def _flip_test_shapes(model: MorphableModel, k: int = 3) -> np.ndarray:
     return np.stack([np.asarray(s, np.float64).reshape(-1, 3) for s in shapes])
 
 
-def decimate_mesh(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray,
-                  n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept vertex ids ascending, triangles over them) of a mesh decimated to about
-    ``n_vertices`` by half-edge collapses. shapes (S, N, 3): the mesh in S poses, the
-    first measured, all checked for folds; locked (N,): vertices never removed (border
-    vertices are added). Stops early when no allowed collapse is left."""
+def decimate_mesh(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray, n_vertices: int,
+                  max_edge_mm: float = float("inf")) -> tuple[np.ndarray, np.ndarray]:
+    """(kept vertex ids ascending, triangles over them) of a mesh decimated by half-edge
+    collapses to ``n_vertices``, or until no allowed collapse is left. shapes (S, N, 3): the
+    mesh in S poses, the first measured, all checked for folds; locked (N,): vertices never
+    removed (border vertices are added); no collapse creates an edge longer than
+    ``max_edge_mm`` on the first shape. Vertices of no triangle are dropped unless locked."""
     tris = np.ascontiguousarray(triangles, np.int64)
     n = shapes.shape[1]
+    used = np.zeros(n, bool)
+    used[tris.reshape(-1)] = True
     locked = np.asarray(locked, bool) | _border_vertices(tris, n)
-    alive_v, tris, alive_t = _collapse(np.ascontiguousarray(shapes, np.float64), tris.copy(), locked, int(n_vertices))
-    keep = np.flatnonzero(alive_v)
+    target = int(n_vertices) - int((locked & ~used).sum())   # counted among the used vertices
+    alive_v, tris, alive_t = _collapse(np.ascontiguousarray(shapes, np.float64), tris.copy(), locked, used, target,
+                                       float(max_edge_mm) ** 2)
+    keep = np.flatnonzero((alive_v & used) | locked)
     remap = np.full(n, -1, np.int64)
     remap[keep] = np.arange(len(keep))
     return keep, remap[tris[alive_t]].astype(np.int32)
@@ -153,7 +179,9 @@ def _border_vertices(tris: np.ndarray, n: int) -> np.ndarray:
 
 def subset(model: MorphableModel, keep: np.ndarray, triangles: np.ndarray) -> MorphableModel:
     """The model on vertices ``keep`` (ascending; every landmark among them) with these
-    triangles (over the kept vertices' new indices)."""
+    triangles (over the kept vertices' new indices). Its bases are the kept rows of the
+    model's: the same faces on fewer vertices, but no longer orthonormal columns, so its
+    metadata says ``lod`` (a saved copy loads, and is not for fitting)."""
     rows = (3 * keep[:, None] + np.arange(3)).reshape(-1)
     remap = np.full(model.n_vertices, -1, np.int64)
     remap[keep] = np.arange(len(keep))
@@ -167,7 +195,8 @@ def subset(model: MorphableModel, keep: np.ndarray, triangles: np.ndarray) -> Mo
         expression=pca(model.expression), triangles=np.ascontiguousarray(triangles, np.int32),
         landmarks={k: int(remap[v]) for k, v in model.landmarks.items()}, ibug68=ibug,
         regions={k: np.asarray(m)[keep] for k, m in model.regions.items()},
-        metadata=model.metadata, file_hash=model.file_hash)
+        # marked: its bases are rows of orthonormal ones, not orthonormal (MorphableModel.validate)
+        metadata={**model.metadata, "lod": {"of_vertices": model.n_vertices}}, file_hash=model.file_hash)
 
 
 # ---- the collapse loop (numba) ---------------------------------------------------------
@@ -297,7 +326,7 @@ def _folds(shapes, tris, t, u, w):
 
 
 @numba.njit(cache=True)
-def _collapse(shapes, tris, locked, target):
+def _collapse(shapes, tris, locked, used, target, max_len2):
     n = shapes.shape[1]
     v = shapes[0]
     q = _plane_quadrics(v, tris)
@@ -329,8 +358,14 @@ def _collapse(shapes, tris, locked, target):
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, a, b), a, b, 0, 0)
             if not locked[b]:
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, b, a), b, a, 0, 0)
-    count = n
+    count = 0
+    for i in range(n):
+        if used[i]:
+            count += 1
+    mark3 = np.full(n, -1, np.int64)
+    ring3 = np.empty(n, np.int64)
     tag = 0
+    tag3 = 0
     while count > target and size > 0:
         u, w, vu, vw = hu[0], hw[0], hvu[0], hvw[0]
         size = _pop(hc, hu, hw, hvu, hvw, size)
@@ -339,6 +374,15 @@ def _collapse(shapes, tris, locked, target):
         # link condition: u and w share exactly the neighbours of their common triangles
         tag += 1
         mu = _ring(u, head, nxt, tris, alive_t, mark, tag, ring)
+        # no edge longer than max_len2 (squared, on the mean face) may join w to u's neighbours
+        far = False
+        for i in range(mu):
+            y = ring[i]
+            if y != w and ((v[w, 0] - v[y, 0]) ** 2 + (v[w, 1] - v[y, 1]) ** 2 + (v[w, 2] - v[y, 2]) ** 2) > max_len2:
+                far = True
+                break
+        if far:
+            continue
         shared_t = 0
         c = head[u]
         while c >= 0:
@@ -353,7 +397,17 @@ def _collapse(shapes, tris, locked, target):
         for i in range(mw):
             if mark[ring2[i]] == tag:
                 common += 1
-        if common != shared_t or mu < 3:
+        if common != shared_t or mu < 3 or (mu == 3 and mw == 3):   # 3 and 3: a tetrahedron would flatten
+            continue
+        # the vertices opposite the edge lose u: none may be left with fewer than 3 neighbours
+        thin = False
+        for i in range(mw):
+            x = ring2[i]
+            if mark[x] == tag:
+                tag3 += 1
+                if _ring(x, head, nxt, tris, alive_t, mark3, tag3, ring3) <= 3:
+                    thin = True
+        if thin:
             continue
         bad = False
         c = head[u]

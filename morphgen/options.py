@@ -63,13 +63,13 @@ def load_config_file(path: Path, what: str = "--config") -> dict:
 
 def config_value(name: str, val):
     """A config file's value in its flag spelling: lists of outputs / mixup weights and
-    grid mappings joined, a single weight as text, and `photo: off` / `appearance: off`
-    (which YAML reads as false) as 'off'."""
+    grid mappings joined, a single weight as text, and `photo: off` / `appearance: off` /
+    `lod: off` (which YAML reads as false) as 'off'."""
     if name in ("outputs", "mixup_phis") and isinstance(val, (list, tuple, int, float)) and not isinstance(val, bool):
         return ",".join(str(v) for v in val) if isinstance(val, (list, tuple)) else str(val)
     if name == "grid" and isinstance(val, dict):
         return ",".join(f"{k}={v}" for k, v in val.items())
-    if name in ("photo", "appearance") and val is False:
+    if name in ("photo", "appearance", "lod") and val is False:
         return "off"
     return val
 

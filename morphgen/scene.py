@@ -17,7 +17,7 @@ from .distributions import parse_distribution
 from .errors import ConfigError
 from .illumination import ILLUMINATION_KINDS, make_illumination
 from .loading import load_model, model_digest
-from .lod import decimated, lod_vertices, parse_lod
+from .lod import decimated, lod_level, parse_lod
 from .render.backgrounds import make_background_source
 from .render.camera import Framing, Pose, frame_translation
 from .appearance import AppearanceConfig, appearance_for
@@ -113,7 +113,9 @@ class SceneConfig:
             "backgrounds": self.backgrounds,
             "size": self.size,
             "antialias": self.antialias,
-            **({"lod": self.lod} if self.lod != "auto" else {}),  # absent at the default: old manifests still match
+            # absent means off: manifests written before --lod rendered whole meshes (a resume
+            # of one keeps them whole, see morphgen.dataset.run)
+            **({"lod": self.lod} if self.lod != "off" else {}),
             "outputs": list(self.outputs),
             "device": self.device,
         }
@@ -121,7 +123,8 @@ class SceneConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfig":
         """The scene of a `to_dict` mapping (a manifest's); absent keys take the render
-        options' defaults (`morphgen.options.RENDER_DEFAULTS`, the one table of them)."""
+        options' defaults (`morphgen.options.RENDER_DEFAULTS`, the one table of them), but
+        an absent ``lod`` is "off", what every scene rendered before the option existed."""
         from .options import RENDER_DEFAULTS as D
 
         mix = d.get("identity_mixup")
@@ -145,7 +148,7 @@ class SceneConfig:
             sampling=sampling, model=d.get("model"), landmarks=d.get("landmarks"), illumination=d.get("illumination", D["illumination"]),
             bip=d.get("bip"), no_color=bool(d.get("no_color", D["no_color"])), energy=d.get("energy"),
             backgrounds=d.get("backgrounds", D["backgrounds"]), size=int(d.get("size", D["size"])),
-            antialias=d.get("antialias", D["antialias"]), lod=d.get("lod", D["lod"]), outputs=tuple(d.get("outputs", ())),
+            antialias=d.get("antialias", D["antialias"]), lod=d.get("lod", "off"), outputs=tuple(d.get("outputs", ())),
             device=d.get("device", D["device"]),
         )
 
@@ -163,8 +166,8 @@ class SceneRenderer:
         # the sampler draws from the whole model (an image's params do not depend on the level
         # of detail); everything that renders uses `model`, the mesh at the render's level
         self.full_model = load_model(config.model, config.landmarks, need_five_points=True)
-        self.model = decimated(self.full_model, lod_vertices(self.full_model, config.size, config.supersampling,
-                                                             config.lod))
+        self.model, self.kept_vertices = decimated(self.full_model, lod_level(self.full_model, config.size,
+                                                                              config.supersampling, config.lod))
         self.illumination = make_illumination(config.illumination, bip_dir=config.bip, no_color=config.no_color,
                                               energy=config.energy)
         self.sampler = SceneSampler(self.full_model, config.sampling, self.illumination)
@@ -184,7 +187,8 @@ class SceneRenderer:
         # Framing is done here (not in the renderer) so the sampled jitter is recorded.
         self.framing = Framing()
         # Appearance (hair, glasses...) appends vertices with a fixed triangle list to the model's.
-        self.appearance = appearance_for(self.model) if config.sampling.appearance.active else None
+        self.appearance = (appearance_for(self.model, self.full_model, self.kept_vertices)
+                           if config.sampling.appearance.active else None)
         self.triangles = self.appearance.triangles if self.appearance is not None else self.model.triangles
         self.n_render_vertices = self.model.n_vertices + (self.appearance.n_extra if self.appearance else 0)
 

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fixtures import write_bfm2017_fixture
+from fixtures import icosphere, write_bfm2017_fixture
 from morphgen.cli.main import cli
 
+from morphgen.appearance import Appearance
 from morphgen.errors import ConfigError
 from morphgen.loading import load_model
-from morphgen.lod import decimate_mesh, decimated, lod_vertices, parse_lod
+from morphgen.lod import Level, decimate_mesh, decimated, lod_level, parse_lod
 from morphgen.render.synthetic import synthetic_face_grid
 from morphgen.sampling import SamplingConfig
 from morphgen.scene import SceneConfig, SceneRenderer
@@ -33,7 +34,7 @@ def _edges(tris: np.ndarray) -> np.ndarray:
 
 def test_decimation_keeps_landmarks_borders_topology_and_orientation(dense_model):
     full = load_model(dense_model)
-    lod = decimated(full, 2000)
+    lod, keep = decimated(full, Level(2000))
     assert lod.n_vertices == 2000 and lod.n_triangles < full.n_triangles / 2
     # the kept vertices are the model's own: landmarks sit where they sat, on the same face
     for name, i in full.landmarks.items():
@@ -42,8 +43,9 @@ def test_decimation_keeps_landmarks_borders_topology_and_orientation(dense_model
     coeffs = np.random.default_rng(0).normal(size=full.shape.n_components)
     whole = (full.shape.mean + full.shape.scaled_basis() @ coeffs).reshape(-1, 3)
     part = (lod.shape.mean + lod.shape.scaled_basis() @ coeffs).reshape(-1, 3)
-    keep = [int(np.flatnonzero((full.shape.mean.reshape(-1, 3) == p).all(1))[0]) for p in lod.shape.mean.reshape(-1, 3)[:50]]
-    np.testing.assert_allclose(part[:50], whole[keep], atol=1e-3)
+    np.testing.assert_allclose(part, whole[keep], atol=1e-3)
+    assert lod.metadata["lod"] == {"of_vertices": full.n_vertices}
+    lod.validate()   # its bases are rows of orthonormal ones: marked, and accepted
     # same Euler characteristic (no hole opened or closed) and the same border length
     euler = lambda m: m.n_vertices - len(_edges(m.triangles)) + m.n_triangles
     assert euler(lod) == euler(full)
@@ -72,13 +74,21 @@ def test_decimation_is_a_pure_function_of_the_mesh():
 
 
 def test_auto_follows_the_render_size(dense_model):
-    assert lod_vertices(load_model(None), 128, 1, "auto") is None       # the embedded model: whole at 128 px
+    assert lod_level(load_model(None), 128, 1, "auto") is None          # the embedded model: whole at 128 px
     full = load_model(dense_model)
-    n48 = lod_vertices(full, 48, 1, "auto")
-    assert n48 is not None and n48 < full.n_vertices / 2
-    assert lod_vertices(full, 48, 4, "auto") is None                    # supersampled 4x: a 192 px raster
-    assert lod_vertices(full, 48, 1, "off") is None
-    assert lod_vertices(full, 48, 1, 3000) == 3000
+    level = lod_level(full, 48, 1, "auto")
+    assert level is not None and decimated(full, level)[0].n_vertices < full.n_vertices / 2
+    # no new edge longer than the level's bound: at 48 px, 1.2 px of the framed face
+    lod = decimated(full, level)[0]
+    def longest(m):   # on the neutral face (mean shape and expression), where the bound holds
+        v, t = (m.shape.mean + m.expression.mean).reshape(-1, 3), m.triangles.astype(np.int64)
+        return max(np.linalg.norm(v[t[:, i]] - v[t[:, (i + 1) % 3]], axis=1).max() for i in range(3))
+
+    assert longest(lod) <= max(level.max_edge_mm, longest(full)) + 1e-3
+    assert lod_level(full, 48, 4, "auto") is None                       # supersampled 4x: a 192 px raster
+    assert lod_level(full, 48, 1, "off") is None
+    assert lod_level(full, 48, 1, 3000) == Level(3000)
+    assert lod_level(full, 48, 1, 10 ** 6) is None                      # more than it has: the whole mesh
 
 
 def test_lod_renders_close_to_the_whole_mesh_with_the_same_params(dense_model):
@@ -108,8 +118,9 @@ def test_bad_lod_values_are_one_line_errors():
     assert result.exit_code != 0 and "--lod some is invalid" in result.output and "Traceback" not in result.output
 
 
-def test_manifest_records_lod_only_when_not_auto(tmp_path, dense_model):
-    for lod, expect in (("auto", None), ("off", "off")):
+def test_manifest_records_lod_unless_off(tmp_path, dense_model):
+    """No ``lod`` means off, as in every manifest written before the option."""
+    for lod, expect in (("auto", "auto"), ("off", None), ("3000", 3000)):
         out = tmp_path / lod
         r = CliRunner().invoke(cli, ["render", "--model", dense_model, "--ids", "1", "--per-id", "2", "--size", "64",
                                      "--lod", lod, "--workers", "1", "--quiet", "--out", str(out)])
@@ -122,6 +133,54 @@ def test_model_info_says_what_auto_renders(dense_model):
     r = CliRunner().invoke(cli, ["model", "info", dense_model, "--json"])
     assert r.exit_code == 0, r.output
     levels = json.loads(r.output)["lod_auto_vertices"]
-    assert levels["64"] < load_model(dense_model).n_vertices and levels["256"] is None
+    assert levels["64"] < load_model(dense_model).n_vertices and levels["224"] is None
     text = CliRunner().invoke(cli, ["model", "info"]).output
     assert "--lod auto: 64 px whole" in text
+
+
+def test_closed_parts_keep_a_volume_and_isolated_vertices_go():
+    v, t = icosphere(2, 80.0)
+    v = np.concatenate([v, np.zeros((5, 3))])             # five vertices of no triangle
+    kept, tris = decimate_mesh(v[None].astype(np.float64), t, np.zeros(len(v), bool), 4)
+    assert len(kept) >= 4 and kept.max() < len(v) - 5
+    edges = _edges(tris)
+    assert len(kept) - len(edges) + len(tris) == 2          # still a closed surface, not a flat double triangle
+    assert len(np.unique(np.sort(tris, 1), axis=0)) == len(tris)
+
+
+def test_appearance_fields_stay_on_the_face_at_any_level(dense_model):
+    full = load_model(dense_model)
+    lod, keep = decimated(full, Level(1500))
+    a, b = Appearance(full), Appearance(lod, full, keep)
+    np.testing.assert_array_equal(b.wrinkles, a.wrinkles[keep])
+    np.testing.assert_array_equal(b.beard, a.beard[:, keep])
+
+    def dense(on, values, n):
+        out = np.zeros((len(values), n), np.float32)
+        out[:, on] = values
+        return out
+
+    for name in ("spots_dark_on", "spots_red_on", "pores_on"):   # moles, blemishes and texture where they were
+        np.testing.assert_array_equal(dense(b.spot_on, getattr(b, name), lod.n_vertices),
+                                      dense(a.spot_on, getattr(a, name), full.n_vertices)[:, keep])
+
+
+def test_yaml_lod_off_and_a_dataset_from_before_lod_resumes_whole(tmp_path, dense_model):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {dense_model}\nids: 2\nper-id: 2\nsize: 48\nlod: off\nchunk-ids: 1\n")
+    first = tmp_path / "first"
+    r = CliRunner().invoke(cli, ["render", "--config", str(cfg), "--workers", "1", "--quiet", "--out", str(first)])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert "lod" not in manifest["config"]["scene"]          # as every manifest written before --lod
+    # lose one chunk, then resume with the default --lod auto: the whole mesh again, same bytes
+    params = sorted((first / "params").iterdir())
+    assert len(params) == 2
+    params[1].unlink()
+    images = sorted((first / "images").rglob("*.png"))
+    before = {p.relative_to(first): p.read_bytes() for p in images}
+    r = CliRunner().invoke(cli, ["render", "--model", dense_model, "--ids", "2", "--per-id", "2", "--size", "48",
+                                 "--chunk-ids", "1", "--workers", "1", "--quiet", "--resume", "--out", str(first)])
+    assert r.exit_code == 0, r.output
+    after = {p.relative_to(first): p.read_bytes() for p in sorted((first / "images").rglob("*.png"))}
+    assert after == before

@@ -211,34 +211,55 @@ def _clothing(rng: np.random.Generator) -> dict:
             "stripes": round(float(rng.uniform(8, 30) if rng.random() < 0.3 else 0.0), 2)}
 
 
+def _mean_face(model: MorphableModel) -> np.ndarray:
+    """(N, 3) float64: the mean shape plus the expression mean (a neutral face)."""
+    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
+    return mean if model.expression is None else mean + model.expression.mean.reshape(-1, 3)
+
+
 class Appearance:
     """The static side of appearance for one model: zones, spot patterns, the hair shell
     and the eyewear mesh; ``arrays`` turns params into batch arrays, ``apply`` dresses
     decoded meshes."""
 
-    def __init__(self, model: MorphableModel):
+    def __init__(self, model: MorphableModel, full: MorphableModel | None = None, keep: np.ndarray | None = None):
+        """Appearance for ``model``. A decimated model (:mod:`morphgen.lod`) passes the
+        ``full`` one and the ids of the vertices it ``keep``s: the per-vertex fields (spots,
+        texture, beard, wrinkles...) are drawn on the full mesh and read at the kept
+        vertices, so an identity's moles and freckles sit where they sit at any level of
+        detail; the hair shell is built on the mesh as rendered."""
         self.model = model
-        mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
-        if model.expression is not None:
-            mean = mean + model.expression.mean.reshape(-1, 3)
+        mean = _mean_face(model)
         self.n = len(mean)
         self.groups = [np.atleast_1d(np.asarray(g, np.int64)) for g in model.five_point_vertices()]
         fr = face_frame(five_points(model, mean))
         c = fr.coords(mean)
         normals = vertex_normals(mean, model.triangles)
-        smooth = mesh_smoother(model.triangles, self.n)
-        skin = region(model, "skin")
-        skin = np.ones(self.n, bool) if skin is None else skin
-        self.normals = normals.astype(np.float32)
-        self.beard = beard_fields(model, c, normals @ fr.axes.T, smooth)                 # (5, N)
-        self.band = clothing_band(model, c, smooth)                                       # (N,)
+        src = model if keep is None else full            # the mesh the fields are drawn on
+        at = slice(None) if keep is None else keep
+        src_mean = mean if keep is None else _mean_face(full)
+        src_c = c if keep is None else face_frame(five_points(full, src_mean)).coords(src_mean)
+        src_normals = normals if keep is None else vertex_normals(src_mean, full.triangles)
+        smooth = mesh_smoother(src.triangles, len(src_mean))
+        skin = region(src, "skin")
+        skin = np.ones(len(src_mean), bool) if skin is None else skin
+        self.normals = src_normals[at].astype(np.float32)
+        self.beard = beard_fields(src, src_c, src_normals @ fr.axes.T, smooth)[:, at]       # (5, N)
+        self.band = clothing_band(src, src_c, smooth)[at]                                   # (N,)
         self.band_v = c[:, 1].astype(np.float32)
-        spots, kinds = spot_fields(model, mean, c, skin, np.random.default_rng(_FIELD_SEED))  # (K, N), (K,)
+        spots, kinds = spot_fields(src, src_mean, src_c, skin, np.random.default_rng(_FIELD_SEED))  # (K, N), (K,)
+        # the fine texture's patterns are normalised over the full mesh's spot zone, then read
+        # at the kept vertices like every field
+        src_on = np.flatnonzero(np.abs(spots).sum(0) > 0)
+        pores = np.zeros((PORE_PATTERNS, len(src_mean)), np.float32)
+        pores[:, src_on] = pore_fields(src_on, len(src_mean), smooth, np.random.default_rng(_FIELD_SEED + 1),
+                                       PORE_PATTERNS)
+        spots, pores = spots[:, at], pores[:, at]
         self.n_spots = len(spots)
-        self.catchlight = catchlight_field(model, mean, c)                                # (N,)
-        self.lashes = lash_field(model, c)                                                # (N,)
-        self.shine = shine_fields(model, c, smooth)                                       # (2, N)
-        self.wrinkles = wrinkle_field(model, c, smooth)                                   # (N,)
+        self.catchlight = catchlight_field(src, src_mean, src_c)[at]                        # (N,)
+        self.lashes = lash_field(src, src_c)[at]                                            # (N,)
+        self.shine = shine_fields(src, src_c, smooth)[:, at]                                # (2, N)
+        self.wrinkles = wrinkle_field(src, src_c, smooth)[at]                               # (N,)
         # the vertices each layer can touch: dressing blends only these (a quarter of the
         # face for beards, a tenth for catch-lights, the neck for the band, half for spots)
         self.beard_on = np.flatnonzero(np.abs(self.beard).sum(0) > 0)
@@ -251,8 +272,7 @@ class Appearance:
         self.spot_dark, self.spot_red = np.flatnonzero(dark), np.flatnonzero(red)
         self.spots_dark_on = np.ascontiguousarray(spots[dark][:, self.spot_on], np.float32)   # (Kd, n_spot)
         self.spots_red_on = np.ascontiguousarray(spots[red][:, self.spot_on], np.float32)     # (Kr, n_spot)
-        self.pores_on = pore_fields(self.spot_on, self.n, smooth, np.random.default_rng(_FIELD_SEED + 1),
-                                    PORE_PATTERNS)                                        # (P, n_spot)
+        self.pores_on = np.ascontiguousarray(pores[:, self.spot_on])                      # (P, n_spot)
         self.shell = hair.build_shell(model, mean, c, normals)
         self.m = 0 if self.shell is None else len(self.shell.src)
 
@@ -603,9 +623,11 @@ class _Tensors:
 _CACHE: dict[int, Appearance] = {}
 
 
-def appearance_for(model: MorphableModel) -> Appearance:
-    """The (cached, per process) static appearance data of a model."""
+def appearance_for(model: MorphableModel, full: MorphableModel | None = None,
+                   keep: np.ndarray | None = None) -> Appearance:
+    """The (cached, per process) static appearance data of a model; a decimated one passes
+    its full model and kept vertex ids (:class:`Appearance`)."""
     key = id(model)
     if key not in _CACHE:
-        _CACHE[key] = Appearance(model)
+        _CACHE[key] = Appearance(model, full, keep)
     return _CACHE[key]

@@ -68,6 +68,19 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
         (out / sub).mkdir(parents=True, exist_ok=True)
 
 
+def _whole_mesh_if_written_so(out: Path, job: DatasetJob) -> DatasetJob:
+    """The job with ``--lod off`` where `out` holds a dataset written before --lod existed
+    (its manifest has no ``lod``: whole meshes) and the job asks for the default: a resume,
+    or another shard, then renders its chunks as the others were."""
+    try:
+        old = read_manifest(out)["config"]["scene"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return job
+    if "lod" in old or job.scene.lod != "auto":
+        return job
+    return replace(job, scene=replace(job.scene, lod="off"))
+
+
 def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
     """Written atomically at start and end; completion is read from the chunk markers on disk."""
     done = done_chunks(out)
@@ -120,6 +133,8 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     shard_kn = parse_shard(shard)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if not overwrite:
+        job = _whole_mesh_if_written_so(out, job)
     # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
     # this process, before the output folder is touched; workers then meet no surprise.
     # Where worker processes render, this renderer only checks: it skips the decimation of
