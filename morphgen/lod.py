@@ -71,9 +71,11 @@ def parse_lod(value) -> str | int:
     raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least {_MIN_VERTICES})")
 
 
-def lod_level(model: MorphableModel, size: int, supersampling: int, lod: str | int) -> Level | None:
+def lod_level(model: MorphableModel, size: float, supersampling: int, lod: str | int) -> Level | None:
     """The level a render of ``size`` px (times ``supersampling``) takes of ``model``
-    under the ``--lod`` choice: None for the whole mesh."""
+    under the ``--lod`` choice: None for the whole mesh. A scene whose pose scale draws
+    faces larger passes a larger size (``SceneRenderer``); recorded camera places of
+    fitted photos are not looked at (render close-ups with ``--lod off``)."""
     if lod == "off":
         return None
     if lod != "auto":
@@ -166,7 +168,7 @@ def decimate_mesh(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray,
 
 def _border_vertices(tris: np.ndarray, n: int) -> np.ndarray:
     """(N,) bools: the ends of edges that one triangle uses (the mesh's borders and holes)
-    or more than two (non-manifold), which collapses must not move."""
+    or more than two (non-manifold edges), which collapses must not move."""
     e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
     key = e[:, 0] * n + e[:, 1]
     uniq, counts = np.unique(key, return_counts=True)

@@ -157,6 +157,13 @@ class SceneConfig:
         return model_digest(self.model, self.landmarks)
 
 
+def _largest_scale(sampling: SamplingConfig) -> float:
+    """How much larger than framed a face is drawn, at most (the 99th percentile of the pose
+    scale, 1 at least): close-ups take the level of detail of a larger image."""
+    draws = sampling.pose.scale.sample(np.random.default_rng(0), 4096)
+    return max(1.0, float(np.quantile(draws, 0.99)))
+
+
 class SceneRenderer:
     """Loads the model and priors once; `render(params)` draws a batch of images."""
 
@@ -166,8 +173,8 @@ class SceneRenderer:
         # the sampler draws from the whole model (an image's params do not depend on the level
         # of detail); everything that renders uses `model`, the mesh at the render's level
         self.full_model = load_model(config.model, config.landmarks, need_five_points=True)
-        self.model, self.kept_vertices = decimated(self.full_model, lod_level(self.full_model, config.size,
-                                                                              config.supersampling, config.lod))
+        self.model, self.kept_vertices = decimated(self.full_model, lod_level(
+            self.full_model, config.size * _largest_scale(config.sampling), config.supersampling, config.lod))
         self.illumination = make_illumination(config.illumination, bip_dir=config.bip, no_color=config.no_color,
                                               energy=config.energy)
         self.sampler = SceneSampler(self.full_model, config.sampling, self.illumination)

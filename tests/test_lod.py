@@ -184,3 +184,15 @@ def test_yaml_lod_off_and_a_dataset_from_before_lod_resumes_whole(tmp_path, dens
     assert r.exit_code == 0, r.output
     after = {p.relative_to(first): p.read_bytes() for p in sorted((first / "images").rglob("*.png"))}
     assert after == before
+
+
+def test_close_ups_keep_more_vertices(dense_model):
+    from morphgen.distributions import Uniform
+    from morphgen.sampling import PoseConfig
+
+    def kept(scale):
+        pose = PoseConfig(scale=scale) if scale else PoseConfig()
+        return SceneRenderer(SceneConfig(sampling=SamplingConfig(n_identities=2, pose=pose), model=dense_model,
+                                         size=48)).model.n_vertices
+
+    assert kept(None) < kept(Uniform(1.5, 2.0)) <= load_model(dense_model).n_vertices
