@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--subdivide", type=int, default=2, help="with --make-model: times each triangle is split in four")
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--sheet", default=None, help="also write a picture here: whole mesh | --lod auto | 4x |difference|, "
+                                                  "six faces (edges)")
     args = ap.parse_args()
     if args.make_model:
         m = subdivide(load_model(None), args.subdivide)
@@ -85,13 +87,24 @@ def main() -> None:
         print(f"wrote {args.make_model}: {m.n_vertices:,} vertices, {m.n_triangles:,} triangles")
         return
     _, truth, _ = images(args.model, args.size, "off", 4)
+    edges = {}
     for lod in ("off", "auto"):
         for aa in ("edges", 1):
             n, x, ms = images(args.model, args.size, lod, aa)
+            if aa == "edges":
+                edges[lod] = x
             d = np.abs(x - truth)
             print(f"--lod {lod:>4} ({n:>7,} vertices) --antialias {aa!s:>5}: mean |diff| to 4x4 supersampling "
                   f"{d.mean():.3f} grey levels, {(d.max(-1) > 8).mean() * 100:5.2f} % of pixels off by > 8; "
                   f"{ms:.2f} ms an image")
+    if args.sheet:
+        import cv2
+
+        rows = [np.concatenate([edges["off"][i], edges["auto"][i], np.abs(edges["off"][i] - edges["auto"][i]) * 4], 1)
+                for i in range(0, 30, 5)]
+        cv2.imwrite(args.sheet, np.clip(np.concatenate(rows, 0), 0, 255).astype(np.uint8)[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        print(f"wrote {args.sheet}")
 
 
 if __name__ == "__main__":
