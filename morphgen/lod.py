@@ -235,6 +235,12 @@ def _qem(q, u, w, p):
     return e
 
 
+@numba.njit(cache=True, inline="always")
+def _len2(v, a, b):
+    """Squared length of edge (a, b)."""
+    return (v[a, 0] - v[b, 0]) ** 2 + (v[a, 1] - v[b, 1]) ** 2 + (v[a, 2] - v[b, 2]) ** 2
+
+
 @numba.njit(cache=True)
 def _cost(v, q, u, w):
     """Cost of merging u into w: the quadric error at w, plus the edge-length term."""
@@ -353,9 +359,13 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
     hc, hu, hw = np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64)
     hvu, hvw = np.empty(cap, np.int64), np.empty(cap, np.int64)
     size = 0
+    # each edge once (an inner edge is in two triangles, once as a < b; a border edge joins
+    # locked vertices), and none longer than the bound: collapsing it would make a longer one
     for t in range(nt):
         for j in range(3):
             a, b = tris[t, j], tris[t, (j + 1) % 3]
+            if a > b or _len2(v, a, b) > max_len2:
+                continue
             if not locked[a]:
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, a, b), a, b, 0, 0)
             if not locked[b]:
@@ -420,18 +430,22 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
             c = nxt[c]
         if bad:
             continue
-        # collapse: u's triangles with w die, the others take w for u
+        # collapse: u's triangles with w die, the others take w for u and their corners
+        # move to w's list (dead ones are left behind, so the lists stay short)
         c = head[u]
         while c >= 0:
             t = c // 3
+            after = nxt[c]
             if alive_t[t]:
                 if tris[t, 0] == w or tris[t, 1] == w or tris[t, 2] == w:
                     alive_t[t] = False
                 else:
                     tris[t, c % 3] = w
-            c = nxt[c]
-        nxt[tail[w]] = head[u]
-        tail[w] = tail[u]
+                    nxt[c] = -1
+                    nxt[tail[w]] = c
+                    tail[w] = c
+            c = after
+        head[u] = -1
         alive_v[u] = False
         for k in range(10):
             q[w, k] += q[u, k]
@@ -441,6 +455,8 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
         m = _ring(w, head, nxt, tris, alive_t, mark, tag, ring)
         for i in range(m):
             y = ring[i]
+            if _len2(v, y, w) > max_len2:
+                continue
             if not locked[y]:
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, y, w), y, w, ver[y], ver[w])
             if not locked[w]:
