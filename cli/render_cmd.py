@@ -60,8 +60,9 @@ def scene_options(f):
                      "cost of one render at the image size); or a supersampling factor, 1 = off (1..4), each pixel "
                      "the mean of k x k samples (2 was the default before edges). " + _d("antialias")),
         click.option("--lod", help="Level of detail: 'auto' renders a mesh denser than the pixels (a Basel model at "
-                     "128 px) on a subset of its vertices with edges about a pixel long (landmarks and borders kept, "
-                     "params unchanged); 'off' the whole mesh; or a vertex count. " + _d("lod")),
+                     "128 px) on a subset of its own vertices, with no edge longer than 1.2 px (landmarks, borders "
+                     "and params unchanged; `morphgen model info MODEL` says how many it keeps); 'off' the whole "
+                     "mesh; or a vertex count to decimate to. " + _d("lod")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
         click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. " + _d("mixup_phis")),
