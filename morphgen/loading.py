@@ -32,14 +32,20 @@ def load_model(path: str | Path | None = None, landmarks: str | Path | None = No
     if path is None:
         path = default_model_path()
     path = Path(path)
-    model = load_model_file(path)
     lm_file = Path(landmarks) if landmarks else landmark_sidecar(path)
-    if landmarks or lm_file.exists():
-        model = LandmarkFile.read(lm_file, model.n_vertices).apply(model)
     calib = sidecar_path(path)
-    if calib.exists():  # landmark calibration against MTCNN, kept beside the model file
-        model = replace(model, metadata={**model.metadata,
-                                         "landmark_calibration": LandmarkCalibration.load(calib).to_dict()})
+    key = _files_key(path, lm_file, calib)
+    model = _LOADED.get(key) if key is not None else None
+    if model is None:
+        model = load_model_file(path)
+        if landmarks or lm_file.exists():
+            model = LandmarkFile.read(lm_file, model.n_vertices).apply(model)
+        if calib.exists():  # landmark calibration against MTCNN, kept beside the model file
+            model = replace(model, metadata={**model.metadata,
+                                             "landmark_calibration": LandmarkCalibration.load(calib).to_dict()})
+        if key is not None:
+            _LOADED.clear()
+            _LOADED[key] = model
     if need_five_points:
         _, missing = five_point_names(model.landmarks)
         if missing:
@@ -47,6 +53,27 @@ def load_model(path: str | Path | None = None, landmarks: str | Path | None = No
             raise ModelError(f"{path} has no landmarks for 5-point alignment ({lacks}): "
                              f"run `morphgen model landmarks {path}` to find them, or pass --landmarks FILE")
     return model
+
+
+# The last model loaded, by its files' paths, sizes and modification times: a command
+# loads its model to check the options and again to render (0.4-0.5 s for a Basel file),
+# and a Python session makes Scenes of one model. Models are never changed in place.
+_LOADED: dict[tuple, MorphableModel] = {}
+
+
+def _files_key(*paths: Path) -> tuple | None:
+    """(path, size, mtime) of each file, or None when the first (the model) is missing."""
+    key = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            if p is paths[0]:
+                return None
+            key.append((str(p), None))
+            continue
+        key.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(key)
 
 
 def load_model_file(path: Path) -> MorphableModel:

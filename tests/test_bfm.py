@@ -1,6 +1,7 @@
 """BFM 2017/2019 (MoMo HDF5) and BFM 2009 (.mat) loaders, on fixtures in the exact layouts."""
 from __future__ import annotations
 
+import json
 import os
 
 import h5py
@@ -460,3 +461,18 @@ def test_bfm2009_mismatched_sizes_nan_and_non_orthonormal(tmp_path):
 def test_five_point_recipe_names_are_in_the_fixture():
     names = {n for g in FIVE_POINT_RECIPE for n in g}
     assert names <= set(LANDMARK_DIRECTIONS)
+
+
+def test_a_loaded_model_is_kept_until_its_files_change(tmp_path):
+    from morphgen.loading import load_model
+
+    path = tmp_path / "m.h5"
+    write_bfm2017_fixture(path, seed=0)
+    a = load_model(path)
+    assert load_model(path) is a                                   # the command's check, then its render
+    write_bfm2017_fixture(path, seed=1)
+    b = load_model(path)
+    assert b is not a and b.file_hash != a.file_hash and not np.array_equal(a.shape.basis, b.shape.basis)
+    moved = dict(b.landmarks, **{"center.nose.tip": 3})
+    (tmp_path / "m.landmarks.json").write_text(json.dumps({"landmarks": moved}))
+    assert load_model(path).landmarks == moved                     # a new landmark file beside it counts
