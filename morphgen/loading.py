@@ -28,7 +28,10 @@ def load_model(path: str | Path | None = None, landmarks: str | Path | None = No
     read into ``metadata["landmark_calibration"]``.
 
     ``need_five_points``: rendering needs the five alignment points; without them this
-    raises a ModelError that says how to get them, before any work is done."""
+    raises a ModelError that says how to get them, before any work is done.
+
+    The last model loaded is kept and handed out again while its files are unchanged:
+    change a model with ``dataclasses.replace``, never in place."""
     if path is None:
         path = default_model_path()
     path = Path(path)
