@@ -34,8 +34,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .appearance.frame import five_points
 from .errors import ConfigError
 from .model import MorphableModel, PCAModel
+from .render.camera import Framing
 
 # The longest edge a collapse may create, in raster pixels at the framed face's scale.
 # Against a 4x4 supersampled render of the whole mesh (benchmarks/bench_lod.py) the
@@ -44,7 +46,6 @@ from .model import MorphableModel, PCAModel
 # embedded model at 32 px keeps 2,672 of 6,429 (1.59 against 1.58).
 MAX_EDGE_PX = 1.2
 KEEP_IF_EDGE_PX = 0.8    # a mesh whose median edge is already this long stays whole
-FACE_FRACTION = 0.25     # eye-to-mouth distance / image side, as Framing places a face
 _EDGE_WEIGHT = 0.02      # weight of the edge-length term (mm^4) against the quadric error (mm^2 x mm^2)
 _MAX_TURN = 0.3          # a collapse may turn a triangle's normal by up to acos(0.3) = 73 degrees
 _MIN_VERTICES = 100
@@ -80,19 +81,13 @@ def lod_level(model: MorphableModel, size: float, supersampling: int, lod: str |
         return None
     if lod != "auto":
         return Level(int(lod)) if int(lod) < model.n_vertices else None
-    mean = _neutral(model).reshape(-1, 3)
-    g = [mean[np.atleast_1d(grp)].mean(0) for grp in model.five_point_vertices()]
+    mean = model.mean_vertices()
+    g = five_points(model, mean)
     eye_mouth_mm = float(np.linalg.norm((g[0] + g[1]) / 2 - (g[3] + g[4]) / 2))
-    px_per_mm = FACE_FRACTION * size * supersampling / max(eye_mouth_mm, 1e-6)
+    px_per_mm = Framing().face_fraction * size * supersampling / max(eye_mouth_mm, 1e-6)
     if _median_edge(mean, model.triangles) * px_per_mm >= KEEP_IF_EDGE_PX:
         return None
     return Level(_MIN_VERTICES, MAX_EDGE_PX / px_per_mm)
-
-
-def _neutral(model: MorphableModel) -> np.ndarray:
-    """(3N,) float64: the mean shape plus the expression mean, on which edges are measured."""
-    base = model.shape.mean.astype(np.float64)
-    return base if model.expression is None else base + model.expression.mean
 
 
 def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
@@ -134,7 +129,7 @@ def _flip_test_shapes(model: MorphableModel, k: int = 3) -> np.ndarray:
     """(S, N, 3): the mean face, then +-2 sd along the first k shape and expression
     components, the faces on which no collapse may fold a triangle (the first is the one
     whose error is measured)."""
-    base = _neutral(model)
+    base = model.mean_vertices().reshape(-1)
     shapes = [base]
     for pca in (model.shape, model.expression):
         if pca is None:

@@ -121,6 +121,14 @@ class MorphableModel:
     def n_triangles(self) -> int:
         return int(self.triangles.shape[0])
 
+    def mean_vertices(self) -> np.ndarray:
+        """(N, 3) float64: the mean face in mm, the expression mean included (it is part of
+        every instance, and not zero in BFM 2017)."""
+        v = self.shape.mean.astype(np.float64)
+        if self.expression is not None:
+            v = v + self.expression.mean
+        return v.reshape(-1, 3)
+
     def five_point_vertices(self) -> list[list[int]]:
         """Vertex index groups of the five alignment points (each point = mean of its group).
 

@@ -71,14 +71,6 @@ class FoundLandmarks:
                 "vertex_to_mtcnn_iod": {n: round(float(r), 4) for n, r in zip(NAMES, self.residual.mean(0))}}
 
 
-def mean_vertices(model: MorphableModel) -> np.ndarray:
-    """(N, 3) mean face in mm; the expression mean is part of an instance (not zero in BFM 2017)."""
-    v = model.shape.mean.astype(np.float64)
-    if model.expression is not None:
-        v = v + model.expression.mean
-    return v.reshape(-1, 3)
-
-
 def view(vertices: np.ndarray, yaw: float, pitch: float, camera: Camera) -> Pose:
     """The pose that shows the mesh's bounding-box centre in the middle of the image and its
     larger side spanning FILL of it, wherever the model places its mesh."""
@@ -94,7 +86,7 @@ def render_views(model: MorphableModel, poses: tuple[tuple[float, float], ...] =
                  size: int = SIZE) -> tuple[np.ndarray, list[Pose]]:
     """RGB renders (P, size, size, 3) of the mean face under a soft light from the front and
     above, on grey, and their poses."""
-    verts = mean_vertices(model)
+    verts = model.mean_vertices()
     albedo = np.clip(model.color.mean.reshape(-1, 3), 0.0, 1.0)
     sh = sh_ambient_diffuse_linear([0.7] * 3, [0.3] * 3, [0.0, 0.4, 1.0]).astype(np.float32)
     camera = Camera(size, size)
@@ -134,7 +126,7 @@ def find_landmarks(model: MorphableModel, poses: tuple[tuple[float, float], ...]
     """Render, detect, back-project and average (see the module docstring)."""
     from .detect import detect_faces
 
-    verts = mean_vertices(model)
+    verts = model.mean_vertices()
     images, views = render_views(model, poses, size)
     camera = Camera(size, size)
     found, used, seen = [], [], []

@@ -21,7 +21,7 @@ from morphgen.landmark_file import landmark_sidecar
 from morphgen.layout import params_rows
 from morphgen.loading import load_model
 from morphgen.render.camera import Camera, group_points
-from recognition.landmark_finder import mean_vertices, view
+from recognition.landmark_finder import view
 
 
 def invoke(*args):
@@ -76,7 +76,7 @@ def test_found_points_are_the_embedded_models_known_ones(bfm2009, found):
     assert doc["found"]["poses_tried"] == 7 and len(doc["found"]["poses_yaw_pitch"]) >= 5
     m = load_model(path)
     assert m.metadata["landmark_file"] == str(landmark_sidecar(path))
-    v = mean_vertices(emb)
+    v = emb.mean_vertices()
     camera = Camera(256, 256)
     pose = view(v, 0.0, 0.0, camera)
     known = camera.project(pose.transform(group_points(v[None], emb.five_point_vertices())))[0, :, :2]

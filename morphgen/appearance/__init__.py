@@ -211,12 +211,6 @@ def _clothing(rng: np.random.Generator) -> dict:
             "stripes": round(float(rng.uniform(8, 30) if rng.random() < 0.3 else 0.0), 2)}
 
 
-def _mean_face(model: MorphableModel) -> np.ndarray:
-    """(N, 3) float64: the mean shape plus the expression mean (a neutral face)."""
-    mean = model.shape.mean.reshape(-1, 3).astype(np.float64)
-    return mean if model.expression is None else mean + model.expression.mean.reshape(-1, 3)
-
-
 class Appearance:
     """The static side of appearance for one model: zones, spot patterns, the hair shell
     and the eyewear mesh; ``arrays`` turns params into batch arrays, ``apply`` dresses
@@ -229,7 +223,7 @@ class Appearance:
         vertices, so an identity's moles and freckles sit where they sit at any level of
         detail; the hair shell is built on the mesh as rendered."""
         self.model = model
-        mean = _mean_face(model)
+        mean = model.mean_vertices()
         self.n = len(mean)
         self.groups = [np.atleast_1d(np.asarray(g, np.int64)) for g in model.five_point_vertices()]
         fr = face_frame(five_points(model, mean))
@@ -237,7 +231,7 @@ class Appearance:
         normals = vertex_normals(mean, model.triangles)
         src = model if keep is None else full            # the mesh the fields are drawn on
         at = slice(None) if keep is None else keep
-        src_mean = mean if keep is None else _mean_face(full)
+        src_mean = mean if keep is None else full.mean_vertices()
         src_c = c if keep is None else face_frame(five_points(full, src_mean)).coords(src_mean)
         src_normals = normals if keep is None else vertex_normals(src_mean, full.triangles)
         smooth = mesh_smoother(src.triangles, len(src_mean))
