@@ -428,17 +428,28 @@ def _per_identity(cache: dict, identity: int, draw):
     return hit
 
 
-def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False) -> np.ndarray:
-    """``mean + coeffs @ basis.T`` (optionally clipped to [0, 1]), each distinct row of coeffs
-    computed once: a batch often repeats one identity's shape and colour (the dataset writer
-    renders identity by identity), and decoding is a memory-bound matmul over the basis."""
-    rows, inverse = np.unique(coeffs, axis=0, return_inverse=True)
-    if len(rows) == len(coeffs):
-        rows, inverse = coeffs, None
+def _decode_distinct_rows(coeffs: np.ndarray, mean: np.ndarray, basis: np.ndarray, clip: bool = False,
+                          offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(mean + rows @ basis.T [+ offset], inverse)``: each distinct row of coeffs decoded
+    once (optionally clipped to [0, 1]), and the index of its row for each of coeffs (None
+    when all rows are distinct). A batch often repeats one identity's shape and colour (the
+    dataset writer renders identity by identity), and decoding is a memory-bound matmul
+    over the basis. One repeated row, the common case, is found by a comparison, not by
+    sorting the rows."""
+    if len(coeffs) > 1 and (coeffs == coeffs[0]).all():
+        rows, inverse = coeffs[:1], np.zeros(len(coeffs), np.intp)
+    else:
+        rows, inverse = np.unique(coeffs, axis=0, return_inverse=True)
+        if len(rows) == len(coeffs):
+            rows, inverse = coeffs, None
+        else:
+            inverse = inverse.reshape(-1)
     flat = mean + rows @ basis.T
+    if offset is not None:
+        flat += offset
     if clip:
         np.clip(flat, 0.0, 1.0, out=flat)
-    return flat if inverse is None else flat[inverse.reshape(-1)]
+    return flat, inverse
 
 
 def _components(asked: int | None, available: int, label: str) -> int:
@@ -469,17 +480,24 @@ class Decoder:
 
     def vertices(self, shape: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
         """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients."""
-        flat = _decode_distinct_rows(np.atleast_2d(shape), self.shape_mean, self.shape_basis)
-        if self.expr_basis is not None:
-            flat = flat + self.expr_mean
-            if expression is not None and np.size(expression):
-                flat = flat + np.atleast_2d(expression) @ self.expr_basis.T
-        return flat.reshape(flat.shape[0], self.n_vertices, 3)
+        shape = np.atleast_2d(shape)
+        flat, inverse = _decode_distinct_rows(shape, self.shape_mean, self.shape_basis, offset=self.expr_mean)
+        if self.expr_basis is not None and expression is not None and np.size(expression):
+            # the expressions' matmul writes the batch; the shapes are added to it in place
+            out = np.atleast_2d(expression) @ self.expr_basis.T
+            out += flat if inverse is None or len(flat) == 1 else flat[inverse]
+        else:
+            out = flat if inverse is None else flat[inverse]
+        return out.reshape(len(shape), self.n_vertices, 3)
 
     def albedo(self, color: np.ndarray) -> np.ndarray:
-        """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range)."""
-        flat = _decode_distinct_rows(np.atleast_2d(color), self.color_mean, self.color_basis, clip=True)
-        return flat.reshape(flat.shape[0], self.n_vertices, 3)
+        """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range). A batch of one
+        colour is a broadcast view of one decoded row (read-only)."""
+        color = np.atleast_2d(color)
+        flat, inverse = _decode_distinct_rows(color, self.color_mean, self.color_basis, clip=True)
+        if inverse is not None:
+            flat = np.broadcast_to(flat, (len(color), flat.shape[1])) if len(flat) == 1 else flat[inverse]
+        return flat.reshape(len(color), self.n_vertices, 3)
 
     def restricted(self, vertex_ids) -> "Decoder":
         """A decoder of only these vertices (their rows of the bases, in the given order):

@@ -147,6 +147,28 @@ def test_restricted_decoder_matches_the_full_decode():
     assert np.allclose(part.albedo(color), full.albedo(color)[:, ids], atol=1e-6)
 
 
+def test_batch_decode_equals_each_row_decoded_alone():
+    """Decoder shares the work of repeated rows (one identity's batch, or a few identities
+    mixed): every row must come out as if decoded alone (to float32 rounding: BLAS sums a
+    batch's matmul in another order than one row's)."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(20, 24)
+    dec = Decoder(model, 5, 4, 3 if model.expression is not None else 0)
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 5)).astype(np.float32)
+    ca, cb = rng.normal(size=(2, 4)).astype(np.float32)
+    expr = rng.normal(size=(6, 3)).astype(np.float32) if dec.expr_basis is not None else None
+    for shape, color in (([a] * 6, [ca] * 6), ([a, a, b, a, b, b], [ca, cb, cb, ca, ca, cb]),
+                         ([a, b, a * 2, b * 2, a * 3, b * 3], [ca, cb, ca * 2, cb * 2, ca * 3, cb * 3])):
+        v, al = dec.vertices(np.stack(shape), expr), dec.albedo(np.stack(color))
+        assert v.shape == al.shape == (6, model.n_vertices, 3)
+        for k in range(6):
+            one = dec.vertices(shape[k][None], None if expr is None else expr[k:k + 1])[0]
+            np.testing.assert_allclose(v[k], one, rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(al[k], dec.albedo(color[k][None])[0], rtol=1e-5, atol=1e-6)
+
+
 def test_to_json_is_the_record_as_json(tiny_model):
     """to_json caches the coefficients' text; it must stay byte-identical to dumping the record."""
     import dataclasses
