@@ -83,10 +83,30 @@ def test_extend_json_joins_two_objects():
             _extend_json(obj, more)
 
 
-def test_workers_do_not_change_bytes(reference, tmp_path, model_file):
+def test_workers_do_not_change_bytes(reference, tmp_path, model_file, monkeypatch):
+    """Spawned workers (here, in a process that may hold torch) build their own renderer."""
+    from morphgen import dataset
+
+    monkeypatch.setattr(dataset, "fork_pool_is_safe", lambda: False)
     out = tmp_path / "ds2"
     r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--workers", 2, "--outputs", "depth")
     assert r.exit_code == 0, r.output
+    assert tree_hashes(out) == tree_hashes(reference)
+
+
+def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference, tmp_path, model_file):
+    """A command in a fresh process (no torch) forks its workers, which render with the
+    main process's renderer: none builds its own (the spawned workers' set-up, made to fail
+    here, is never called), and the bytes are those of one worker."""
+    out = tmp_path / "ds5"
+    code = ("import sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+            "def no(*a, **k): raise SystemExit('a forked worker built its own renderer')\n"
+            "w.worker_init = no\n"
+            "assert w.fork_pool_is_safe()\n"
+            "cli(sys.argv[1:])")
+    args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
 
 

@@ -172,6 +172,7 @@ def test_worker_setup_error_reaches_the_user_as_its_message(tmp_path, bare_model
     job = dataset.DatasetJob(SceneConfig(sampling=SamplingConfig(n_identities=2), model=str(bare_model[0]), size=32,
                                          antialias=1), per_id=1)
     monkeypatch.setattr(dataset, "SceneRenderer", lambda *a, **k: None)
+    monkeypatch.setattr(dataset, "fork_pool_is_safe", lambda: False)  # spawned workers build their own
     with pytest.raises(ModelError, match="model landmarks") as e:
         dataset.run(tmp_path / "o", job, workers=2, progress=False)
     assert "\n" not in str(e.value) and "--resume" in str(e.value)

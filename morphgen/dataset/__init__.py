@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
-from .workers import pool_worker_init, render_chunk_in_worker, render_chunk_standalone
+from .workers import fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
 
@@ -137,15 +137,21 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         job = _whole_mesh_if_written_so(out, job)
     # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
     # this process, before the output folder is touched; workers then meet no surprise.
-    # Where worker processes render, this renderer only checks: it skips the decimation of
-    # --lod (which cannot fail, and would cost a dense model 0.5 s before any worker starts).
+    # Where the local pool can fork this process (`fork_pool_is_safe`), its workers inherit
+    # this renderer whole. Where spawned workers or an executor's render, it only checks:
+    # it skips the decimation of --lod (which cannot fail, and would cost a dense model
+    # 0.5 s before any worker starts).
     in_process = job.scene.device != "cpu" or (executor is None and workers == 1)
-    renderer = SceneRenderer(job.scene if in_process else replace(job.scene, lod="off"),
+    forked = executor is None and not in_process and fork_pool_is_safe()
+    renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
                              batch_size=1024 if job.scene.device != "cpu" else 32)
     prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
     write_manifest(out, job, shard_kn)
     todo = pending_chunks(out, job, shard_kn)
     total_images = job.images_in(todo)
+    own = executor is None and not in_process
+    if own and todo:
+        executor = local_pool(job, workers, renderer if forked else None)
     t0 = time.perf_counter()
     n_images = n_bytes = 0
     bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
@@ -166,14 +172,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 except Exception as exc:
                     raise chunk_error(out, job, c, exc) from exc
                 done(result)
-        else:
-            renderer = None  # the check's renderer is not kept: the workers make their own
-            own = executor is None
+        elif todo:
+            renderer = None  # the workers hold their own
             if own:
-                import multiprocessing as mp
-
-                executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                               initializer=pool_worker_init, initargs=(job.to_dict(),))
                 submit = lambda c: executor.submit(render_chunk_in_worker, str(out), c)
             else:
                 submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
