@@ -97,15 +97,17 @@ def test_workers_do_not_change_bytes(reference, tmp_path, model_file, monkeypatc
 def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference, tmp_path, model_file):
     """A command in a fresh process (no torch) forks its workers, which render with the
     main process's renderer: none builds its own (the spawned workers' set-up, made to fail
-    here, is never called), and the bytes are those of one worker."""
+    here, is never called), and the bytes are those of one worker. The process has used
+    OpenCV's thread pool first, which hangs a forked child that resizes it."""
     out = tmp_path / "ds5"
-    code = ("import sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+    code = ("import sys, cv2, numpy as np; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+            "cv2.setNumThreads(2); cv2.GaussianBlur(np.ones((2000, 2000), np.float32), (31, 31), 5)\n"
             "def no(*a, **k): raise SystemExit('a forked worker built its own renderer')\n"
             "w.worker_init = no\n"
             "assert w.fork_pool_is_safe()\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
 

@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -64,30 +65,44 @@ def exit_with_parent() -> None:
 
 
 def fork_pool_is_safe() -> bool:
-    """Whether the local pool may fork this process rather than spawn fresh ones: on Linux,
-    and while torch is not loaded (its thread pools do not survive a fork). A forked worker
-    starts with this process's imports, model and level of detail already made, where a
-    spawned one spends about a second of each run on them (more on a Basel model)."""
-    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods() and "torch" not in sys.modules
+    """Whether the local pool may fork this process rather than spawn fresh ones. A forked
+    worker starts with this process's imports, model and level of detail already made,
+    where a spawned one spends about a second of each run on them (more on a Basel model).
+    Only where forking is known to be safe: on Linux, from a process with one thread (as
+    the `morphgen` command is; a notebook's kernel has several, and a fork copies none of
+    them), without torch loaded (its thread pools do not survive a fork), and before
+    numba's threading layer has started (GNU OpenMP aborts a child that uses it)."""
+    from numba.np.ufunc import parallel
+
+    return (sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
+            and threading.active_count() == 1 and "torch" not in sys.modules
+            and not getattr(parallel, "_is_initialized", True))
 
 
 def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = None) -> ProcessPoolExecutor:
-    """The CPU dataset writer's own pool of `workers` processes, started now. With a
-    `renderer` of this job's scene (made here, in the main process, where
-    :func:`fork_pool_is_safe`), the workers are forks that inherit it; without one they are
-    spawned and build their own (`pool_worker_init`). The processes start before this
-    returns, so that a fork happens before the main process starts any thread of its own
-    (the progress bar's)."""
-    if renderer is not None:
-        WORKER.update(job=job, renderer=renderer)
-        try:
-            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
-            pool.submit(int).result()  # a fork pool starts all its processes on the first task
-        finally:  # the workers hold their copies; this process does not render
-            WORKER.clear()
-        return pool
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=pool_worker_init,
-                               initargs=(job.to_dict(),))
+    """The CPU dataset writer's own pool of `workers` processes. With a `renderer` of this
+    job's scene (made in this process, where :func:`fork_pool_is_safe`), the workers are
+    forks that inherit it, started before this returns (before the progress bar starts a
+    thread); without one they are spawned on first use and build their own
+    (`pool_worker_init`)."""
+    if renderer is None:
+        return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=pool_worker_init,
+                                   initargs=(job.to_dict(),))
+    WORKER.update(job=job, renderer=renderer)
+    cv2 = sys.modules.get("cv2")
+    threads = cv2.getNumThreads() if cv2 is not None else 0
+    try:
+        # OpenCV's thread pool, if this process has used it, hangs a child that resizes it:
+        # one thread at the fork, so that the workers' limit_threads(1) changes nothing
+        if cv2 is not None:
+            cv2.setNumThreads(1)
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
+        pool.submit(int).result()  # a fork pool starts all its processes on the first task
+    finally:  # the workers hold their copies; this process does not render
+        WORKER.clear()
+        if cv2 is not None:
+            cv2.setNumThreads(threads)
+    return pool
 
 
 def forked_worker_init() -> None:
