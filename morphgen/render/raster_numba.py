@@ -122,7 +122,21 @@ def raster_core(sx, sy, sw, tris, tri_ids, skip, cull, near, zbuf, fid, bary, ce
         cells[i, 1] = np.int32(min(max(np.floor(x), -1.0), w))
         cells[i, 2] = np.int32(min(max(np.ceil(y), -1.0), h))
         cells[i, 3] = np.int32(min(max(np.floor(y), -1.0), h))
+    # the triangles whose box holds a pixel centre (about a third at 128 px), listed without
+    # a branch (a branch that goes either way at random took a tenth of the raster's time)
+    cand = np.empty(tris.shape[0], np.int32)
+    m = 0
     for k in range(tris.shape[0]):
+        i0 = tris[k, 0]
+        i1 = tris[k, 1]
+        i2 = tris[k, 2]
+        cand[m] = k
+        m += np.int64((max(min(cells[i0, 0], min(cells[i1, 0], cells[i2, 0])), 0)
+                       <= min(max(cells[i0, 1], max(cells[i1, 1], cells[i2, 1])), w - 1))
+                      & (max(min(cells[i0, 2], min(cells[i1, 2], cells[i2, 2])), 0)
+                         <= min(max(cells[i0, 3], max(cells[i1, 3], cells[i2, 3])), h - 1)))
+    for j in range(m):
+        k = cand[j]
         if skip.shape[0] and skip[tri_ids[k]]:
             continue
         i0 = tris[k, 0]
@@ -133,8 +147,6 @@ def raster_core(sx, sy, sw, tris, tri_ids, skip, cull, near, zbuf, fid, bary, ce
         xb = min(max(cells[i0, 1], max(cells[i1, 1], cells[i2, 1])), w - 1)
         ya = max(min(cells[i0, 2], min(cells[i1, 2], cells[i2, 2])), 0)
         yb = min(max(cells[i0, 3], max(cells[i1, 3], cells[i2, 3])), h - 1)
-        if (xa > xb) | (ya > yb):
-            continue
         x0 = np.float64(sx[i0])
         x1 = np.float64(sx[i1])
         x2 = np.float64(sx[i2])
