@@ -126,7 +126,8 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
 
     `executor` may be any concurrent.futures-style executor whose workers can import
     morphgen (e.g. a Dask distributed Client's `get_executor()`); by default a local process
-    pool of `workers` processes, or in-process rendering when workers == 1.
+    pool of `workers` processes (forks of this one where that is safe, see
+    :func:`.workers.fork_pool_is_safe`), or in-process rendering when workers == 1.
     """
     from tqdm import tqdm
 
