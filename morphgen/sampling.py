@@ -483,12 +483,16 @@ class Decoder:
         shape = np.atleast_2d(shape)
         flat, inverse = _decode_distinct_rows(shape, self.shape_mean, self.shape_basis, offset=self.expr_mean)
         if self.expr_basis is not None and expression is not None and np.size(expression):
-            # the expressions' matmul writes the batch; the shapes are added to it in place
             out = np.atleast_2d(expression) @ self.expr_basis.T
-            out += flat if inverse is None or len(flat) == 1 else flat[inverse]
+            if out.shape == (len(shape), flat.shape[1]) and out.dtype == flat.dtype:
+                # one expression per image (the dataset writer's batches): the matmul's
+                # output takes the shapes in place, one decoded row broadcast to all
+                out += flat if inverse is None or len(flat) == 1 else flat[inverse]
+            else:  # shape and expression rows broadcast against one another, in the wider dtype
+                out = (flat if inverse is None else flat[inverse]) + out
         else:
             out = flat if inverse is None else flat[inverse]
-        return out.reshape(len(shape), self.n_vertices, 3)
+        return out.reshape(len(out), self.n_vertices, 3)
 
     def albedo(self, color: np.ndarray) -> np.ndarray:
         """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range). A batch of one

@@ -100,16 +100,35 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
     here, is never called), and the bytes are those of one worker. The process has used
     OpenCV's thread pool first, which hangs a forked child that resizes it."""
     out = tmp_path / "ds5"
-    code = ("import sys, cv2, numpy as np; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+    code = ("import sys, cv2, numpy as np; import morphgen.dataset as d, morphgen.dataset.workers as w\n"
+            "from morphgen.cli.main import cli\n"
             "cv2.setNumThreads(2); cv2.GaussianBlur(np.ones((2000, 2000), np.float32), (31, 31), 5)\n"
             "def no(*a, **k): raise SystemExit('a forked worker built its own renderer')\n"
             "w.worker_init = no\n"
-            "assert w.fork_pool_is_safe()\n"
+            "def forks(job, workers, renderer=None):\n"
+            "    assert renderer is not None and w.fork_pool_is_safe(), 'the pool would be spawned'\n"
+            "    return w.local_pool(job, workers, renderer)\n"
+            "d.local_pool = forks\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
+
+
+def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, model_file):
+    """An error in a forked worker's own set-up (its thread limits) is raised by its tasks
+    as the command's one-line message, as a spawned worker's is."""
+    code = ("import sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+            "from morphgen.errors import ConfigError\n"
+            "def boom(n): raise ConfigError('no threads for you')\n"
+            "w.limit_threads = boom\n"
+            "cli(sys.argv[1:])")
+    args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "no threads for you" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):

@@ -335,6 +335,23 @@ def test_outputs_shapes_and_ranges(head):
     assert out["visibility"][0].all()
 
 
+def test_one_albedo_broadcast_to_the_batch_renders_as_per_image_copies(head):
+    """A batch of one identity's albedo may come as a read-only broadcast view (the
+    decoder's); it renders exactly as one array per image, with every output."""
+    b = 3
+    st = RenderSettings(48, 48, framing=Framing(), outputs=OUTPUTS)
+    pose = Pose.create(b, yaw=[0.0, 30.0, -50.0])
+    verts = np.repeat(head.vertices[None], b, 0)
+    kw = dict(five_point_groups=head.five_point_vertices(), reference_coords=head.vertices,
+              region_labels=head.region_labels)
+    view = np.broadcast_to(head.albedo.astype(np.float32), (b, *head.albedo.shape))
+    assert not view.flags.writeable
+    one = render_batch(verts, view, frontal_light(), pose, head.triangles, st, **kw)
+    each = render_batch(verts, np.array(view), frontal_light(), pose, head.triangles, st, **kw)
+    for key in each:
+        assert np.array_equal(one[key], each[key]), key
+
+
 def test_background_only_and_determinism(head):
     bg = sample_batch(ProceduralBackgrounds(), np.random.default_rng(5), 2, 32, 32)
     st = RenderSettings(32, 32, framing=None)

@@ -151,11 +151,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     todo = pending_chunks(out, job, shard_kn)
     total_images = job.images_in(todo)
     own = executor is None and not in_process
-    if own and todo:
-        executor = local_pool(job, workers, renderer if forked else None)
     t0 = time.perf_counter()
     n_images = n_bytes = 0
-    bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
+    bar = None
 
     def done(result: tuple[int, int, int]) -> None:
         nonlocal n_images, n_bytes
@@ -164,6 +162,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         bar.set_postfix_str(f"{n_bytes / 1e6:.0f} MB")
 
     try:
+        if own and todo:  # before the bar, whose thread a fork must not meet
+            executor = local_pool(job, workers, renderer if forked else None)
+        bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
         if job.scene.device != "cpu":
             run_gpu(out, job, todo, workers, done, renderer)
         elif executor is None and workers == 1:
@@ -198,7 +199,10 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                     if fut.done() and not fut.cancelled() and fut.exception() is not None:
                         discard_chunk(out, job, c)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+        if own and executor is not None:  # raised before the chunks' loop shut it down
+            executor.shutdown(wait=True, cancel_futures=True)
         manifest = write_manifest(out, job, shard_kn)
     if manifest["complete"]:
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)

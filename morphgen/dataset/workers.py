@@ -3,14 +3,17 @@ workers and those of an external executor (Dask, Ray). Each holds one job and on
 for its lifetime."""
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import os
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..errors import MorphgenError
 from ..render.threads import limit_threads
 from ..scene import SceneRenderer
 from .chunks import render_chunk
@@ -81,34 +84,50 @@ def fork_pool_is_safe() -> bool:
 
 def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = None) -> ProcessPoolExecutor:
     """The CPU dataset writer's own pool of `workers` processes. With a `renderer` of this
-    job's scene (made in this process, where :func:`fork_pool_is_safe`), the workers are
+    job's scene (made in this process) and while :func:`fork_pool_is_safe`, the workers are
     forks that inherit it, started before this returns (before the progress bar starts a
-    thread); without one they are spawned on first use and build their own
+    thread); otherwise they are spawned on first use and build their own
     (`pool_worker_init`)."""
-    if renderer is None:
+    if renderer is None or not fork_pool_is_safe():
         return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=pool_worker_init,
                                    initargs=(job.to_dict(),))
+    kept = dict(WORKER)  # an external executor's state in this process (render_chunk_standalone)
+    WORKER.clear()
     WORKER.update(job=job, renderer=renderer)
     cv2 = sys.modules.get("cv2")
     threads = cv2.getNumThreads() if cv2 is not None else 0
+    pool = None
     try:
         # OpenCV's thread pool, if this process has used it, hangs a child that resizes it:
         # one thread at the fork, so that the workers' limit_threads(1) changes nothing
         if cv2 is not None:
             cv2.setNumThreads(1)
+        gc.freeze()  # the children's collections then leave the inherited objects' pages shared
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
         pool.submit(int).result()  # a fork pool starts all its processes on the first task
+    except BaseException as exc:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, BrokenProcessPool):
+            raise MorphgenError("a worker process died as it started (killed, or out of memory?)") from None
+        raise
     finally:  # the workers hold their copies; this process does not render
+        gc.unfreeze()
         WORKER.clear()
+        WORKER.update(kept)
         if cv2 is not None:
             cv2.setNumThreads(threads)
     return pool
 
 
 def forked_worker_init() -> None:
-    """`pool_worker_init` for a forked worker, whose job and renderer came with the fork."""
+    """`pool_worker_init` for a forked worker, whose job and renderer came with the fork
+    (an error is kept for the tasks to raise, as there)."""
     exit_with_parent()
-    limit_threads(1)
+    try:
+        limit_threads(1)
+    except Exception as exc:  # noqa: BLE001 (handed to the main process by the tasks)
+        WORKER["init_error"] = exc
 
 
 def render_chunk_in_worker(out: str, chunk: int) -> tuple[int, int, int]:

@@ -144,8 +144,8 @@ def _batch_np(x, b: int, tail: tuple[int, ...], name: str, dtype=np.float32) -> 
         return a[None]
     if a.shape != (b, *tail):
         raise ConfigError(f"{name} has shape {a.shape}; expected {tail} or ({b}, {', '.join(map(str, tail))})")
-    if b > 1 and a.strides[0] == 0:  # one row broadcast to the batch (one identity's albedo): kept as one
-        return np.ascontiguousarray(a[:1])
+    if b > 1 and a.strides[0] == 0:  # one row broadcast to the batch (one identity's albedo): kept as one,
+        return a[:1].copy()           # writable (numba compiles read-only arrays a second time)
     return np.ascontiguousarray(a)
 
 
