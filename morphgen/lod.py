@@ -239,7 +239,7 @@ def _len2(v, a, b):
 @numba.njit(cache=True)
 def _cost(v, q, u, w):
     """Cost of merging u into w: the quadric error at w, plus the edge-length term."""
-    l2 = (v[u, 0] - v[w, 0]) ** 2 + (v[u, 1] - v[w, 1]) ** 2 + (v[u, 2] - v[w, 2]) ** 2
+    l2 = _len2(v, u, w)
     return max(_qem(q, u, w, v[w]), 0.0) + _EDGE_WEIGHT * l2 * l2
 
 
@@ -385,7 +385,7 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
         far = False
         for i in range(mu):
             y = ring[i]
-            if y != w and ((v[w, 0] - v[y, 0]) ** 2 + (v[w, 1] - v[y, 1]) ** 2 + (v[w, 2] - v[y, 2]) ** 2) > max_len2:
+            if y != w and _len2(v, w, y) > max_len2:
                 far = True
                 break
         if far:
