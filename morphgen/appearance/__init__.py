@@ -232,7 +232,7 @@ class Appearance:
         src = model if keep is None else full            # the mesh the fields are drawn on
         at = slice(None) if keep is None else keep
         src_mean = mean if keep is None else full.mean_vertices()
-        src_c = c if keep is None else face_frame(five_points(full, src_mean)).coords(src_mean)
+        src_c = c if keep is None else fr.coords(src_mean)   # the five points are kept: the same frame
         src_normals = normals if keep is None else vertex_normals(src_mean, full.triangles)
         smooth = mesh_smoother(src.triangles, len(src_mean))
         skin = region(src, "skin")
