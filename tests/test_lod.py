@@ -27,9 +27,15 @@ def dense_model(tmp_path_factory):
     return str(path)
 
 
-def _edges(tris: np.ndarray) -> np.ndarray:
+def _edge_counts(tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh's distinct edges and how many triangles use each."""
     t = np.asarray(tris, np.int64)
-    return np.unique(np.sort(np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]]), 1), axis=0)
+    return np.unique(np.sort(np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]]), 1), axis=0,
+                     return_counts=True)
+
+
+def _edges(tris: np.ndarray) -> np.ndarray:
+    return _edge_counts(tris)[0]
 
 
 def test_decimation_keeps_landmarks_borders_topology_and_orientation(dense_model):
@@ -49,9 +55,7 @@ def test_decimation_keeps_landmarks_borders_topology_and_orientation(dense_model
     # same Euler characteristic (no hole opened or closed) and the same border length
     euler = lambda m: m.n_vertices - len(_edges(m.triangles)) + m.n_triangles
     assert euler(lod) == euler(full)
-    border = lambda m: int((np.unique(np.sort(np.concatenate([m.triangles[:, [0, 1]], m.triangles[:, [1, 2]],
-                                                              m.triangles[:, [2, 0]]]), 1), axis=0,
-                                      return_counts=True)[1] == 1).sum())
+    border = lambda m: int((_edge_counts(m.triangles)[1] == 1).sum())
     assert border(lod) == border(full)
     # every triangle still faces outward (+z for this mask): none folded over
     v = lod.shape.mean.reshape(-1, 3).astype(np.float64)
