@@ -153,8 +153,10 @@ def decimate_mesh(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray,
     used[tris.reshape(-1)] = True
     locked = np.asarray(locked, bool) | _border_vertices(tris, n)
     target = int(n_vertices) - int((locked & ~used).sum())   # counted among the used vertices
-    alive_v, tris, alive_t = _collapse(np.ascontiguousarray(shapes, np.float64), tris.copy(), locked, used, target,
-                                       float(max_edge_mm) ** 2)
+    tris = tris.copy()
+    alive_v, alive_t = np.ones(n, bool), np.ones(len(tris), bool)
+    _collapse(np.ascontiguousarray(shapes, np.float64), tris, locked, used, target, float(max_edge_mm) ** 2,
+              alive_v, alive_t)
     keep = np.flatnonzero((alive_v & used) | locked)
     remap = np.full(n, -1, np.int64)
     remap[keep] = np.arange(len(keep))
@@ -329,7 +331,11 @@ def _folds(shapes, tris, t, u, w):
 
 
 @numba.njit(cache=True)
-def _collapse(shapes, tris, locked, used, target, max_len2):
+def _collapse(shapes, tris, locked, used, target, max_len2, alive_v, alive_t):
+    """Collapse edges of ``tris`` (changed in place) cheapest first; ``alive_v`` (N,) and
+    ``alive_t`` (T,), all True on entry, say what is left. Returns nothing: numba's boxing
+    of a returned tuple of arrays calls back into Python, where a Ctrl-C that arrived
+    meanwhile is raised mid-boxing (SystemError, or a segfault) instead of cleanly after."""
     n = shapes.shape[1]
     v = shapes[0]
     q = _plane_quadrics(v, tris)
@@ -343,8 +349,6 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
         head[x] = c
         if tail[x] < 0:
             tail[x] = c
-    alive_v = np.ones(n, np.bool_)
-    alive_t = np.ones(nt, np.bool_)
     ver = np.zeros(n, np.int64)
     mark = np.full(n, -1, np.int64)
     mark2 = np.full(n, -1, np.int64)
@@ -456,4 +460,3 @@ def _collapse(shapes, tris, locked, used, target, max_len2):
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, y, w), y, w, ver[y], ver[w])
             if not locked[w]:
                 hc, hu, hw, hvu, hvw, size = _push(hc, hu, hw, hvu, hvw, size, _cost(v, q, w, y), w, y, ver[w], ver[y])
-    return alive_v, tris, alive_t

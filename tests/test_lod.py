@@ -200,3 +200,33 @@ def test_close_ups_keep_more_vertices(dense_model):
                                          size=48)).model.n_vertices
 
     assert kept(None) < kept(Uniform(1.5, 2.0)) <= load_model(dense_model).n_vertices
+
+
+def test_ctrl_c_during_the_decimation_is_a_clean_keyboard_interrupt():
+    """A Ctrl-C that lands while the numba decimation runs is raised after it, as a
+    KeyboardInterrupt (the command's one line), not mid-way through numba's boxing of
+    the result (a SystemError, or a segfault of the command)."""
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, threading, time
+import numpy as np
+from morphgen.lod import decimate_mesh
+from morphgen.render.synthetic import synthetic_face_grid
+def run(grid):
+    m = synthetic_face_grid(grid)
+    decimate_mesh(m.vertices[None].astype(np.float64), m.triangles, np.zeros(len(m.vertices), bool), 100)
+run(9)  # compiled (or loaded from numba's cache) before the timed run
+t = time.perf_counter(); run(121); took = time.perf_counter() - t
+for k in range(10):
+    threading.Timer(took * (0.2 + 0.06 * k), lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    try:
+        run(121)
+        time.sleep(took)
+    except KeyboardInterrupt:
+        pass
+print("clean")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]
