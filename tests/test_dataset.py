@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -45,8 +46,13 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, model_file) -> Path:
+    """One worker, every background texture drawn where it is used (no PoolPrefill)."""
+    from morphgen.dataset import workers
+
     out = tmp_path_factory.mktemp("ref") / "ds"
-    r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--workers", 1, "--outputs", "depth")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(workers, "fork_pool_is_safe", lambda: False)
+        r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--workers", 1, "--outputs", "depth")
     assert r.exit_code == 0, r.output
     return out
 
@@ -98,10 +104,13 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
     """A command in a fresh process (no torch) forks its workers, which render with the
     main process's renderer: none builds its own (the spawned workers' set-up, made to fail
     here, is never called), and the bytes are those of one worker. The process has used
-    OpenCV's thread pool first, which hangs a forked child that resizes it."""
+    OpenCV's thread pool first, which hangs a forked child that resizes it. Every
+    background texture here comes from the PoolPrefill helper (made to finish: the whole
+    pool), none drawn by a worker, and the bytes are those of textures drawn in place."""
     out = tmp_path / "ds5"
     code = ("import sys, cv2, numpy as np; import morphgen.dataset as d, morphgen.dataset.workers as w\n"
             "from morphgen.cli.main import cli\n"
+            "from morphgen.render.backgrounds import ProceduralBackgrounds as P\n"
             "cv2.setNumThreads(2); cv2.GaussianBlur(np.ones((2000, 2000), np.float32), (31, 31), 5)\n"
             "def no(*a, **k): raise SystemExit('a forked worker built its own renderer')\n"
             "w.worker_init = no\n"
@@ -109,11 +118,47 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
             "    assert renderer is not None and w.fork_pool_is_safe(), 'the pool would be spawned'\n"
             "    return w.local_pool(job, workers, renderer)\n"
             "d.local_pool = forks\n"
+            "adopt = w.PoolPrefill.adopt\n"
+            "def whole(self, wait=False):\n"
+            "    n = adopt(self, wait=True)\n"
+            "    print(f'{n} textures prefilled', file=sys.stderr)\n"
+            "    P.draw_pool_texture = no\n"
+            "    return n\n"
+            "w.PoolPrefill.adopt = whole\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
+    assert "1024 textures prefilled" in done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
+
+
+def test_pool_prefill_draws_the_textures_drawn_in_place(monkeypatch):
+    """The helper's textures (two pools: --backgrounds mixed) are those each pool draws
+    itself, handed in read-only; one stopped early hands in what it finished."""
+    from morphgen.dataset import workers
+    from morphgen.render.backgrounds import ProceduralBackgrounds, texture_pools
+    from morphgen.render.scene_backgrounds import SceneBackgrounds
+
+    monkeypatch.setattr(workers, "fork_pool_is_safe", lambda: True)
+    monkeypatch.setattr(ProceduralBackgrounds, "_POOLS", {})
+    monkeypatch.setattr(SceneBackgrounds, "_POOLS", {})
+    assert [type(p) for p in texture_pools("mixed")] == [ProceduralBackgrounds, SceneBackgrounds]
+    assert texture_pools("plain") == [] and texture_pools("/no/such/folder") == []
+    pools = [ProceduralBackgrounds(pool_size=12), SceneBackgrounds(pool_size=5)]
+    prefill = workers.PoolPrefill(pools, 40)
+    assert prefill.adopt(wait=True) == 17 and prefill.adopt() == 0
+    for p in pools:
+        for j in range(p.pool_size):
+            tex = p.pool_texture(40, j)
+            assert not tex.flags.writeable and np.array_equal(tex, p.draw_pool_texture(40, j))
+    monkeypatch.setattr(ProceduralBackgrounds, "_POOLS", {})
+    late = workers.PoolPrefill([ProceduralBackgrounds(pool_size=4000)], 64)
+    time.sleep(0.5)
+    n = late.adopt()
+    assert 0 < n < 4000
+    pool = ProceduralBackgrounds(pool_size=4000)._pool(64)
+    assert pool[n] is None and np.array_equal(pool[n - 1], ProceduralBackgrounds().draw_pool_texture(64, n - 1))
 
 
 def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, model_file):

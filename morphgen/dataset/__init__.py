@@ -30,7 +30,7 @@ from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
-from .workers import fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
+from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
 
@@ -144,11 +144,22 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     # 0.5 s before any worker starts).
     in_process = job.scene.device != "cpu" or (executor is None and workers == 1)
     forked = executor is None and not in_process and fork_pool_is_safe()
-    renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
-                             batch_size=1024 if job.scene.device != "cpu" else 32)
-    prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
-    write_manifest(out, job, shard_kn)
-    todo = pending_chunks(out, job, shard_kn)
+    # The background textures are drawn meanwhile by a helper on the idle core (PoolPrefill),
+    # for this process and the workers it forks.
+    prefill = None
+    try:
+        prefill = PoolPrefill.for_scene(job.scene) if forked or in_process else None
+        renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
+                                 batch_size=1024 if job.scene.device != "cpu" else 32)
+        prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
+        write_manifest(out, job, shard_kn)
+        todo = pending_chunks(out, job, shard_kn)
+    except BaseException:
+        if prefill is not None:
+            prefill.close()
+        raise
+    if prefill is not None:
+        prefill.adopt()
     total_images = job.images_in(todo)
     own = executor is None and not in_process
     t0 = time.perf_counter()

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import gc
 import json
+import mmap
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MorphgenError
+from ..render.backgrounds import TexturePool, texture_pools
 from ..render.threads import limit_threads
 from ..scene import SceneRenderer
 from .chunks import render_chunk
@@ -94,17 +100,12 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
     kept = dict(WORKER)  # an external executor's state in this process (render_chunk_standalone)
     WORKER.clear()
     WORKER.update(job=job, renderer=renderer)
-    cv2 = sys.modules.get("cv2")
-    threads = cv2.getNumThreads() if cv2 is not None else 0
     pool = None
     try:
-        # OpenCV's thread pool, if this process has used it, hangs a child that resizes it:
-        # one thread at the fork, so that the workers' limit_threads(1) changes nothing
-        if cv2 is not None:
-            cv2.setNumThreads(1)
-        gc.freeze()  # the children's collections then leave the inherited objects' pages shared
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
-        pool.submit(int).result()  # a fork pool starts all its processes on the first task
+        with _one_opencv_thread():
+            gc.freeze()  # the children's collections then leave the inherited objects' pages shared
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
+            pool.submit(int).result()  # a fork pool starts all its processes on the first task
     except BaseException as exc:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -115,9 +116,124 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
         gc.unfreeze()
         WORKER.clear()
         WORKER.update(kept)
+    return pool
+
+
+@contextmanager
+def _one_opencv_thread():
+    """OpenCV's thread pool set to one thread across a fork: if this process has used the
+    pool, a child that resizes it hangs (so the children's limit_threads(1), or their first
+    cv2 call, would)."""
+    cv2 = sys.modules.get("cv2")
+    threads = cv2.getNumThreads() if cv2 is not None else 0
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
         if cv2 is not None:
             cv2.setNumThreads(threads)
-    return pool
+
+
+class PoolPrefill:
+    """The background texture pools of a scene, drawn ahead by a forked helper process
+    while this process sets up (loads the model, decimates it, builds the renderer): a run
+    of the default procedural backgrounds otherwise draws up to 1,024 textures (0.6 ms
+    each at 128 px) in every worker, a second of each worker's first few thousand images,
+    while one of the machine's cores sits idle through the set-up.
+
+    The helper writes texture j and then its flag into memory shared with this process;
+    :meth:`adopt` stops it where it is (this process reads the memory only once the helper
+    has ended) and hands the finished textures to this process's
+    pools (``TexturePool.adopt``), where the workers forked next find them; any texture
+    left is drawn on first use, as without a prefill. A texture is a pure function of
+    (side, j), so images are the same bytes whichever process drew it. Only where
+    :func:`fork_pool_is_safe`; a no-op otherwise (:meth:`for_scene`: None where nothing
+    is pooled).
+    """
+
+    def __init__(self, pools: list[TexturePool], size: int) -> None:
+        self._pid: int | None = None
+        self._parts: list = []
+        if not pools or not fork_pool_is_safe():
+            return
+        side = pools[0].pool_side(size, size)
+        sizes = [(p.pool_size, side * side * 3) for p in pools]
+        shared = mmap.mmap(-1, sum(n * (px + 1) for n, px in sizes))  # MAP_SHARED: the helper's writes are seen here
+        at = 0
+        for p, (n, px) in zip(pools, sizes):
+            textures = np.frombuffer(shared, np.uint8, n * px, at).reshape(n, side, side, 3)
+            drawn = np.frombuffer(shared, np.uint8, n, at + n * px)
+            self._parts.append((p, side, textures, drawn))
+            at += n * (px + 1)
+        for stream in (sys.stdout, sys.stderr):  # the child must not write this process's buffered text again
+            stream.flush()
+        ctrl_c = {signal.SIGINT}  # held across the fork: the child ignores it before it can arrive
+        with _one_opencv_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, ctrl_c)
+            try:
+                self._pid = os.fork()
+                if self._pid == 0:
+                    self._draw()
+            except OSError:  # no process to spare: the textures are drawn on first use
+                self._pid = None
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, ctrl_c)
+
+    @classmethod
+    def for_scene(cls, scene) -> PoolPrefill | None:
+        """The prefill of a CPU scene's background pools, or None where it has none."""
+        pools = texture_pools(scene.backgrounds) if scene.device == "cpu" else []
+        return cls(pools, scene.size) if pools else None
+
+    def _draw(self) -> None:
+        """The helper: textures 0, 1, ... of each pool in turn, then exit, never returning
+        into the caller's code whatever happens (Ctrl-C is the command's: it stops the
+        helper through :meth:`close`)."""
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            _die_with_parent()
+            for j in range(max(len(t) for _, _, t, _ in self._parts)):
+                for p, side, textures, drawn in self._parts:
+                    if j < len(textures):
+                        textures[j] = p.draw_pool_texture(side, j)
+                        drawn[j] = 1
+        finally:
+            os._exit(0)
+
+    def adopt(self, wait: bool = False) -> int:
+        """Stop the helper (or, with ``wait``, let it finish) and give this process's pools
+        the textures it finished; returns how many. Later calls return 0."""
+        if self._pid is None:
+            return 0
+        self._stop(wait)
+        return sum(p.adopt(side, textures, drawn) for p, side, textures, drawn in self._parts)
+
+    def close(self) -> None:
+        """Stop the helper without taking its textures (the set-up failed)."""
+        if self._pid is not None:
+            self._stop(False)
+
+    def _stop(self, wait: bool) -> None:
+        if not wait:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self._pid, 0)
+        self._pid = None
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this forked process when the one that forked it ends, however it
+    ends (PR_SET_PDEATHSIG); exit now if it already has."""
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def forked_worker_init() -> None:

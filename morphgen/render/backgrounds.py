@@ -272,7 +272,70 @@ _CHANNEL_ORDERS = ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1,
 _ROTATIONS = (None, cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE)
 
 
-class ProceduralBackgrounds:
+class TexturePool:
+    """A per-process pool of ``pool_size`` square textures for each side, texture j of a
+    side a pure function of (side, j) (:meth:`draw_pool_texture`, from a fixed seed), so
+    every machine, worker and resume sees the same pool. A texture is drawn on first use,
+    or drawn ahead by another process and handed in (:meth:`adopt`: the dataset writer's
+    :class:`..dataset.workers.PoolPrefill`, which draws while the command sets up)."""
+
+    _POOLS: ClassVar[dict[tuple, list]]  # each subclass's: (pool id, pool_size, side) -> textures or None
+    pool_size: int
+
+    @staticmethod
+    def pool_side(height: int, width: int) -> int:
+        """The pool's side for images of (height, width): at most 256 px."""
+        return min(256, max(16, height, width))
+
+    def draw_pool_texture(self, side: int, j: int) -> np.ndarray:
+        """Texture j of the pool at this side, drawn fresh: (side, side, 3) uint8."""
+        raise NotImplementedError
+
+    def _pool_id(self) -> tuple:
+        return ()
+
+    def _pool(self, side: int) -> list:
+        key = (self._pool_id(), self.pool_size, side)
+        pool = self._POOLS.get(key)
+        if pool is None:
+            pool = self._POOLS[key] = [None] * self.pool_size
+        return pool
+
+    def pool_texture(self, side: int, j: int) -> np.ndarray:
+        """Texture j of the pool at this side, drawn on first use (small runs pay only for
+        the textures they use)."""
+        pool = self._pool(side)
+        if pool[j] is None:
+            pool[j] = self.draw_pool_texture(side, j)
+        return pool[j]
+
+    def adopt(self, side: int, textures: np.ndarray, drawn: np.ndarray) -> int:
+        """Take the textures j with ``drawn[j]`` from ``textures`` (P, side, side, 3), drawn
+        by :meth:`draw_pool_texture` elsewhere, into this process's pool (read-only views:
+        nothing writes a pooled texture); returns how many were new."""
+        pool = self._pool(side)
+        new = 0
+        for j in np.flatnonzero(drawn[: self.pool_size]):
+            if pool[j] is None:
+                view = textures[j]
+                view.flags.writeable = False
+                pool[j] = view
+                new += 1
+        return new
+
+
+def texture_pools(spec: str | os.PathLike | None) -> list[TexturePool]:
+    """The texture pools that the background source of ``spec`` (as
+    :func:`make_background_source` reads it) draws from: both of ``mixed``, one of
+    ``procedural`` or ``scenes``, none for folders and colours (nor with pool_size 0)."""
+    if spec is not None and str(spec) not in ("procedural", "scenes", "mixed"):
+        return []  # a folder is not even listed here: the renderer's set-up reads it
+    source = make_background_source(spec)
+    parts = getattr(source, "sources", (source,))
+    return [p for p in parts if isinstance(p, TexturePool) and p.pool_size > 0]
+
+
+class ProceduralBackgrounds(TexturePool):
     """Built-in textures, deterministic from the rng.
 
     A texture is a pattern mapped between two random colours, optionally mixed with a
@@ -304,9 +367,9 @@ class ProceduralBackgrounds:
         # and a background behind a face reads as slightly out of focus, as in photos.
         if self.pool_size == 0:
             return self._draw(rng, max(16, height // 2), max(16, width // 2), height, width)
-        side = min(256, max(16, height, width))
+        side = self.pool_side(height, width)
         u = rng.random(6)  # one draw for all choices: texture, rotation/flip, crop, channels
-        tex = self._pooled(side, int(u[0] * self.pool_size))
+        tex = self.pool_texture(side, int(u[0] * self.pool_size))
         k = int(u[1] * 8)
         rot, hh, ww = k % 4, *((width, height) if k % 2 else (height, width))  # size before the rotation
         crop = side * (0.75 + 0.25 * u[2])
@@ -321,17 +384,13 @@ class ProceduralBackgrounds:
             img = cv2.flip(img, 1)
         return cv2.merge([img[..., c] for c in _CHANNEL_ORDERS[int(u[5] * 6)]])
 
-    def _pooled(self, side: int, j: int) -> np.ndarray:
-        """Pool texture j at this side, drawn on first use (a pure function of (side, j), so
-        small runs pay only for the textures they use)."""
-        key = (self.kinds, self.pool_size, side)
-        pool = self._POOLS.get(key)
-        if pool is None:
-            pool = self._POOLS[key] = [None] * self.pool_size
-        if pool[j] is None:  # drawn at half size like a fresh background, then scaled to the pool's
-            rng = np.random.default_rng([self._POOL_SEED, side, j])
-            pool[j] = self._draw(rng, max(16, side // 2), max(16, side // 2), side, side)
-        return pool[j]
+    def _pool_id(self) -> tuple:
+        return self.kinds
+
+    def draw_pool_texture(self, side: int, j: int) -> np.ndarray:
+        # drawn at half size like a fresh background, then scaled to the pool's
+        rng = np.random.default_rng([self._POOL_SEED, side, j])
+        return self._draw(rng, max(16, side // 2), max(16, side // 2), side, side)
 
     def _draw(self, rng: np.random.Generator, h: int, w: int, height: int, width: int) -> np.ndarray:
         """One fresh texture: the pattern at (h, w), resized to (height, width), as uint8."""

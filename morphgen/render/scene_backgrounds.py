@@ -24,6 +24,8 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from .backgrounds import TexturePool
+
 KINDS = ("indoor", "outdoor", "crowd")
 
 
@@ -183,7 +185,7 @@ def draw_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-class SceneBackgrounds:
+class SceneBackgrounds(TexturePool):
     """A pool of ``draw_scene`` backgrounds per process (drawn on first use from a fixed
     seed, so the same on every machine and worker), each image a random crop, flip and
     resize of one; ``pool_size=0`` draws a fresh scene per image."""
@@ -194,17 +196,15 @@ class SceneBackgrounds:
     def __init__(self, pool_size: int = 1024) -> None:
         self.pool_size = pool_size
 
+    def draw_pool_texture(self, side: int, j: int) -> np.ndarray:
+        return draw_scene(np.random.default_rng([self._POOL_SEED, side, j]), side, side)
+
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         if self.pool_size == 0:
             return draw_scene(rng, height, width)
-        side = min(256, max(16, height, width))
+        side = self.pool_side(height, width)
         u = rng.random(5)
-        key = (self.pool_size, side)
-        pool = self._POOLS.setdefault(key, [None] * self.pool_size)
-        j = int(u[0] * self.pool_size)
-        if pool[j] is None:
-            pool[j] = draw_scene(np.random.default_rng([self._POOL_SEED, side, j]), side, side)
-        tex = pool[j]
+        tex = self.pool_texture(side, int(u[0] * self.pool_size))
         crop = side * (0.75 + 0.25 * u[1])
         ch, cw = max(1, round(crop * height / max(height, width))), max(1, round(crop * width / max(height, width)))
         y0, x0 = int(u[2] * (side - ch + 1)), int(u[3] * (side - cw + 1))
@@ -217,6 +217,7 @@ class MixedBackgrounds:
 
     def __init__(self, a, b) -> None:
         self.a, self.b = a, b
+        self.sources = (a, b)
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         return (self.a if rng.random() < 0.5 else self.b).sample(rng, height, width)
