@@ -67,23 +67,86 @@ def require_pyarrow(what: str):
     return pyarrow
 
 
+def _column_type(pa, name: str):
+    """The Arrow type of a params key, or None for a key whose type pyarrow infers."""
+    if name in _INTS:
+        return pa.int64()
+    if name in _FLOATS:
+        return pa.float32()
+    if name in _VECTORS:
+        return pa.list_(pa.float32())
+    if name in _MATRICES:
+        return pa.list_(pa.list_(pa.float32()))
+    if name in _JSON_TEXT or name == "image":
+        return pa.string()
+    if name == "soft_label":
+        return pa.struct([("ids", pa.list_(pa.int64())), ("weights", pa.list_(pa.float32()))])
+    if name == "landmarks5_visible":
+        return pa.list_(pa.bool_())
+    return None
+
+
 def _column(pa, name: str, values: list):
     """One column of records' values, typed by name (other keys as pyarrow infers them)."""
-    if name in _INTS:
-        return pa.array(values, pa.int64())
-    if name in _FLOATS:
-        return pa.array(values, pa.float32())
-    if name in _VECTORS:
-        return pa.array(values, pa.list_(pa.float32()))
-    if name in _MATRICES:
-        return pa.array(values, pa.list_(pa.list_(pa.float32())))
     if name in _JSON_TEXT:
-        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
-    if name == "soft_label":
-        return pa.array(values, pa.struct([("ids", pa.list_(pa.int64())), ("weights", pa.list_(pa.float32()))]))
-    if name == "landmarks5_visible":
-        return pa.array(values, pa.list_(pa.bool_()))
-    return pa.array(values)
+        values = [None if v is None else json.dumps(v) for v in values]
+    typ = _column_type(pa, name)
+    if typ is None:
+        return pa.array(values)
+    return _arrow_array(pa, values, typ)
+
+
+def _arrow_array(pa, values: list, typ):
+    """``pa.array(values, typ)``, built from numpy buffers where the values are plain
+    (:func:`_from_buffers`): pa.array on Python lists imports pandas, a third of a second
+    in every process that writes a Parquet chunk (the dataset writer's workers, a two-image
+    command). The same array either way (tests/test_params_parquet.py)."""
+    built = _from_buffers(pa, values, typ)
+    return pa.array(values, typ) if built is None else built
+
+
+def _from_buffers(pa, values: list, typ):
+    """An Arrow array of ``values`` (None: null) of type int64, float32, bool, string, or
+    lists and structs of those, or None where a value is not of the plain Python type
+    (int, float, bool, str, list, dict) that ``typ`` asks for: pa.array then converts it,
+    or says what is wrong."""
+    import numpy as np
+
+    n = len(values)
+    present = [v is not None for v in values]
+    nulls = n - sum(present)
+    validity = None if nulls == 0 else pa.py_buffer(np.packbits(np.array(present, bool), bitorder="little"))
+    kept = values if nulls == 0 else [v for v in values if v is not None]
+    if pa.types.is_list(typ):
+        if not all(type(v) is list for v in kept):
+            return None
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum([len(v) if v is not None else 0 for v in values], out=offsets[1:])
+        child = _from_buffers(pa, [x for v in kept for x in v], typ.value_type)
+        return None if child is None else pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets)],
+                                                                 null_count=nulls, children=[child])
+    if pa.types.is_struct(typ):
+        if not all(type(v) is dict and set(v) <= {f.name for f in typ} for v in kept):
+            return None
+        children = [_from_buffers(pa, [v.get(f.name) if v is not None else None for v in values], f.type) for f in typ]
+        return None if any(c is None for c in children) else pa.Array.from_buffers(
+            typ, n, [validity], null_count=nulls, children=children)
+    if pa.types.is_string(typ):
+        if not all(type(v) is str for v in kept):
+            return None
+        data = [v.encode() if v is not None else b"" for v in values]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum([len(d) for d in data], out=offsets[1:])
+        return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))],
+                                     null_count=nulls)
+    plain = {pa.int64(): ((int,), np.int64), pa.float32(): ((float, int), np.float32), pa.bool_(): ((bool,), bool)}
+    if typ not in plain or not all(type(v) in plain[typ][0] for v in kept):
+        return None
+    filled = values if nulls == 0 else [v if v is not None else 0 for v in values]
+    data = np.array(filled, plain[typ][1])
+    if typ == pa.bool_():
+        data = np.packbits(data, bitorder="little")
+    return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(data)], null_count=nulls)
 
 
 def table_from_records(records: Sequence[dict], where: str = "params"):
@@ -102,10 +165,10 @@ def table_from_records(records: Sequence[dict], where: str = "params"):
                 order = sorted(values[0] or {})
                 if any(sorted(v or {}) != order for v in values):
                     raise DataError(f"{where}: the rows name different landmarks")
-                columns["landmarks"] = pa.array([[v[n][:2] for n in order] for v in values],
-                                                pa.list_(pa.list_(pa.float32())))
-                columns["landmarks_visible"] = pa.array([[bool(v[n][2]) for n in order] for v in values],
-                                                        pa.list_(pa.bool_()))
+                columns["landmarks"] = _arrow_array(pa, [[v[n][:2] for n in order] for v in values],
+                                                    pa.list_(pa.list_(pa.float32())))
+                columns["landmarks_visible"] = _arrow_array(pa, [[bool(v[n][2]) for n in order] for v in values],
+                                                            pa.list_(pa.bool_()))
                 metadata[LANDMARK_NAMES_KEY] = json.dumps(order).encode()
             else:
                 columns[name] = _column(pa, name, values)

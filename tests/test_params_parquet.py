@@ -134,3 +134,58 @@ def test_a_corrupt_parquet_file_is_one_line(both, tmp_path):
         lines = r.output.strip().splitlines()
         assert r.exit_code != 0 and len(lines) == 1, r.output
         assert "chunk_000001.parquet is not a readable Parquet" in lines[0]
+
+
+def test_columns_built_from_buffers_equal_pyarrows_conversion(both):
+    """The numpy-built columns (which spare a writer pandas' import) are pa.array's, on
+    a dataset's records (identity mixup: soft labels, photo: JSON text) and on nulls,
+    ragged lists and odd types (which fall back to pa.array and its errors); the Parquet
+    bytes are the same either way."""
+    import pyarrow as pa
+
+    from morphgen import params_columns as pc
+
+    records = [json.loads(line) for p in sorted((both[1] / "params").glob("*.jsonl")) for line in p.open()]
+    assert any(r["soft_label"] is None for r in records) and any(r["soft_label"] for r in records)
+    for name in records[0]:
+        if name == "landmarks":
+            continue
+        values = [r.get(name) for r in records]
+        typ = pc._column_type(pa, name)
+        if name in pc._JSON_TEXT:
+            values = [json.dumps(v) for v in values]
+        assert typ is not None, name
+        built = pc._from_buffers(pa, values, typ)
+        assert built is not None and built.equals(pa.array(values, typ)), name
+    cases = [([1, None, 3], pa.int64()), ([0.5, None, 2], pa.float32()), ([True, None, False], pa.bool_()),
+             (["a", None, "ü"], pa.string()), ([[1.0, 2.0], None, [], [3.0]], pa.list_(pa.float32())),
+             ([[[1.0], [2.0, 3.0]], None, [[]]], pa.list_(pa.list_(pa.float32()))), ([[1, None]], pa.list_(pa.int64())),
+             ([{"ids": [1, 2], "weights": [0.5, 0.5]}, None, {"ids": [3], "weights": [1.0]}],
+              pc._column_type(pa, "soft_label"))]
+    for values, typ in cases:
+        built = pc._from_buffers(pa, values, typ)
+        assert built is not None and built.validate(full=True) is None and built.equals(pa.array(values, typ)), values
+    for values, typ in (([1.5], pa.int64()), ([True], pa.int64()), (["1"], pa.float32()), ([(1, 2)], pa.list_(pa.int64())),
+                        ([{"ids": [1], "other": 2}], pc._column_type(pa, "soft_label"))):
+        assert pc._from_buffers(pa, values, typ) is None, values
+    rows = [json.loads(line) for line in (both[1] / "params").glob("*.jsonl").__next__().open()]
+    fast = pc.parquet_bytes(rows)
+    saved = pc._from_buffers
+    try:
+        pc._from_buffers = lambda *a: None
+        assert pc.parquet_bytes(rows) == fast
+    finally:
+        pc._from_buffers = saved
+
+
+def test_writing_parquet_params_does_not_import_pandas(tmp_path, tiny_model_file):
+    """A render that writes Parquet never imports pandas (a third of a second a process)."""
+    import subprocess
+
+    code = ("import sys; from morphgen.cli.main import cli\n"
+            "try:\n    cli(sys.argv[1:])\n"
+            "finally:\n    print('pandas' in sys.modules)")
+    args = ["render", "--model", tiny_model_file, *ARGS, "--workers", "1", "--params-format", "parquet",
+            "--out", str(tmp_path / "p")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
