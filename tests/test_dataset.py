@@ -176,6 +176,34 @@ def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, mod
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_file):
+    """Ctrl-C goes to the whole process group. A forked worker that meets it as it starts
+    (or idle) ignores it: no traceback of its own, and here (the main process untouched)
+    the run completes with the same bytes. One that meets it in a chunk stops: the command
+    says its one line and exits 130, the chunk discarded."""
+    start = ("import os, signal, sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+             "limit = w.limit_threads\n"
+             "def ctrl_c(n): os.kill(os.getpid(), signal.SIGINT); limit(n)\n"
+             "w.limit_threads = ctrl_c\n"
+             "cli(sys.argv[1:])")
+    out = tmp_path / "started"
+    args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
+    done = subprocess.run([sys.executable, "-c", start, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert tree_hashes(out) == tree_hashes(reference)
+    in_chunk = ("import os, signal, sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+                "def ctrl_c(out, job, r, c): os.kill(os.getpid(), signal.SIGINT); signal.pause()\n"
+                "w.render_chunk = ctrl_c\n"
+                "cli(sys.argv[1:])")
+    out = tmp_path / "stopped"
+    args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2"]
+    done = subprocess.run([sys.executable, "-c", in_chunk, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
+
+
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
     out = tmp_path / "ds3"
     for k in ("1/2", "2/2"):

@@ -18,7 +18,7 @@ from ..render_plan import RenderPlan
 from ..scene import SceneRenderer
 from .chunks import chunk_result, write_chunk
 from .job import DatasetJob
-from .workers import WORKER, pool_worker_init, worker_state
+from .workers import WORKER, interruptible, pool_worker_init, worker_state
 
 
 def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
@@ -176,6 +176,7 @@ def read_ring(handle: tuple) -> dict[str, np.ndarray]:
     return _ring_views(rings[token][slot], specs, n)
 
 
+@interruptible
 def plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, list[str]]:
     """A chunk's plan and its images' params records as JSON (for the writer, which would
     otherwise sample the chunk again: 0.3 ms an image). The backgrounds go to the ring slot
@@ -190,6 +191,7 @@ def plan_chunk_in_worker(chunk: int, bg_handle: tuple) -> tuple[RenderPlan, list
     return replace(plan, params=[], backgrounds=None), [p.to_json() for p in params]
 
 
+@interruptible
 def write_chunk_in_worker(out: str, chunk: int, ring_handle: tuple, records: list[str]) -> tuple[int, int, int]:
     """Encode and write a rendered chunk from its ring slot, with the params records its planner made."""
     job, renderer = worker_state()

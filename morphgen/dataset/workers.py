@@ -3,6 +3,7 @@ workers and those of an external executor (Dask, Ray). Each holds one job and on
 for its lifetime."""
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import mmap
@@ -40,12 +41,24 @@ def pool_worker_init(job_dict: dict) -> None:
     """`worker_init` for the processes of our own pools, which also exit with the main process.
     An error here is kept and raised by every task (`worker_state`): raised from an
     initializer it would only break the pool, and the user would see a traceback of
-    BrokenProcessPool instead of the message."""
-    exit_with_parent()
+    BrokenProcessPool instead of the message. Ctrl-C reaches a worker only while it renders
+    a chunk (`render_chunk_in_worker`)."""
     try:
+        _ctrl_c_only_in_chunks()
+        exit_with_parent()
         worker_init(job_dict)
-    except Exception as exc:  # noqa: BLE001 (handed to the main process by the tasks)
+    except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
+
+
+def _ctrl_c_only_in_chunks() -> None:
+    """Ctrl-C ignored by this worker but while it renders a chunk. Ctrl-C goes to the whole
+    process group: a worker starting up or waiting for a task would print the traceback of
+    its KeyboardInterrupt (multiprocessing's), while the main process says the one line and
+    shuts the pool down. A forked worker starts with Ctrl-C held (`local_pool`), released
+    here once it is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def worker_state() -> tuple[DatasetJob, SceneRenderer]:
@@ -102,7 +115,7 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
     WORKER.update(job=job, renderer=renderer)
     pool = None
     try:
-        with _one_opencv_thread():
+        with _one_opencv_thread(), _ctrl_c_held():
             gc.freeze()  # the children's collections then leave the inherited objects' pages shared
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
             pool.submit(int).result()  # a fork pool starts all its processes on the first task
@@ -117,6 +130,17 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
         WORKER.clear()
         WORKER.update(kept)
     return pool
+
+
+@contextmanager
+def _ctrl_c_held():
+    """Ctrl-C held (blocked) in this thread meanwhile, and delivered after: the processes it
+    forks start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextmanager
@@ -239,14 +263,30 @@ def _die_with_parent() -> None:
 def forked_worker_init() -> None:
     """`pool_worker_init` for a forked worker, whose job and renderer came with the fork
     (an error is kept for the tasks to raise, as there)."""
-    exit_with_parent()
     try:
+        _ctrl_c_only_in_chunks()
+        exit_with_parent()
         limit_threads(1)
-    except Exception as exc:  # noqa: BLE001 (handed to the main process by the tasks)
+    except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
 
 
+def interruptible(task):
+    """A task of our own pools' workers that Ctrl-C interrupts (they ignore it otherwise,
+    `_ctrl_c_only_in_chunks`): the main process then discards its chunk and stops the pool."""
+    @functools.wraps(task)
+    def run_task(*args):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return task(*args)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return run_task
+
+
+@interruptible
 def render_chunk_in_worker(out: str, chunk: int) -> tuple[int, int, int]:
+    """One chunk in a worker of our own pool."""
     return render_chunk(Path(out), *worker_state(), chunk)
 
 
