@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,13 @@ def _from_buffers(pa, values: list, typ):
     """An Arrow array of ``values`` (None: null) of type int64, float32, bool, string, or
     lists and structs of those, or None where a value is not of the plain Python type
     (int, float, bool, str, list, dict) that ``typ`` asks for: pa.array then converts it,
-    or says what is wrong."""
+    or says what is wrong. Values that nest regularly (a chunk's coefficients, light,
+    landmarks) go through numpy in one pass (:func:`_regular`), the others value by value."""
     import numpy as np
 
+    regular = _regular(pa, values, typ)
+    if regular is not None:
+        return regular
     n = len(values)
     present = [v is not None for v in values]
     nulls = n - sum(present)
@@ -126,6 +131,8 @@ def _from_buffers(pa, values: list, typ):
         return None if child is None else pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets)],
                                                                  null_count=nulls, children=[child])
     if pa.types.is_struct(typ):
+        if not kept:
+            return pa.nulls(n, typ)
         if not all(type(v) is dict and set(v) <= {f.name for f in typ} for v in kept):
             return None
         children = [_from_buffers(pa, [v.get(f.name) if v is not None else None for v in values], f.type) for f in typ]
@@ -139,14 +146,56 @@ def _from_buffers(pa, values: list, typ):
         np.cumsum([len(d) for d in data], out=offsets[1:])
         return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))],
                                      null_count=nulls)
-    plain = {pa.int64(): ((int,), np.int64), pa.float32(): ((float, int), np.float32), pa.bool_(): ((bool,), bool)}
+    plain = {pa.int64(): ((int,), np.int64), pa.float32(): ((float,), np.float32), pa.bool_(): ((bool,), bool)}
     if typ not in plain or not all(type(v) in plain[typ][0] for v in kept):
         return None
     filled = values if nulls == 0 else [v if v is not None else 0 for v in values]
-    data = np.array(filled, plain[typ][1])
+    try:
+        data = np.array(filled, plain[typ][1])
+    except OverflowError:  # an int past int64: pa.array says so
+        return None
     if typ == pa.bool_():
         data = np.packbits(data, bitorder="little")
     return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(data)], null_count=nulls)
+
+
+def _regular(pa, values: list, typ):
+    """The array of ``values`` when they nest regularly: lists (of lists...) of equal
+    lengths down to Python floats (float32), ints (int64) or bools, no nulls; converted by
+    numpy in one pass (np.fromiter). None otherwise."""
+    import numpy as np
+
+    levels = [typ]
+    while pa.types.is_list(levels[-1]):
+        levels.append(levels[-1].value_type)
+    leaf = {pa.int64(): int, pa.float32(): float, pa.bool_(): bool}.get(levels[-1])
+    if leaf is None or not values:
+        return None
+    shape, rows = [len(values)], values
+    for _ in levels[:-1]:
+        lengths = set(map(len, rows)) if set(map(type, rows)) == {list} else set()
+        if len(lengths) != 1:
+            return None
+        shape.append(lengths.pop())
+        rows = list(chain.from_iterable(rows))
+    if set(map(type, rows)) - {leaf}:  # exactly pa.array's values (an int is no float32 here)
+        return None
+    count = len(rows)
+    try:
+        data = np.fromiter(rows, np.float64 if leaf is float else np.int64 if leaf is int else bool, count)
+    except OverflowError:  # an int past int64
+        return None
+    if leaf is float:
+        with np.errstate(over="ignore"):  # past float32's range: inf, as pyarrow casts it
+            data = data.astype(np.float32)
+    elif leaf is bool:
+        data = np.packbits(data, bitorder="little")
+    out = pa.Array.from_buffers(levels[-1], count, [None, pa.py_buffer(data)])
+    for depth in range(len(levels) - 2, -1, -1):  # the innermost lists first
+        n, size = int(np.prod(shape[:depth + 1])), shape[depth + 1]
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(size)
+        out = pa.Array.from_buffers(levels[depth], n, [None, pa.py_buffer(offsets)], children=[out])
+    return out
 
 
 def table_from_records(records: Sequence[dict], where: str = "params"):

@@ -157,8 +157,11 @@ def test_columns_built_from_buffers_equal_pyarrows_conversion(both):
         assert typ is not None, name
         built = pc._from_buffers(pa, values, typ)
         assert built is not None and built.equals(pa.array(values, typ)), name
-    cases = [([1, None, 3], pa.int64()), ([0.5, None, 2], pa.float32()), ([True, None, False], pa.bool_()),
+    cases = [([1, None, 3], pa.int64()), ([0.5, None, 2.0], pa.float32()), ([True, None, False], pa.bool_()),
              (["a", None, "ü"], pa.string()), ([[1.0, 2.0], None, [], [3.0]], pa.list_(pa.float32())),
+             ([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]], pa.list_(pa.list_(pa.float32()))),
+             ([[True, False], [False, False]], pa.list_(pa.bool_())), ([[], []], pa.list_(pa.int64())),
+             ([1e39, -1e39, 0.1], pa.float32()), ([[1.0], [None]], pa.list_(pa.float32())),
              ([[[1.0], [2.0, 3.0]], None, [[]]], pa.list_(pa.list_(pa.float32()))), ([[1, None]], pa.list_(pa.int64())),
              ([{"ids": [1, 2], "weights": [0.5, 0.5]}, None, {"ids": [3], "weights": [1.0]}],
               pc._column_type(pa, "soft_label"))]
@@ -166,8 +169,11 @@ def test_columns_built_from_buffers_equal_pyarrows_conversion(both):
         built = pc._from_buffers(pa, values, typ)
         assert built is not None and built.validate(full=True) is None and built.equals(pa.array(values, typ)), values
     for values, typ in (([1.5], pa.int64()), ([True], pa.int64()), (["1"], pa.float32()), ([(1, 2)], pa.list_(pa.int64())),
-                        ([{"ids": [1], "other": 2}], pc._column_type(pa, "soft_label"))):
+                        ([{"ids": [1], "other": 2}], pc._column_type(pa, "soft_label")), ([2**70], pa.int64()),
+                        ([[1, 2], [3]], pa.list_(pa.bool_())),
+                        ([0.5, 2], pa.float32()), ([["1.0"]], pa.list_(pa.float32()))):
         assert pc._from_buffers(pa, values, typ) is None, values
+    assert pc._column(pa, "photo", [{"blur": 1.5}, None]).to_pylist() == ['{"blur": 1.5}', None]
     rows = [json.loads(line) for line in (both[1] / "params").glob("*.jsonl").__next__().open()]
     fast = pc.parquet_bytes(rows)
     saved = pc._from_buffers
@@ -188,4 +194,5 @@ def test_writing_parquet_params_does_not_import_pandas(tmp_path, tiny_model_file
     args = ["render", "--model", tiny_model_file, *ARGS, "--workers", "1", "--params-format", "parquet",
             "--out", str(tmp_path / "p")]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and len(list((tmp_path / "p" / "params").glob("*.parquet"))) == 2, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
