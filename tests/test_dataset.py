@@ -153,12 +153,15 @@ def test_pool_prefill_draws_the_textures_drawn_in_place(monkeypatch):
             tex = p.pool_texture(40, j)
             assert not tex.flags.writeable and np.array_equal(tex, p.draw_pool_texture(40, j))
     monkeypatch.setattr(ProceduralBackgrounds, "_POOLS", {})
-    late = workers.PoolPrefill([ProceduralBackgrounds(pool_size=4000)], 64)
-    time.sleep(0.5)
+    late = workers.PoolPrefill([ProceduralBackgrounds(pool_size=4000)], 128)
+    drawn = late._parts[0][3]
+    deadline = time.time() + 60
+    while not drawn[:2].all() and time.time() < deadline:  # stopped once it has two, long before 4,000
+        time.sleep(0.001)
     n = late.adopt()
-    assert 0 < n < 4000
-    pool = ProceduralBackgrounds(pool_size=4000)._pool(64)
-    assert pool[n] is None and np.array_equal(pool[n - 1], ProceduralBackgrounds().draw_pool_texture(64, n - 1))
+    assert 2 <= n < 4000
+    pool = ProceduralBackgrounds(pool_size=4000)._pool(128)
+    assert pool[n] is None and np.array_equal(pool[n - 1], ProceduralBackgrounds().draw_pool_texture(128, n - 1))
 
 
 def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, model_file):

@@ -58,7 +58,8 @@ def _ctrl_c_only_in_chunks() -> None:
     shuts the pool down. A forked worker starts with Ctrl-C held (`local_pool`), released
     here once it is ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):  # not on Windows (whose workers are spawned)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def worker_state() -> tuple[DatasetJob, SceneRenderer]:
@@ -118,7 +119,8 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
         with _one_opencv_thread(), _ctrl_c_held():
             gc.freeze()  # the children's collections then leave the inherited objects' pages shared
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
-            pool.submit(int).result()  # a fork pool starts all its processes on the first task
+            started = pool.submit(int)  # a fork pool forks all its processes in its first submit
+        started.result()  # Ctrl-C no longer held: a worker stuck as it starts cannot hold the command
     except BaseException as exc:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -136,11 +138,13 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
 def _ctrl_c_held():
     """Ctrl-C held (blocked) in this thread meanwhile, and delivered after: the processes it
     forks start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the mask, unchanged
     try:
+        # (a Ctrl-C already caught is raised here, after the change: restored below)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextmanager
@@ -162,24 +166,24 @@ def _one_opencv_thread():
 class PoolPrefill:
     """The background texture pools of a scene, drawn ahead by a forked helper process
     while this process sets up (loads the model, decimates it, builds the renderer): a run
-    of the default procedural backgrounds otherwise draws up to 1,024 textures (0.6 ms
-    each at 128 px) in every worker, a second of each worker's first few thousand images,
-    while one of the machine's cores sits idle through the set-up.
+    of the default procedural backgrounds otherwise draws up to 1,024 textures (0.7 ms
+    each at 128 px) in every worker, most of a second in each worker's first few thousand
+    images, while one of the machine's cores sits idle through the set-up.
 
     The helper writes texture j and then its flag into memory shared with this process;
     :meth:`adopt` stops it where it is (this process reads the memory only once the helper
-    has ended) and hands the finished textures to this process's
-    pools (``TexturePool.adopt``), where the workers forked next find them; any texture
+    has ended) and hands the finished textures to this process's pools
+    (``TexturePool.adopt``), where it and the workers it forks next find them; any texture
     left is drawn on first use, as without a prefill. A texture is a pure function of
     (side, j), so images are the same bytes whichever process drew it. Only where
-    :func:`fork_pool_is_safe`; a no-op otherwise (:meth:`for_scene`: None where nothing
-    is pooled).
+    :func:`fork_pool_is_safe` and a second core is free; a no-op otherwise
+    (:meth:`for_scene`: None where nothing is pooled).
     """
 
     def __init__(self, pools: list[TexturePool], size: int) -> None:
         self._pid: int | None = None
         self._parts: list = []
-        if not pools or not fork_pool_is_safe():
+        if not pools or not fork_pool_is_safe() or len(os.sched_getaffinity(0)) < 2:  # no idle core to draw on
             return
         side = pools[0].pool_side(size, size)
         sizes = [(p.pool_size, side * side * 3) for p in pools]
@@ -192,17 +196,17 @@ class PoolPrefill:
             at += n * (px + 1)
         for stream in (sys.stdout, sys.stderr):  # the child must not write this process's buffered text again
             stream.flush()
-        ctrl_c = {signal.SIGINT}  # held across the fork: the child ignores it before it can arrive
-        with _one_opencv_thread():
-            signal.pthread_sigmask(signal.SIG_BLOCK, ctrl_c)
-            try:
-                self._pid = os.fork()
+        try:
+            with _one_opencv_thread(), _ctrl_c_held():  # the child ignores Ctrl-C before it can arrive
+                try:
+                    self._pid = os.fork()
+                except OSError:  # no process to spare: the textures are drawn on first use
+                    self._pid = None
                 if self._pid == 0:
                     self._draw()
-            except OSError:  # no process to spare: the textures are drawn on first use
-                self._pid = None
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, ctrl_c)
+        except BaseException:  # Ctrl-C, delivered as the mask is restored: no helper left behind
+            self.close()
+            raise
 
     @classmethod
     def for_scene(cls, scene) -> PoolPrefill | None:
@@ -245,7 +249,10 @@ class PoolPrefill:
                 os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        os.waitpid(self._pid, 0)
+        try:
+            os.waitpid(self._pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored: the system reaped it
+            pass
         self._pid = None
 
 

@@ -339,7 +339,7 @@ class ProceduralBackgrounds(TexturePool):
     """Built-in textures, deterministic from the rng.
 
     A texture is a pattern mapped between two random colours, optionally mixed with a
-    second pattern and low-contrast noise. Drawing one costs about 0.9 ms at 128 px, more
+    second pattern and low-contrast noise. Drawing one costs about 0.7 ms at 128 px, more
     than rendering the face, so a pool of ``pool_size`` textures is kept per process, at
     the image size (at most 256 px), each drawn from a fixed seed when first used (the
     same pool on every machine and worker). An image takes one of them through a random
