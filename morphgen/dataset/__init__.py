@@ -154,6 +154,10 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
         write_manifest(out, job, shard_kn)
         todo = pending_chunks(out, job, shard_kn)
+        if prefill is not None and todo and job.scene.device == "cpu":
+            # What the first render builds (numba's kernels, the contour tables) is made once
+            # here rather than in each forked worker, the helper drawing meanwhile.
+            renderer.warm_up()
     except BaseException:
         if prefill is not None:
             prefill.close()
