@@ -26,6 +26,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..layout import (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR, chunk_marker, done_chunks, manifest_path,
                       read_manifest)
+from ..params_columns import require_pyarrow
 from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
 from .gpu import run_gpu
@@ -155,9 +156,12 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         write_manifest(out, job, shard_kn)
         todo = pending_chunks(out, job, shard_kn)
         if prefill is not None and todo and job.scene.device == "cpu":
-            # What the first render builds (numba's kernels, the contour tables) is made once
-            # here rather than in each forked worker, the helper drawing meanwhile.
+            # What the first chunk builds (numba's kernels, the contour tables, the Parquet
+            # writer's import) is made once here rather than in each forked worker, the
+            # helper drawing meanwhile.
             renderer.warm_up()
+            if job.output.params_format == "parquet":
+                require_pyarrow("--params-format parquet")
     except BaseException:
         if prefill is not None:
             prefill.close()
