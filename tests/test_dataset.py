@@ -119,6 +119,7 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
             "    assert renderer is not None and w.fork_pool_is_safe(), 'the pool would be spawned'\n"
             "    return w.local_pool(job, workers, renderer)\n"
             "d.local_pool = forks\n"
+            "w._spare_core = lambda: True\n"
             "adopt = w.PoolPrefill.adopt\n"
             "def whole(self, wait=False):\n"
             "    n = adopt(self, wait=True)\n"
@@ -143,6 +144,7 @@ def test_pool_prefill_draws_the_textures_drawn_in_place(monkeypatch):
     from morphgen.render.scene_backgrounds import SceneBackgrounds
 
     monkeypatch.setattr(workers, "fork_pool_is_safe", lambda: True)
+    monkeypatch.setattr(workers, "_spare_core", lambda: True)  # also where the tests run on one core
     monkeypatch.setattr(ProceduralBackgrounds, "_POOLS", {})
     monkeypatch.setattr(SceneBackgrounds, "_POOLS", {})
     assert [type(p) for p in texture_pools("mixed")] == [ProceduralBackgrounds, SceneBackgrounds]

@@ -155,7 +155,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
         write_manifest(out, job, shard_kn)
         todo = pending_chunks(out, job, shard_kn)
-        if prefill is not None and todo and job.scene.device == "cpu":
+        if prefill is not None and prefill.running and todo:
             # What the first chunk builds (numba's kernels, the contour tables, the Parquet
             # writer's import) is made once here rather than in each forked worker, the
             # helper drawing meanwhile.

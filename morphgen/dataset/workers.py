@@ -183,7 +183,7 @@ class PoolPrefill:
     def __init__(self, pools: list[TexturePool], size: int) -> None:
         self._pid: int | None = None
         self._parts: list = []
-        if not pools or not fork_pool_is_safe() or len(os.sched_getaffinity(0)) < 2:  # no idle core to draw on
+        if not pools or not fork_pool_is_safe() or not _spare_core():
             return
         side = pools[0].pool_side(size, size)
         sizes = [(p.pool_size, side * side * 3) for p in pools]
@@ -207,6 +207,11 @@ class PoolPrefill:
         except BaseException:  # Ctrl-C, delivered as the mask is restored: no helper left behind
             self.close()
             raise
+
+    @property
+    def running(self) -> bool:
+        """Whether a helper is drawing (forked, not yet stopped)."""
+        return self._pid is not None
 
     @classmethod
     def for_scene(cls, scene) -> PoolPrefill | None:
@@ -254,6 +259,12 @@ class PoolPrefill:
         except ChildProcessError:  # SIGCHLD ignored: the system reaped it
             pass
         self._pid = None
+
+
+def _spare_core() -> bool:
+    """Whether this process may use a second core (the prefill helper's, idle during the
+    set-up); on one, the helper would only slow the set-up down."""
+    return len(os.sched_getaffinity(0)) > 1
 
 
 def _die_with_parent() -> None:
