@@ -211,6 +211,25 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
     assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
 
 
+def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
+    """Spawned workers (made so here: where a fork is unsafe) spend a second or more in
+    their imports; a Ctrl-C to the process group meanwhile gives the command's one line,
+    not a traceback from each worker (they start with it held, then ignore it)."""
+    code = ("import os, signal, sys, threading; import morphgen.dataset as d; from morphgen.cli.main import cli\n"
+            "d.fork_pool_is_safe = lambda: False\n"
+            "pool = d.local_pool\n"
+            "def started(job, workers, renderer=None):\n"
+            "    threading.Timer(0.3, lambda: os.killpg(0, signal.SIGINT)).start()\n"
+            "    return pool(job, workers, renderer)\n"
+            "d.local_pool = started\n"
+            "cli(sys.argv[1:])")
+    args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          check=False, start_new_session=True)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
     out = tmp_path / "ds3"
     for k in ("1/2", "2/2"):

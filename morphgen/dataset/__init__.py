@@ -31,7 +31,8 @@ from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
-from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
+from .workers import (PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone,
+                      submit_held)
 
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
 
@@ -196,7 +197,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         elif todo:
             renderer = None  # the workers hold their own
             if own:
-                submit = lambda c: executor.submit(render_chunk_in_worker, str(out), c)
+                submit = lambda c: submit_held(executor, render_chunk_in_worker, str(out), c)
             else:
                 submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
             running: dict[Future, int] = {}  # future -> chunk

@@ -18,7 +18,7 @@ from ..render_plan import RenderPlan
 from ..scene import SceneRenderer
 from .chunks import chunk_result, write_chunk
 from .job import DatasetJob
-from .workers import WORKER, interruptible, pool_worker_init, worker_state
+from .workers import WORKER, interruptible, pool_worker_init, submit_held, worker_state
 
 
 def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
@@ -48,7 +48,7 @@ def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
 
     def plan_next(c: int) -> tuple:
         slot = bg_ring.free.pop()
-        return c, slot, pool.submit(plan_chunk_in_worker, c, bg_ring.handle(slot, len(job.slots(c))))
+        return c, slot, submit_held(pool, plan_chunk_in_worker, c, bg_ring.handle(slot, len(job.slots(c))))
 
     try:
         bg_ring = PixelRing(out / PARTIAL_DIR, 2 * workers, [("backgrounds", "|u1", (size, size, 3))], max_rows)
@@ -79,7 +79,8 @@ def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
                 row += n
             bg_ring.free.append(bg_slot)  # rendered: the backgrounds were read
             plans.extend(plan_next(c) for c in islice(chunks, 1))
-            writes[pool.submit(write_chunk_in_worker, str(out), chunk, ring.handle(slot, len(plan)), records)] = slot, chunk
+            writes[submit_held(pool, write_chunk_in_worker, str(out), chunk, ring.handle(slot, len(plan)), records)] = \
+                slot, chunk
         for fut, (_, written) in writes.items():
             done(chunk_result(fut, out, job, written))
     finally:

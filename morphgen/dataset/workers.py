@@ -138,6 +138,9 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
 def _ctrl_c_held():
     """Ctrl-C held (blocked) in this thread meanwhile, and delivered after: the processes it
     forks start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the mask, unchanged
     try:
         # (a Ctrl-C already caught is raised here, after the change: restored below)
@@ -145,6 +148,15 @@ def _ctrl_c_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def submit_held(pool: ProcessPoolExecutor, task, *args):
+    """``pool.submit(task, *args)`` with Ctrl-C held meanwhile: a spawned pool starts a
+    worker in the submit that first needs it, and the worker then starts with Ctrl-C held
+    (a mask survives exec), through its seconds of imports, until its initializer ignores
+    it (`_ctrl_c_only_in_chunks`); else a Ctrl-C then prints the traceback of each."""
+    with _ctrl_c_held():
+        return pool.submit(task, *args)
 
 
 @contextmanager
