@@ -87,3 +87,34 @@ def test_torch_edge_aa_passes_gradients_through_silhouettes(head):
         out["rgb"].mean().backward()
         g = verts.grad[0, :, 0].abs().sum().item()
         assert (g > 1e-6) == expect_grad, (edge_aa, g)
+
+
+def test_edge_parts_are_scipys_connected_components():
+    """The contour's parts come from a union-find (no scipy import in a render): the
+    labels scipy's connected_components gives, on random graphs (several parts, isolated
+    triangles, repeated and self edges)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from morphgen.render.edge_aa import _edge_parts
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        t, e = int(rng.integers(1, 300)), int(rng.integers(0, 400))
+        i, j = rng.integers(0, t, e), rng.integers(0, t, e)
+        want = connected_components(coo_matrix((np.ones(e), (i, j)), shape=(t, t)), directed=False)[1]
+        assert np.array_equal(_edge_parts(i, j, t), want.astype(np.int32))
+
+
+def test_a_default_render_does_not_import_scipy_sparse(tmp_path):
+    """scipy.sparse (a tenth of a second) is imported only by the parts that use it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from morphgen.cli.main import cli\n"
+            "try:\n    cli(sys.argv[1:])\n"
+            "finally:\n    print('scipy.sparse' in sys.modules)")
+    args = ["render", "--ids", "2", "--per-id", "2", "--size", "32", "--workers", "1", "--quiet",
+            "--out", str(tmp_path / "o")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..model import MorphableModel
 
@@ -85,6 +84,8 @@ def band(x, lo: float, hi: float, soft: float):
 
 def mesh_smoother(triangles: np.ndarray, n: int):
     """Averaging over each vertex's one-ring (and itself), applied `it` times."""
+    import scipy.sparse as sp  # here, not at the top: a render without appearance never pays its import
+
     t = np.asarray(triangles, np.int64)
     rows = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
     cols = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])

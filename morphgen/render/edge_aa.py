@@ -91,9 +91,6 @@ class ContourMesh:
 
 def contour_mesh(triangles) -> ContourMesh:
     """The :class:`ContourMesh` of (T, 3) triangles (numpy)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     tri = np.ascontiguousarray(triangles, dtype=np.int32)
     key = (tri.shape, zlib.crc32(tri.data))
     hit = _MESH_CACHE.get(key)
@@ -109,13 +106,46 @@ def contour_mesh(triangles) -> ContourMesh:
         i, j = order[first], order[first + 1]
         nbr = np.full(3 * t, -1, np.int32)
         nbr[i], nbr[j] = j % t, i % t
-        graph = coo_matrix((np.ones(len(i)), (i % t, j % t)), shape=(t, t))
-        parts = connected_components(graph, directed=False)[1].astype(np.int32)
+        parts = _edge_parts(i % t, j % t, t)
         hit = ContourMesh(np.ascontiguousarray(nbr.reshape(3, t).T), parts)
         if len(_MESH_CACHE) >= 8:
             _MESH_CACHE.pop(next(iter(_MESH_CACHE)))
         _MESH_CACHE[key] = hit
     return hit
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_parts(i, j, t):
+    """(T,) int32: the connected part of each of t triangles, triangles i[k] and j[k]
+    sharing an edge, numbered in the order of each part's first triangle. A union-find: what
+    scipy's connected_components gave, without importing scipy into every render (a quarter
+    of a second)."""
+    root = np.arange(t)
+    for k in range(len(i)):
+        a = i[k]
+        while root[a] != a:
+            root[a] = root[root[a]]
+            a = root[a]
+        b = j[k]
+        while root[b] != b:
+            root[b] = root[root[b]]
+            b = root[b]
+        if a < b:
+            root[b] = a
+        elif b < a:
+            root[a] = b
+    parts = np.empty(t, np.int32)
+    number = np.full(t, -1, np.int32)
+    count = 0
+    for x in range(t):
+        r = x
+        while root[r] != r:
+            r = root[r]
+        if number[r] < 0:
+            number[r] = count
+            count += 1
+        parts[x] = number[r]
+    return parts
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
