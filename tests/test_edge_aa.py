@@ -104,6 +104,8 @@ def test_edge_parts_are_scipys_connected_components():
         i, j = rng.integers(0, t, e), rng.integers(0, t, e)
         want = connected_components(coo_matrix((np.ones(e), (i, j)), shape=(t, t)), directed=False)[1]
         assert np.array_equal(_edge_parts(i, j, t), want.astype(np.int32))
+    chain = np.arange(5000)[::-1]  # edges from the last triangle down: the union-find's longest paths
+    assert np.array_equal(_edge_parts(chain[:-1], chain[1:], 5000), np.zeros(5000, np.int32))
 
 
 def test_a_default_render_does_not_import_scipy_sparse(tmp_path):

@@ -136,8 +136,9 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
 
 @contextmanager
 def _ctrl_c_held():
-    """Ctrl-C held (blocked) in this thread meanwhile, and delivered after: the processes it
-    forks start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
+    """Ctrl-C held (blocked) in this thread meanwhile, and delivered after (where the process
+    has other threads, one of them may take it meanwhile): the processes this thread forks
+    or spawns start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return

@@ -134,17 +134,18 @@ def _edge_parts(i, j, t):
             root[b] = a
         elif b < a:
             root[a] = b
+    # A root is the smallest triangle of its part (the larger root always joins the
+    # smaller), so a parent comes before its child: one forward pass finds every root.
     parts = np.empty(t, np.int32)
-    number = np.full(t, -1, np.int32)
     count = 0
     for x in range(t):
-        r = x
-        while root[r] != r:
-            r = root[r]
-        if number[r] < 0:
-            number[r] = count
+        r = root[root[x]]
+        root[x] = r
+        if r == x:
+            parts[x] = count
             count += 1
-        parts[x] = number[r]
+        else:
+            parts[x] = parts[r]
     return parts
 
 
