@@ -41,22 +41,23 @@ def pool_worker_init(job_dict: dict) -> None:
     """`worker_init` for the processes of our own pools, which also exit with the main process.
     An error here is kept and raised by every task (`worker_state`): raised from an
     initializer it would only break the pool, and the user would see a traceback of
-    BrokenProcessPool instead of the message. Ctrl-C reaches a worker only while it renders
-    a chunk (`render_chunk_in_worker`)."""
+    BrokenProcessPool instead of the message. Ctrl-C reaches a worker only inside a task
+    (`interruptible`)."""
     try:
-        _ctrl_c_only_in_chunks()
+        _ignore_ctrl_c()
         exit_with_parent()
         worker_init(job_dict)
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
 
 
-def _ctrl_c_only_in_chunks() -> None:
-    """Ctrl-C ignored by this worker but while it renders a chunk. Ctrl-C goes to the whole
-    process group: a worker starting up or waiting for a task would print the traceback of
-    its KeyboardInterrupt (multiprocessing's), while the main process says the one line and
-    shuts the pool down. A forked worker starts with Ctrl-C held (`local_pool`), released
-    here once it is ignored."""
+def _ignore_ctrl_c() -> None:
+    """Ctrl-C ignored by this child process (a worker but while it runs a task,
+    `interruptible`; the prefill helper throughout). Ctrl-C goes to the whole process group:
+    a worker starting up or waiting for a task would print the traceback of its
+    KeyboardInterrupt (multiprocessing's), while the main process says the one line and
+    shuts the pool down. A child starts with Ctrl-C held (`_ctrl_c_held`), released here
+    once it is ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # not on Windows (whose workers are spawned)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -138,7 +139,7 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
 def _ctrl_c_held():
     """Ctrl-C held (blocked) in this thread meanwhile, and delivered after (where the process
     has other threads, one of them may take it meanwhile): the processes this thread forks
-    or spawns start with it held, until they ignore it (`_ctrl_c_only_in_chunks`)."""
+    or spawns start with it held, until they ignore it (`_ignore_ctrl_c`)."""
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
@@ -155,7 +156,7 @@ def submit_held(pool: ProcessPoolExecutor, task, *args):
     """``pool.submit(task, *args)`` with Ctrl-C held meanwhile: a spawned pool starts a
     worker in the submit that first needs it, and the worker then starts with Ctrl-C held
     (a mask survives exec), through its seconds of imports, until its initializer ignores
-    it (`_ctrl_c_only_in_chunks`); else a Ctrl-C then prints the traceback of each."""
+    it (`_ignore_ctrl_c`); else a Ctrl-C then prints the traceback of each."""
     with _ctrl_c_held():
         return pool.submit(task, *args)
 
@@ -237,8 +238,7 @@ class PoolPrefill:
         into the caller's code whatever happens (Ctrl-C is the command's: it stops the
         helper through :meth:`close`)."""
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            _ignore_ctrl_c()
             _die_with_parent()
             for j in range(max(len(t) for _, _, t, _ in self._parts)):
                 for p, side, textures, drawn in self._parts:
@@ -295,7 +295,7 @@ def forked_worker_init() -> None:
     """`pool_worker_init` for a forked worker, whose job and renderer came with the fork
     (an error is kept for the tasks to raise, as there)."""
     try:
-        _ctrl_c_only_in_chunks()
+        _ignore_ctrl_c()
         exit_with_parent()
         limit_threads(1)
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
@@ -304,7 +304,7 @@ def forked_worker_init() -> None:
 
 def interruptible(task):
     """A task of our own pools' workers that Ctrl-C interrupts (they ignore it otherwise,
-    `_ctrl_c_only_in_chunks`): the main process then discards its chunk and stops the pool."""
+    `_ignore_ctrl_c`): the main process then discards its chunk and stops the pool."""
     @functools.wraps(task)
     def run_task(*args):
         signal.signal(signal.SIGINT, signal.default_int_handler)
