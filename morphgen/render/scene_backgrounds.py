@@ -217,7 +217,11 @@ class MixedBackgrounds:
 
     def __init__(self, a, b) -> None:
         self.a, self.b = a, b
-        self.sources = (a, b)
+
+    @property
+    def sources(self) -> tuple:
+        """The two sources (``texture_pools`` reads their pools)."""
+        return self.a, self.b
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         return (self.a if rng.random() < 0.5 else self.b).sample(rng, height, width)
