@@ -125,15 +125,15 @@ def _from_buffers(pa, values: list, typ):
     if pa.types.is_list(typ):
         if not all(type(v) is list for v in kept):
             return None
-        offsets = np.zeros(n + 1, np.int32)
-        np.cumsum([len(v) if v is not None else 0 for v in values], out=offsets[1:])
+        offsets = _offsets(pa, [len(v) if v is not None else 0 for v in values])
         child = _from_buffers(pa, [x for v in kept for x in v], typ.value_type)
-        return None if child is None else pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets)],
-                                                                 null_count=nulls, children=[child])
+        return None if child is None else pa.Array.from_buffers(typ, n, [validity, offsets], null_count=nulls,
+                                                                 children=[child])
     if pa.types.is_struct(typ):
         if not kept:
             return pa.nulls(n, typ)
-        if not all(type(v) is dict and set(v) <= {f.name for f in typ} for v in kept):
+        names = {f.name for f in typ}
+        if not all(type(v) is dict and set(v) <= names for v in kept):
             return None
         children = [_from_buffers(pa, [v.get(f.name) if v is not None else None for v in values], f.type) for f in typ]
         return None if any(c is None for c in children) else pa.Array.from_buffers(
@@ -142,10 +142,8 @@ def _from_buffers(pa, values: list, typ):
         if not all(type(v) is str for v in kept):
             return None
         data = [v.encode() if v is not None else b"" for v in values]
-        offsets = np.zeros(n + 1, np.int32)
-        np.cumsum([len(d) for d in data], out=offsets[1:])
-        return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))],
-                                     null_count=nulls)
+        return pa.Array.from_buffers(typ, n, [validity, _offsets(pa, [len(d) for d in data]),
+                                              pa.py_buffer(b"".join(data))], null_count=nulls)
     plain = {pa.int64(): ((int,), np.int64), pa.float32(): ((float,), np.float32), pa.bool_(): ((bool,), bool)}
     if typ not in plain or not all(type(v) in plain[typ][0] for v in kept):
         return None
@@ -157,6 +155,15 @@ def _from_buffers(pa, values: list, typ):
     if typ == pa.bool_():
         data = np.packbits(data, bitorder="little")
     return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(data)], null_count=nulls)
+
+
+def _offsets(pa, lengths: list[int]):
+    """The int32 offsets buffer of lists (or strings) of these lengths: 0 and their running sums."""
+    import numpy as np
+
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.py_buffer(offsets)
 
 
 def _regular(pa, values: list, typ):
