@@ -34,6 +34,12 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def python(code: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    """``python -c code args`` in a fresh process (no torch: the command may fork), its output captured."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          check=False, **kw)
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under images/ and params/ (what must be byte-identical)."""
     out = {}
@@ -130,7 +136,7 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
             "w.PoolPrefill.adopt = whole\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+    done = python(code, *args)
     assert done.returncode == 0, done.stderr
     assert "textures prefilled, 0 missing" in done.stderr and " 0 textures" not in done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
@@ -177,7 +183,7 @@ def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, mod
             "w.limit_threads = boom\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+    done = python(code, *args)
     assert done.returncode == 2, done.stderr
     assert "no threads for you" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -195,7 +201,7 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
              "cli(sys.argv[1:])")
     out = tmp_path / "started"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = subprocess.run([sys.executable, "-c", start, *args], capture_output=True, text=True, timeout=300, check=False)
+    done = python(start, *args)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
     in_chunk = ("import os, signal, sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
@@ -204,8 +210,7 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
                 "cli(sys.argv[1:])")
     out = tmp_path / "stopped"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2"]
-    done = subprocess.run([sys.executable, "-c", in_chunk, *args], capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = python(in_chunk, *args)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
@@ -224,8 +229,7 @@ def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
             "d.local_pool = started\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                          check=False, start_new_session=True)
+    done = python(code, *args, start_new_session=True)
     assert done.returncode == 130, done.stderr
     assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -401,5 +405,5 @@ def test_cpu_render_path_does_not_import_torch():
         "r.render([r.sampler.image_params(0, 0)])\n"
         "assert 'torch' not in sys.modules, 'the CPU render path imported torch'\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    r = python(code)
     assert r.returncode == 0, r.stderr
