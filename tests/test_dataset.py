@@ -245,19 +245,29 @@ def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
 
 
 def test_kill_then_resume_equals_uninterrupted(reference, tmp_path, model_file):
+    """kill -9 at the worst moment of a chunk (its images moved into place, its params
+    marker not yet) leaves a folder that --resume completes to the same images. The kill
+    is made by the command itself at that moment, not timed from outside (a fast run
+    would finish first)."""
     out = tmp_path / "ds4"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--outputs", "depth", "--chunk-ids", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "morphgen.cli.main", *args, "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(out.glob("params/*.jsonl"))) >= 2:
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list((out / "params").glob("*.jsonl")))
-    assert 1 <= done < 6, "the kill should land mid-run"
+    code = ("import os, signal, sys; import morphgen.dataset.chunks as c; from morphgen.cli.main import cli\n"
+            "class KilledAtTheMarker:\n"
+            "    def __getattr__(self, name): return getattr(os, name)\n"
+            "    def replace(self, a, b):\n"
+            "        if str(b).endswith('.jsonl'): os.kill(os.getpid(), signal.SIGKILL)\n"
+            "        os.replace(a, b)\n"
+            "write, calls = c.write_chunk, []\n"
+            "def third_is_killed(*a):\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 3: c.os = KilledAtTheMarker()\n"
+            "    return write(*a)\n"
+            "c.write_chunk = third_is_killed\n"
+            "cli(sys.argv[1:])")
+    done = python(code, *args, "--workers", "1")
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list((out / "params").glob("*.jsonl"))) == 2
+    assert len(list((out / "images").iterdir())) == 3  # the third chunk's identity moved in, unmarked
     # without --resume the folder is refused
     r = invoke(*args)
     assert r.exit_code == 2 and "--resume" in r.output
