@@ -233,6 +233,30 @@ def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
     assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_a_swallowed_ctrl_c_still_stops_the_command_with_one_line(tmp_path, model_file):
+    """A Ctrl-C that Python cannot raise where it lands (here in a ``__del__``; a numba
+    compile's ctypes callback is another) used to print "Exception ignored ...
+    KeyboardInterrupt" and let the command run to its end. The main process remembers it
+    and stops after the chunk; a worker's says nothing (the main process says the line)."""
+    swallowed = ("import os, signal, sys; import morphgen.dataset as d; import morphgen.dataset.workers as w\n"
+                 "from morphgen.cli.main import cli\n"
+                 "class CtrlCInDel:\n"
+                 "    def __del__(self): os.{kill}\n"
+                 "def chunk(*a, render=w.render_chunk):\n"
+                 "    if a[-1] == 0: CtrlCInDel()  # one Ctrl-C, in the first chunk\n"
+                 "    return render(*a)\n"
+                 "d.render_chunk = w.render_chunk = chunk\n"
+                 "cli(sys.argv[1:])")
+    for workers, kill in (("1", "kill(os.getpid(), signal.SIGINT)"), ("2", "killpg(0, signal.SIGINT)")):
+        out = tmp_path / f"w{workers}"
+        args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", workers]
+        done = python(swallowed.format(kill=kill), *args, start_new_session=True)
+        assert done.returncode == 130, (workers, done.stderr)
+        assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        if workers == "1":  # (the pool's three chunks all start at once, and finish)
+            assert len(list(out.glob("params/*"))) == 1  # stopped after the chunk, not run to the end
+
+
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
     out = tmp_path / "ds3"
     for k in ("1/2", "2/2"):

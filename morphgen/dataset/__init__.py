@@ -31,8 +31,8 @@ from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
-from .workers import (PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone,
-                      submit_held)
+from .ctrl_c import latched_ctrl_c, submit_held
+from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
 
@@ -136,94 +136,96 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     shard_kn = parse_shard(shard)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if not overwrite:
-        job = _whole_mesh_if_written_so(out, job)
-    # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
-    # this process, before the output folder is touched; workers then meet no surprise.
-    # Where the local pool can fork this process (`fork_pool_is_safe`), its workers inherit
-    # this renderer whole. Where spawned workers or an executor's render, it only checks:
-    # it skips the decimation of --lod (which cannot fail, and would cost a dense model
-    # 0.5 s before any worker starts).
-    in_process = job.scene.device != "cpu" or (executor is None and workers == 1)
-    forked = executor is None and not in_process and fork_pool_is_safe()
-    # The background textures are drawn meanwhile by a helper on the idle core (PoolPrefill),
-    # for this process and the workers it forks.
-    prefill = None
-    try:
-        prefill = PoolPrefill.for_scene(job.scene) if forked or in_process else None
-        renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
-                                 batch_size=1024 if job.scene.device != "cpu" else 32)
-        prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
-        write_manifest(out, job, shard_kn)
-        todo = pending_chunks(out, job, shard_kn)
-        if prefill is not None and prefill.running and todo:
-            # What the first chunk builds (numba's kernels, the contour tables, the Parquet
-            # writer's import) is made once here rather than in each forked worker, the
-            # helper drawing meanwhile.
-            renderer.warm_up()
-            if job.output.params_format == "parquet":
-                require_pyarrow("--params-format parquet")
-    except BaseException:
+    with latched_ctrl_c() as ctrl_c:  # a Ctrl-C swallowed on the way still stops the run (see .ctrl_c)
+        if not overwrite:
+            job = _whole_mesh_if_written_so(out, job)
+        # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
+        # this process, before the output folder is touched; workers then meet no surprise.
+        # Where the local pool can fork this process (`fork_pool_is_safe`), its workers inherit
+        # this renderer whole. Where spawned workers or an executor's render, it only checks:
+        # it skips the decimation of --lod (which cannot fail, and would cost a dense model
+        # 0.5 s before any worker starts).
+        in_process = job.scene.device != "cpu" or (executor is None and workers == 1)
+        forked = executor is None and not in_process and fork_pool_is_safe()
+        # The background textures are drawn meanwhile by a helper on the idle core (PoolPrefill),
+        # for this process and the workers it forks.
+        prefill = None
+        try:
+            prefill = PoolPrefill.for_scene(job.scene) if forked or in_process else None
+            renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
+                                     batch_size=1024 if job.scene.device != "cpu" else 32)
+            prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
+            write_manifest(out, job, shard_kn)
+            todo = pending_chunks(out, job, shard_kn)
+            if prefill is not None and prefill.running and todo:
+                # What the first chunk builds (numba's kernels, the contour tables, the Parquet
+                # writer's import) is made once here rather than in each forked worker, the
+                # helper drawing meanwhile.
+                renderer.warm_up()
+                if job.output.params_format == "parquet":
+                    require_pyarrow("--params-format parquet")
+        except BaseException:
+            if prefill is not None:
+                prefill.close()
+            raise
         if prefill is not None:
-            prefill.close()
-        raise
-    if prefill is not None:
-        prefill.adopt()
-    total_images = job.images_in(todo)
-    own = executor is None and not in_process
-    t0 = time.perf_counter()
-    n_images = n_bytes = 0
-    bar = None
+            prefill.adopt()
+        total_images = job.images_in(todo)
+        own = executor is None and not in_process
+        t0 = time.perf_counter()
+        n_images = n_bytes = 0
+        bar = None
 
-    def done(result: tuple[int, int, int]) -> None:
-        nonlocal n_images, n_bytes
-        n_images, n_bytes = n_images + result[1], n_bytes + result[2]
-        bar.update(result[1])
-        bar.set_postfix_str(f"{n_bytes / 1e6:.0f} MB")
+        def done(result: tuple[int, int, int]) -> None:
+            nonlocal n_images, n_bytes
+            n_images, n_bytes = n_images + result[1], n_bytes + result[2]
+            bar.update(result[1])
+            bar.set_postfix_str(f"{n_bytes / 1e6:.0f} MB")
+            ctrl_c.check()  # after each chunk, on every path
 
-    try:
-        if own and todo:  # before the bar, whose thread a fork must not meet
-            executor = local_pool(job, workers, renderer if forked else None)
-        bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
-        if job.scene.device != "cpu":
-            run_gpu(out, job, todo, workers, done, renderer)
-        elif executor is None and workers == 1:
-            for c in todo:
-                try:
-                    result = render_chunk(out, job, renderer, c)
-                except Exception as exc:
-                    raise chunk_error(out, job, c, exc) from exc
-                done(result)
-        elif todo:
-            renderer = None  # the workers hold their own
-            if own:
-                submit = lambda c: submit_held(executor, render_chunk_in_worker, str(out), c)
-            else:
-                submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
-            running: dict[Future, int] = {}  # future -> chunk
-            try:
-                # Keep a bounded number of chunks in flight so memory stays flat in dataset size.
-                queue = list(todo)
-                limit = 2 * max(workers, 1)
-                while queue or running:
-                    while queue and len(running) < limit:
-                        c = queue.pop(0)
-                        running[submit(c)] = c
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        done(chunk_result(fut, out, job, running.pop(fut)))
-            finally:
+        try:
+            if own and todo:  # before the bar, whose thread a fork must not meet
+                executor = local_pool(job, workers, renderer if forked else None)
+            bar = tqdm(total=total_images, unit="img", disable=not progress, desc="render", smoothing=0.1)
+            if job.scene.device != "cpu":
+                run_gpu(out, job, todo, workers, done, renderer)
+            elif executor is None and workers == 1:
+                for c in todo:
+                    try:
+                        result = render_chunk(out, job, renderer, c)
+                    except Exception as exc:
+                        raise chunk_error(out, job, c, exc) from exc
+                    done(result)
+            elif todo:
+                renderer = None  # the workers hold their own
                 if own:
-                    executor.shutdown(wait=True, cancel_futures=True)
-                for fut, c in running.items():  # in flight when one failed: drop any that failed too
-                    if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                        discard_chunk(out, job, c)
-    finally:
-        if bar is not None:
-            bar.close()
-        if own and executor is not None:  # raised before the chunks' loop shut it down
-            executor.shutdown(wait=True, cancel_futures=True)
-        manifest = write_manifest(out, job, shard_kn)
+                    submit = lambda c: submit_held(executor, render_chunk_in_worker, str(out), c)
+                else:
+                    submit = lambda c: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
+                running: dict[Future, int] = {}  # future -> chunk
+                try:
+                    # Keep a bounded number of chunks in flight so memory stays flat in dataset size.
+                    queue = list(todo)
+                    limit = 2 * max(workers, 1)
+                    while queue or running:
+                        while queue and len(running) < limit:
+                            c = queue.pop(0)
+                            running[submit(c)] = c
+                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            done(chunk_result(fut, out, job, running.pop(fut)))
+                finally:
+                    if own:
+                        executor.shutdown(wait=True, cancel_futures=True)
+                    for fut, c in running.items():  # in flight when one failed: drop any that failed too
+                        if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                            discard_chunk(out, job, c)
+        finally:
+            if bar is not None:
+                bar.close()
+            if own and executor is not None:  # raised before the chunks' loop shut it down
+                executor.shutdown(wait=True, cancel_futures=True)
+            manifest = write_manifest(out, job, shard_kn)
     if manifest["complete"]:
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     dt = time.perf_counter() - t0

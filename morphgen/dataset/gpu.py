@@ -18,7 +18,8 @@ from ..render_plan import RenderPlan
 from ..scene import SceneRenderer
 from .chunks import chunk_result, write_chunk
 from .job import DatasetJob
-from .workers import WORKER, interruptible, pool_worker_init, submit_held, worker_state
+from .ctrl_c import interruptible, submit_held
+from .workers import WORKER, pool_worker_init, worker_state
 
 
 def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,

@@ -3,7 +3,6 @@ workers and those of an external executor (Dask, Ray). Each holds one job and on
 for its lifetime."""
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import mmap
@@ -24,6 +23,7 @@ from ..render.backgrounds import TexturePool, texture_pools
 from ..render.threads import limit_threads
 from ..scene import SceneRenderer
 from .chunks import render_chunk
+from .ctrl_c import ctrl_c_held, ignore_ctrl_c, interruptible
 from .job import DatasetJob, job_from_dict
 
 WORKER: dict = {}
@@ -44,23 +44,11 @@ def pool_worker_init(job_dict: dict) -> None:
     BrokenProcessPool instead of the message. Ctrl-C reaches a worker only inside a task
     (`interruptible`)."""
     try:
-        _ignore_ctrl_c()
+        ignore_ctrl_c()
         exit_with_parent()
         worker_init(job_dict)
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
-
-
-def _ignore_ctrl_c() -> None:
-    """Ctrl-C ignored by this child process (a worker but while it runs a task,
-    `interruptible`; the prefill helper throughout). Ctrl-C goes to the whole process group:
-    a worker starting up or waiting for a task would print the traceback of its
-    KeyboardInterrupt (multiprocessing's), while the main process says the one line and
-    shuts the pool down. A child starts with Ctrl-C held (`_ctrl_c_held`), released here
-    once it is ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # not on Windows (whose workers are spawned)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def worker_state() -> tuple[DatasetJob, SceneRenderer]:
@@ -117,7 +105,7 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
     WORKER.update(job=job, renderer=renderer)
     pool = None
     try:
-        with _one_opencv_thread(), _ctrl_c_held():
+        with _one_opencv_thread(), ctrl_c_held():
             gc.freeze()  # the children's collections then leave the inherited objects' pages shared
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=forked_worker_init)
             started = pool.submit(int)  # a fork pool forks all its processes in its first submit
@@ -133,32 +121,6 @@ def local_pool(job: DatasetJob, workers: int, renderer: SceneRenderer | None = N
         WORKER.clear()
         WORKER.update(kept)
     return pool
-
-
-@contextmanager
-def _ctrl_c_held():
-    """Ctrl-C held (blocked) in this thread meanwhile, and delivered after (where the process
-    has other threads, one of them may take it meanwhile): the processes this thread forks
-    or spawns start with it held, until they ignore it (`_ignore_ctrl_c`)."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the mask, unchanged
-    try:
-        # (a Ctrl-C already caught is raised here, after the change: restored below)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
-def submit_held(pool: ProcessPoolExecutor, task, *args):
-    """``pool.submit(task, *args)`` with Ctrl-C held meanwhile: a spawned pool starts a
-    worker in the submit that first needs it, and the worker then starts with Ctrl-C held
-    (a mask survives exec), through its seconds of imports, until its initializer ignores
-    it (`_ignore_ctrl_c`); else a Ctrl-C then prints the traceback of each."""
-    with _ctrl_c_held():
-        return pool.submit(task, *args)
 
 
 @contextmanager
@@ -211,7 +173,7 @@ class PoolPrefill:
         for stream in (sys.stdout, sys.stderr):  # the child must not write this process's buffered text again
             stream.flush()
         try:
-            with _one_opencv_thread(), _ctrl_c_held():  # the child ignores Ctrl-C before it can arrive
+            with _one_opencv_thread(), ctrl_c_held():  # the child ignores Ctrl-C before it can arrive
                 try:
                     self._pid = os.fork()
                 except OSError:  # no process to spare: the textures are drawn on first use
@@ -238,7 +200,7 @@ class PoolPrefill:
         into the caller's code whatever happens (Ctrl-C is the command's: it stops the
         helper through :meth:`close`)."""
         try:
-            _ignore_ctrl_c()
+            ignore_ctrl_c()
             _die_with_parent()
             for j in range(max(len(t) for _, _, t, _ in self._parts)):
                 for p, side, textures, drawn in self._parts:
@@ -295,24 +257,11 @@ def forked_worker_init() -> None:
     """`pool_worker_init` for a forked worker, whose job and renderer came with the fork
     (an error is kept for the tasks to raise, as there)."""
     try:
-        _ignore_ctrl_c()
+        ignore_ctrl_c()
         exit_with_parent()
         limit_threads(1)
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
-
-
-def interruptible(task):
-    """A task of our own pools' workers that Ctrl-C interrupts (they ignore it otherwise,
-    `_ignore_ctrl_c`): the main process then discards its chunk and stops the pool."""
-    @functools.wraps(task)
-    def run_task(*args):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            return task(*args)
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return run_task
 
 
 @interruptible
