@@ -215,17 +215,27 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
     assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to see a worker's signal handlers")
 def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
     """Spawned workers (made so here: where a fork is unsafe) spend a second or more in
     their imports; a Ctrl-C to the process group meanwhile gives the command's one line,
-    not a traceback from each worker (they start with it held, then ignore it)."""
-    code = ("import os, signal, sys, threading; import morphgen.dataset as d; from morphgen.cli.main import cli\n"
+    not a traceback from each worker (they start with it held, then ignore it). The
+    Ctrl-C is sent once both workers' Python catches it (its start-up installed the
+    handler) and before either ignores it (their initializer, after the imports)."""
+    code = ("import os, signal, sys, time; import morphgen.dataset as d; from morphgen.cli.main import cli\n"
             "d.fork_pool_is_safe = lambda: False\n"
-            "pool = d.local_pool\n"
-            "def started(job, workers, renderer=None):\n"
-            "    threading.Timer(0.3, lambda: os.killpg(0, signal.SIGINT)).start()\n"
-            "    return pool(job, workers, renderer)\n"
-            "d.local_pool = started\n"
+            "submit, pools = d.submit_held, []\n"
+            "def caught(pid):\n"
+            "    status = open(f'/proc/{pid}/status').read()\n"
+            "    return int(status.split('SigCgt:')[1].split()[0], 16) >> (signal.SIGINT - 1) & 1\n"
+            "def ctrl_c_in_the_imports(pool, *a):\n"
+            "    pools.append(pool)\n"
+            "    job = submit(pool, *a)\n"
+            "    if len(pools) == 2:\n"
+            "        while not all(caught(pid) for pid in pool._processes): time.sleep(0.001)\n"
+            "        os.killpg(0, signal.SIGINT)\n"
+            "    return job\n"
+            "d.submit_held = ctrl_c_in_the_imports\n"
             "cli(sys.argv[1:])")
     args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
     done = python(code, *args, start_new_session=True)
