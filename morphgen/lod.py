@@ -37,7 +37,7 @@ import numpy as np
 from .appearance.frame import five_points
 from .errors import ConfigError
 from .model import MorphableModel, PCAModel
-from .render.camera import Framing
+from .render.camera import Framing, eye_mouth_distance
 
 # The longest edge a collapse may create, in raster pixels at the framed face's scale.
 # Against a 4x4 supersampled render of the whole mesh (benchmarks/bench_lod.py) the
@@ -83,7 +83,7 @@ def lod_level(model: MorphableModel, size: float, supersampling: int, lod: str |
         return Level(int(lod)) if int(lod) < model.n_vertices else None
     mean = model.mean_vertices()
     g = five_points(model, mean)
-    eye_mouth_mm = float(np.linalg.norm((g[0] + g[1]) / 2 - (g[3] + g[4]) / 2))
+    eye_mouth_mm = float(eye_mouth_distance(g))
     px_per_mm = Framing().face_fraction * size * supersampling / max(eye_mouth_mm, 1e-6)
     if _median_edge(mean, model.triangles) * px_per_mm >= KEEP_IF_EDGE_PX:
         return None

@@ -43,6 +43,7 @@ import numpy as np
 
 from morphgen.errors import ConfigError, DataError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
+from morphgen.render.camera import eye_mouth_distance
 
 from .data import decode_ref, natural_key
 
@@ -95,7 +96,7 @@ def square_view(img: np.ndarray, lm5: np.ndarray, size: int) -> tuple[np.ndarray
     """The square the fit sees, resized to size x size (borders replicated), and the (2, 3)
     affine map from the photo's pixels to its pixels."""
     h, w = img.shape[:2]
-    eye_mouth = float(np.linalg.norm(lm5[:2].mean(0) - lm5[3:].mean(0)))
+    eye_mouth = float(eye_mouth_distance(lm5))
     side = float(max(h, w))
     cx, cy = w / 2.0, h / 2.0
     if eye_mouth < MIN_FACE_FRACTION * side:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from morphgen.errors import ConfigError
-from morphgen.render.camera import Framing
+from morphgen.render.camera import Framing, eye_mouth_distance
 from morphgen.render_plan import RenderPlan
 from morphgen.sampling import ImageParams, rng_for
 from morphgen.scene import SceneConfig, SceneRenderer
@@ -35,9 +35,8 @@ UNBOUNDED = 2**31 - 1  # identity indices of an unbounded stream
 def render_size_for(template: str, input_size: int) -> int:
     """Render side so that the face needs no upsampling when warped onto the template."""
     pts = template_points(template, input_size)
-    eye_mouth = float(np.linalg.norm(pts[3:5].mean(0) - pts[0:2].mean(0)))
     # the renderer frames the eye-midpoint-to-mouth-midpoint distance at this fraction
-    return int(math.ceil(eye_mouth / Framing().face_fraction / 8.0) * 8)
+    return int(math.ceil(float(eye_mouth_distance(pts)) / Framing().face_fraction / 8.0) * 8)
 
 
 def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneConfig:

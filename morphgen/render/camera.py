@@ -281,6 +281,15 @@ class Framing:
             raise ConfigError("framing jitter out of range: center_jitter in [0, 0.5), scale_jitter in [0, 0.9)")
 
 
+def eye_mouth_distance(points: np.ndarray) -> np.ndarray | float:
+    """The face size that :class:`Framing` places: the distance from the eyes' midpoint to
+    the mouth corners' midpoint of five points (..., 5, D) in the order of
+    ``MorphableModel.five_point_vertices()`` (eyes, nose tip, mouth corners), in their
+    units and dtype; shape (...)."""
+    p = np.asarray(points)
+    return np.linalg.norm(0.5 * (p[..., 0, :] + p[..., 1, :]) - 0.5 * (p[..., 3, :] + p[..., 4, :]), axis=-1)
+
+
 def group_points(vertices, groups: Sequence[Sequence[int]]):
     """Mean of each vertex-index group: (B, N, 3) -> (B, L, 3) (numpy or torch)."""
     idx, w = group_weights(groups)
@@ -341,9 +350,7 @@ def frame_translation(
     # gather the few landmark vertices before converting (not the whole mesh)
     pts = group_points(vertices, five_point_groups).astype(np.float64)  # (B, 5, 3) model space
     scale = np.asarray(p.scale, dtype=np.float64).reshape(b)
-    eye_mid = 0.5 * (pts[:, 0] + pts[:, 1])
-    mouth_mid = 0.5 * (pts[:, 3] + pts[:, 4])
-    size = np.linalg.norm(eye_mid - mouth_mid, axis=-1) * np.abs(scale)  # (B,)
+    size = eye_mouth_distance(pts) * np.abs(scale)  # (B,)
     if np.any(size <= 0):
         raise ConfigError("framing failed: the eye and mouth landmarks coincide; check the landmark vertex groups")
     centroid = np.einsum("bij,bj->bi", p.rotation(), pts.mean(1)) * scale[:, None]  # posed, untranslated
