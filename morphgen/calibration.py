@@ -105,7 +105,7 @@ class LandmarkCalibration:
     def load(cls, path: str | Path) -> "LandmarkCalibration":
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
             raise ModelError(f"{path}: unreadable landmark calibration ({exc}); delete it or run morphgen model calibrate") from None
         return cls.from_dict(data)
 

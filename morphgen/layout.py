@@ -53,8 +53,9 @@ def manifest_path(root: Path) -> Path:
 
 
 def read_manifest(root: Path) -> dict:
-    """The manifest of the dataset in ``root`` (OSError when absent, ValueError when not JSON)."""
-    return json.loads(manifest_path(root).read_text())
+    """The manifest of the dataset in ``root`` (OSError when absent, ValueError when not
+    JSON, or not UTF-8)."""
+    return json.loads(manifest_path(root).read_bytes())
 
 
 def looks_like_dataset(root: Path) -> bool:
@@ -145,11 +146,11 @@ def _file_rows(path: Path, columns: Sequence[str] | None) -> Iterator[tuple[str,
         for n, row in enumerate(table_rows(read_parquet(path, columns)), 1):
             yield f"{path}:{n}", row
         return
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
-            except ValueError:
+            except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
                 row = None
             yield f"{path}:{n}", row
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -29,6 +30,10 @@ def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
         raise ConfigError(f"{what} {path} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.is_file() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{what} {path} cannot be written: no write permission in {parent}")
+    try:  # what os.access cannot tell: a read-only or virtual file system (/proc), or root's access to it
+        os.rmdir(tempfile.mkdtemp(prefix=".morphgen-check-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be written: {parent} takes no new files ({exc.strerror})") from None
     return path
 
 

@@ -292,6 +292,11 @@ class ImageParams:
 
         if not isinstance(rec, dict):
             raise ConfigError(f"{where}: not a JSON object")
+        if not num("scale", 1.0) > 0:
+            raise ConfigError(f"{where}: 'scale' must be > 0, got {rec['scale']!r}")
+        seed = num("background_seed", 0)
+        if seed < 0 or seed != int(seed):
+            raise ConfigError(f"{where}: 'background_seed' must be a whole number >= 0, got {seed!r}")
         soft = rec.get("soft_label") or {}
         ids, weights = soft.get("ids", [None, None]), soft.get("weights", [None])
         cam = rec.get("camera_translation")

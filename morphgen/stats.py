@@ -22,15 +22,58 @@ _FIELDS = ("identity", "yaw", "pitch", "roll", "sh", "shape")
 
 
 def read_params(root: Path) -> list[dict]:
+    """The params rows of the dataset in `root`, each checked to hold what the plots read
+    (a one-line DataError naming the file and line of the first that does not)."""
     if not params_files(root):
         raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset (morphgen render --out {root})?")
     recs = []
-    for where, rec in params_rows(root, columns=(*_FIELDS, "soft_label")):
+    for where, rec in params_rows(root, columns=_COLUMNS):
         if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
             raise DataError(f"{where} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
                             "the file is corrupt; re-render with --resume after deleting it")
         recs.append(rec)
+    if not recs:
+        raise DataError(f"the params files in {root / PARAMS_DIR} hold no rows: they are empty or truncated; "
+                        "re-render with --resume after deleting them")
+    bad = _first_malformed(recs)
+    if bad is not None:
+        i, what = bad
+        where = next(w for k, (w, _) in enumerate(params_rows(root, columns=_COLUMNS)) if k == i)
+        raise DataError(f"{where}: {what}: the file is corrupt; re-render with --resume after deleting it")
     return recs
+
+
+_COLUMNS = (*_FIELDS, "soft_label")
+_NUMBERS = {"yaw": (), "pitch": (), "roll": (), "sh": (9, 3)}  # field: the shape of its numbers
+
+
+def _first_malformed(recs: list[dict]) -> tuple[int, str] | None:
+    """(row index, what is wrong) of the first row whose fields the plots cannot read, or
+    None. Each number field is tried as one array first (the common case: all fine); only
+    a field that fails is searched row by row."""
+    def numbers(value, shape) -> bool:
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return False
+        return a.shape == shape and bool(np.isfinite(a).all())
+
+    for key, shape in _NUMBERS.items():
+        if not numbers([r[key] for r in recs], (len(recs), *shape)):
+            i = next(i for i, r in enumerate(recs) if not numbers(r[key], shape))
+            return i, f"{key} is not {'a finite number' if not shape else 'a 9 x 3 list of finite numbers'}"
+    first_row: dict = {}
+    for i, r in enumerate(recs):
+        if type(r["identity"]) is not int:  # (a bool is no identity)
+            return i, "identity is not a whole number"
+        if not r.get("soft_label"):
+            first_row.setdefault(r["identity"], i)
+    rows = sorted(first_row.values())
+    n = len(recs[rows[0]]["shape"]) if rows and isinstance(recs[rows[0]]["shape"], list) else -1
+    for i in rows:  # the shape coefficients identity_distances reads
+        if not numbers(recs[i]["shape"], (n,)):
+            return i, "shape is not a list of finite numbers as long as the first identity's"
+    return None
 
 
 def check_plot_path(out: Path) -> Path:

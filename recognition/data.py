@@ -319,6 +319,8 @@ def select_list(iset: ImageSet, path: Path) -> ImageSet:
         text = Path(path).read_text()
     except OSError as exc:
         raise DataError(f"cannot read list file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"list file {path} is not text: give one image path (and label) per line") from None
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue

@@ -46,6 +46,7 @@ from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
 from morphgen.render.camera import eye_mouth_distance
 
 from .data import decode_ref, natural_key
+from .models import check_device
 
 RESIDUAL_COLUMNS = ("source", "identity", "sample", "status", "landmark_px", "landmark_rel", "photometric",
                     "inliers", "yaw", "pitch", "roll", "landmarks", "seconds")
@@ -232,12 +233,20 @@ def _csv_header(path: Path) -> list[str] | None:
 
 
 def done_sources(out: Path) -> set[str]:
-    """Photos already handled in `out` (rows of its residuals.csv)."""
+    """Photos already handled in `out` (rows of its residuals.csv); a one-line DataError
+    where that file is not one `morphgen fit` wrote."""
     path = out / "residuals.csv"
     if not path.is_file():
         return set()
-    with open(path, newline="") as f:
-        return {r["source"] for r in csv.DictReader(f)}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"source", "status"} <= set(reader.fieldnames or ()):
+                raise ValueError
+            return {r["source"] for r in reader}
+    except (ValueError, csv.Error):  # (UnicodeDecodeError is a ValueError)
+        raise DataError(f"{path} is not the residuals.csv of a morphgen fit: --resume a fit's own --out, "
+                        "or fit into a new one") from None
 
 
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
@@ -247,6 +256,7 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     from morphgen.progress import progress_bar
 
     options = options or FitOptions()
+    check_device(device)
     if dlib68:
         Dlib68.model_file()  # a missing package is one line here, not a broken worker pool
     root, photos = list_photos(path, ids)
@@ -301,7 +311,11 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         take(fut.result())
-    return write_summary(out, counts, time.perf_counter() - t0, workers, options)
+    summary = write_summary(out, counts, time.perf_counter() - t0, workers, options)
+    if todo and not summary["ok"]:  # (a resumed fit with earlier fitted photos is fine)
+        raise DataError(f"no photo of {path} was fitted ({counts['unreadable']} unreadable, {counts['no_face']} "
+                        "without a face): give photos of faces")
+    return summary
 
 
 def write_summary(out: Path, counts: dict, wall: float, workers: int, options: FitOptions) -> dict:
@@ -332,7 +346,13 @@ def pool_identities(out: Path) -> dict:
     src = Path(out) / "params.jsonl"
     if not src.is_file():
         raise DataError(f"{src}: no fitted records to pool (run `morphgen fit` into {out} first)")
-    records = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(src.read_bytes().splitlines(), 1):
+        try:
+            records += [json.loads(line)] if line.strip() else []
+        except ValueError:  # not JSON, or not UTF-8
+            raise DataError(f"{src}:{n} is not a fitted record (JSON): the file is corrupt; fit again into a new "
+                            "--out") from None
     if not records:
         raise DataError(f"{src}: no photo was fitted (no face found in any), nothing to pool")
     by_id: dict[int, list[dict]] = {}

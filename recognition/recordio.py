@@ -20,11 +20,15 @@ _HEADER = struct.Struct("IfQQ")
 
 
 def read_index(idx_path: Path) -> dict[int, int]:
+    """key -> byte offset from an insightface .idx file (``key<TAB>offset`` lines)."""
     out = {}
-    for line in Path(idx_path).read_text().splitlines():
+    for n, line in enumerate(Path(idx_path).read_bytes().splitlines(), 1):
         if line.strip():
-            k, off = line.split("\t")[:2]
-            out[int(k)] = int(off)
+            try:
+                k, off = line.split(b"\t")[:2]
+                out[int(k)] = int(off)
+            except ValueError:  # not "key<TAB>offset" (int() takes ASCII digits as bytes)
+                raise DataError(f"{idx_path}:{n} is not an insightface RecordIO index line (key<TAB>offset)") from None
     return out
 
 
@@ -86,7 +90,10 @@ def scan_recordio(folder: Path) -> tuple[RecordReader, list[int], np.ndarray, tu
     size = None
     prop = folder / "property"
     if prop.is_file():
-        vals = [int(v) for v in prop.read_text().strip().split(",")]
+        try:
+            vals = [int(v) for v in prop.read_text().strip().split(",")]
+        except ValueError:  # (UnicodeDecodeError is one)
+            raise DataError(f"{prop} is not an insightface property file (classes,height,width)") from None
         size = (vals[1], vals[2]) if len(vals) >= 3 else None
     head, _ = reader.labels_and_image(0) if 0 in reader.index else (np.zeros(0), b"")
     if 0 in reader.index and len(head) >= 2:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from conftest import make_tiny_model
 from morphgen.cli.main import cli
+from morphgen.layout import params_rows
 from test_eval_fixtures import lfw_pairs_text, write_lfw
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,6 +103,29 @@ def P(tmp_path_factory) -> SimpleNamespace:
         (d / "badbg" / f"{k}.png").write_bytes(b"not a png")
     (d / "noparams" / "params").mkdir(parents=True)
     (d / "noparams" / "params" / "chunk_000000.jsonl").write_text('{"identity": 0}\n')
+    # damaged copies of ds's params (a CLI audit's cases): not UTF-8, empty, a yaw that is text, a ragged light
+    rows = [row for _, row in params_rows(d / "ds")]
+    for name, damage in (("binparams", lambda f: f.write_bytes(bytes(range(128, 256)) * 3)),
+                         ("emptyparams", lambda f: f.write_text("")),
+                         ("yawtext", lambda f: f.write_text(json.dumps(rows[0] | {"yaw": "abc"}) + "\n")),
+                         ("shragged", lambda f: f.write_text(json.dumps(rows[0] | {"sh": [[1, 2, 3], [4]]}) + "\n"))):
+        shutil.copytree(d / "ds", d / name)
+        for f in (d / name / "params").iterdir():
+            f.unlink()
+        damage(d / name / "params" / "chunk_000000.jsonl")
+    (d / "binlist.tsv").write_bytes(bytes(range(128, 256)))
+    for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("bgseedneg", {"background_seed": -1})):
+        (d / f"{name}.jsonl").write_text(json.dumps(rows[0] | edit) + "\n")
+    synth = ["eval", "synthetic", "--model", d / "run", "--face-model", model, "--ids", 2, "--size", 32, "--lights", 1,
+             "--yaws", "0:30:30", "--folds", 2]
+    r = run_cli([*synth, "--data", d / "bench", "--out", d / "bench_eval"])
+    assert r.exit_code == 0, r.output
+    shutil.copytree(d / "bench", d / "bench_noparams")
+    shutil.rmtree(d / "bench_noparams" / "params")
+    shutil.copytree(d / "bench", d / "bench_badmanifest")
+    (d / "bench_badmanifest" / "manifest.json").write_text('{"complete": tr')
+    (d / "foreignfit").mkdir()
+    (d / "foreignfit" / "residuals.csv").write_text("x\n")
     ys = {
         "ids_two": {"ids": "two"}, "size_list": {"size": [32]}, "expr_maybe": {"expressions": "maybe"},
         "seed_neg": {"seed": -1}, "fraction_text": {"mixup_fraction": "lots"}, "per_id_float": {"per_id": 1.5},
@@ -296,6 +320,32 @@ CASES = [
     ("experiment-negative-lr", "new", ["experiment", "run", "{exp_lr}", "--out", "{out}/x"], "--lr must be > 0"),
     ("experiment-expressions-maybe", "new", ["experiment", "run", "{exp_expr}", "--out", "{out}/x"],
      "--expressions must be true or false"),
+    # ---- damaged datasets and list files, --from-params records the scene cannot take, fit (a CLI audit's cases)
+    ("stats-params-not-utf8", "new", ["stats", "{binparams}", "--out", "{out}/s.png"], "is not a morphgen params row"),
+    ("stats-params-empty", "new", ["stats", "{emptyparams}", "--out", "{out}/s.png"], "hold no rows"),
+    ("stats-yaw-text", "new", ["stats", "{yawtext}", "--out", "{out}/s.png"], "yaw is not a finite number"),
+    ("stats-sh-ragged", "new", ["stats", "{shragged}", "--out", "{out}/s.png"], "sh is not a 9 x 3 list"),
+    ("train-params-not-utf8", "new", ["train", "--data", "{binparams}", "--out", "{out}/r", *TRAIN],
+     "is not a morphgen params row"),
+    ("train-list-not-text", "new", ["train", "--data", "{ds}", "--list", "{binlist}", "--out", "{out}/r", *TRAIN],
+     "is not text"),
+    ("render-from-params-too-many-coefficients", "new", ["render", "--model", "{tiny}", "--from-params", "{coeffs240}",
+                                                         "--out", "{out}/o", "--quiet"], "240 shape coefficients"),
+    ("render-from-params-scale-0", "new", ["render", "--model", "{tiny}", "--from-params", "{scale0}", "--out",
+                                           "{out}/o", "--quiet"], "'scale' must be > 0"),
+    ("render-from-params-background-seed-negative", "new", ["render", "--model", "{tiny}", "--from-params",
+                                                            "{bgseedneg}", "--out", "{out}/o", "--quiet"],
+     "'background_seed' must be a whole number >= 0"),
+    ("fit-device-tpu", "new", ["fit", "{ds}/images/000000/000000_0000.png", "--device", "tpu", "--out", "{out}/f"],
+     "unknown --device"),
+    ("fit-resume-foreign-residuals", "new", ["fit", "{ds}/images/000000", "--resume", "--out", "{foreignfit}"],
+     "is not the residuals.csv of a morphgen fit"),
+    ("eval-synthetic-data-without-params", "new", ["eval", "synthetic", "--model", "{run}", "--face-model", "{tiny}",
+                                                   "--data", "{bench_noparams}", "--out", "{out}/e"], "holds no params"),
+    ("eval-synthetic-data-manifest-corrupt", "new", ["eval", "synthetic", "--model", "{run}", "--face-model", "{tiny}",
+                                                     "--data", "{bench_badmanifest}", "--out", "{out}/e"], "is corrupt"),
+    ("fit-every-photo-unreadable", "new", ["fit", "{allbad}/images", "--fine-steps", "0", "--quiet", "--out", "{out}/f"],
+     "no photo of"),
     # ---- model export
     ("export-out-under-a-file", "issue", ["model", "export", "{tiny}", "--out", "{afile}/f.ply"], "is a file"),
     ("export-negative-identity", "issue", ["model", "export", "{tiny}", "--identity", "-5", "--out", "{out}/f.ply"],
@@ -313,6 +363,19 @@ def test_case_count():
     assert sum(kind == "new" for _, kind, _, _ in CASES) >= 20
     assert {c.split("-")[0] for c, *_ in CASES} >= {"embed", "train", "preview", "render", "stats", "eval",
                                                     "experiment", "export"}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder that takes no new files)")
+@pytest.mark.parametrize("args", [
+    ["render", "--model", "{tiny}", "--ids", "1", "--per-id", "1", "--quiet", "--out", "/proc/morphgen/o"],
+    ["stats", "{ds}", "--out", "/proc/morphgen/s.png"],
+    ["preview", "--model", "{tiny}", "--out", "/proc/morphgen/p.png"],
+    ["train", "--data", "{ds}", "--out", "/proc/morphgen/r", *TRAIN],
+], ids=["render", "stats", "preview", "train"])
+def test_an_out_where_nothing_can_be_made_is_refused_up_front(P, tmp_path, args):
+    """/proc (and read-only file systems) refuse new files even to root, whom os.access
+    lets through: the folder is tried, not only its permission bits."""
+    assert_refused(fill(args, P, tmp_path), "cannot be written", tmp_path, P.dir)
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -55,7 +55,7 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
         else:
             try:
                 old = read_manifest(out)
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):
                 raise ConfigError(f"{manifest} is unreadable: use --overwrite to start again") from None
             if old.get("config_hash") != job.config_hash():
                 raise ConfigError(f"--out {out} holds a dataset with a different config: use another folder, or --overwrite to replace it")
@@ -154,6 +154,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
             prefill = PoolPrefill.for_scene(job.scene) if forked or in_process else None
             renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
                                      batch_size=1024 if job.scene.device != "cpu" else 32)
+            job.check(renderer)
             prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
             write_manifest(out, job, shard_kn)
             todo = pending_chunks(out, job, shard_kn)

@@ -143,6 +143,15 @@ class ParamsJob(DatasetJob):
     def slots(self, chunk: int) -> list[tuple[int, int]]:
         return [(p.identity, p.sample) for i in self.chunk_identities(chunk) for p in self.by_identity[i]]
 
+    def check(self, renderer: SceneRenderer) -> None:
+        """Every record's coefficient vectors fit the scene's component counts."""
+        s = renderer.sampler
+        for images in self.by_identity.values():
+            for p in images:
+                for a, n, what in ((p.shape, s.n_shape, "shape"), (p.color, s.n_color, "color"),
+                                   (p.expression, s.n_expr, "expression")):
+                    _pad(a, n, what, p)
+
     def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
         """The recorded images of `identity`, their coefficient vectors zero-padded to the
         scene's component counts (a fit uses the leading components only), with photo
@@ -158,8 +167,9 @@ class ParamsJob(DatasetJob):
         return out
 
 
-def _pad(a: np.ndarray, n: int, what: str) -> np.ndarray:
+def _pad(a: np.ndarray, n: int, what: str, p: ImageParams | None = None) -> np.ndarray:
     if len(a) > n:
-        raise ConfigError(f"a record has {len(a)} {what} coefficients but the scene uses {n}: render with the "
+        which = f"the record of identity {p.identity} sample {p.sample}" if p is not None else "a record"
+        raise ConfigError(f"{which} has {len(a)} {what} coefficients but the scene uses {n}: render with the "
                           f"model the params were made for (or more --{what}-components)")
     return np.pad(a, (0, n - len(a))).astype(np.float32)

@@ -100,6 +100,10 @@ class DatasetJob:
         :class:`~morphgen.dataset.from_params.ParamsJob`)."""
         return [renderer.sampler.image_params(identity, s) for s in range(self.per_id)]
 
+    def check(self, renderer: SceneRenderer) -> None:
+        """Raise the one-line error of an image this job cannot render with `renderer`'s
+        scene, before the output folder is touched (sampled images always can)."""
+
     def images_in(self, chunks) -> int:
         """How many images the given chunks hold."""
         return sum(len(self.chunk_identities(c)) for c in chunks) * self.per_id

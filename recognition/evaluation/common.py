@@ -299,6 +299,8 @@ def read_pairs_file(path: Path, files: list[str]) -> tuple[PairSet, list[str], d
         text = path.read_text()
     except OSError as exc:
         raise DataError(f"cannot read pairs file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"pairs file {path} is not text: pass the pairs file written by morphgen eval") from None
     lines = text.splitlines()
     if not lines or not lines[0].startswith(PAIRS_HEADER):
         raise DataError(f"{path}:1 is not a morphgen pairs file (it starts with {PAIRS_HEADER!r}); "

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.errors import ConfigError, DataError
-from morphgen.layout import params_rows, read_manifest
+from morphgen.layout import PARAMS_DIR, params_files, params_rows, read_manifest
 
 from ..data import ImageSet, detect_format, read_morphgen
 from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pairs, load_eval_model, model_info,
@@ -104,6 +104,9 @@ def read_multipie(root: Path) -> PoseData:
 
 
 def read_morphgen_poses(root: Path) -> PoseData:
+    if not params_files(root):
+        raise DataError(f"{root} holds no params files ({PARAMS_DIR}/): the yaw of each image is unknown; "
+                        "render the benchmark again")
     iset = read_morphgen(root)
     # read_morphgen vetted every row
     rows = {str(r["image"]): r for _, r in params_rows(root, columns=("image", "yaw", "sample"))}

@@ -94,8 +94,12 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
     render_info = None
     if data_dir and manifest_path(data_dir).is_file():
         render_dir = Path(data_dir)
-        manifest = read_manifest(render_dir)
-        if not manifest.get("complete"):
+        try:
+            manifest = read_manifest(render_dir)
+        except ValueError:
+            raise DataError(f"{manifest_path(render_dir)} is corrupt: render the benchmark again into a new "
+                            "--data folder") from None
+        if not isinstance(manifest, dict) or not manifest.get("complete"):
             raise DataError(f"{render_dir} holds an unfinished render: finish it with `morphgen render --resume`")
         if not (manifest.get("config", {}).get("scene", {}).get("grid")):
             raise DataError(f"{render_dir} is not a controlled render (no --grid): the benchmark needs one")
