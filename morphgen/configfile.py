@@ -17,6 +17,8 @@ def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder: give a YAML or JSON file")
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist{hint}")
     try:

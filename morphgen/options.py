@@ -5,6 +5,7 @@ through here, so an option's name, default and check live in one place; the CLI'
 texts take their defaults from the same table (`cli/render_cmd.py`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .configfile import check_option, read_mapping
@@ -185,6 +186,8 @@ def scene_from_options(opts: dict):
         "outputs": _csv(opts["outputs"]),
         "device": opts["device"],
     }
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(d["device"])):
+        raise ConfigError(f"--device {d['device']!r} is unknown: use cpu or cuda (cuda:N for GPU N)")
     if d["device"] != "cpu":
         import torch
 

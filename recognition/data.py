@@ -88,6 +88,9 @@ def natural_key(s: str):
 
 def detect_format(root: Path) -> str:
     root = Path(root)
+    if root.is_file():
+        raise DataError(f"--data {root} is a file: give the folder of a dataset (morphgen, one sub-folder per "
+                        "identity, or RecordIO)")
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist: check --data")
     if (root / "train.rec").is_file() and (root / "train.idx").is_file():

@@ -73,6 +73,8 @@ def P(tmp_path_factory) -> SimpleNamespace:
     for name, seed in (("ds", 0), ("ds2", 9)):
         r = run_cli([*render, "--seed", seed, "--out", d / name])
         assert r.exit_code == 0, r.output
+    r = run_cli([*render, "--ids", 1, "--out", d / "oneid"])
+    assert r.exit_code == 0, r.output
     r = run_cli(["train", "--data", d / "ds", "--out", d / "run", *TRAIN])
     assert r.exit_code == 0, r.output
     r = run_cli(["eval", "pose", "--model", d / "run", "--images", d / "ds", "--out", d / "pose", "--quiet",
@@ -125,6 +127,8 @@ def P(tmp_path_factory) -> SimpleNamespace:
     shutil.copytree(d / "bench", d / "bench_badmanifest")
     (d / "bench_badmanifest" / "manifest.json").write_text('{"complete": tr')
     (d / "foreignfit").mkdir()
+    write_yaml(d / "device_tpu.yaml", {"device": "tpu"})
+    (d / "posedir").mkdir()
     (d / "foreignfit" / "residuals.csv").write_text("x\n")
     ys = {
         "ids_two": {"ids": "two"}, "size_list": {"size": [32]}, "expr_maybe": {"expressions": "maybe"},
@@ -210,7 +214,7 @@ CASES = [
      "--batch-p 10 but the training data has 6 identities"),
     ("train-empty-data", "issue", ["train", "--data", "{emptydir}", "--out", "{out}/r", *TRAIN], "no usable images"),
     ("train-missing-data", "issue", ["train", "--data", "{dir}/nope", "--out", "{out}/r", *TRAIN], "does not exist"),
-    ("train-data-is-a-file", "issue", ["train", "--data", "{afile}", "--out", "{out}/r", *TRAIN], "does not exist"),
+    ("train-data-is-a-file", "issue", ["train", "--data", "{afile}", "--out", "{out}/r", *TRAIN], "is a file"),
     ("train-one-image-per-identity", "issue", ["train", "--data", "{single}", "--no-align", "--out", "{out}/r", *TRAIN],
      "no identity with 2"),
     ("train-not-images", "issue", ["train", "--data", "{notimages}", "--out", "{out}/r", *TRAIN], "no usable images"),
@@ -346,6 +350,16 @@ CASES = [
                                                      "--data", "{bench_badmanifest}", "--out", "{out}/e"], "is corrupt"),
     ("fit-every-photo-unreadable", "new", ["fit", "{allbad}/images", "--fine-steps", "0", "--quiet", "--out", "{out}/f"],
      "no photo of"),
+    ("eval-synthetic-data-a-foreign-folder", "new", ["eval", "synthetic", "--model", "{run}", "--face-model", "{tiny}",
+                                                     "--data", "{notimages}", "--out", "{out}/e"], "holds no morphgen render"),
+    ("render-device-tpu-yaml", "new", ["render", "--model", "{tiny}", "--config", "{device_tpu}", "--out", "{out}/o"],
+     "--device 'tpu' is unknown"),
+    ("render-background-colour-300", "new", ["render", "--model", "{tiny}", "--backgrounds", "color:300,0,0",
+                                             "--out", "{out}/o"], "is not a colour"),
+    ("render-pose-file-a-folder", "new", ["render", "--model", "{tiny}", "--pose", "{posedir}", "--out", "{out}/o"],
+     "is a folder"),
+    ("train-one-identity", "new", ["train", "--data", "{oneid}", "--out", "{out}/r", *TRAIN[:4], "--batch-p", "1",
+                                   *TRAIN[6:]], "at least 2 identities"),
     # ---- model export
     ("export-out-under-a-file", "issue", ["model", "export", "{tiny}", "--out", "{afile}/f.ply"], "is a file"),
     ("export-negative-identity", "issue", ["model", "export", "{tiny}", "--identity", "-5", "--out", "{out}/f.ply"],

@@ -452,7 +452,7 @@ def make_background_source(spec: str | os.PathLike | None) -> BackgroundSource:
             vals = [float(v) for v in s[len("color:") :].split(",")]
         except ValueError:
             vals = []
-        if len(vals) != 3:
+        if len(vals) != 3 or not all(0 <= v <= 255 for v in vals):  # (nan fails too)
             raise ConfigError(f"background {s!r} is not a colour: write color:R,G,B (0-255 or 0-1 values)")
         c = np.asarray(vals)
         if c.max() > 1.0:

@@ -105,6 +105,9 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
             raise DataError(f"{render_dir} is not a controlled render (no --grid): the benchmark needs one")
         bench_seed = manifest.get("seed")
     else:
+        if data_dir and Path(data_dir).is_dir() and any(Path(data_dir).iterdir()):
+            raise DataError(f"--data {data_dir} is not empty and holds no morphgen render (no manifest.json): give "
+                            "a new or empty folder to render the benchmark into, or a finished render of it")
         scene = benchmark_scene(ids, seed, yaws, lights, size, face_model, expressions)
         tag = hashlib.sha256(json.dumps(scene.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
         render_dir = Path(data_dir) if data_dir else out / f"render_{tag}"
