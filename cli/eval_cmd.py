@@ -250,5 +250,6 @@ def synthetic_cmd(model, ids, seed, yaws, lights, size, face_model, expressions,
     for w in r["warnings"]:
         click.echo(f"warning: {w}", err=True)
     parts = [f"{n} accuracy {p['accuracy']['mean']:.4f} ± {p['accuracy']['std']:.4f}" for n, p in r["protocols"].items()]
-    click.echo(f"synthetic benchmark ({r['inputs']['ids']} ids, {r['inputs']['images']} images): " + "; ".join(parts)
-               + f"; results in {out}")
+    bad = len(r["images_report"]["unreadable"])
+    click.echo(f"synthetic benchmark ({r['inputs']['ids']} ids, {r['inputs']['images']} images"
+               + (f", {bad} unreadable and left out" if bad else "") + "): " + "; ".join(parts) + f"; results in {out}")

@@ -423,13 +423,17 @@ class FaceDataset(Dataset):
     """Aligned crops of an ImageSet as (uint8 (3, S, S) tensor, class, soft ids (2,),
     soft weights (2,)). `classes` maps identity names to class indices (offset added for
     appended class spaces). Unreadable files are dropped before (``find_landmarks``); one
-    that fails to decode later (changed since, or a RecordIO record) is replaced by another
-    image of the same identity, with a warning, and when none of them decodes it is a
-    DataError -- never a black image that would train or embed as a face."""
+    that fails to decode later (changed since, given landmarks so never read, or a RecordIO
+    record) is, for training, replaced by another image of the same identity, with a
+    warning, and when none of them decodes it is a DataError -- never a black image that
+    would train as a face. With ``replace_unreadable=False`` (evaluation: a sibling's
+    embedding would score as the image's) it is a blank image instead, its index kept in
+    ``unreadable`` for the caller to drop (read it in this process: no loader workers)."""
 
     def __init__(self, iset: ImageSet, classes: dict[str, int], size: int, template: str,
-                 align: bool = True, augment: Augment | None = None):
+                 align: bool = True, augment: Augment | None = None, replace_unreadable: bool = True):
         self.iset, self.size, self.template, self.align = iset, size, template, align
+        self.replace_unreadable, self.unreadable = replace_unreadable, set()
         self.augment = augment or Augment()
         self.labels = np.array([classes[n] for n in iset.identities], np.int64)
         self.soft_ids = np.full((len(iset), 2), -1, np.int64)
@@ -470,6 +474,9 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, i: int):
         img = self.crop(i)
+        if img is None and not self.replace_unreadable:
+            self.unreadable.add(i)
+            img = np.zeros((self.size, self.size, 3), np.uint8)
         if img is None:
             warnings.warn(f"cannot decode {self.iset.root / self.iset.files[i]}: using another image of its identity")
             if self._by_label is None:

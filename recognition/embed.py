@@ -81,8 +81,14 @@ def embed(run_dir: str | Path, images_dir: str | Path, out_npz: str | Path, flip
             raise DataError(f"no usable image in --images {images_dir} ({len(listed)} found; skipped {why}): "
                             "check the folder, or --no-align for crops without a detectable face")
         names = sorted(set(iset.identities) | {n for s in iset.soft if s for n in s["ids"]})
-        ds = FaceDataset(iset, {n: i for i, n in enumerate(names)}, meta["input_size"], meta["template"], align=align)
+        ds = FaceDataset(iset, {n: i for i, n in enumerate(names)}, meta["input_size"], meta["template"], align=align,
+                         replace_unreadable=False)
         emb = embed_dataset(model, ds, batch_size, flip, device, progress=progress)
+        if ds.unreadable:  # given landmarks, so first read there: no embedding after all
+            use = np.array([i for i in range(len(iset)) if i not in ds.unreadable], np.int64)
+            if not len(use):
+                raise DataError(f"no image in --images {images_dir} can be decoded: check or replace its files")
+            iset, emb = iset.take(use), emb[use]
         out_npz.parent.mkdir(parents=True, exist_ok=True)
         kept = set(iset.files)
         skipped = [f for f in listed.files if f not in kept]  # unreadable, or no face found

@@ -432,6 +432,25 @@ def test_unreadable_images_are_a_counted_skip(P, tmp_path):
     assert sorted(z["skipped"]) == sorted(str(p.relative_to(ds)) for p in broken)
 
 
+def test_an_image_that_breaks_after_the_check_gets_no_embedding(P, tmp_path, monkeypatch):
+    """Evaluation embeds what the decode check passed; a file that no longer decodes then
+    (changed since) is left out and counted, not given a sibling's embedding."""
+    import numpy as np
+
+    from recognition.data import load_imageset
+    from recognition.evaluation import common
+
+    ds = tmp_path / "ds"
+    shutil.copytree(P.ds, ds)
+    iset = load_imageset(ds)
+    monkeypatch.setattr(common, "find_landmarks", lambda iset, *a, **k: iset)  # the check, before the file broke
+    (ds / iset.files[2]).write_bytes(b"\x89PNG garbage")
+    model, meta = common.load_eval_model(P.run)
+    emb = common.embed_imageset(model, meta, iset)
+    assert emb.unreadable == [iset.files[2]] and not emb.ok[2] and emb.ok.sum() == len(iset) - 1
+    assert np.isnan(emb.emb[2]).all() and np.isfinite(np.delete(emb.emb, 2, 0)).all()
+
+
 def test_resume_config_is_the_runs_own(P, tmp_path):
     """A plain --resume reads the run's config.json; the accepted one rewrites it unchanged."""
     run = tmp_path / "run"

@@ -47,6 +47,23 @@ def test_morphgen_reader_params_landmarks_soft_labels(toy):
     assert ds[j][2].tolist()[1] == -1 and ds[j][3].tolist() == [1.0, 0.0]
 
 
+def test_a_file_that_breaks_after_the_check_is_replaced_in_training_and_marked_in_evaluation(tmp_path):
+    """An image that decodes at the check and not later (changed since): training takes a
+    sibling (with a warning), evaluation and embed a blank marked unreadable -- a sibling's
+    embedding would score as the image's."""
+    root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=3, size=64)
+    s = load_imageset(root)
+    classes = {n: i for i, n in enumerate(sorted(set(s.identities)))}
+    (root / s.files[1]).write_bytes(np.random.default_rng(0).bytes(500))
+    train = FaceDataset(s, classes, 32, "arcface")
+    with pytest.warns(UserWarning, match="using another image of its identity"):
+        x = train[1][0]
+    assert x.float().std() > 0 and not train.unreadable
+    evaluation = FaceDataset(s, classes, 32, "arcface", replace_unreadable=False)
+    assert not evaluation[1][0].any() and evaluation.unreadable == {1}
+    assert evaluation[0][0].any() and evaluation.unreadable == {1}
+
+
 def test_morphgen_missing_files_and_tar_references(tmp_path):
     root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=2, size=64)
     rows = [json.loads(l) for l in chunk_marker(root, 0).read_text().splitlines()]

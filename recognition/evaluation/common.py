@@ -129,6 +129,20 @@ def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: 
         lms[i] = (t * np.array([w, h], np.float32) if t is not None
                   else centre_crop_landmarks((h, w), tpl, size, fallback_crop))
         ok[i] = True
+    use = np.nonzero(ok)[0]
+    sub = iset.take(use)
+    sub.landmarks = lms[use]
+    names = sorted(set(sub.identities) | {nm for s in sub.soft if s for nm in s["ids"]})
+    ds = FaceDataset(sub, {nm: c for c, nm in enumerate(names)}, size, tpl, align=align, replace_unreadable=False)
+    dim = int(meta.get("embedding_size") or getattr(model, "embedding_size", 0) or 0)
+    emb = np.full((n, dim), np.nan, np.float32)
+    if len(use):
+        e = embed_dataset(model, ds, batch_size, flip, progress=progress)
+        if emb.shape[1] != e.shape[1]:
+            emb = np.full((n, e.shape[1]), np.nan, np.float32)
+        emb[use] = e
+    late = use[sorted(ds.unreadable)]  # given landmarks, so first read here: no embedding after all
+    ok[late], emb[late] = False, np.nan
     unreadable = [f for i, f in enumerate(iset.files) if not ok[i]]
     by_group: dict = {}
     if len(set(groups)) > 1 or groups[:1] != [""]:
@@ -139,18 +153,6 @@ def embed_imageset(model, meta: dict, iset: ImageSet, align: bool = True, flip: 
             c["unreadable" if f in bad else "landmarks_given" if given_mask[i] else "resized_not_aligned" if not align
               else "no_face_typical_crop" if f in nf else "detected_second_pass" if f in sp
               else "detected_first_pass"] += 1
-    use = np.nonzero(ok)[0]
-    sub = iset.take(use)
-    sub.landmarks = lms[use]
-    names = sorted(set(sub.identities) | {nm for s in sub.soft if s for nm in s["ids"]})
-    ds = FaceDataset(sub, {nm: c for c, nm in enumerate(names)}, size, tpl, align=align)
-    dim = int(meta.get("embedding_size") or getattr(model, "embedding_size", 0) or 0)
-    emb = np.full((n, dim), np.nan, np.float32)
-    if len(use):
-        e = embed_dataset(model, ds, batch_size, flip, progress=progress)
-        if emb.shape[1] != e.shape[1]:
-            emb = np.full((n, e.shape[1]), np.nan, np.float32)
-        emb[use] = e
     given = int((given_mask & ok).sum())  # a given-landmark image that cannot be read counts as unreadable
     return Embedded(emb, ok, unreadable, no_face, second,
                     detected=int(ok.sum()) - given - len(no_face) if align else 0, given=given, by_group=by_group)
