@@ -484,7 +484,14 @@ class Decoder:
             self.expr_mean = self.expr_basis = None
 
     def vertices(self, shape: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
-        """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients."""
+        """(B, N, 3) from shape (B, ks) and expression (B, ke) coefficients (on one BLAS
+        thread whatever the process runs: the same bits everywhere, see `one_blas_thread`)."""
+        from .render.threads import one_blas_thread
+
+        with one_blas_thread():
+            return self._vertices(shape, expression)
+
+    def _vertices(self, shape: np.ndarray, expression: np.ndarray | None) -> np.ndarray:
         shape = np.atleast_2d(shape)
         flat, inverse = _decode_distinct_rows(shape, self.shape_mean, self.shape_basis, offset=self.expr_mean)
         if self.expr_basis is not None and expression is not None and np.size(expression):
@@ -502,8 +509,11 @@ class Decoder:
     def albedo(self, color: np.ndarray) -> np.ndarray:
         """(B, N, 3) in [0, 1] (clipped: PCA tails can leave the valid range). A batch of one
         colour is a broadcast view of one decoded row (read-only)."""
+        from .render.threads import one_blas_thread
+
         color = np.atleast_2d(color)
-        flat, inverse = _decode_distinct_rows(color, self.color_mean, self.color_basis, clip=True)
+        with one_blas_thread():
+            flat, inverse = _decode_distinct_rows(color, self.color_mean, self.color_basis, clip=True)
         if inverse is not None:
             flat = np.broadcast_to(flat, (len(color), flat.shape[1])) if len(flat) == 1 else flat[inverse]
         return flat.reshape(len(color), self.n_vertices, 3)
