@@ -212,25 +212,45 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 class _Log:
-    """CSV log + optional TensorBoard, rank 0 only."""
+    """CSV log + optional TensorBoard, rank 0 only. A run resumed from its checkpoint at
+    step `start` drops what an interrupted run logged after it (those steps are run and
+    logged again): no step appears twice."""
 
     FIELDS = ["step", "epoch", "loss", "lr", "images_per_s", "elapsed_s", "val_accuracy", "val_auc", "val_threshold"]
 
-    def __init__(self, run: Path, enabled: bool, say):
+    def __init__(self, run: Path, enabled: bool, say, start: int = 0):
         self.enabled, self.tb = enabled, None
         if not enabled:
             return
         path = run / "log.csv"
-        new = not path.exists()
+        kept = self._rows_up_to(path, start) if path.exists() else []
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept)
+        os.replace(tmp, path)
         self.fh = open(path, "a", newline="")
         self.csv = csv.DictWriter(self.fh, self.FIELDS)
-        if new:
-            self.csv.writeheader()
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run / "tb"))
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=start + 1 if start > 0 else 0)
         except ImportError:
             say("tensorboard is not installed: no event files, only log.csv (pip install tensorboard)")
+
+    @staticmethod
+    def _rows_up_to(path: Path, start: int) -> list[dict]:
+        """The rows of an earlier log.csv up to the checkpoint's step (none when the run
+        starts again from step 0; rows that do not parse are dropped)."""
+        kept = []
+        with open(path, newline="", errors="replace") as f:
+            for row in csv.DictReader(f):
+                try:
+                    if 0 < start and int(float(row.get("step") or "nan")) <= start:
+                        kept.append(row)
+                except ValueError:
+                    continue
+        return kept
 
     def row(self, **kw) -> None:
         if not self.enabled:
@@ -415,7 +435,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     if main:  # every check passed: from here on the folder holds this run, whatever happens
         outputs.keep()
         _write_run_files(run, cfg, lists, no_face, say)
-    log = _Log(run, main, say)
+    log = _Log(run, main, say, start)
     val_start = evaluate() if start == 0 else {}
     if val_start:
         say(f"held-out verification at step 0: accuracy {val_start['accuracy']:.3f}, AUC {val_start['auc']:.3f}")

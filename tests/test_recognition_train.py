@@ -89,10 +89,13 @@ def test_resume_continues_from_checkpoint(smoke_run, tmp_path):
     for f in run.iterdir():
         if f.is_file():
             (copy / f.name).write_bytes(f.read_bytes())
+    with open(copy / "log.csv", "a") as f:  # what a run killed after its checkpoint at 60 had logged past it
+        f.write("70,,0.5,,,,,,\n")
     invoke(train_cmd, ["--out", copy, "--resume", "--steps", 63, "--quiet"])   # config from the run
     assert load_checkpoint(copy)["step"] == 63
     steps = [int(r["step"]) for r in read_log(copy)]
     assert steps[-1] == 63 and steps.count(60) == 1
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)  # step 70 of the killed run is dropped
 
 
 def test_embed_morphgen_folder_with_flip(smoke_run, toy, tmp_path):
