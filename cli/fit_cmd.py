@@ -46,9 +46,15 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
     from recognition import fit_photos as fitting
 
     check_writable(out, "--out")
-    with NewOutputs(out):
-        s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
-                       device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet)
+    try:
+        with NewOutputs(out):
+            s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
+                                   device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet)
+    except KeyboardInterrupt:
+        # Each fitted photo's rows are written as it finishes; say how to fit the rest.
+        click.echo(f"interrupted: the photos fitted so far are kept in {out}; run the same command with --resume "
+                   "to fit the rest", err=True)
+        raise SystemExit(130) from None
     run = s["this_run"]
     click.echo(f"fitted {run['fitted']} photos in {run['wall_seconds']:.0f} s ({run['images_per_second']:.2f} img/s, "
                f"{workers} worker(s)); {s['no_face']} without a face, {s['unreadable']} unreadable; mean landmark "

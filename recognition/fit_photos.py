@@ -35,13 +35,15 @@ import multiprocessing as mp
 import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from morphgen.errors import ConfigError, DataError
+from morphgen.dataset.ctrl_c import interruptible, submit_held
+from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
 from morphgen.render.camera import eye_mouth_distance
 
@@ -214,12 +216,19 @@ _WORKER: dict = {}
 
 
 def _init_worker(model: str | None, options: dict, device: str, dlib68: bool) -> None:
+    """A fit worker: ends with the main process (no orphan holding 500 MB after a kill of
+    it), and takes Ctrl-C only inside a photo's fit (the main process says the line)."""
+    from morphgen.dataset.ctrl_c import ignore_ctrl_c
+    from morphgen.dataset.workers import exit_with_parent
     from morphgen.render.threads import limit_threads
 
+    ignore_ctrl_c()
+    exit_with_parent()
     limit_threads(1)
     _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device, dlib68)
 
 
+@interruptible
 def _fit_in_worker(root: str, photo: Photo) -> dict:
     return _WORKER["fitter"].fit(Path(root), photo)
 
@@ -301,16 +310,25 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
             for p in todo:
                 take(fitter.fit(root, p))
         else:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(model, asdict(options), device, dlib68)) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                       initargs=(model, asdict(options), device, dlib68))
+            try:
                 pending = set()
                 queue = list(todo)
                 while queue or pending:
                     while queue and len(pending) < 2 * workers:
-                        pending.add(pool.submit(_fit_in_worker, str(root), queue.pop(0)))
+                        pending.add(submit_held(pool, _fit_in_worker, str(root), queue.pop(0)))
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        take(fut.result())
+                        try:
+                            res = fut.result()
+                        except BrokenProcessPool:
+                            raise MorphgenError("a fit worker process died (killed, or out of memory?): the photos "
+                                                f"fitted so far are kept in {out}; run the same command with --resume "
+                                                "to fit the rest") from None
+                        take(res)
+            finally:  # (after Ctrl-C too: the queued photos are dropped, the running fits interrupted)
+                pool.shutdown(wait=True, cancel_futures=True)
     summary = write_summary(out, counts, time.perf_counter() - t0, workers, options)
     if todo and not summary["ok"]:  # (a resumed fit with earlier fitted photos is fine)
         raise DataError(f"no photo of {path} was fitted ({counts['unreadable']} unreadable, {counts['no_face']} "

@@ -171,3 +171,21 @@ def test_bad_fit_and_params_inputs(tmp_path):
         if text is not None:
             path.write_text(text)
         assert_refused(["render", "--from-params", path, "--out", out, "--quiet"], match, tmp_path)
+
+
+def test_ctrl_c_says_how_to_resume_the_fit(tmp_path, monkeypatch):
+    """Ctrl-C during a fit is one line naming --resume and exit code 130 (it was click's
+    "Aborted!" with exit code 1), and what was fitted stays."""
+    from recognition import fit_photos
+
+    def interrupted(photos, out, *a, **k):
+        (out / "residuals.csv").parent.mkdir(parents=True, exist_ok=True)
+        (out / "residuals.csv").write_text("source,status\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_photos, "fit_photos", interrupted)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    r = CliRunner().invoke(cli, ["fit", str(photo), "--out", str(tmp_path / "f"), "--quiet"])
+    assert r.exit_code == 130 and "--resume" in r.output and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and (tmp_path / "f" / "residuals.csv").is_file()
