@@ -1,8 +1,10 @@
 """The CLI's error contract in one place: a problem with the user's input -- a
 MorphgenError from the library, or a flag click cannot parse (a wrong type, a value out of
 range, an unknown option) -- prints one line, `Error: <message>`, and exits 2: no
-traceback, no usage block. Every command group uses this class, so sub-groups behave the
-same when invoked on their own (as tests do)."""
+traceback, no usage block. A Ctrl-C that no command turned into its own line (one that
+names --resume) prints "interrupted" and exits 130, as a shell does (click's default is
+"Aborted!" and 1). Every command group uses this class, so sub-groups behave the same
+when invoked on their own (as tests do)."""
 from __future__ import annotations
 
 import sys
@@ -23,3 +25,6 @@ class OneLineErrorGroup(click.Group):
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
             click.echo(f"Error: {exc.format_message()}{where}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)

@@ -1,5 +1,6 @@
 """`morphgen`: one command with sub-commands. Errors meant for the user (MorphgenError,
-click usage errors) print one line and exit non-zero; nothing else is caught."""
+click usage errors) and a Ctrl-C print one line and exit non-zero (`group`); nothing else
+is caught. The console script is `entry.main`, which imports this module."""
 from __future__ import annotations
 
 import click
@@ -39,9 +40,5 @@ cli.add_command(experiment)
 cli.add_command(fit)
 
 
-def main() -> None:
-    cli(prog_name="morphgen")
-
-
 if __name__ == "__main__":
-    main()
+    cli(prog_name="morphgen")

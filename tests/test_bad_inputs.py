@@ -459,3 +459,29 @@ def test_resume_config_is_the_runs_own(P, tmp_path):
     r = run_cli(["train", "--out", run, "--resume", *FAST, "--steps", 2])
     assert r.exit_code == 0, r.output
     assert json.loads((run / "config.json").read_text()) == {**before, "resume": True, "out": str(run)}
+
+
+def test_ctrl_c_outside_a_commands_own_handling_is_one_line(P, tmp_path, monkeypatch):
+    """A Ctrl-C that no command turns into its own line (here in stats), or one during the
+    command line's imports, prints "interrupted" and exits 130 (click said "Aborted!" with
+    exit code 1; the imports gave a traceback)."""
+    import subprocess
+    import sys
+
+    from morphgen import stats
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stats, "plot", interrupted)
+    r = run_cli(["stats", P.ds, "--out", tmp_path / "s.png"])
+    assert r.exit_code == 130 and r.output.strip() == "interrupted", r.output
+    code = ("import sys\n"
+            "class CtrlCInTheImports:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'morphgen.cli.main': raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlCInTheImports())\n"
+            "from morphgen.cli.entry import main\n"
+            "main()")
+    done = subprocess.run([sys.executable, "-c", code, "render"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
