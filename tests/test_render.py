@@ -509,6 +509,19 @@ def test_background_folder_skips_unreadable_files(tmp_path):
             FolderBackgrounds(bad).sample(np.random.default_rng(0), 32, 32)
 
 
+def test_a_background_removed_during_the_run_is_an_error_not_a_skip(tmp_path):
+    """A broken file is skipped (it always was); one that vanished after the folder was
+    listed means the folder changed under the run, whose images would then depend on when
+    each worker first read each file: an error (the chunk's one line, resumable)."""
+    root = tmp_path / "bg"
+    _write_images(root, 4)
+    src = FolderBackgrounds(root)
+    for f in [*root.rglob("*.png"), *root.rglob("*.jpg")]:
+        f.unlink()
+    with pytest.raises(DataError, match="was removed during the run"):
+        sample_batch(src, np.random.default_rng(0), 4, 32, 32)
+
+
 def test_background_folder_deterministic_and_sorted(tmp_path):
     _write_images(tmp_path / "bg", 5)
     a = FolderBackgrounds(tmp_path / "bg")

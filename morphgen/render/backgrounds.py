@@ -111,6 +111,8 @@ class FolderBackgrounds:
         try:
             data = np.fromfile(str(path), dtype=np.uint8)
             img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except FileNotFoundError:  # listed when the run began: the folder changed under it
+            raise DataError(f"background image {path} was removed during the run: restore it") from None
         except (OSError, cv2.error):
             img = None
         if img is None or img.ndim != 3 or min(img.shape[:2]) < 2:
