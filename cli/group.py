@@ -3,7 +3,8 @@ MorphgenError from the library, or a flag click cannot parse (a wrong type, a va
 range, an unknown option) -- prints one line, `Error: <message>`, and exits 2: no
 traceback, no usage block. A Ctrl-C that no command turned into its own line (one that
 names --resume) prints "interrupted" and exits 130, as a shell does (click's default is
-"Aborted!" and 1). Every command group uses this class, so sub-groups behave the same
+"Aborted!" and 1). A file that fails mid-run (removed, unwritable, disk full) is one line
+naming it, exit code 1. Every command group uses this class, so sub-groups behave the same
 when invoked on their own (as tests do)."""
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ class OneLineErrorGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:
+            if exc.filename is None:  # not a file's problem: a bug's traceback is worth more
+                raise
+            # a file or folder that went away or cannot be written mid-run (the inputs and
+            # outputs were checked before the work began)
+            click.echo(f"Error: {exc.strerror or exc}: {exc.filename}", err=True)
+            sys.exit(1)

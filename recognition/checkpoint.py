@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import torch
@@ -32,7 +33,11 @@ _RESUME_ENTRIES = {"step": int, "optimizer": dict, "classes": list, "config": di
 def save_checkpoint(ckpt: dict, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **ckpt}, tmp)
+    try:
+        torch.save({"format": FORMAT, **ckpt}, tmp)
+    except RuntimeError as exc:  # torch's own words for an unwritable path (its parent gone)
+        raise OSError(errno.ENOENT if not path.parent.is_dir() else errno.EIO,
+                      f"cannot write the checkpoint ({str(exc).strip().splitlines()[0]})", str(tmp)) from None
     tmp.replace(path)
 
 

@@ -485,3 +485,22 @@ def test_ctrl_c_outside_a_commands_own_handling_is_one_line(P, tmp_path, monkeyp
             "main()")
     done = subprocess.run([sys.executable, "-c", code, "render"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_a_file_that_fails_mid_run_is_one_line(P, tmp_path, monkeypatch):
+    """The inputs and outputs are checked before the work; a file that goes away or cannot
+    be written later (a run folder removed mid-run, a full disk) is one line naming it, exit
+    code 1: here stats' figure, and a checkpoint whose run folder was removed."""
+    import errno
+
+    from morphgen import stats
+    from recognition.checkpoint import save_checkpoint
+
+    def gone(*a, **k):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "gone" / "s.png"))
+
+    monkeypatch.setattr(stats, "plot", gone)
+    r = run_cli(["stats", P.ds, "--out", tmp_path / "s.png"])
+    assert r.exit_code == 1 and r.output.strip() == f"Error: No such file or directory: {tmp_path / 'gone' / 's.png'}"
+    with pytest.raises(OSError, match="cannot write the checkpoint"):
+        save_checkpoint({"step": 1}, tmp_path / "removed_run" / "checkpoint.pt")
