@@ -47,9 +47,10 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
 
     check_writable(out, "--out")
     try:
-        with NewOutputs(out):
+        with NewOutputs(out) as outputs:
             s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,
-                                   device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet)
+                                   device=device, resume=resume, ids=ids, dlib68=dlib68, progress=not quiet,
+                                   fitted=outputs.keep)
     except KeyboardInterrupt:
         # Each fitted photo's rows are written as it finishes; say how to fit the rest.
         click.echo(f"interrupted: the photos fitted so far are kept in {out}; run the same command with --resume "

@@ -40,5 +40,12 @@ cli.add_command(experiment)
 cli.add_command(fit)
 
 
+def main() -> None:
+    """What console scripts installed before `entry.main` call (a reinstall points them there)."""
+    from .entry import main as entry_main
+
+    entry_main()
+
+
 if __name__ == "__main__":
     cli(prog_name="morphgen")

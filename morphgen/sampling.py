@@ -11,6 +11,7 @@ import copy
 import functools
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,7 +296,7 @@ class ImageParams:
         if not num("scale", 1.0) > 0:
             raise ConfigError(f"{where}: 'scale' must be > 0, got {rec['scale']!r}")
         seed = num("background_seed", 0)
-        if seed < 0 or seed != int(seed):
+        if not (math.isfinite(seed) and 0 <= seed < 2**63 and seed == int(seed)):
             raise ConfigError(f"{where}: 'background_seed' must be a whole number >= 0, got {seed!r}")
         soft = rec.get("soft_label") or {}
         ids, weights = soft.get("ids", [None, None]), soft.get("weights", [None])

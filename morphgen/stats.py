@@ -54,7 +54,7 @@ def _first_malformed(recs: list[dict]) -> tuple[int, str] | None:
     def numbers(value, shape) -> bool:
         try:
             a = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return False
         return a.shape == shape and bool(np.isfinite(a).all())
 

@@ -35,9 +35,12 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save({"format": FORMAT, **ckpt}, tmp)
-    except RuntimeError as exc:  # torch's own words for an unwritable path (its parent gone)
-        raise OSError(errno.ENOENT if not path.parent.is_dir() else errno.EIO,
-                      f"cannot write the checkpoint ({str(exc).strip().splitlines()[0]})", str(tmp)) from None
+    except RuntimeError as exc:  # torch's words for an unwritable path (its parent gone, a write failed)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if path.parent.is_dir() and "write" not in first.lower():
+            raise  # not the file's problem: keep the traceback
+        raise OSError(errno.EIO if path.parent.is_dir() else errno.ENOENT, f"cannot write the checkpoint ({first})",
+                      str(tmp)) from None
     tmp.replace(path)
 
 

@@ -88,6 +88,7 @@ def embed(run_dir: str | Path, images_dir: str | Path, out_npz: str | Path, flip
             use = np.array([i for i in range(len(iset)) if i not in ds.unreadable], np.int64)
             if not len(use):
                 raise DataError(f"no image in --images {images_dir} can be decoded: check or replace its files")
+            iset.count("unreadable", len(ds.unreadable))
             iset, emb = iset.take(use), emb[use]
         out_npz.parent.mkdir(parents=True, exist_ok=True)
         kept = set(iset.files)

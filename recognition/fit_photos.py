@@ -34,6 +34,7 @@ import json
 import multiprocessing as mp
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
@@ -260,8 +261,10 @@ def done_sources(out: Path) -> set[str]:
 
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
                workers: int = 1, device: str = "cpu", resume: bool = False, ids: int | None = None,
-               dlib68: bool = False, progress: bool = True) -> dict:
-    """Fit every photo of `path` into `out` (see the module docstring); returns the summary."""
+               dlib68: bool = False, progress: bool = True, fitted: Callable[[], None] | None = None) -> dict:
+    """Fit every photo of `path` into `out` (see the module docstring); returns the summary.
+    `fitted` is called once, when the first photo's fit is written (from then on `out` holds
+    work worth keeping, whatever error follows: the CLI's ``NewOutputs.keep``)."""
     from morphgen.progress import progress_bar
 
     options = options or FitOptions()
@@ -291,6 +294,8 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
                 what = "no face found" if row["status"] == "no_face" else "not a readable image"
                 raise DataError(f"{root / row['source']}: {what}")
             counts[row["status"]] += 1
+            if row["status"] == "ok" and counts["ok"] == 1 and fitted is not None:
+                fitted()
             if res["record"] is not None:
                 params_f.write(json.dumps(res["record"]) + "\n")
             if res["overlay"] is not None:

@@ -110,13 +110,15 @@ def P(tmp_path_factory) -> SimpleNamespace:
     for name, damage in (("binparams", lambda f: f.write_bytes(bytes(range(128, 256)) * 3)),
                          ("emptyparams", lambda f: f.write_text("")),
                          ("yawtext", lambda f: f.write_text(json.dumps(rows[0] | {"yaw": "abc"}) + "\n")),
+                         ("yawhuge", lambda f: f.write_text(json.dumps(rows[0] | {"yaw": 10**400}) + "\n")),
                          ("shragged", lambda f: f.write_text(json.dumps(rows[0] | {"sh": [[1, 2, 3], [4]]}) + "\n"))):
         shutil.copytree(d / "ds", d / name)
         for f in (d / name / "params").iterdir():
             f.unlink()
         damage(d / name / "params" / "chunk_000000.jsonl")
     (d / "binlist.tsv").write_bytes(bytes(range(128, 256)))
-    for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("bgseedneg", {"background_seed": -1})):
+    for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("bgseedneg", {"background_seed": -1}),
+                       ("bgseednan", {"background_seed": float("nan")})):
         (d / f"{name}.jsonl").write_text(json.dumps(rows[0] | edit) + "\n")
     synth = ["eval", "synthetic", "--model", d / "run", "--face-model", model, "--ids", 2, "--size", 32, "--lights", 1,
              "--yaws", "0:30:30", "--folds", 2]
@@ -329,6 +331,7 @@ CASES = [
     ("stats-params-empty", "new", ["stats", "{emptyparams}", "--out", "{out}/s.png"], "hold no rows"),
     ("stats-yaw-text", "new", ["stats", "{yawtext}", "--out", "{out}/s.png"], "yaw is not a finite number"),
     ("stats-sh-ragged", "new", ["stats", "{shragged}", "--out", "{out}/s.png"], "sh is not a 9 x 3 list"),
+    ("stats-yaw-past-float", "new", ["stats", "{yawhuge}", "--out", "{out}/s.png"], "yaw is not a finite number"),
     ("train-params-not-utf8", "new", ["train", "--data", "{binparams}", "--out", "{out}/r", *TRAIN],
      "is not a morphgen params row"),
     ("train-list-not-text", "new", ["train", "--data", "{ds}", "--list", "{binlist}", "--out", "{out}/r", *TRAIN],
@@ -340,6 +343,8 @@ CASES = [
     ("render-from-params-background-seed-negative", "new", ["render", "--model", "{tiny}", "--from-params",
                                                             "{bgseedneg}", "--out", "{out}/o", "--quiet"],
      "'background_seed' must be a whole number >= 0"),
+    ("render-from-params-background-seed-nan", "new", ["render", "--model", "{tiny}", "--from-params", "{bgseednan}",
+                                                       "--out", "{out}/o", "--quiet"], "'background_seed' must be"),
     ("fit-device-tpu", "new", ["fit", "{ds}/images/000000/000000_0000.png", "--device", "tpu", "--out", "{out}/f"],
      "unknown --device"),
     ("fit-resume-foreign-residuals", "new", ["fit", "{ds}/images/000000", "--resume", "--out", "{foreignfit}"],

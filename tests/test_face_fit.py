@@ -189,3 +189,23 @@ def test_ctrl_c_says_how_to_resume_the_fit(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["fit", str(photo), "--out", str(tmp_path / "f"), "--quiet"])
     assert r.exit_code == 130 and "--resume" in r.output and "Traceback" not in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and (tmp_path / "f" / "residuals.csv").is_file()
+
+
+def test_a_fit_that_fails_after_a_photo_keeps_its_output(tmp_path, monkeypatch):
+    """Once a photo is fitted, a later error (a worker killed) keeps --out for --resume:
+    the CLI's NewOutputs is told so (it removed the folder, then said it was kept)."""
+    from morphgen.errors import MorphgenError
+    from recognition import fit_photos
+
+    def one_then_broken(photos, out, *a, fitted=None, **k):
+        out.mkdir(parents=True)
+        (out / "residuals.csv").write_text("source,status\na.png,ok\n")
+        fitted()
+        raise MorphgenError("a fit worker process died")
+
+    monkeypatch.setattr(fit_photos, "fit_photos", one_then_broken)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    r = CliRunner().invoke(cli, ["fit", str(photo), "--out", str(tmp_path / "f"), "--quiet"])
+    assert r.exit_code == 2 and "worker process died" in r.output
+    assert (tmp_path / "f" / "residuals.csv").is_file()

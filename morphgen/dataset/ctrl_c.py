@@ -1,4 +1,5 @@
-"""Ctrl-C in `morphgen render`: one line from the command, whatever it meets.
+"""Ctrl-C in `morphgen render` (and `morphgen fit`'s workers): one line from the command,
+whatever it meets.
 
 A Ctrl-C goes to the terminal's whole process group: the main process and each worker
 (and the background helper) receive it at once. What each does with it:
@@ -74,8 +75,8 @@ def submit_held(pool, task, *args):
 
 def interruptible(task):
     """A task of our own pools' workers that Ctrl-C interrupts (they ignore it otherwise,
-    `ignore_ctrl_c`): the main process then discards its chunk and stops the pool. One
-    that a swallowed Ctrl-C did not stop returns its result as usual: the chunk is whole."""
+    `ignore_ctrl_c`): the main process then discards its chunk (or photo) and stops the
+    pool. One that a swallowed Ctrl-C did not stop returns its result as usual: it is whole."""
     @functools.wraps(task)
     def run_task(*args):
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -150,7 +150,8 @@ class ParamsJob(DatasetJob):
             for p in images:
                 for a, n, what in ((p.shape, s.n_shape, "shape"), (p.color, s.n_color, "color"),
                                    (p.expression, s.n_expr, "expression")):
-                    _pad(a, n, what, p)
+                    if len(a) > n:
+                        _pad(a, n, what, p)  # its message
 
     def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
         """The recorded images of `identity`, their coefficient vectors zero-padded to the

@@ -2,9 +2,11 @@
 process per core, each with one compute thread per library."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import threading
 
 import numba
 
@@ -34,6 +36,7 @@ def limit_threads(n: int = 1) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
+@contextlib.contextmanager
 def one_blas_thread():
     """Context manager: numpy's BLAS runs on one thread meanwhile, then as before.
 
@@ -42,8 +45,13 @@ def one_blas_thread():
     fifty by one grey level at a pixel. A process rendering on its own (``--workers 1``,
     the Python API, online synthesis) would draw other bytes than the writer's workers,
     which run one thread each (`limit_threads`). An image must not depend on the thread
-    count. Costs about 20 microseconds a call."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    count. Costs about 20 microseconds a call. The limit is process-wide: a lock keeps two
+    threads (the Python API's callers) from restoring it under each other."""
+    with _BLAS_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+_BLAS_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
