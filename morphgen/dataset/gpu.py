@@ -17,8 +17,8 @@ from ..layout import PARTIAL_DIR
 from ..render_plan import RenderPlan
 from ..scene import SceneRenderer
 from .chunks import chunk_result, write_chunk
-from .job import DatasetJob
 from .ctrl_c import interruptible, submit_held
+from .job import DatasetJob
 from .workers import WORKER, pool_worker_init, worker_state
 
 
