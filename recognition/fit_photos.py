@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -259,6 +260,26 @@ def done_sources(out: Path) -> set[str]:
                         "or fit into a new one") from None
 
 
+def _keep_records_of(path: Path, done: set[str]) -> None:
+    """Rewrite a resumed fit's params.jsonl with the records of the photos in `done` only.
+    A photo's record is written just before its residuals row, so a fit killed between
+    the two (or mid-line) left a record the resumed fit would write again: a duplicate that
+    `render --from-params` refuses."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rec = json.loads(line)
+            if rec["fit"]["source"] in done:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a torn last line, or not a fit's record
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(k + b"\n" for k in kept))
+    os.replace(tmp, path)
+
+
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
                workers: int = 1, device: str = "cpu", resume: bool = False, ids: int | None = None,
                dlib68: bool = False, progress: bool = True, fitted: Callable[[], None] | None = None) -> dict:
@@ -277,6 +298,8 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"--out {out} is not empty: use --resume to finish a fit there, or another folder")
     done = done_sources(out) if resume else set()
+    if resume:
+        _keep_records_of(out / "params.jsonl", done)
     todo = [p for p in photos if p.source not in done]
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     header = _csv_header(out / "residuals.csv")

@@ -209,3 +209,16 @@ def test_a_fit_that_fails_after_a_photo_keeps_its_output(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["fit", str(photo), "--out", str(tmp_path / "f"), "--quiet"])
     assert r.exit_code == 2 and "worker process died" in r.output
     assert (tmp_path / "f" / "residuals.csv").is_file()
+
+
+def test_a_resumed_fit_drops_records_its_residuals_do_not_list(tmp_path):
+    """A fit killed between a photo's record and its residuals row (or mid-line) would
+    write that photo's record twice on --resume; the resumed fit keeps only the records of
+    the photos residuals.csv lists."""
+    from recognition.fit_photos import _keep_records_of
+
+    params = tmp_path / "params.jsonl"
+    a, b = ({"identity": i, "sample": 0, "fit": {"source": f"{s}.png"}} for i, s in enumerate("ab"))
+    params.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n" + '{"identity": 2, "fi')
+    _keep_records_of(params, {"a.png"})
+    assert [json.loads(line) for line in params.read_text().splitlines()] == [a]
