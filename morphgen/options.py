@@ -149,6 +149,20 @@ def scene_config(config: str | Path | None = None, overrides: dict | None = None
     return scene_from_options(opts)
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can use it here (cpu, or cuda / cuda:N with a GPU visible), else a
+    one-line ConfigError: a typo must not surface as a torch traceback after work began. The
+    one check of render, train, embed and fit; torch is imported only for a GPU."""
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", str(device)):
+        raise ConfigError(f"unknown --device {device!r}: use cpu or cuda (cuda:N for GPU N)")
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda but no CUDA device is visible to torch: use --device cpu")
+    return device
+
+
 def scene_from_options(opts: dict):
     """Build the SceneConfig (and fill per_id) from merged options; every check raises ConfigError."""
     from .scene import SceneConfig
@@ -186,13 +200,7 @@ def scene_from_options(opts: dict):
         "outputs": _csv(opts["outputs"]),
         "device": opts["device"],
     }
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(d["device"])):
-        raise ConfigError(f"--device {d['device']!r} is unknown: use cpu or cuda (cuda:N for GPU N)")
-    if d["device"] != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
+    check_device(d["device"])
     if d["illumination"].startswith("bip") and not d["bip"]:
         raise ConfigError(f"--illumination {d['illumination']} needs --bip DIR (a folder of .rps files)")
     if d["bip"] and not d["illumination"].startswith("bip"):

@@ -18,12 +18,13 @@ from torch.utils.data import DataLoader
 
 from morphgen.configfile import check_option
 from morphgen.errors import ConfigError, DataError
+from morphgen.options import check_device
 from morphgen.outputs import NewOutputs, check_writable
 
 from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
 from .data import FaceDataset, load_imageset, to_input
 from .landmarks import find_landmarks
-from .models import build_model, check_device, to_device
+from .models import build_model, to_device
 
 
 def load_model(run_or_file: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -47,10 +47,10 @@ import numpy as np
 from morphgen.dataset.ctrl_c import interruptible, submit_held
 from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
+from morphgen.options import check_device
 from morphgen.render.camera import eye_mouth_distance
 
 from .data import decode_ref, natural_key
-from .models import check_device
 
 RESIDUAL_COLUMNS = ("source", "identity", "sample", "status", "landmark_px", "landmark_rel", "photometric",
                     "inliers", "yaw", "pitch", "roll", "landmarks", "seconds")

@@ -13,9 +13,10 @@ import torch
 
 from morphgen.configfile import check_option, option_name, read_mapping
 from morphgen.errors import ConfigError
+from morphgen.options import check_device
 
 from .data import FORMATS, Augment
-from .models import ARCHS, MAX_INPUT, check_device, min_input_size
+from .models import ARCHS, MAX_INPUT, min_input_size
 
 LOSSES = ("triplet", "arcface", "cosface")
 TEMPLATES = ("openface", "arcface")

@@ -358,7 +358,7 @@ CASES = [
     ("eval-synthetic-data-a-foreign-folder", "new", ["eval", "synthetic", "--model", "{run}", "--face-model", "{tiny}",
                                                      "--data", "{notimages}", "--out", "{out}/e"], "holds no morphgen render"),
     ("render-device-tpu-yaml", "new", ["render", "--model", "{tiny}", "--config", "{device_tpu}", "--out", "{out}/o"],
-     "--device 'tpu' is unknown"),
+     "unknown --device 'tpu'"),
     ("render-background-colour-300", "new", ["render", "--model", "{tiny}", "--backgrounds", "color:300,0,0",
                                              "--out", "{out}/o"], "is not a colour"),
     ("render-pose-file-a-folder", "new", ["render", "--model", "{tiny}", "--pose", "{posedir}", "--out", "{out}/o"],

@@ -51,16 +51,6 @@ def build_model(arch: str, input_size: int | None = None) -> nn.Module:
     return net
 
 
-def check_device(device: str) -> str:
-    """`device` if torch can use it here (cpu, cuda or cuda:N with a visible GPU), else a
-    one-line ConfigError: a typo must not surface as a torch traceback after work began."""
-    if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise ConfigError(f"unknown --device {device!r}: use cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA GPU is visible to torch: use --device cpu")
-    return device
-
-
 def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
     """`model` moved to `device`; on CUDA in channels-last layout, and cuDNN autotuning
     switched on for the process (``torch.backends.cudnn.benchmark``: the input sizes of
