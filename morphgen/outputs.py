@@ -37,6 +37,18 @@ def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
     return path
 
 
+def replace_atomically(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` through a temporary file beside it, renamed over it: a reader,
+    or a kill in the middle, never meets half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    os.replace(tmp, path)
+
+
 def check_image_path(path: str | Path, what: str) -> Path:
     """`check_writable` for an image file whose format OpenCV can write (from its suffix),
     so that a sheet or plot is not rendered only to fail at the last step."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from morphgen.dataset.ctrl_c import interruptible, submit_held
 from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
 from morphgen.options import check_device
+from morphgen.outputs import replace_atomically
 from morphgen.render.camera import eye_mouth_distance
 
 from .data import decode_ref, natural_key
@@ -275,9 +275,7 @@ def _keep_records_of(path: Path, done: set[str]) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):  # a torn last line, or not a fit's record
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(b"".join(k + b"\n" for k in kept))
-    os.replace(tmp, path)
+    replace_atomically(path, b"".join(k + b"\n" for k in kept))
 
 
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.errors import DataError
+from morphgen.outputs import replace_atomically
 
 CACHE_VERSION = "v2"
 FIRST_PASS = {"thresholds": (0.6, 0.7, 0.7), "pad": 0.0, "select": "largest"}
@@ -69,9 +70,7 @@ def read_cache(path: Path | None) -> dict:
 def write_cache(path: Path, cache: dict) -> None:
     """Write the cache atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache))
-    tmp.replace(path)
+    replace_atomically(path, json.dumps(cache))
 
 
 def cache_file(cache_dir: Path, root: Path) -> Path:

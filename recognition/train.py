@@ -25,6 +25,7 @@ one P x K sampler stream per rank; WORLD_SIZE / RANK / LOCAL_RANK from the envir
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from morphgen.configfile import option_name
 from morphgen.errors import ConfigError, DataError, ModelError
-from morphgen.outputs import NewOutputs, check_writable
+from morphgen.outputs import NewOutputs, check_writable, replace_atomically
 from morphgen.sheet import write_sheet
 
 from .checkpoint import (FILENAME, check_arch, check_resumable, load_backbone_state, load_checkpoint,
@@ -223,13 +224,11 @@ class _Log:
         if not enabled:
             return
         path = run / "log.csv"
-        kept = self._rows_up_to(path, start) if path.exists() else []
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(kept)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, self.FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self._rows_up_to(path, start) if path.exists() else [])
+        replace_atomically(path, text.getvalue().encode())  # (csv's \r\n line ends kept)
         self.fh = open(path, "a", newline="")
         self.csv = csv.DictWriter(self.fh, self.FIELDS)
         try:

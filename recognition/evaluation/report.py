@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from morphgen.outputs import replace_atomically
+
 
 def jsonable(x):
     """numpy scalars/arrays -> Python; NaN/inf -> None; tuples -> lists."""
@@ -41,9 +43,7 @@ def result_files(out: Path, **extra) -> dict:
 
 def write_json(path: Path, data: dict) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n")
-    tmp.replace(path)
+    replace_atomically(path, json.dumps(jsonable(data), indent=2) + "\n")
     return path
 
 
