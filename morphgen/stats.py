@@ -21,9 +21,10 @@ from .outputs import check_writable
 _FIELDS = ("identity", "yaw", "pitch", "roll", "sh", "shape")
 
 
-def read_params(root: Path) -> list[dict]:
-    """The params rows of the dataset in `root`, each checked to hold what the plots read
-    (a one-line DataError naming the file and line of the first that does not)."""
+def read_params(root: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The params rows of the dataset in `root` and their number columns (yaw, pitch, roll
+    as (M,), sh as (M, 9, 3), float64), each row checked to hold what the plots read (a
+    one-line DataError naming the file and line of the first that does not)."""
     if not params_files(root):
         raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset (morphgen render --out {root})?")
     recs = []
@@ -35,45 +36,49 @@ def read_params(root: Path) -> list[dict]:
     if not recs:
         raise DataError(f"the params files in {root / PARAMS_DIR} hold no rows: they are empty or truncated; "
                         "re-render with --resume after deleting them")
-    bad = _first_malformed(recs)
+    cols, bad = _checked_columns(recs)
     if bad is not None:
         i, what = bad
         where = next(w for k, (w, _) in enumerate(params_rows(root, columns=_COLUMNS)) if k == i)
         raise DataError(f"{where}: {what}: the file is corrupt; re-render with --resume after deleting it")
-    return recs
+    return recs, cols
 
 
 _COLUMNS = (*_FIELDS, "soft_label")
 _NUMBERS = {"yaw": (), "pitch": (), "roll": (), "sh": (9, 3)}  # field: the shape of its numbers
 
 
-def _first_malformed(recs: list[dict]) -> tuple[int, str] | None:
-    """(row index, what is wrong) of the first row whose fields the plots cannot read, or
-    None. Each number field is tried as one array first (the common case: all fine); only
-    a field that fails is searched row by row."""
-    def numbers(value, shape) -> bool:
-        try:
-            a = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            return False
-        return a.shape == shape and bool(np.isfinite(a).all())
+def _numbers(value, shape: tuple) -> np.ndarray | None:
+    """`value` as a float64 array of `shape`, all finite, else None."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return a if a.shape == shape and bool(np.isfinite(a).all()) else None
 
+
+def _checked_columns(recs: list[dict]) -> tuple[dict[str, np.ndarray], tuple[int, str] | None]:
+    """The number columns the plots read, each made once as one array, and (row index, what
+    is wrong) of the first row they cannot read, or None. Only a field whose array fails is
+    searched row by row."""
+    cols = {}
     for key, shape in _NUMBERS.items():
-        if not numbers([r[key] for r in recs], (len(recs), *shape)):
-            i = next(i for i, r in enumerate(recs) if not numbers(r[key], shape))
-            return i, f"{key} is not {'a finite number' if not shape else 'a 9 x 3 list of finite numbers'}"
+        cols[key] = _numbers([r[key] for r in recs], (len(recs), *shape))
+        if cols[key] is None:
+            i = next(i for i, r in enumerate(recs) if _numbers(r[key], shape) is None)
+            return cols, (i, f"{key} is not {'a finite number' if not shape else 'a 9 x 3 list of finite numbers'}")
     first_row: dict = {}
     for i, r in enumerate(recs):
         if type(r["identity"]) is not int:  # (a bool is no identity)
-            return i, "identity is not a whole number"
+            return cols, (i, "identity is not a whole number")
         if not r.get("soft_label"):
             first_row.setdefault(r["identity"], i)
     rows = sorted(first_row.values())
     n = len(recs[rows[0]]["shape"]) if rows and isinstance(recs[rows[0]]["shape"], list) else -1
     for i in rows:  # the shape coefficients identity_distances reads
-        if not numbers(recs[i]["shape"], (n,)):
-            return i, "shape is not a list of finite numbers as long as the first identity's"
-    return None
+        if _numbers(recs[i]["shape"], (n,)) is None:
+            return cols, (i, "shape is not a list of finite numbers as long as the first identity's")
+    return cols, None
 
 
 def check_plot_path(out: Path) -> Path:
@@ -86,11 +91,9 @@ def check_plot_path(out: Path) -> Path:
     return out
 
 
-def summarize(recs: list[dict]) -> dict:
-    yaw = np.array([r["yaw"] for r in recs])
-    pitch = np.array([r["pitch"] for r in recs])
-    roll = np.array([r["roll"] for r in recs])
-    sh = np.array([r["sh"] for r in recs])  # (M, 9, 3)
+def summarize(recs: list[dict], cols: dict[str, np.ndarray]) -> dict:
+    """The summary numbers of the rows and their number columns (`read_params`)."""
+    yaw, pitch, roll, sh = cols["yaw"], cols["pitch"], cols["roll"], cols["sh"]
     ids = sorted({r["identity"] for r in recs})
     return {
         "images": len(recs),
@@ -136,12 +139,12 @@ def plot(root: Path, out: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = read_params(root)
-    summary = summarize(recs)
-    sh = np.array([r["sh"] for r in recs])
+    recs, cols = read_params(root)
+    summary = summarize(recs, cols)
+    sh = cols["sh"]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, key in zip(axes[0], ("yaw", "pitch", "roll")):
-        vals = np.array([r[key] for r in recs])
+        vals = cols[key]
         ax.hist(vals, bins=36, color="#4477aa")
         ax.set_title(f"{key} (deg): mean {vals.mean():.1f}, sd {vals.std():.1f}")
         ax.set_xlabel("degrees")
