@@ -345,6 +345,7 @@ def test_refuses_other_config_and_foreign_folder(reference, tmp_path, model_file
     (["--backgrounds", "/nonexistent/dtd"], "/nonexistent/dtd"),
     (["--illumination", "bip-gaussian"], "needs --bip"),
     (["--shard", "3/2"], "--shard"),
+    (["--shard", "2/2"], "the dataset has only 1 chunk(s)"),  # 2 ids, 10 to a chunk: shard 2 gets none
     (["--model", "/nonexistent/model2017-1_bfm_nomouth.h5"], "does not exist"),
     (["--resume", "--overwrite"], "contradict"),
 ])

@@ -136,6 +136,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     shard_kn = parse_shard(shard)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if shard_kn[0] >= job.n_chunks:  # a shard with nothing to do is a mistaken K/N, not an empty part
+        raise ConfigError(f"--shard {shard}: the dataset has only {job.n_chunks} chunk(s) of --chunk-ids "
+                          f"{job.output.chunk_ids} identities; use N <= {job.n_chunks} or a smaller --chunk-ids")
     with latched_ctrl_c() as ctrl_c:  # a Ctrl-C swallowed on the way still stops the run (see .ctrl_c)
         if not overwrite:
             job = _whole_mesh_if_written_so(out, job)

@@ -91,7 +91,7 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
     """Render (or reuse) the controlled benchmark and evaluate per-yaw and per-light accuracy."""
     model, meta = load_eval_model(run)
     out = prepare_out(out)
-    render_info = None
+    render_info = reused = None
     if data_dir and manifest_path(data_dir).is_file():
         render_dir = Path(data_dir)
         try:
@@ -104,6 +104,10 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         if not (manifest.get("config", {}).get("scene", {}).get("grid")):
             raise DataError(f"{render_dir} is not a controlled render (no --grid): the benchmark needs one")
         bench_seed = manifest.get("seed")
+        bench_ids = manifest.get("config", {}).get("scene", {}).get("ids")
+        if (bench_ids, bench_seed) != (ids, seed):  # said, so that a changed --ids or --seed is not thought rendered
+            reused = (f"--data {render_dir} is reused as it is ({bench_ids} identities, seed {bench_seed}), "
+                      f"not rendered for --ids {ids} --seed {seed}")
     else:
         if data_dir and Path(data_dir).is_dir() and any(Path(data_dir).iterdir()):
             raise DataError(f"--data {data_dir} is not empty and holds no morphgen render (no manifest.json): give "
@@ -147,7 +151,7 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
     write_roc_csv(out / "roc.csv", curves)
 
     train_seed = _training_seed(meta)
-    warnings = []
+    warnings = [reused] if reused else []
     if train_seed is not None and bench_seed is not None and int(train_seed) == int(bench_seed):
         warnings.append(f"the run was trained on a dataset rendered with seed {train_seed}, the benchmark's seed: "
                         "its identities are not held out; use another --seed")
