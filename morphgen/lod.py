@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import lod_cache
 from .appearance.frame import five_points
 from .errors import ConfigError
 from .model import MorphableModel, PCAModel
@@ -98,22 +99,27 @@ def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
 
 def decimated(model: MorphableModel, level: Level | None) -> tuple[MorphableModel, np.ndarray | None]:
     """(``model`` at ``level``, the ids of the vertices it keeps), or (``model``, None)
-    for None. The kept vertices and triangles are cached per process by the model file's
-    hash, landmarks and level (a few kB each), so Scenes of one model share them."""
+    for None. The kept vertices and triangles of a model read from a file are cached by
+    the file's hash, landmarks and level (a few hundred kB each): per process, so Scenes
+    of one model share them, and on disk (:mod:`.lod_cache`), so that the next command,
+    and each spawned worker, skips the collapses (0.2-0.7 s for a Basel mesh)."""
     if level is None:
         return model, None
-    key = None
-    if model.file_hash:
-        key = (model.file_hash, model.n_vertices, tuple(sorted(model.landmarks.items())),
-               None if model.ibug68 is None else model.ibug68.tobytes(), level)
-    if key is None or key not in _CACHE:
-        locked = np.zeros(model.n_vertices, bool)
-        locked[list(model.landmarks.values())] = True
-        if model.ibug68 is not None:
-            locked[model.ibug68[model.ibug68 >= 0]] = True
+    locked = np.zeros(model.n_vertices, bool)
+    locked[list(model.landmarks.values())] = True
+    if model.ibug68 is not None:
+        locked[model.ibug68[model.ibug68 >= 0]] = True
+    if not model.file_hash:  # a model made in memory: nothing to key a cache by
         result = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, level.n_vertices, level.max_edge_mm)
-        if key is None:
-            return subset(model, *result), result[0]
+        return subset(model, *result), result[0]
+    key = (model.file_hash, model.n_vertices, tuple(sorted(model.landmarks.items())),
+           None if model.ibug68 is None else model.ibug68.tobytes(), level)
+    if key not in _CACHE:
+        result = lod_cache.load(key, model.n_vertices, locked)
+        if result is None:
+            result = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, level.n_vertices,
+                                   level.max_edge_mm)
+            lod_cache.store(key, *result)
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = result

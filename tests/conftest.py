@@ -1,6 +1,7 @@
 """Shared test fixtures: a tiny in-memory morphable model (no files needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,19 @@ def make_tiny_model(n_lat: int = 12, n_lon: int = 16, k_shape: int = 8, k_color:
         expression=pca(k_expr, np.zeros(3 * n, np.float32), 2.0 * np.sqrt(3 * n)),
         triangles=np.asarray(tris, np.int32), landmarks=landmarks,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_lod_cache(tmp_path_factory):
+    """The decimation cache (morphgen.lod_cache) of the session's own folder, inherited by
+    the commands tests run: nothing lands in the user's ~/.cache, and every run starts cold."""
+    old = os.environ.get("MORPHGEN_CACHE_DIR")
+    os.environ["MORPHGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("morphgen_cache"))
+    yield
+    if old is None:
+        os.environ.pop("MORPHGEN_CACHE_DIR", None)
+    else:
+        os.environ["MORPHGEN_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

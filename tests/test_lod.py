@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from fixtures import icosphere, write_bfm2017_fixture
 from morphgen.cli.main import cli
 
+from morphgen import lod, lod_cache
 from morphgen.appearance import Appearance
 from morphgen.errors import ConfigError
 from morphgen.loading import load_model
@@ -230,3 +231,50 @@ print("clean")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-2000:]
+
+
+def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_model, tmp_path, monkeypatch):
+    """The next process reads a model's decimation from the disk cache, exactly as
+    computed; an entry that is unreadable or not a valid decimation of the model is
+    computed and written again; a cache that cannot be written, or is turned off, costs
+    nothing but the time."""
+    model = load_model(dense_model)
+    level = lod_level(model, 48, 1, "auto")
+
+    def fresh():
+        lod._CACHE.clear()  # as a new process: only the disk remembers
+        small, keep = decimated(model, level)
+        return keep, small.triangles
+
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", "off")
+    keep0, tris0 = fresh()
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "c"))
+    assert np.array_equal(fresh()[0], keep0)
+    entry, = (tmp_path / "c" / "lod").glob("*.npz")
+    real = lod.decimate_mesh
+
+    def refused(*a, **k):
+        raise AssertionError("decimated again though the cache holds it")
+
+    monkeypatch.setattr(lod, "decimate_mesh", refused)
+    keep, tris = fresh()
+    assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
+    monkeypatch.setattr(lod, "decimate_mesh", real)
+    stored = dict(np.load(entry))
+    bad = [b"not a zip", {**stored, "tris": stored["tris"] + len(keep0)}, {**stored, "keep": stored["keep"][1:]},
+           {**stored, "key": np.array("another model")}]
+    for content in bad:
+        if isinstance(content, bytes):
+            entry.write_bytes(content)
+        else:
+            np.savez(entry, **content)
+        keep, tris = fresh()
+        assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
+        key = next(iter(lod._CACHE))
+        assert lod_cache.load(key, model.n_vertices, np.zeros(model.n_vertices, bool)) is not None  # written again
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "file"))  # a file where the folder would go
+    assert np.array_equal(fresh()[0], keep0)
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", "off")
+    before = sorted(tmp_path.rglob("*"))
+    assert np.array_equal(fresh()[0], keep0) and sorted(tmp_path.rglob("*")) == before

@@ -1,0 +1,97 @@
+"""The on-disk cache of :func:`.lod.decimated`: a model file's kept vertices and triangles
+at one level, so that a command skips the collapses it made before.
+
+Why: the decimation of a Basel mesh takes 0.2-0.7 s (the collapses, and numba loading
+their kernels) before any worker starts, in every `morphgen render`, and in every
+spawned worker or executor process, though it is a pure function of the model file and
+the level. numba caches its compiled kernels on disk for the same reason.
+
+Where: ``$MORPHGEN_CACHE_DIR/lod`` (else ``$XDG_CACHE_HOME/morphgen/lod``, else
+``~/.cache/morphgen/lod``); ``MORPHGEN_CACHE_DIR=off`` turns the cache off. One ``.npz``
+of a few hundred kB per (model file, landmarks, level), named by a hash of that key and of
+``lod.py``'s own source, so that a changed decimation never reads an old result.
+
+Trust: a cache is never believed over the computation. A file that cannot be read, holds
+another key, or whose arrays are not a valid decimation of this model (ids out of range
+or unsorted, a locked vertex gone, triangles over missing vertices) is ignored and
+written again; a folder that cannot be written is skipped silently (the cache only saves
+time). Files are written to a temporary name and renamed, so a reader, a concurrent
+writer or a kill never leaves half a file.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ENV = "MORPHGEN_CACHE_DIR"
+
+
+def cache_dir() -> Path | None:
+    """The folder of the decimation cache, or None when ``MORPHGEN_CACHE_DIR=off``."""
+    root = os.environ.get(ENV, "")
+    if root.strip().lower() == "off":
+        return None
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                            "morphgen")
+    return Path(root) / "lod"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """sha256 of the decimation's source: any change to it is a new cache."""
+    return hashlib.sha256(Path(__file__).with_name("lod.py").read_bytes()).hexdigest()
+
+
+def _path(key: tuple) -> tuple[Path, str] | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    text = repr(key)  # exact: floats repr round-trip, bytes and dataclasses repr their values
+    name = hashlib.sha256((_code_digest() + text).encode()).hexdigest()[:32]
+    return folder / f"{name}.npz", text
+
+
+def load(key: tuple, n_vertices: int, locked: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kept vertex ids, triangles) stored for ``key``, or None where there is no valid
+    entry. ``n_vertices`` and ``locked`` (the vertices a decimation must keep) check it."""
+    where = _path(key)
+    if where is None or not where[0].is_file():
+        return None
+    try:
+        with np.load(where[0], allow_pickle=False) as f:
+            text, keep, tris = str(f["key"]), f["keep"], f["tris"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    ok = (text == where[1] and keep.dtype == np.int64 and keep.ndim == 1 and len(keep) >= 3
+          and tris.dtype == np.int32 and tris.ndim == 2 and tris.shape[1] == 3 and len(tris) >= 1
+          and keep[0] >= 0 and keep[-1] < n_vertices and bool(np.all(np.diff(keep) > 0))
+          and tris.min() >= 0 and tris.max() < len(keep)
+          and bool(np.all(np.isin(np.flatnonzero(locked), keep))))
+    return (keep, tris) if ok else None
+
+
+def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
+    """Write the entry of ``key``; a folder that cannot be written is left as it is."""
+    where = _path(key)
+    if where is None:
+        return
+    tmp = None
+    try:
+        where[0].parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lod-", suffix=".tmp", dir=where[0].parent)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
+        os.replace(tmp, where[0])
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
