@@ -37,10 +37,14 @@ def cache_dir() -> Path | None:
     root = os.environ.get(ENV, "")
     if root.strip().lower() == "off":
         return None
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-                            "morphgen")
-    return Path(root) / "lod"
+    if root:
+        return Path(root) / "lod"
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG spec says to ignore)
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # no home to expand "~" to: no cache, rather than one in the working folder
+        return None
+    return Path(base) / "morphgen" / "lod"
 
 
 @functools.cache

@@ -278,3 +278,18 @@ def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", "off")
     before = sorted(tmp_path.rglob("*"))
     assert np.array_equal(fresh()[0], keep0) and sorted(tmp_path.rglob("*")) == before
+
+
+def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "m"))
+    assert lod_cache.cache_dir() == tmp_path / "m" / "lod"
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", " OFF ")
+    assert lod_cache.cache_dir() is None
+    monkeypatch.delenv("MORPHGEN_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert lod_cache.cache_dir() == tmp_path / "x" / "morphgen" / "lod"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the XDG spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert lod_cache.cache_dir() == tmp_path / "h" / ".cache" / "morphgen" / "lod"
+    monkeypatch.setattr(lod_cache.os.path, "expanduser", lambda p: p)  # no home to be found
+    assert lod_cache.cache_dir() is None
