@@ -16,6 +16,10 @@ import numpy as np
 from .raster_common import RasterOutput
 
 SPAN_FAR = 1e6  # pixels: the numba raster's row spans are exact for coordinates within this
+# Row spans cost three divisions and a few operations a row; a box narrower than this many
+# pixels tests its pixels directly (the same pixels pass either way). At 128 px, 9 % off the
+# face12-sized raster and 5 % off the embedded model's (0.64 -> 0.58, 0.65 -> 0.62 ms).
+SPAN_MIN_WIDTH = 3
 SPAN_MARGIN = 1e-4  # pixels added to each side of a row span (rounding is below 1e-8 px there)
 
 
@@ -195,16 +199,20 @@ def raster_core(sx, sy, sw, tris, tri_ids, skip, cull, near, zbuf, fid, bary, ce
         # from the left. The exact test below still decides every pixel, so a span only
         # skips candidates that cannot pass (at 256 px, 3x fewer: 1.6 -> 1.2 ms for the
         # embedded face). SPAN_MARGIN is far above the rounding of either computation for
-        # coordinates within +-SPAN_FAR; beyond that the whole box is tested.
-        far = max(max(abs(x0), abs(x1)), max(abs(x2), max(abs(y0), max(abs(y1), abs(y2))))) > SPAN_FAR
-        r0 = 1.0 / d0y if d0y != 0.0 else 0.0
-        r1 = 1.0 / d1y if d1y != 0.0 else 0.0
-        r2 = 1.0 / d2y if d2y != 0.0 else 0.0
+        # coordinates within +-SPAN_FAR; beyond that, and in boxes narrower than
+        # SPAN_MIN_WIDTH pixels, the whole box is tested.
+        spans = xb - xa + 1 >= SPAN_MIN_WIDTH and not (  # not <=: a NaN coordinate takes spans, as before
+            max(max(abs(x0), abs(x1)), max(abs(x2), max(abs(y0), max(abs(y1), abs(y2))))) > SPAN_FAR)
+        r0 = r1 = r2 = 0.0
+        if spans:
+            r0 = 1.0 / d0y if d0y != 0.0 else 0.0
+            r1 = 1.0 / d1y if d1y != 0.0 else 0.0
+            r2 = 1.0 / d2y if d2y != 0.0 else 0.0
         for py in range(ya, yb + 1):
             cy = py + 0.5
             pa = xa
             pb = xb
-            if not far:
+            if spans:
                 lo = -np.inf
                 hi = np.inf
                 if d0y > 0.0:
