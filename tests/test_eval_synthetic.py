@@ -74,8 +74,8 @@ def test_rerun_reuses_render_and_pose_on_a_render(synthetic, eval_run, face_mode
     first = json.loads((out / "result.json").read_text())
     assert again["protocols"]["pose"]["accuracy"] == first["protocols"]["pose"]["accuracy"]
     # the defaults (--ids 50 --seed 100000) are not what the reused render holds: said
-    assert again["warnings"] == [f"--data {render} is reused as it is (4 identities, seed 123456), "
-                                 "not rendered for --ids 50 --seed 100000"]
+    assert again["warnings"] == [(f"--data {render} is reused as it is (4 identities, seed 123456), "
+                                  "not rendered for --ids 50 --seed 100000")]
     r = invoke("pose", "--model", eval_run, "--images", render, "--out", tmp_path / "p", "--quiet", "--per-fold", 20)
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "p" / "result.json").read_text())

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from fixtures import icosphere, write_bfm2017_fixture
 from morphgen.cli.main import cli
 
-from morphgen import lod, lod_cache
+import morphgen.lod as lod_module
+from morphgen import lod_cache
 from morphgen.appearance import Appearance
 from morphgen.errors import ConfigError
 from morphgen.loading import load_model
@@ -242,7 +243,7 @@ def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_
     level = lod_level(model, 48, 1, "auto")
 
     def fresh():
-        lod._CACHE.clear()  # as a new process: only the disk remembers
+        lod_module._CACHE.clear()  # as a new process: only the disk remembers
         small, keep = decimated(model, level)
         return keep, small.triangles
 
@@ -251,15 +252,15 @@ def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "c"))
     assert np.array_equal(fresh()[0], keep0)
     entry, = (tmp_path / "c" / "lod").glob("*.npz")
-    real = lod.decimate_mesh
+    real = lod_module.decimate_mesh
 
     def refused(*a, **k):
         raise AssertionError("decimated again though the cache holds it")
 
-    monkeypatch.setattr(lod, "decimate_mesh", refused)
+    monkeypatch.setattr(lod_module, "decimate_mesh", refused)
     keep, tris = fresh()
     assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
-    monkeypatch.setattr(lod, "decimate_mesh", real)
+    monkeypatch.setattr(lod_module, "decimate_mesh", real)
     stored = dict(np.load(entry))
     bad = [b"not a zip", {**stored, "tris": stored["tris"] + len(keep0)}, {**stored, "keep": stored["keep"][1:]},
            {**stored, "key": np.array("another model")}]
@@ -270,7 +271,7 @@ def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_
             np.savez(entry, **content)
         keep, tris = fresh()
         assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
-        key = next(iter(lod._CACHE))
+        key = next(iter(lod_module._CACHE))
         assert lod_cache.load(key, model.n_vertices, np.zeros(model.n_vertices, bool)) is not None  # written again
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "file"))  # a file where the folder would go
