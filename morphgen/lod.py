@@ -29,6 +29,7 @@ machine and resume draws the same pixels.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numba
@@ -99,36 +100,47 @@ def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:
 
 def decimated(model: MorphableModel, level: Level | None) -> tuple[MorphableModel, np.ndarray | None]:
     """(``model`` at ``level``, the ids of the vertices it keeps), or (``model``, None)
-    for None. The kept vertices and triangles of a model read from a file are cached by
-    the file's hash, landmarks and level (a few hundred kB each): per process, so Scenes
-    of one model share them, and on disk (:mod:`.lod_cache`), so that the next command,
-    and each spawned worker, skips the collapses (0.2-0.7 s for a Basel mesh)."""
+    for None. The kept vertices and triangles are cached (a few hundred kB each) by a hash
+    of the decimation's inputs (:func:`_inputs_digest`, 20 ms for a Basel mesh): per
+    process, so Scenes of one model share them, and on disk (:mod:`.lod_cache`), so that
+    the next command, and each spawned worker, skips the collapses (0.2-0.7 s)."""
     if level is None:
         return model, None
     locked = np.zeros(model.n_vertices, bool)
     locked[list(model.landmarks.values())] = True
     if model.ibug68 is not None:
         locked[model.ibug68[model.ibug68 >= 0]] = True
-    if not model.file_hash:  # a model made in memory: nothing to key a cache by
-        result = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, level.n_vertices, level.max_edge_mm)
-        return subset(model, *result), result[0]
-    key = (model.file_hash, model.n_vertices, tuple(sorted(model.landmarks.items())),
-           None if model.ibug68 is None else model.ibug68.tobytes(), level)
-    if key not in _CACHE:
+    shapes = _flip_test_shapes(model)
+    key = _inputs_digest(shapes, model.triangles, locked, level)
+    result = _CACHE.get(key)
+    if result is None:
         result = lod_cache.load(key, model.n_vertices, locked)
         if result is None:
-            result = decimate_mesh(_flip_test_shapes(model), model.triangles, locked, level.n_vertices,
-                                   level.max_edge_mm)
+            result = decimate_mesh(shapes, model.triangles, locked, level.n_vertices, level.max_edge_mm)
             lod_cache.store(key, *result)
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = result
-    keep, tris = _CACHE[key]
+    keep, tris = result
     return subset(model, keep, tris), keep
 
 
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _CACHE_SIZE = 16
+
+
+def _inputs_digest(shapes: np.ndarray, triangles: np.ndarray, locked: np.ndarray, level: Level) -> tuple[str, str]:
+    """The caches' key: a hash of everything :func:`decimate_mesh` reads (the shapes it
+    measures and fold-checks, the triangles as the loader made them, the locked vertices,
+    the level), so that an entry is only read back by the same computation, whatever the
+    file, its loader, or a model edited in memory (which keeps its file's hash)."""
+    h = hashlib.sha256()
+    for a in (shapes, triangles, locked):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    h.update(repr(level).encode())
+    return "decimate_mesh", h.hexdigest()
 
 
 def _flip_test_shapes(model: MorphableModel, k: int = 3) -> np.ndarray:

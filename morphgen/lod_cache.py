@@ -8,8 +8,11 @@ the level. numba caches its compiled kernels on disk for the same reason.
 
 Where: ``$MORPHGEN_CACHE_DIR/lod`` (else ``$XDG_CACHE_HOME/morphgen/lod``, else
 ``~/.cache/morphgen/lod``); ``MORPHGEN_CACHE_DIR=off`` turns the cache off. One ``.npz``
-of a few hundred kB per (model file, landmarks, level), named by a hash of that key and of
-``lod.py``'s own source, so that a changed decimation never reads an old result.
+of a few hundred kB per decimation, named by a hash of its inputs (the key
+:func:`.lod._inputs_digest` makes: shapes, triangles, locked vertices, level) and of
+``lod.py``'s own source, so that a changed model, loader or decimation never reads an
+old result. A folder others can write to is not for this cache (an entry can be planted
+there); the default is the user's own.
 
 Trust: a cache is never believed over the computation. A file that cannot be read, holds
 another key, or whose arrays are not a valid decimation of this model (ids out of range
@@ -24,7 +27,6 @@ import functools
 import hashlib
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,37 +66,41 @@ def _path(key: tuple) -> tuple[Path, str] | None:
 
 def load(key: tuple, n_vertices: int, locked: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(kept vertex ids, triangles) stored for ``key``, or None where there is no valid
-    entry. ``n_vertices`` and ``locked`` (the vertices a decimation must keep) check it."""
-    where = _path(key)
-    if where is None or not where[0].is_file():
-        return None
+    entry. ``n_vertices`` and ``locked`` (the vertices a decimation must keep) check it.
+    Whatever an unreadable or foreign file raises (numpy's errors for a truncated zip,
+    a bad member, a plain .npy, or the folder's permissions) means "no entry"."""
     try:
+        where = _path(key)
+        if where is None or not where[0].is_file():
+            return None
         with np.load(where[0], allow_pickle=False) as f:
-            text, keep, tris = str(f["key"]), f["keep"], f["tris"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                return None
+            text, keep, tris = str(f["key"]), np.asarray(f["keep"]), np.asarray(f["tris"])
+        ok = (text == where[1] and keep.dtype == np.int64 and keep.ndim == 1 and len(keep) >= 3
+              and tris.dtype == np.int32 and tris.ndim == 2 and tris.shape[1] == 3 and len(tris) >= 1
+              and keep[0] >= 0 and keep[-1] < n_vertices and bool(np.all(np.diff(keep) > 0))
+              and tris.min() >= 0 and tris.max() < len(keep)
+              and bool(np.all(np.isin(np.flatnonzero(locked), keep))))
+    except Exception:  # noqa: BLE001 (a cache: any failure to read it is a miss)
         return None
-    ok = (text == where[1] and keep.dtype == np.int64 and keep.ndim == 1 and len(keep) >= 3
-          and tris.dtype == np.int32 and tris.ndim == 2 and tris.shape[1] == 3 and len(tris) >= 1
-          and keep[0] >= 0 and keep[-1] < n_vertices and bool(np.all(np.diff(keep) > 0))
-          and tris.min() >= 0 and tris.max() < len(keep)
-          and bool(np.all(np.isin(np.flatnonzero(locked), keep))))
     return (keep, tris) if ok else None
 
 
 def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
     """Write the entry of ``key``; a folder that cannot be written is left as it is."""
-    where = _path(key)
-    if where is None:
-        return
     tmp = None
     try:
+        where = _path(key)
+        if where is None:
+            return
         where[0].parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".lod-", suffix=".tmp", dir=where[0].parent)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
         os.replace(tmp, where[0])
         tmp = None
-    except OSError:
+    except Exception:  # noqa: BLE001 (a cache: any failure to write it costs only the time)
         pass
     finally:
         if tmp is not None:

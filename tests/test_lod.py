@@ -236,43 +236,61 @@ print("clean")
 
 def test_decimations_are_cached_on_disk_and_a_bad_entry_is_computed_again(dense_model, tmp_path, monkeypatch):
     """The next process reads a model's decimation from the disk cache, exactly as
-    computed; an entry that is unreadable or not a valid decimation of the model is
-    computed and written again; a cache that cannot be written, or is turned off, costs
-    nothing but the time."""
+    computed; an entry that is unreadable, another decimation's, or not a valid decimation
+    of the model is computed and written again; an edited model is decimated afresh; a
+    cache that cannot be written, or is turned off, costs nothing but the time."""
+    from dataclasses import replace
+
     model = load_model(dense_model)
     level = lod_level(model, 48, 1, "auto")
+    real, calls = lod_module.decimate_mesh, []
 
-    def fresh():
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(lod_module, "decimate_mesh", counted)
+
+    def fresh(m=model, lv=level):
         lod_module._CACHE.clear()  # as a new process: only the disk remembers
-        small, keep = decimated(model, level)
+        calls.clear()
+        small, keep = decimated(m, lv)
         return keep, small.triangles
 
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", "off")
     keep0, tris0 = fresh()
+    assert calls
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "c"))
-    assert np.array_equal(fresh()[0], keep0)
+    assert np.array_equal(fresh()[0], keep0) and calls
     entry, = (tmp_path / "c" / "lod").glob("*.npz")
-    real = lod_module.decimate_mesh
-
-    def refused(*a, **k):
-        raise AssertionError("decimated again though the cache holds it")
-
-    monkeypatch.setattr(lod_module, "decimate_mesh", refused)
     keep, tris = fresh()
-    assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
-    monkeypatch.setattr(lod_module, "decimate_mesh", real)
+    assert not calls and np.array_equal(keep, keep0) and np.array_equal(tris, tris0)  # read back
     stored = dict(np.load(entry))
-    bad = [b"not a zip", {**stored, "tris": stored["tris"] + len(keep0)}, {**stored, "keep": stored["keep"][1:]},
-           {**stored, "key": np.array("another model")}]
+    other_keep, other_tris = fresh(lv=Level(2000))  # another valid decimation of this model
+    landmark = int(np.flatnonzero(np.isin(keep0, list(model.landmarks.values())))[0])
+    gap = next(j for j in range(1, len(keep0)) if keep0[j] - keep0[j - 1] > 1)
+    no_landmark = np.sort(np.r_[np.delete(keep0, landmark), keep0[gap] - 1])  # valid but for a landmark gone
+    bad = [b"not a zip", "npy", {**stored, "key": np.array("another")},
+           {**stored, "keep": other_keep, "tris": other_tris, "key": np.array("another")},
+           {**stored, "tris": stored["tris"] + len(keep0)}, {**stored, "keep": no_landmark}]
     for content in bad:
         if isinstance(content, bytes):
             entry.write_bytes(content)
+        elif content == "npy":
+            with open(entry, "wb") as f:
+                np.save(f, keep0)
         else:
             np.savez(entry, **content)
         keep, tris = fresh()
-        assert np.array_equal(keep, keep0) and np.array_equal(tris, tris0)
-        key = next(iter(lod_module._CACHE))
-        assert lod_cache.load(key, model.n_vertices, np.zeros(model.n_vertices, bool)) is not None  # written again
+        assert calls and np.array_equal(keep, keep0) and np.array_equal(tris, tris0), str(content)[:40]
+        fresh()
+        assert not calls  # written again, and read back
+    flipped = replace(model, triangles=np.ascontiguousarray(model.triangles[:, ::-1]))  # same file hash
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", "off")
+    expect = fresh(flipped)
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "c"))
+    got = fresh(flipped)
+    assert calls and np.array_equal(got[0], expect[0]) and np.array_equal(got[1], expect[1])
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path / "file"))  # a file where the folder would go
     assert np.array_equal(fresh()[0], keep0)
