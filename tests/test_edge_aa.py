@@ -120,3 +120,20 @@ def test_a_default_render_does_not_import_scipy_sparse(tmp_path):
             "--out", str(tmp_path / "o")]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_an_image_of_a_batch_is_the_image_rendered_alone(head, dtype):
+    """The fused numba render reuses its per-pixel buffers across a batch (the edge pass's
+    colours among them): each image of a batch with its own pose and background is
+    bit for bit the image rendered alone."""
+    st = RenderSettings(48, 48, antialias=1, edge_aa=True, output_dtype=dtype)
+    rng = np.random.default_rng(3)
+    backgrounds = rng.integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
+    batch = _render(head, st, backgrounds=backgrounds)
+    pose = {k: v[:4] for k, v in POSES.items()}
+    for i in range(4):
+        alone = render_batch(head.vertices[None], head.albedo, frontal_light(),
+                             Pose.create(1, **{k: v[i:i + 1] for k, v in pose.items()}), head.triangles, st,
+                             five_point_groups=head.five_point_vertices(), backgrounds=backgrounds[i:i + 1])["rgb"]
+        assert np.array_equal(batch[i], alone[0].astype(np.float64)), i
