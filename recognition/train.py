@@ -260,6 +260,7 @@ class _Log:
             for k, v in kw.items():
                 if k != "step" and v is not None and v != "":
                     self.tb.add_scalar(k if not k.startswith("val_") else f"val/{k[4:]}", float(v), kw["step"])
+            self.tb.flush()  # as log.csv is: a run that stops on an error keeps every row it logged
 
     def close(self) -> None:
         if self.enabled:
