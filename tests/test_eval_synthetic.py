@@ -73,9 +73,14 @@ def test_rerun_reuses_render_and_pose_on_a_render(synthetic, eval_run, face_mode
     again = json.loads((tmp_path / "o" / "result.json").read_text())
     first = json.loads((out / "result.json").read_text())
     assert again["protocols"]["pose"]["accuracy"] == first["protocols"]["pose"]["accuracy"]
-    # the defaults (--ids 50 --seed 100000) are not what the reused render holds: said
-    assert again["warnings"] == [(f"--data {render} is reused as it is (4 identities, seed 123456), "
-                                  "not rendered for --ids 50 --seed 100000")]
+    # the defaults (--ids 50 --seed 100000 ...) are not what the reused render holds: said
+    assert again["warnings"] == [(f"--data {render} is reused as it is (4 identities, seed 123456), not rendered "
+                                  "for this command's --ids 50 --seed 100000 --yaws -90:90:15 --lights 3 --size 128")]
+    r = invoke("synthetic", "--model", eval_run, "--out", tmp_path / "same", "--data", render, "--per-fold", 20,
+               "--quiet", "--ids", 4, "--seed", 123456, "--yaws", "-90:90:45", "--lights", 2, "--size", 48,
+               "--face-model", face_model)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "same" / "result.json").read_text())["warnings"] == []  # its own options: no word
     r = invoke("pose", "--model", eval_run, "--images", render, "--out", tmp_path / "p", "--quiet", "--per-fold", 20)
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "p" / "result.json").read_text())

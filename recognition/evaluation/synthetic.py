@@ -104,10 +104,13 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         if not (manifest.get("config", {}).get("scene", {}).get("grid")):
             raise DataError(f"{render_dir} is not a controlled render (no --grid): the benchmark needs one")
         bench_seed = manifest.get("seed")
-        bench_ids = manifest.get("config", {}).get("scene", {}).get("ids")
-        if (bench_ids, bench_seed) != (ids, seed):  # said, so that a changed --ids or --seed is not thought rendered
-            reused = (f"--data {render_dir} is reused as it is ({bench_ids} identities, seed {bench_seed}), "
-                      f"not rendered for --ids {ids} --seed {seed}")
+        held = manifest.get("config", {}).get("scene", {})
+        asked = benchmark_scene(ids, seed, yaws, lights, size, face_model, expressions).to_dict()
+        if held != json.loads(json.dumps(asked)):  # said, so that changed options are not thought rendered
+            reused = (f"--data {render_dir} is reused as it is ({held.get('ids')} identities, seed {bench_seed}), "
+                      f"not rendered for this command's --ids {ids} --seed {seed} --yaws {yaws} --lights {lights} "
+                      f"--size {size}" + (" --expressions" if expressions else "")
+                      + (f" --face-model {face_model}" if face_model else ""))
     else:
         if data_dir and Path(data_dir).is_dir() and any(Path(data_dir).iterdir()):
             raise DataError(f"--data {data_dir} is not empty and holds no morphgen render (no manifest.json): give "
