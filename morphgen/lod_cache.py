@@ -100,7 +100,7 @@ def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
             np.savez(f, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
         os.replace(tmp, where[0])
         tmp = None
-    except Exception:  # noqa: BLE001 (a cache: any failure to write it costs only the time)
+    except Exception:  # noqa: BLE001, S110 (a cache: any failure to write it costs only the time)
         pass
     finally:
         if tmp is not None:
