@@ -1,10 +1,10 @@
-"""The on-disk cache of :func:`.lod.decimated`: a model file's kept vertices and triangles
-at one level, so that a command skips the collapses it made before.
+"""The on-disk cache of :func:`.lod.decimated`: a decimation's kept vertices and
+triangles, so that a command skips the collapses an earlier one made.
 
 Why: the decimation of a Basel mesh takes 0.2-0.7 s (the collapses, and numba loading
 their kernels) before any worker starts, in every `morphgen render`, and in every
-spawned worker or executor process, though it is a pure function of the model file and
-the level. numba caches its compiled kernels on disk for the same reason.
+spawned worker or executor process, though it is a pure function of the model and the
+level. numba caches its compiled kernels on disk for the same reason.
 
 Where: ``$MORPHGEN_CACHE_DIR/lod`` (else ``$XDG_CACHE_HOME/morphgen/lod``, else
 ``~/.cache/morphgen/lod``); ``MORPHGEN_CACHE_DIR=off`` turns the cache off. One ``.npz``
@@ -59,7 +59,7 @@ def _path(key: tuple) -> tuple[Path, str] | None:
     folder = cache_dir()
     if folder is None:
         return None
-    text = repr(key)  # exact: floats repr round-trip, bytes and dataclasses repr their values
+    text = repr(key)  # the key's own text is stored too, and compared when read back
     name = hashlib.sha256((_code_digest() + text).encode()).hexdigest()[:32]
     return folder / f"{name}.npz", text
 
