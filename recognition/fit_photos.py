@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from morphgen.dataset.ctrl_c import interruptible, submit_held
+from morphgen.dataset.ctrl_c import end_workers, interruptible, submit_held
 from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.face_fit import FaceFit, FaceFitter, FitOptions
 from morphgen.options import check_device
@@ -354,25 +354,15 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
                                                 "to fit the rest") from None
                         take(res)
             except BaseException:  # Ctrl-C, or an error: the photos queued to the workers are not fitted
-                _stop_workers(pool)
+                end_workers(pool)  # (their shutdown would fit them first: a Ctrl-C took 14 s to end 2 workers)
                 raise
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True)
     summary = write_summary(out, counts, time.perf_counter() - t0, workers, options)
     if todo and not summary["ok"]:  # (a resumed fit with earlier fitted photos is fine)
         raise DataError(f"no photo of {path} was fitted ({counts['unreadable']} unreadable, {counts['no_face']} "
                         "without a face): give photos of faces")
     return summary
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """End a fit pool's worker processes now. ``shutdown(cancel_futures=True)`` drops the
-    photos not yet handed out, but each worker would still fit the ones already in the
-    pool's call queue (workers + 1 of them, seconds each): a Ctrl-C took 14 s to end a
-    2-worker fit. Their results would be thrown away; nothing of theirs is written."""
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        if proc.is_alive():
-            proc.terminate()
 
 
 def write_summary(out: Path, counts: dict, wall: float, workers: int, options: FitOptions) -> dict:

@@ -121,16 +121,20 @@ def _run_pool(source, todo: list[tuple[int, str, list, bool]], workers: int, bar
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(source,)) as pool:
             pending = {pool.submit(_work, c) for c in chunks}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    res = fut.result()
-                    if isinstance(res, str):
-                        for p in pending:
-                            p.cancel()
-                        raise DataError(f"landmark detection failed in a worker process: {res}")
-                    out.update(res)
-                    bar.update(len(res))
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        res = fut.result()
+                        if isinstance(res, str):
+                            raise DataError(f"landmark detection failed in a worker process: {res}")
+                        out.update(res)
+                        bar.update(len(res))
+            except BaseException:  # Ctrl-C, or an error: no other image is looked at
+                from morphgen.dataset.ctrl_c import end_workers  # (here: it imports the renderer's package)
+
+                end_workers(pool)  # (the pool's exit would detect every chunk first: 48 s on CFP)
+                raise
     except BrokenProcessPool:
         raise DataError("a landmark detection process died (out of memory?): rerun with fewer workers") from None
     return out

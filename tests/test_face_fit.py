@@ -223,27 +223,3 @@ def test_a_resumed_fit_drops_records_its_residuals_do_not_list(tmp_path):
     _keep_records_of(params, {"a.png"})
     assert [json.loads(line) for line in params.read_text().splitlines()] == [a]
 
-
-def test_stopping_a_fit_pool_does_not_wait_for_its_queued_photos():
-    """After a Ctrl-C (or an error) the fit's workers are ended at once: shutdown alone
-    lets each one finish the tasks already in the pool's call queue (a 2-worker fit took
-    14 s to end after a Ctrl-C, fitting photos whose results were thrown away)."""
-    import multiprocessing as mp
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from recognition import fit_photos
-
-    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
-    try:
-        tasks = [pool.submit(time.sleep, 60) for _ in range(5)]   # two running, the rest queued
-        deadline = time.monotonic() + 60
-        while sum(t.running() for t in tasks) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        start = time.monotonic()
-        fit_photos._stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        assert time.monotonic() - start < 20   # not the 60 s of a running task, nor 120 of the queued
-    finally:
-        for proc in list((pool._processes or {}).values()):   # a failed assertion leaves no sleeper behind
-            proc.kill()

@@ -9,7 +9,10 @@ A Ctrl-C goes to the terminal's whole process group: the main process and each w
   (multiprocessing's). A child starts with it held (`ctrl_c_held`, `submit_held`: a signal
   mask survives fork and exec) until it ignores it.
 - **The main process** says the one line and shuts the pool down; `latched_ctrl_c` makes
-  sure it does. Python raises KeyboardInterrupt wherever the main thread is when it next
+  sure it does. Pools whose queued tasks are worth nothing once the command stops (`fit`'s
+  photos, the landmark finder's images) end their workers first (`end_workers`): a pool's
+  shutdown lets each worker finish the tasks already in its call queue, and the landmark
+  finder's pool every task it was given (48 s after a Ctrl-C on CFP). Python raises KeyboardInterrupt wherever the main thread is when it next
   checks for signals, and some places swallow it: a ``__del__``, a ctypes callback (numba
   compiling a kernel is one), C code that clears errors. The command would go on to the
   end, or print "Exception ignored ... KeyboardInterrupt" and go on. The latch remembers
@@ -71,6 +74,19 @@ def submit_held(pool, task, *args):
     else a Ctrl-C then prints the traceback of each."""
     with ctrl_c_held():
         return pool.submit(task, *args)
+
+
+def end_workers(pool) -> None:
+    """End a ProcessPoolExecutor's worker processes now, for a command that stops (a
+    Ctrl-C, an error) and wants none of the tasks still queued to them: ``shutdown``
+    alone lets each worker finish the tasks in the pool's call queue (workers + 1 of
+    them, without ``cancel_futures`` all that were submitted). The pool is broken after
+    this: shut it down without ``cancel_futures`` and cancel none of its futures (its
+    management thread fails them all; on Python 3.11 it raises, with a traceback, on one
+    that is already cancelled)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
 
 
 def interruptible(task):
