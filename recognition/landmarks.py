@@ -131,7 +131,8 @@ def _run_pool(source, todo: list[tuple[int, str, list, bool]], workers: int, bar
                         out.update(res)
                         bar.update(len(res))
             except BaseException:  # Ctrl-C, or an error: no other image is looked at
-                from morphgen.dataset.ctrl_c import end_workers  # (here: it imports the renderer's package)
+                # imported here, where it is needed: the module brings the renderer's package
+                from morphgen.dataset.ctrl_c import end_workers
 
                 end_workers(pool)  # (the pool's exit would detect every chunk first: 48 s on CFP)
                 raise
