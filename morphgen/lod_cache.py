@@ -18,18 +18,20 @@ Trust: a cache is never believed over the computation. A file that cannot be rea
 another key, or whose arrays are not a valid decimation of this model (ids out of range
 or unsorted, a locked vertex gone, triangles over missing vertices) is ignored and
 written again; a folder that cannot be written is skipped silently (the cache only saves
-time). Files are written to a temporary name and renamed, so a reader, a concurrent
-writer or a kill never leaves half a file.
+time). Files are written whole (:func:`.outputs.replace_atomically`), so a reader, a
+concurrent writer or a kill never meets half a file.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import replace_atomically
 
 ENV = "MORPHGEN_CACHE_DIR"
 
@@ -89,19 +91,13 @@ def load(key: tuple, n_vertices: int, locked: np.ndarray) -> tuple[np.ndarray, n
 
 def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
     """Write the entry of ``key``; a folder that cannot be written is left as it is."""
-    tmp = None
     try:
         where = _path(key)
         if where is None:
             return
+        buf = io.BytesIO()
+        np.savez(buf, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
         where[0].parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lod-", suffix=".tmp", dir=where[0].parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
-        os.replace(tmp, where[0])
-        tmp = None
+        replace_atomically(where[0], buf.getvalue())
     except Exception:  # noqa: BLE001, S110 (a cache: any failure to write it costs only the time)
         pass
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

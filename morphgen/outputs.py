@@ -4,9 +4,11 @@ the command created removed again when it fails before its outputs are final
 there before (a refused `--resume` leaves its run resumable)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import ConfigError
@@ -39,14 +41,22 @@ def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
 
 def replace_atomically(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file beside it, renamed over it: a reader,
-    or a kill in the middle, never meets half a file."""
+    or a kill in the middle, never meets half a file. The temporary file is this process's
+    and thread's own, so concurrent writers of one file (shards updating one manifest,
+    commands sharing the decimation cache) never write into each other's: the last rename
+    wins, whole. A write that fails removes it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_image_path(path: str | Path, what: str) -> Path:

@@ -15,7 +15,6 @@ chunk order, shard or resume.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -26,6 +25,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..layout import (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR, chunk_marker, done_chunks, manifest_path,
                       read_manifest)
+from ..outputs import replace_atomically
 from ..params_columns import require_pyarrow
 from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, render_chunk
@@ -111,9 +111,7 @@ def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
                         manifest["shards"][key] = val
         except (OSError, json.JSONDecodeError, ValueError):
             pass
-    tmp = out / f".{old_path.name}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, old_path)
+    replace_atomically(old_path, json.dumps(manifest, indent=2))  # (shards of one --out update it concurrently)
     return manifest
 
 
