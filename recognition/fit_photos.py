@@ -405,12 +405,9 @@ def pool_identities(out: Path) -> dict:
     by_id: dict[int, list[dict]] = {}
     for r in records:
         by_id.setdefault(int(r["identity"]), []).append(r)
-    dst = Path(out) / POOLED
-    tmp = dst.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as f:
-        for group in by_id.values():
-            mean = {k: np.mean([g[k] for g in group], 0).round(6).tolist() for k in ("shape", "color")}
-            for r in group:
-                f.write(json.dumps(r | mean | {"fit": r.get("fit", {}) | {"pooled": len(group)}}) + "\n")
-    tmp.replace(dst)
+    lines = []
+    for group in by_id.values():
+        mean = {k: np.mean([g[k] for g in group], 0).round(6).tolist() for k in ("shape", "color")}
+        lines += [json.dumps(r | mean | {"fit": r.get("fit", {}) | {"pooled": len(group)}}) + "\n" for r in group]
+    replace_atomically(Path(out) / POOLED, "".join(lines))
     return {"identities": len(by_id), "records": len(records)}
