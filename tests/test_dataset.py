@@ -453,6 +453,27 @@ def test_cpu_render_path_does_not_import_torch():
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.parametrize("user", [None, "1"])
+def test_the_console_script_turns_numpy_huge_pages_off_unless_the_user_set_them(user):
+    """`morphgen` sets NUMPY_MADVISE_HUGEPAGE=0 before numpy is imported (fresh 2 MB pages
+    are slow on VMs with free page reporting; see cli/entry.py), so its numpy and the
+    processes it spawns allocate in small pages; a value the user set is kept."""
+    import os
+
+    code = ("import os, sys\n"
+            "from morphgen.cli.entry import main\n"
+            "sys.argv = ['morphgen', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "import numpy\n"
+            "print(os.environ['NUMPY_MADVISE_HUGEPAGE'], numpy._core.multiarray._get_madvise_hugepage())")
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if user is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = user
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == (["1", "True"] if user else ["0", "False"]), r.stdout
+
+
 def test_end_workers_does_not_wait_for_the_queued_tasks():
     """After a Ctrl-C (or an error) `fit` and the landmark finder end their workers at once
     (ctrl_c.end_workers): shutdown alone lets each worker finish the tasks already in the
