@@ -267,6 +267,54 @@ def test_a_swallowed_ctrl_c_still_stops_the_command_with_one_line(tmp_path, mode
             assert len(list(out.glob("params/*"))) == 1  # stopped after the chunk, not run to the end
 
 
+def test_the_last_chunks_are_split_so_that_every_worker_ends_busy():
+    """`tail_split`: the last `workers` chunks become `workers` parts each (fewer for a
+    chunk of fewer identities), contiguous runs of its identities in order; one worker and
+    webdataset shards keep whole chunks."""
+    from morphgen.dataset import DatasetJob, OutputConfig, tail_split
+    from morphgen.dataset.chunks import part_identities
+    from morphgen.sampling import SamplingConfig
+    from morphgen.scene import SceneConfig
+
+    job = DatasetJob(SceneConfig(sampling=SamplingConfig(n_identities=23)), 2, OutputConfig(chunk_ids=5))
+    assert tail_split([0, 1, 2, 3, 4], job, 2) == [(0, None), (1, None), (2, None), (3, (0, 2)), (3, (1, 2)),
+                                                  (4, (0, 2)), (4, (1, 2))]
+    assert tail_split([1, 4], job, 4) == [(1, (k, 4)) for k in range(4)] + [(4, (k, 3)) for k in range(3)]
+    assert tail_split([0, 1, 2], job, 1) == [(0, None), (1, None), (2, None)]
+    wds = DatasetJob(job.scene, 2, OutputConfig(chunk_ids=5, container="wds"))
+    assert tail_split([0, 1, 2], wds, 2) == [(0, None), (1, None), (2, None)]
+    assert [part_identities(job, 3, k, 4) for k in range(4)] == [[15], [16], [17], [18, 19]]
+    assert [part_identities(job, 4, k, 3) for k in range(3)] == [[20], [21], [22]]
+    with pytest.raises(ValueError):
+        part_identities(job, 4, 0, 4)  # more parts than identities
+
+
+def test_a_failed_part_discards_its_whole_chunk_and_resume_completes_it(reference, tmp_path, model_file):
+    """With 2 workers the last two chunks are rendered in two parts each. A part that fails
+    takes its whole chunk with it: the other part's images, moved into place after the
+    failure, are removed and no params file is written; the error is one line, and --resume renders
+    the same bytes as one worker."""
+    code = ("import sys, time; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
+            "part = w.render_chunk_part\n"
+            "def second_part_fails(out, job, r, c, k, n):\n"
+            "    if k == 1: raise OSError(28, 'No space left on device')\n"
+            "    time.sleep(1.0)  # still rendering when the other part fails, and moved into place after\n"
+            "    return part(out, job, r, c, k, n)\n"
+            "w.render_chunk_part = second_part_fails\n"
+            "cli(sys.argv[1:])")
+    out = tmp_path / "split"
+    args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
+    done = python(code, *args)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "No space left on device" in done.stderr, done.stderr
+    assert sorted(p.name for p in (out / "params").iterdir()) == ["chunk_000000.jsonl"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000", "000001"]  # chunk 0's, whole
+    assert not list((out / ".partial").glob("*"))
+    r = invoke(*args[:-2], "--outputs", "depth", "--resume")
+    assert r.exit_code == 0, r.output
+    assert tree_hashes(out) == tree_hashes(reference)
+
+
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
     out = tmp_path / "ds3"
     for k in ("1/2", "2/2"):

@@ -54,11 +54,39 @@ def rps_record(rec: dict, size: int) -> dict:
 def render_chunk(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int) -> tuple[int, int, int]:
     """Render and write one chunk atomically (CPU path: one identity per renderer call, so an
     image's bytes do not depend on the chunk size); returns (chunk, images, bytes)."""
+    return write_chunk(out, job, chunk, _render_identities(job, renderer, job.chunk_identities(chunk)))
+
+
+def render_chunk_part(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk: int, part: int,
+                      parts: int) -> tuple[int, int, int, list[str]]:
+    """Render part ``part`` of ``parts`` of a chunk (a run of its identities, `part_identities`)
+    and move its images into place; returns (chunk, images, bytes, params lines). The
+    chunk's params file, its completion marker, is written by `finish_chunk` once every
+    part is in, so an interrupted split chunk is as incomplete as a whole one. The folder
+    container only (a chunk's webdataset shard is one file)."""
+    identities = part_identities(job, chunk, part, parts)
+    items = _render_identities(job, renderer, identities)
+    records, n_bytes = _write_images(out, job, chunk, identities, items,
+                                     partial_chunk(out, chunk) / f"part_{part}")
+    return chunk, len(records), n_bytes, records
+
+
+def part_identities(job: DatasetJob, chunk: int, part: int, parts: int) -> list[int]:
+    """The identities of part ``part`` of ``parts`` of a chunk: contiguous runs of as equal
+    sizes as can be, in order, so that the parts' params lines joined in part order are the
+    whole chunk's."""
+    ids = list(job.chunk_identities(chunk))
+    if not 0 <= part < parts <= len(ids):
+        raise ValueError(f"part {part} of {parts} of a chunk of {len(ids)} identities")
+    return ids[part * len(ids) // parts:(part + 1) * len(ids) // parts]
+
+
+def _render_identities(job: DatasetJob, renderer: SceneRenderer, identities) -> list[tuple[str, RenderResult]]:
     items = []
-    for identity in job.chunk_identities(chunk):
+    for identity in identities:
         params = job.identity_params(renderer, identity)
         items += [(p.to_json(), r) for p, r in zip(params, renderer.render(params))]
-    return write_chunk(out, job, chunk, items)
+    return items
 
 
 def _extend_json(obj_json: str, more: dict) -> str:
@@ -77,10 +105,20 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
     items: per image, in the chunk's order (identity by identity, samples in order), its
     params record as JSON (``ImageParams.to_json()``) and its render."""
     out = Path(out)
-    ids, slots = job.chunk_identities(chunk), job.slots(chunk)
+    records, n_bytes = _write_images(out, job, chunk, job.chunk_identities(chunk), items, partial_chunk(out, chunk))
+    finish_chunk(out, job, chunk, records)
+    return chunk, len(records), n_bytes
+
+
+def _write_images(out: Path, job: DatasetJob, chunk: int, ids, items: list[tuple[str, RenderResult]],
+                  tmp: Path) -> tuple[list[str], int]:
+    """Encode the images of identities ``ids`` of a chunk into ``tmp`` and move them into
+    place (identity folders, or the chunk's webdataset shard); returns their params lines
+    and bytes written."""
+    wanted = set(ids)
+    slots = [s for s in job.slots(chunk) if s[0] in wanted]
     if len(items) != len(slots):
         raise ValueError(f"chunk {chunk} has {len(items)} images, expected {len(slots)}")
-    tmp = partial_chunk(out, chunk)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -112,7 +150,6 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
                 (tmp / identity_folder(identity) / fname).write_bytes(data)
         n_bytes += sum(len(d) for d in files.values())
         records.append(line)
-    # Move the finished parts into place, then write the marker (params file) last.
     if tar is not None:
         tar.close()
         wds_shard(out, chunk).parent.mkdir(exist_ok=True)
@@ -123,6 +160,14 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
             if dst.exists():  # left by an interrupted earlier try of this chunk
                 shutil.rmtree(dst)
             os.replace(tmp / identity_folder(identity), dst)
+    return records, n_bytes
+
+
+def finish_chunk(out: Path, job: DatasetJob, chunk: int, records: list[str]) -> None:
+    """Write a chunk's params file, every line of it in the chunk's order, as its completion
+    marker (through .partial/ and a rename, synced first), then clear its .partial/ folder."""
+    tmp = partial_chunk(out, chunk)
+    tmp.mkdir(parents=True, exist_ok=True)
     fmt = job.output.params_format
     marker_tmp = tmp / f"params.{fmt}"
     with open(marker_tmp, "wb") as f:
@@ -132,7 +177,6 @@ def write_chunk(out: Path, job: DatasetJob, chunk: int, items: list[tuple[str, R
         os.fsync(f.fileno())
     os.replace(marker_tmp, chunk_marker(out, chunk, fmt))
     shutil.rmtree(tmp, ignore_errors=True)
-    return chunk, len(records), n_bytes
 
 
 def discard_chunk(out: Path, job: DatasetJob, chunk: int) -> None:

@@ -22,7 +22,7 @@ from ..errors import MorphgenError
 from ..render.backgrounds import TexturePool, texture_pools
 from ..render.threads import limit_threads
 from ..scene import SceneRenderer
-from .chunks import render_chunk
+from .chunks import render_chunk, render_chunk_part
 from .ctrl_c import ctrl_c_held, ignore_ctrl_c, interruptible
 from .job import DatasetJob, job_from_dict
 
@@ -265,9 +265,13 @@ def forked_worker_init() -> None:
 
 
 @interruptible
-def render_chunk_in_worker(out: str, chunk: int) -> tuple[int, int, int]:
-    """One chunk in a worker of our own pool."""
-    return render_chunk(Path(out), *worker_state(), chunk)
+def render_chunk_in_worker(out: str, chunk: int, part: tuple[int, int] | None = None) -> tuple:
+    """One chunk in a worker of our own pool (`render_chunk`), or part (k, n) of one
+    (`render_chunk_part`)."""
+    job, renderer = worker_state()
+    if part is None:
+        return render_chunk(Path(out), job, renderer, chunk)
+    return render_chunk_part(Path(out), job, renderer, chunk, *part)
 
 
 def render_chunk_standalone(out: str, job_dict: dict, chunk: int) -> tuple[int, int, int]:
