@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
 	touch $@
 
+# install also byte-compiles our own modules (quick when they are up to date): an editable
+# install is compiled on import only where Python may write .pyc files, not under
+# PYTHONDONTWRITEBYTECODE=1, and compiling them again took 0.1-0.15 s of every command.
 install: $(VENV)/.installed
+	$(PY) -m compileall -q morphgen cli recognition
 
 demo: install
 	$(VENV)/bin/morphgen render --ids 20 --per-id 10 --out demo_out/dataset --overwrite
