@@ -9,14 +9,15 @@ import sys
 
 
 def main() -> None:
-    # numpy backs its large arrays with 2 MB pages where the kernel allows (madvise). On a
-    # VM that hands free memory back to its host (virtio free page reporting, which reports
+    # numpy asks the kernel to back its large arrays with 2 MB pages (madvise). On a VM
+    # that hands free memory back to its host (virtio free page reporting, which reports
     # exactly such 2 MB blocks), a fresh 2 MB page must first be backed by the host again:
     # on the 2-core VM a command's first 100 MB cost 0.5-0.7 s as often as not, 0.055 s in
     # plain 4 kB pages. That was up to a second of a Basel model's set-up (its bases, their
-    # level-of-detail rows, the decoder's scaled copies). Set before numpy is imported, and
-    # inherited by spawned workers; a user's own setting wins. Once running, renders reuse
-    # their memory, and take the same time either way.
+    # level-of-detail rows, the decoder's scaled copies). Most commands load a model, so
+    # every command sets it, before numpy is imported; the processes it starts inherit it,
+    # and a user's own setting wins. Once running, renders reuse their memory and take the
+    # same time either way; a kernel whose huge pages are "always" on ignores the request.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     try:
         from .main import cli

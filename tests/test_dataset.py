@@ -269,8 +269,8 @@ def test_a_swallowed_ctrl_c_still_stops_the_command_with_one_line(tmp_path, mode
 
 def test_the_last_chunks_are_split_so_that_every_worker_ends_busy():
     """`tail_split`: the last `workers` chunks become `workers` parts each (fewer for a
-    chunk of fewer identities), contiguous runs of its identities in order; one worker and
-    webdataset shards keep whole chunks."""
+    chunk of fewer identities), contiguous runs of its identities in order, of about equal
+    numbers of images; one worker and webdataset shards keep whole chunks."""
     from morphgen.dataset import DatasetJob, OutputConfig, tail_split
     from morphgen.dataset.chunks import part_identities
     from morphgen.sampling import SamplingConfig
@@ -283,10 +283,38 @@ def test_the_last_chunks_are_split_so_that_every_worker_ends_busy():
     assert tail_split([0, 1, 2], job, 1) == [(0, None), (1, None), (2, None)]
     wds = DatasetJob(job.scene, 2, OutputConfig(chunk_ids=5, container="wds"))
     assert tail_split([0, 1, 2], wds, 2) == [(0, None), (1, None), (2, None)]
-    assert [part_identities(job, 3, k, 4) for k in range(4)] == [[15], [16], [17], [18, 19]]
+    assert [part_identities(job, 3, k, 4) for k in range(4)] == [[15, 16], [17], [18], [19]]
     assert [part_identities(job, 4, k, 3) for k in range(3)] == [[20], [21], [22]]
     with pytest.raises(ValueError):
         part_identities(job, 4, 0, 4)  # more parts than identities
+
+    class Uneven(DatasetJob):  # recorded params (ParamsJob) may hold more images of one identity
+        def slots(self, chunk):
+            return [(i, s) for i in self.chunk_identities(chunk) for s in range(10 if i == 15 else 1)]
+
+    uneven = Uneven(job.scene, 2, job.output)
+    assert [part_identities(uneven, 3, k, 2) for k in range(2)] == [[15], [16, 17, 18, 19]]
+    assert [part_identities(uneven, 3, k, 5) for k in range(5)] == [[15], [16], [17], [18], [19]]
+
+
+def test_recorded_params_of_uneven_identities_split_to_the_same_bytes(tmp_path, model_file):
+    """`--from-params` records with 5 images of one identity and 1 of others: on 2 workers
+    the last chunks are split by their images, and the bytes are those of one worker."""
+    src = tmp_path / "src"
+    r = invoke("render", "--model", model_file, "--ids", 6, "--per-id", 5, "--size", 32, "--quiet",
+               "--params-format", "jsonl", "--workers", 1, "--out", src)
+    assert r.exit_code == 0, r.output
+    kept = [line for p in sorted((src / "params").glob("*.jsonl")) for line in p.read_text().splitlines()
+            if json.loads(line)["identity"] in (2, 4) or json.loads(line)["sample"] == 0]
+    (tmp_path / "uneven.jsonl").write_text("\n".join(kept) + "\n")
+    outs = {}
+    for workers in (1, 2):
+        outs[workers] = tmp_path / f"w{workers}"
+        r = invoke("render", "--model", model_file, "--from-params", tmp_path / "uneven.jsonl", "--size", 32,
+                   "--chunk-ids", 3, "--quiet", "--params-format", "jsonl", "--workers", workers, "--out", outs[workers])
+        assert r.exit_code == 0, r.output
+    assert len(list((outs[2] / "images").rglob("*.png"))) == 14
+    assert tree_hashes(outs[2]) == tree_hashes(outs[1])
 
 
 def test_a_failed_part_discards_its_whole_chunk_and_resume_completes_it(reference, tmp_path, model_file):
@@ -513,7 +541,8 @@ def test_the_console_script_turns_numpy_huge_pages_off_unless_the_user_set_them(
             "sys.argv = ['morphgen', '--version']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "import numpy\n"
-            "print(os.environ['NUMPY_MADVISE_HUGEPAGE'], numpy._core.multiarray._get_madvise_hugepage())")
+            "core = getattr(numpy, '_core', None) or numpy.core  # numpy 2 / 1\n"
+            "print(os.environ['NUMPY_MADVISE_HUGEPAGE'], core.multiarray._get_madvise_hugepage())")
     env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
     if user is not None:
         env["NUMPY_MADVISE_HUGEPAGE"] = user

@@ -1,5 +1,7 @@
 """One chunk of a dataset on disk: rendered, encoded and written atomically (its params file
-last, as the completion marker), or discarded after an error. Runs in worker processes."""
+last, as the completion marker), or discarded after an error. Runs in worker processes; a
+chunk rendered in parts (the end of a run) gets its params file from the main process
+(`finish_chunk`)."""
 from __future__ import annotations
 
 import io
@@ -7,6 +9,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -72,13 +75,24 @@ def render_chunk_part(out: Path, job: DatasetJob, renderer: SceneRenderer, chunk
 
 
 def part_identities(job: DatasetJob, chunk: int, part: int, parts: int) -> list[int]:
-    """The identities of part ``part`` of ``parts`` of a chunk: contiguous runs of as equal
-    sizes as can be, in order, so that the parts' params lines joined in part order are the
-    whole chunk's."""
+    """The identities of part ``part`` of ``parts`` of a chunk: contiguous runs, in order,
+    of about equal numbers of images (a re-render of recorded params may hold more images
+    of one identity than of another) and at least one identity each, so that the parts'
+    params lines joined in part order are the whole chunk's."""
     ids = list(job.chunk_identities(chunk))
     if not 0 <= part < parts <= len(ids):
         raise ValueError(f"part {part} of {parts} of a chunk of {len(ids)} identities")
-    return ids[part * len(ids) // parts:(part + 1) * len(ids) // parts]
+    images = Counter(identity for identity, _ in job.slots(chunk))
+    before = np.cumsum([0] + [images[i] for i in ids[:-1]])  # images ahead of each identity
+    total = before[-1] + images[ids[-1]]
+
+    def start(k: int) -> int:  # the first identity of part k
+        if k == 0:
+            return 0
+        at = int(np.searchsorted(before, k * total / parts))  # first identity at or past its share
+        return min(max(at, start(k - 1) + 1), len(ids) - (parts - k))
+
+    return ids[start(part):start(part + 1) if part + 1 < parts else len(ids)]
 
 
 def _render_identities(job: DatasetJob, renderer: SceneRenderer, identities) -> list[tuple[str, RenderResult]]:
