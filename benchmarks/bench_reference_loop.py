@@ -59,51 +59,132 @@ def make_model(path: Path, grid: int) -> None:
     print(f"wrote {path}: {len(face.vertices):,} vertices, {len(face.triangles):,} triangles, 80/80/64 components")
 
 
-def _loop_worker(args: tuple) -> int:
-    """One core's share of the reference loop: identities worker, worker + n, ..."""
-    model_path, ids, per_id, size, worker, workers, out = args
-    import cv2
+class _Loop:
+    """The reference loop's set-up (one process) and its body, one identity at a time."""
 
-    from morphgen.loading import load_model
-    from morphgen.render.camera import Pose
-    from morphgen.render.renderer import RenderSettings, render_batch
-    from morphgen.render.threads import limit_threads
+    def __init__(self, model_path: str | None, per_id: int, size: int) -> None:
+        from morphgen.loading import load_model
+        from morphgen.render.renderer import RenderSettings
+        from morphgen.render.threads import limit_threads
 
-    limit_threads(1)
-    model = load_model(model_path, need_five_points=True)
-    shape_b, color_b = model.shape.scaled_basis(), model.color.scaled_basis()
-    shape_m = model.shape.mean.reshape(-1).astype(np.float32)
-    color_m = model.color.mean.reshape(-1).astype(np.float32)
-    expr = model.expression
-    if expr is not None:
-        shape_m = shape_m + expr.mean.reshape(-1).astype(np.float32)
-        expr_b = expr.scaled_basis()
-    groups = model.five_point_vertices()
-    settings = RenderSettings(height=size, width=size, backend="numba")
-    background = np.full((per_id, size, size, 3), 128, np.uint8)
-    written = 0
-    for identity in range(worker, ids, workers):
+        limit_threads(1)
+        self.model = model = load_model(model_path, need_five_points=True)
+        self.shape_b, self.color_b = model.shape.scaled_basis(), model.color.scaled_basis()
+        self.shape_m = model.shape.mean.reshape(-1).astype(np.float32)
+        self.color_m = model.color.mean.reshape(-1).astype(np.float32)
+        self.expr = expr = model.expression
+        if expr is not None:
+            self.shape_m = self.shape_m + expr.mean.reshape(-1).astype(np.float32)
+            self.expr_b = expr.scaled_basis()
+        self.groups = model.five_point_vertices()
+        self.per_id = per_id
+        self.settings = RenderSettings(height=size, width=size, backend="numba")
+        self.background = np.full((per_id, size, size, 3), 128, np.uint8)
+
+    def identity(self, identity: int, out: Path) -> int:
+        """Render and write one identity's images; returns how many."""
+        import cv2
+
+        from morphgen.render.camera import Pose
+        from morphgen.render.renderer import render_batch
+
+        model, per_id, expr = self.model, self.per_id, self.expr
         rng = np.random.default_rng(identity)
-        shape = shape_m + shape_b @ rng.standard_normal(model.shape.n_components).astype(np.float32)
-        color = color_m + color_b @ rng.standard_normal(model.color.n_components).astype(np.float32)
+        shape = self.shape_m + self.shape_b @ rng.standard_normal(model.shape.n_components).astype(np.float32)
+        color = self.color_m + self.color_b @ rng.standard_normal(model.color.n_components).astype(np.float32)
         if expr is None:
             verts = np.repeat(shape.reshape(1, -1, 3), per_id, 0)
         else:  # each image's expression, the batch in one matmul
             coeffs = rng.normal(0.0, 0.5, (expr.n_components, per_id)).astype(np.float32)
-            verts = (shape[:, None] + expr_b @ coeffs).T.reshape(per_id, -1, 3)
+            verts = (shape[:, None] + self.expr_b @ coeffs).T.reshape(per_id, -1, 3)
         albedo = np.clip(color.reshape(-1, 3), 0.0, 1.0)
         pose = Pose.create(yaw=rng.uniform(-45, 45, per_id), batch=per_id)
         sh = np.zeros((per_id, 9, 3))
         sh[:, 0] = rng.uniform(0.6, 1.0, (per_id, 1))
         sh[:, 1:4] = rng.normal(0.0, 0.2, (per_id, 3, 1))
-        rgb = render_batch(verts, albedo, sh, pose, model.triangles, settings, backgrounds=background,
-                           five_point_groups=groups)["rgb"]
+        rgb = render_batch(verts, albedo, sh, pose, model.triangles, self.settings, backgrounds=self.background,
+                           five_point_groups=self.groups)["rgb"]
         folder = out / f"{identity:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         for k, img in enumerate(rgb):
             cv2.imwrite(str(folder / f"{identity:05d}_{k:03d}.png"), img[..., ::-1])
-        written += len(rgb)
-    return written
+        return len(rgb)
+
+
+def _loop_worker(args: tuple) -> int:
+    """One core's share of the reference loop: identities worker, worker + n, ..."""
+    model_path, ids, per_id, size, worker, workers, out = args
+    loop = _Loop(model_path, per_id, size)
+    return sum(loop.identity(identity, out) for identity in range(worker, ids, workers))
+
+
+def _per_image_worker(args: tuple) -> float:
+    """ms of one core per image once running: ``n_ids`` identities after ``warm`` untimed
+    ones, by the loop's body (``antialias`` None, one identity a step) or by morphgen's
+    chunk writer (a chunk a step, all of the command's defaults, params format and chunk
+    size included, but for the model, size and ``antialias``)."""
+    model_path, n_ids, per_id, size, antialias, worker, out = args
+    first = 1000 * worker  # each process its own identities
+    if antialias is None:
+        loop = _Loop(model_path, per_id, size)
+        steps, ids_per_step = [lambda i=i: loop.identity(i, out) for i in range(first, first + n_ids + 2)], 1
+    else:
+        from morphgen.dataset import (
+            DatasetJob,
+            OutputConfig,
+            prepare_output,
+            write_manifest,
+        )
+        from morphgen.dataset.chunks import render_chunk
+        from morphgen.options import RENDER_DEFAULTS, scene_config
+        from morphgen.render.backgrounds import texture_pools
+        from morphgen.render.threads import limit_threads
+        from morphgen.scene import SceneRenderer
+
+        limit_threads(1)
+        output = OutputConfig.from_options(dict(RENDER_DEFAULTS), out)
+        ids_per_step = output.chunk_ids
+        scene = scene_config(overrides={"model": model_path, "ids": first + n_ids + 2 * ids_per_step, "size": size,
+                                        "antialias": antialias})
+        job = DatasetJob(scene, per_id, output)
+        renderer = SceneRenderer(job.scene)
+        for pool in texture_pools(job.scene.backgrounds):  # drawn ahead, as the command's helper does
+            for j in range(pool.pool_size):
+                pool.pool_texture(pool.pool_side(size, size), j)
+        prepare_output(out, job, False, False, sharded=False)
+        write_manifest(out, job, (1, 1))
+        c0 = first // ids_per_step
+        steps = [lambda c=c: render_chunk(out, job, renderer, c) for c in range(c0, c0 + n_ids // ids_per_step + 2)]
+    for step in steps[:2]:  # untimed: first-use costs
+        step()
+    t0 = time.perf_counter()
+    for step in steps[2:]:
+        step()
+    return (time.perf_counter() - t0) / ((len(steps) - 2) * ids_per_step * per_id) * 1e3
+
+
+def per_image(model: str | None, per_id: int, size: int, workers: int, settings: list[str | None], rounds: int,
+              root: Path | None) -> None:
+    """Print each setting's ms per image once running, ``workers`` processes at a time (one
+    per core, as in the commands), alternating the settings for ``rounds`` rounds."""
+    n_ids = max(10, 1000 // per_id // 10 * 10)  # whole chunks of the default 10 identities
+    times: dict[str | None, list[float]] = {s: [] for s in settings}
+    for _ in range(rounds):
+        for setting in settings:
+            tmp = Path(tempfile.mkdtemp(prefix="morphgen_ref_", dir=root))
+            try:
+                jobs = [(model, n_ids, per_id, size, setting, w, tmp / f"w{w}") for w in range(workers)]
+                with mp.get_context("spawn").Pool(workers) as pool:
+                    times[setting] += pool.map(_per_image_worker, jobs)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    loop = float(np.median(times[None]))
+    print(f"ms of one core per image once running ({workers} processes at a time, {n_ids * per_id} images each, "
+          f"median of {rounds} rounds):")
+    for setting, ts in times.items():
+        name = "reference loop" if setting is None else f"morphgen --antialias {setting}"
+        print(f"  {name:32s} {np.median(ts):6.3f} ms  ({min(ts):.3f}-{max(ts):.3f})  "
+              f"{loop / np.median(ts):5.2f}x the loop's images per second")
 
 
 def run_loop(model: str | None, ids: int, per_id: int, size: int, workers: int, out: Path) -> tuple[int, float]:
@@ -144,6 +225,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of (loop, each morphgen setting): best of each whole command, median of the --steady differences")
     ap.add_argument("--dir", type=Path, default=None, help="where the images go, removed after each run")
     ap.add_argument("--render-args", default="", help="further `morphgen render` options, e.g. '--appearance full'")
+    ap.add_argument("--per-image", action="store_true",
+                    help="instead of whole commands: the cost of an image once running, the loop's body against "
+                         "morphgen's chunk writer, --workers processes at a time, 1,000 images each, median of --rounds")
     ap.add_argument("--steady", action="store_true",
                     help="also time each at twice --ids: the difference of the two runs is the rate once running "
                          "(start-up, the worker pool and each worker's first-use costs cancelled)")
@@ -153,6 +237,9 @@ def main() -> None:
         return
     if a.model and not Path(a.model).is_file():
         sys.exit(f"error: --model {a.model}: no such file (write one with --make-model)")
+    if a.per_image:
+        per_image(a.model, a.per_id, a.size, a.workers, [None, *a.antialias], a.rounds, a.dir)
+        return
     best: dict[str, float] = {}  # img/s of the whole command, best of the rounds
     steady: dict[str, list[float]] = {}  # img/s once running, per round
     print(f"{a.ids} ids x {a.per_id} images, {a.size} px, {a.workers} workers, model {a.model or 'embedded'}; "
