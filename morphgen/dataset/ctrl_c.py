@@ -12,11 +12,12 @@ A Ctrl-C goes to the terminal's whole process group: the main process and each w
   sure it does. Pools whose queued tasks are worth nothing once the command stops (`fit`'s
   photos, the landmark finder's images) end their workers first (`end_workers`): a pool's
   shutdown lets each worker finish the tasks already in its call queue, and the landmark
-  finder's pool every task it was given (48 s after a Ctrl-C on CFP). Python raises KeyboardInterrupt wherever the main thread is when it next
-  checks for signals, and some places swallow it: a ``__del__``, a ctypes callback (numba
-  compiling a kernel is one), C code that clears errors. The command would go on to the
-  end, or print "Exception ignored ... KeyboardInterrupt" and go on. The latch remembers
-  the Ctrl-C, and the run raises it again where it next looks (`CtrlCLatch.check`).
+  finder's pool every task it was given (48 s after a Ctrl-C on CFP). Python raises
+  KeyboardInterrupt wherever the main thread is when it next checks for signals, and some
+  places swallow it: a ``__del__``, a ctypes callback (numba compiling a kernel is one), C
+  code that clears errors. The command would go on to the end, or print "Exception
+  ignored ... KeyboardInterrupt" and go on. The latch remembers the Ctrl-C, and the run
+  raises it again where it next looks (`CtrlCLatch.check`).
 """
 from __future__ import annotations
 
