@@ -167,7 +167,10 @@ def per_image(model: str | None, per_id: int, size: int, workers: int, settings:
               root: Path | None) -> None:
     """Print each setting's ms per image once running, ``workers`` processes at a time (one
     per core, as in the commands), alternating the settings for ``rounds`` rounds."""
-    n_ids = max(10, 1000 // per_id // 10 * 10)  # whole chunks of the default 10 identities
+    from morphgen.options import RENDER_DEFAULTS
+
+    chunk = RENDER_DEFAULTS["chunk_ids"]  # morphgen's processes time whole chunks of the command's size
+    n_ids = max(chunk, 1000 // per_id // chunk * chunk)
     times: dict[str | None, list[float]] = {s: [] for s in settings}
     for _ in range(rounds):
         for setting in settings:
