@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,13 @@ from morphgen.model import MorphableModel, PCAModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The Ctrl-C tests send SIGINT to commands they start, which must meet it as a terminal's
+# foreground job does. A shell starts a background job (`pytest &` in a script) with SIGINT
+# ignored, its children inherit that, and Python then installs no handler: the commands
+# would never see their Ctrl-C (run to the end, or wait in signal.pause until the timeout).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _orthonormal(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
