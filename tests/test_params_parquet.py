@@ -196,3 +196,42 @@ def test_writing_parquet_params_does_not_import_pandas(tmp_path, tiny_model_file
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and len(list((tmp_path / "p" / "params").glob("*.parquet"))) == 2, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
+def test_parquet_params_are_those_of_the_json_lines_byte_for_byte(both):
+    """The writer builds a Parquet chunk from each image's record as a mapping, without
+    writing its JSON line and parsing it back: the same file as from the JSON Lines'
+    records (mixup's soft labels and photo effects included)."""
+    from morphgen.params_columns import parquet_bytes
+
+    pq_root, js_root = both
+    for pq_file, js_file in zip(layout.params_files(pq_root), layout.params_files(js_root), strict=True):
+        records = [json.loads(line) for line in js_file.read_text().splitlines()]
+        assert parquet_bytes(records) == pq_file.read_bytes()
+
+
+def test_an_images_record_mapping_is_its_json_line_parsed_type_for_type():
+    """`_params_record` is `json.loads(_params_line(...))` to the type of every value (1.0 ==
+    1 in Python, not in a Parquet column), for sampled params with every realism part on,
+    and for the GPU path's params sent as JSON text."""
+    from morphgen.dataset.chunks import _params_line, _params_record
+    from morphgen.options import scene_config
+    from morphgen.scene import SceneRenderer
+
+    def typed(x):  # the value with the type of each of its parts
+        if isinstance(x, dict):
+            return ("dict", [(typed(k), typed(v)) for k, v in x.items()])
+        if isinstance(x, list):
+            return ("list", [typed(v) for v in x])
+        return (type(x).__name__, x)
+
+    r = SceneRenderer(scene_config(overrides={"ids": 3, "size": 48, "identity_mixup": True, "mixup_fraction": 1.0,
+                                              "photo": "realistic", "appearance": "full,shine=0.6"}))
+    params = [r.sampler.image_params(i, s) for i in range(3) for s in range(3)]
+    results = r.render(params)
+    assert all(any(getattr(p, k) for p in params) for k in ("soft_label", "photo", "appearance"))
+    for p, res in zip(params, results):
+        more = res.record() | {"image": "images/00000/x.png"}
+        parsed = json.loads(_params_line(p, more))
+        assert typed(_params_record(p, more)) == typed(parsed)
+        assert typed(_params_record(p.to_json(), more)) == typed(parsed)

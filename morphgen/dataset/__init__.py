@@ -224,17 +224,17 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 else:
                     submit = lambda c, part: executor.submit(render_chunk_standalone, str(out), job.to_dict(), c)
                 running: dict[Future, tuple[int, tuple[int, int] | None]] = {}  # future -> (chunk, part)
-                parts_in: dict[int, list] = {}  # split chunk -> each part's params lines (None until in)
+                parts_in: dict[int, list] = {}  # split chunk -> each part's params records (None until in)
 
                 def collect(fut: Future) -> None:
                     c, part = running.pop(fut)
                     result = chunk_result(fut, out, job, c)
                     if part is not None:  # the chunk's params file waits for all its parts
-                        lines = parts_in.setdefault(c, [None] * part[1])
-                        lines[part[0]] = result[3]
-                        if all(r is not None for r in lines):
+                        records = parts_in.setdefault(c, [None] * part[1])
+                        records[part[0]] = result[3]
+                        if all(r is not None for r in records):
                             try:
-                                finish_chunk(out, job, c, [line for r in parts_in.pop(c) for line in r])
+                                finish_chunk(out, job, c, [rec for r in parts_in.pop(c) for rec in r])
                             except Exception as exc:
                                 raise chunk_error(out, job, c, exc) from exc
                     done(result[:3])
