@@ -20,6 +20,12 @@ or unsorted, a locked vertex gone, triangles over missing vertices) is ignored a
 written again; a folder that cannot be written is skipped silently (the cache only saves
 time). Files are written whole (:func:`.outputs.replace_atomically`), so a reader, a
 concurrent writer or a kill never meets half a file.
+
+Size: each model, render size and morphgen version (the source digest) makes new
+entries, and nothing else would ever remove the old ones. A write keeps the folder to
+the ``MAX_ENTRIES`` entries used last (a read marks an entry used, by its time stamp) and
+removes temporary files that a killed writer left over an hour ago: at a few hundred kB
+an entry, the folder stays under about 50 MB.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import functools
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +41,8 @@ import numpy as np
 from .outputs import replace_atomically
 
 ENV = "MORPHGEN_CACHE_DIR"
+MAX_ENTRIES = 128       # entries kept, the ones used last
+_STALE_TMP_S = 3600.0   # a temporary file this old was left by a writer that was killed
 
 
 def cache_dir() -> Path | None:
@@ -86,7 +95,13 @@ def load(key: tuple, n_vertices: int, locked: np.ndarray) -> tuple[np.ndarray, n
               and bool(np.all(np.isin(np.flatnonzero(locked), keep))))
     except Exception:  # noqa: BLE001 (a cache: any failure to read it is a miss)
         return None
-    return (keep, tris) if ok else None
+    if not ok:
+        return None
+    try:
+        os.utime(where[0])  # used now: pruning keeps the entries used last
+    except OSError:
+        pass
+    return keep, tris
 
 
 def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
@@ -99,5 +114,29 @@ def store(key: tuple, keep: np.ndarray, tris: np.ndarray) -> None:
         np.savez(buf, key=np.array(where[1]), keep=np.asarray(keep, np.int64), tris=np.asarray(tris, np.int32))
         where[0].parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(where[0], buf.getvalue())
+        prune(where[0].parent, MAX_ENTRIES)
     except Exception:  # noqa: BLE001, S110 (a cache: any failure to write it costs only the time)
         pass
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Remove all but the ``keep`` entries of ``folder`` used last, and temporary files
+    older than an hour. Files another process removes meanwhile, or that cannot be
+    removed, are passed over: the next write tries again."""
+    now = time.time()
+    entries = []
+    for entry in os.scandir(folder):
+        try:
+            if entry.name.endswith(".npz") and entry.is_file():
+                entries.append((entry.stat().st_mtime, entry.path))
+            elif entry.name.startswith(".") and entry.name.endswith(".tmp") \
+                    and now - entry.stat().st_mtime > _STALE_TMP_S:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+    entries.sort(reverse=True)
+    for _, path in entries[keep:]:
+        try:
+            os.unlink(path)
+        except OSError:
+            continue

@@ -312,3 +312,29 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert lod_cache.cache_dir() == tmp_path / "h" / ".cache" / "morphgen" / "lod"
     monkeypatch.setattr(lod_cache.os.path, "expanduser", lambda p: p)  # no home to be found
     assert lod_cache.cache_dir() is None
+
+
+def test_the_cache_keeps_the_entries_used_last_and_drops_dead_temporary_files(tmp_path, monkeypatch):
+    """A write keeps the folder to MAX_ENTRIES entries, those read or written last (a read
+    marks its entry used), and removes the temporary files of writers killed over an hour
+    ago; a younger one may be a writer at work and stays."""
+    import os
+    import time
+
+    monkeypatch.setenv("MORPHGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lod_cache, "MAX_ENTRIES", 3)
+    folder = tmp_path / "lod"
+    keep, tris, locked = np.arange(3, dtype=np.int64), np.array([[0, 1, 2]], np.int32), np.zeros(10, bool)
+    t0 = time.time() - 1000
+    for k in range(3):
+        lod_cache.store(("entry", k), keep, tris)
+        os.utime(lod_cache._path(("entry", k))[0], (t0 + k, t0 + k))  # entry 0 the oldest
+    dead, alive = folder / ".x.npz.1.2.tmp", folder / ".y.npz.3.4.tmp"
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    os.utime(dead, (t0 - 3 * 3600, t0 - 3 * 3600))
+    assert lod_cache.load(("entry", 0), 10, locked) is not None  # read: used last now
+    lod_cache.store(("entry", 3), keep, tris)
+    kept = {k for k in range(4) if lod_cache._path(("entry", k))[0].is_file()}
+    assert kept == {0, 2, 3}
+    assert not dead.exists() and alive.exists()
