@@ -496,10 +496,11 @@ class Decoder:
         shape = np.atleast_2d(shape)
         flat, inverse = _decode_distinct_rows(shape, self.shape_mean, self.shape_basis, offset=self.expr_mean)
         if self.expr_basis is not None and expression is not None and np.size(expression):
-            # basis @ coefficients.T, not coefficients @ basis.T: OpenBLAS sums the same
-            # products in the same order either way (one chain over the components per
-            # entry: the same bits), and a batch of 20 takes 2.9 ms, not 4.8, on a face12
-            # mesh (a few rows against tens of thousands of columns is its slow case)
+            # basis @ coefficients.T, not coefficients @ basis.T: OpenBLAS's kernels (Haswell's,
+            # checked on this project's VMs) sum the same products in the same order either
+            # way (one chain over the components per entry: the same bits, the same images as
+            # before), and a batch of 20 takes 2.9 ms, not 4.8, on a face12 mesh (a few rows
+            # against tens of thousands of columns is its slow case)
             exprs = (self.expr_basis @ np.atleast_2d(expression).T).T
             rows = flat if inverse is None or len(flat) == 1 else flat[inverse]
             # shape and expression rows broadcast against one another, in the wider dtype;
