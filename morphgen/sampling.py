@@ -496,13 +496,20 @@ class Decoder:
         shape = np.atleast_2d(shape)
         flat, inverse = _decode_distinct_rows(shape, self.shape_mean, self.shape_basis, offset=self.expr_mean)
         if self.expr_basis is not None and expression is not None and np.size(expression):
-            # basis @ coefficients.T, not coefficients @ basis.T: OpenBLAS's kernels (Haswell's,
-            # checked on this project's VMs) sum the same products in the same order either
-            # way (one chain over the components per entry: the same bits, the same images as
-            # before), and a batch of 20 takes 2.9 ms, not 4.8, on a face12 mesh (a few rows
-            # against tens of thousands of columns is its slow case)
-            exprs = (self.expr_basis @ np.atleast_2d(expression).T).T
-            rows = flat if inverse is None or len(flat) == 1 else flat[inverse]
+            coeffs = np.atleast_2d(expression)
+            if coeffs.dtype == self.expr_basis.dtype:
+                # basis @ coefficients.T, not coefficients @ basis.T: in float32 OpenBLAS's
+                # kernels (Haswell's, checked on this project's VMs) sum the same products in
+                # the same order either way (the same bits, the same images as before), and a
+                # batch of 20 takes 2.9 ms, not 4.8, on a face12 mesh (a few rows against tens
+                # of thousands of columns is its slow case). Mixed dtypes keep numpy's order:
+                # float64 coefficients round differently the other way round.
+                exprs = (self.expr_basis @ coeffs.T).T
+            else:
+                exprs = coeffs @ self.expr_basis.T
+            # one decoded shape row serves every image where each image has its expression
+            one = inverse is None or (len(flat) == 1 and len(exprs) == len(shape))
+            rows = flat if one else flat[inverse]
             # shape and expression rows broadcast against one another, in the wider dtype;
             # the sum laid out image by image
             out = np.empty(np.broadcast_shapes(exprs.shape, rows.shape), np.result_type(exprs, rows))

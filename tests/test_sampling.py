@@ -169,6 +169,33 @@ def test_batch_decode_equals_each_row_decoded_alone():
             np.testing.assert_allclose(al[k], dec.albedo(color[k][None])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_shape_and_expression_rows_broadcast_in_every_combination():
+    """One shape row or a batch of them (repeated, or distinct) against one expression row or
+    a batch, in float32 and float64: (B, N, 3), each image its shape plus its expression, in
+    the wider dtype. (Repeated shape rows are decoded once: with one expression row for the
+    batch that row must still come out B times.)"""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(20, 24)
+    dec = Decoder(model, 5, 4, 3)
+    rng = np.random.default_rng(2)
+    s = rng.normal(size=(4, 5)).astype(np.float32)
+    e = rng.normal(size=(4, 3)).astype(np.float32)
+    mean = (model.shape.mean + model.expression.mean).astype(np.float64)
+
+    def truth(shape, expr):  # float64, broadcast by numpy's rules
+        return (mean + shape.astype(np.float64) @ dec.shape_basis.T.astype(np.float64)
+                + expr.astype(np.float64) @ dec.expr_basis.T.astype(np.float64))
+
+    for shape in (s[:1], np.repeat(s[:1], 4, 0), s):
+        for expr in (e[:1], e):
+            for dtype in (np.float32, np.float64):
+                got = dec.vertices(shape, expr.astype(dtype))
+                n = max(len(shape), len(expr))
+                assert got.shape == (n, model.n_vertices, 3) and got.dtype == np.result_type(np.float32, dtype)
+                np.testing.assert_allclose(got.reshape(n, -1), truth(shape, expr), rtol=1e-5, atol=1e-4)
+
+
 def test_decode_bits_do_not_depend_on_the_blas_thread_count():
     """A process with a threaded BLAS (--workers 1, the Python API) decodes the same bits as
     the writer's one-thread workers: OpenBLAS's threaded sgemm rounded the expression batch

@@ -79,7 +79,7 @@ def part_identities(job: DatasetJob, chunk: int, part: int, parts: int) -> list[
     """The identities of part ``part`` of ``parts`` of a chunk: contiguous runs, in order,
     of about equal numbers of images (a re-render of recorded params may hold more images
     of one identity than of another) and at least one identity each, so that the parts'
-    params lines joined in part order are the whole chunk's."""
+    params records joined in part order are the whole chunk's."""
     ids = list(job.chunk_identities(chunk))
     if not 0 <= part < parts <= len(ids):
         raise ValueError(f"part {part} of {parts} of a chunk of {len(ids)} identities")
