@@ -129,32 +129,14 @@ def _per_image_worker(args: tuple) -> float:
         loop = _Loop(model_path, per_id, size)
         steps, ids_per_step = [lambda i=i: loop.identity(i, out) for i in range(first, first + n_ids + 2)], 1
     else:
-        from morphgen.dataset import (
-            DatasetJob,
-            OutputConfig,
-            prepare_output,
-            write_manifest,
-        )
-        from morphgen.dataset.chunks import render_chunk
-        from morphgen.options import RENDER_DEFAULTS, scene_config
-        from morphgen.render.backgrounds import texture_pools
-        from morphgen.render.threads import limit_threads
-        from morphgen.scene import SceneRenderer
+        from profile_writer import chunk_writer  # this folder's
 
-        limit_threads(1)
-        output = OutputConfig.from_options(dict(RENDER_DEFAULTS), out)
-        ids_per_step = output.chunk_ids
-        scene = scene_config(overrides={"model": model_path, "ids": first + n_ids + 2 * ids_per_step, "size": size,
-                                        "antialias": antialias})
-        job = DatasetJob(scene, per_id, output)
-        renderer = SceneRenderer(job.scene)
-        for pool in texture_pools(job.scene.backgrounds):  # drawn ahead, as the command's helper does
-            for j in range(pool.pool_size):
-                pool.pool_texture(pool.pool_side(size, size), j)
-        prepare_output(out, job, False, False, sharded=False)
-        write_manifest(out, job, (1, 1))
-        c0 = first // ids_per_step
-        steps = [lambda c=c: render_chunk(out, job, renderer, c) for c in range(c0, c0 + n_ids // ids_per_step + 2)]
+        from morphgen.options import RENDER_DEFAULTS
+
+        chunk = RENDER_DEFAULTS["chunk_ids"]
+        c0 = first // chunk
+        write, ids_per_step = chunk_writer(model_path, size, antialias, per_id, c0 + n_ids // chunk + 2, out)
+        steps = [lambda c=c: write(c) for c in range(c0, c0 + n_ids // ids_per_step + 2)]
     for step in steps[:2]:  # untimed: first-use costs
         step()
     t0 = time.perf_counter()

@@ -44,8 +44,11 @@ PHASES = {
 }
 
 
-def _writer(model: str | None, size: int, antialias: str, per_id: int, n_chunks: int, out: Path):
-    """(one chunk's writer as a callable of the chunk index, chunk size in images)."""
+def chunk_writer(model: str | None, size: int, antialias: str, per_id: int, n_chunks: int, out: Path):
+    """morphgen's chunk writer with the command's defaults but for the model, size and
+    ``antialias`` (chunk size, params format, the background pool drawn ahead as the
+    command's helper does), on one thread, for a dataset of ``n_chunks`` chunks in ``out``:
+    (a callable writing chunk c, identities per chunk). bench_reference_loop.py times it too."""
     from morphgen.dataset import (
         DatasetJob,
         OutputConfig,
@@ -60,7 +63,7 @@ def _writer(model: str | None, size: int, antialias: str, per_id: int, n_chunks:
 
     limit_threads(1)
     output = OutputConfig.from_options(dict(RENDER_DEFAULTS), out)
-    scene = scene_config(overrides={"model": model, "ids": (2 * n_chunks + 2) * output.chunk_ids, "size": size,
+    scene = scene_config(overrides={"model": model, "ids": n_chunks * output.chunk_ids, "size": size,
                                     "antialias": antialias})
     job = DatasetJob(scene, per_id, output)
     renderer = SceneRenderer(job.scene)
@@ -69,7 +72,7 @@ def _writer(model: str | None, size: int, antialias: str, per_id: int, n_chunks:
             pool.pool_texture(pool.pool_side(size, size), j)
     prepare_output(out, job, False, False, sharded=False)
     write_manifest(out, job, (1, 1))
-    return (lambda c: render_chunk(out, job, renderer, c)), output.chunk_ids * per_id
+    return (lambda c: render_chunk(out, job, renderer, c)), output.chunk_ids
 
 
 def _phase_times(stats: pstats.Stats) -> dict[str, float]:
@@ -175,7 +178,8 @@ def main() -> None:
         raise SystemExit("error: --chunks and --per-id must be >= 1")
     out = Path(tempfile.mkdtemp(prefix="morphgen_prof_", dir=a.dir))
     try:
-        write, chunk_images = _writer(a.model, a.size, a.antialias, a.per_id, a.chunks, out)
+        write, chunk_ids = chunk_writer(a.model, a.size, a.antialias, a.per_id, 2 * a.chunks + 2, out)
+        chunk_images = chunk_ids * a.per_id
         write(0)
         write(1)  # untimed: first-use costs
         t0 = time.perf_counter()
