@@ -39,6 +39,16 @@ def python(code: str, *args: str, **kw) -> subprocess.CompletedProcess:
                           check=False, **kw)
 
 
+def command_with(patch: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    """`morphgen ARGS` in a fresh process (:func:`python`) after ``patch``, the Python that
+    puts a test's fault or probe into the command, run with os, signal, sys and time
+    imported and the dataset package as ``d``, its chunks as ``c`` and its workers as ``w``."""
+    prelude = ("import os, signal, sys, time\n"
+               "import morphgen.dataset as d, morphgen.dataset.chunks as c, morphgen.dataset.workers as w\n"
+               "from morphgen.cli.main import cli\n")
+    return python(prelude + patch + "cli(sys.argv[1:])", *args, **kw)
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under images/ and params/ (what must be byte-identical)."""
     out = {}
@@ -114,8 +124,7 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
     pool) or the main process's warm-up render, none drawn by a worker, and the bytes are
     those of textures drawn in place."""
     out = tmp_path / "ds5"
-    code = ("import sys, cv2, numpy as np; import morphgen.dataset as d, morphgen.dataset.workers as w\n"
-            "from morphgen.cli.main import cli\n"
+    code = ("import cv2, numpy as np\n"
             "from morphgen.render.backgrounds import ProceduralBackgrounds as P\n"
             "cv2.setNumThreads(2); cv2.GaussianBlur(np.ones((2000, 2000), np.float32), (31, 31), 5)\n"
             "def no(*a, **k): raise SystemExit('a forked worker built its own renderer')\n"
@@ -132,10 +141,9 @@ def test_forked_workers_inherit_the_renderer_and_write_the_same_bytes(reference,
             "    print(f'{n} textures prefilled, {missing} missing', file=sys.stderr)\n"
             "    P.draw_pool_texture = no\n"
             "    return n\n"
-            "w.PoolPrefill.adopt = whole\n"
-            "cli(sys.argv[1:])")
+            "w.PoolPrefill.adopt = whole\n")
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = python(code, *args)
+    done = command_with(code, *args)
     assert done.returncode == 0, done.stderr
     assert "textures prefilled, 0 missing" in done.stderr and " 0 textures" not in done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
@@ -176,13 +184,11 @@ def test_pool_prefill_draws_the_textures_drawn_in_place(monkeypatch):
 def test_a_forked_workers_setup_error_reaches_the_user_as_one_line(tmp_path, model_file):
     """An error in a forked worker's own set-up (its thread limits) is raised by its tasks
     as the command's one-line message, as a spawned worker's is."""
-    code = ("import sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
-            "from morphgen.errors import ConfigError\n"
+    code = ("from morphgen.errors import ConfigError\n"
             "def boom(n): raise ConfigError('no threads for you')\n"
-            "w.limit_threads = boom\n"
-            "cli(sys.argv[1:])")
+            "w.limit_threads = boom\n")
     args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
-    done = python(code, *args)
+    done = command_with(code, *args)
     assert done.returncode == 2, done.stderr
     assert "no threads for you" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -193,23 +199,19 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
     (or idle) ignores it: no traceback of its own, and here (the main process untouched)
     the run completes with the same bytes. One that meets it in a chunk stops: the command
     says its one line and exits 130, the chunk discarded."""
-    start = ("import os, signal, sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
-             "limit = w.limit_threads\n"
+    start = ("limit = w.limit_threads\n"
              "def ctrl_c(n): os.kill(os.getpid(), signal.SIGINT); limit(n)\n"
-             "w.limit_threads = ctrl_c\n"
-             "cli(sys.argv[1:])")
+             "w.limit_threads = ctrl_c\n")
     out = tmp_path / "started"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = python(start, *args)
+    done = command_with(start, *args)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert tree_hashes(out) == tree_hashes(reference)
-    in_chunk = ("import os, signal, sys; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
-                "def ctrl_c(out, job, r, c): os.kill(os.getpid(), signal.SIGINT); signal.pause()\n"
-                "w.render_chunk = ctrl_c\n"
-                "cli(sys.argv[1:])")
+    in_chunk = ("def ctrl_c(out, job, r, c): os.kill(os.getpid(), signal.SIGINT); signal.pause()\n"
+                "w.render_chunk = ctrl_c\n")
     out = tmp_path / "stopped"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2"]
-    done = python(in_chunk, *args)
+    done = command_with(in_chunk, *args)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
@@ -222,8 +224,7 @@ def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
     not a traceback from each worker (they start with it held, then ignore it). The
     Ctrl-C is sent once both workers' Python catches it (its start-up installed the
     handler) and before either ignores it (their initializer, after the imports)."""
-    code = ("import os, signal, sys, time; import morphgen.dataset as d; from morphgen.cli.main import cli\n"
-            "d.fork_pool_is_safe = lambda: False\n"
+    code = ("d.fork_pool_is_safe = lambda: False\n"
             "submit, pools = d.submit_held, []\n"
             "def caught(pid):\n"
             "    status = open(f'/proc/{pid}/status').read()\n"
@@ -235,10 +236,9 @@ def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
             "        while not all(caught(pid) for pid in pool._processes): time.sleep(0.001)\n"
             "        os.killpg(0, signal.SIGINT)\n"
             "    return job\n"
-            "d.submit_held = ctrl_c_in_the_imports\n"
-            "cli(sys.argv[1:])")
+            "d.submit_held = ctrl_c_in_the_imports\n")
     args = ["render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "2"]
-    done = python(code, *args, start_new_session=True)
+    done = command_with(code, *args, start_new_session=True)
     assert done.returncode == 130, done.stderr
     assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -248,19 +248,16 @@ def test_a_swallowed_ctrl_c_still_stops_the_command_with_one_line(tmp_path, mode
     compile's ctypes callback is another) used to print "Exception ignored ...
     KeyboardInterrupt" and let the command run to its end. The main process remembers it
     and stops after the chunk; a worker's says nothing (the main process says the line)."""
-    swallowed = ("import os, signal, sys; import morphgen.dataset as d; import morphgen.dataset.workers as w\n"
-                 "from morphgen.cli.main import cli\n"
-                 "class CtrlCInDel:\n"
+    swallowed = ("class CtrlCInDel:\n"
                  "    def __del__(self): os.{kill}\n"
                  "def chunk(*a, render=w.render_chunk):\n"
                  "    if a[-1] == 0: CtrlCInDel()  # one Ctrl-C, in the first chunk\n"
                  "    return render(*a)\n"
-                 "d.render_chunk = w.render_chunk = chunk\n"
-                 "cli(sys.argv[1:])")
+                 "d.render_chunk = w.render_chunk = chunk\n")
     for workers, kill in (("1", "kill(os.getpid(), signal.SIGINT)"), ("2", "killpg(0, signal.SIGINT)")):
         out = tmp_path / f"w{workers}"
         args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", workers]
-        done = python(swallowed.format(kill=kill), *args, start_new_session=True)
+        done = command_with(swallowed.format(kill=kill), *args, start_new_session=True)
         assert done.returncode == 130, (workers, done.stderr)
         assert done.stderr.startswith("interrupted:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
         if workers == "1":  # (the pool's three chunks all start at once, and finish)
@@ -322,17 +319,15 @@ def test_a_failed_part_discards_its_whole_chunk_and_resume_completes_it(referenc
     takes its whole chunk with it: the other part's images, moved into place after the
     failure, are removed and no params file is written; the error is one line, and --resume renders
     the same bytes as one worker."""
-    code = ("import sys, time; import morphgen.dataset.workers as w; from morphgen.cli.main import cli\n"
-            "part = w.render_chunk_part\n"
+    code = ("part = w.render_chunk_part\n"
             "def second_part_fails(out, job, r, c, k, n):\n"
             "    if k == 1: raise OSError(28, 'No space left on device')\n"
             "    time.sleep(1.0)  # still rendering when the other part fails, and moved into place after\n"
             "    return part(out, job, r, c, k, n)\n"
-            "w.render_chunk_part = second_part_fails\n"
-            "cli(sys.argv[1:])")
+            "w.render_chunk_part = second_part_fails\n")
     out = tmp_path / "split"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2", "--outputs", "depth"]
-    done = python(code, *args)
+    done = command_with(code, *args)
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "No space left on device" in done.stderr, done.stderr
     assert sorted(p.name for p in (out / "params").iterdir()) == ["chunk_000000.jsonl"]
@@ -360,8 +355,7 @@ def test_kill_then_resume_equals_uninterrupted(reference, tmp_path, model_file):
     would finish first)."""
     out = tmp_path / "ds4"
     args = ["render", "--model", model_file, *COMMON, "--out", str(out), "--outputs", "depth", "--chunk-ids", "1"]
-    code = ("import os, signal, sys; import morphgen.dataset.chunks as c; from morphgen.cli.main import cli\n"
-            "class KilledAtTheMarker:\n"
+    code = ("class KilledAtTheMarker:\n"
             "    def __getattr__(self, name): return getattr(os, name)\n"
             "    def replace(self, a, b):\n"
             "        if str(b).endswith('.jsonl'): os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -371,9 +365,8 @@ def test_kill_then_resume_equals_uninterrupted(reference, tmp_path, model_file):
             "    calls.append(1)\n"
             "    if len(calls) == 3: c.os = KilledAtTheMarker()\n"
             "    return write(*a)\n"
-            "c.write_chunk = third_is_killed\n"
-            "cli(sys.argv[1:])")
-    done = python(code, *args, "--workers", "1")
+            "c.write_chunk = third_is_killed\n")
+    done = command_with(code, *args, "--workers", "1")
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert len(list((out / "params").glob("*.jsonl"))) == 2
     assert len(list((out / "images").iterdir())) == 3  # the third chunk's identity moved in, unmarked
