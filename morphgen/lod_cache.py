@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .outputs import replace_atomically
+from .outputs import is_temporary, replace_atomically
 
 ENV = "MORPHGEN_CACHE_DIR"
 MAX_ENTRIES = 128       # entries kept, the ones used last
@@ -129,8 +129,7 @@ def prune(folder: Path, keep: int) -> None:
         try:
             if entry.name.endswith(".npz") and entry.is_file():
                 entries.append((entry.stat().st_mtime, entry.path))
-            elif entry.name.startswith(".") and entry.name.endswith(".tmp") \
-                    and now - entry.stat().st_mtime > _STALE_TMP_S:
+            elif is_temporary(entry.name) and now - entry.stat().st_mtime > _STALE_TMP_S:
                 os.unlink(entry.path)
         except OSError:
             continue

@@ -39,6 +39,15 @@ def check_writable(path: str | Path, what: str, folder: bool = True) -> Path:
     return path
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`replace_atomically`'s temporary files (hidden,
+    ``.tmp``): a cache that removes those a killed writer left asks this."""
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+
+
 def replace_atomically(path: str | Path, data: bytes | str) -> None:
     """Write `data` to `path` through a temporary file beside it, renamed over it: a reader,
     or a kill in the middle, never meets half a file. The temporary file is this process's
@@ -46,7 +55,7 @@ def replace_atomically(path: str | Path, data: bytes | str) -> None:
     commands sharing the decimation cache) never write into each other's: the last rename
     wins, whole. A write that fails removes it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}")
     try:
         if isinstance(data, bytes):
             tmp.write_bytes(data)
