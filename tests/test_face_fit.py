@@ -222,4 +222,3 @@ def test_a_resumed_fit_drops_records_its_residuals_do_not_list(tmp_path):
     params.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n" + '{"identity": 2, "fi')
     _keep_records_of(params, {"a.png"})
     assert [json.loads(line) for line in params.read_text().splitlines()] == [a]
-
