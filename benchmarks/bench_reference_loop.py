@@ -119,8 +119,8 @@ def _loop_worker(args: tuple) -> int:
 
 
 def _per_image_worker(args: tuple) -> float:
-    """ms of one core per image once running: ``n_ids`` identities after ``warm`` untimed
-    ones, by the loop's body (``antialias`` None, one identity a step) or by morphgen's
+    """ms of one core per image once running: ``n_ids`` identities after two untimed steps
+    (first-use costs), by the loop's body (``antialias`` None, one identity a step) or by morphgen's
     chunk writer (a chunk a step, all of the command's defaults, params format and chunk
     size included, but for the model, size and ``antialias``)."""
     model_path, n_ids, per_id, size, antialias, worker, out = args
