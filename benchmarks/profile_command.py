@@ -18,8 +18,8 @@ once running. This prints, from this script's start:
 - the end: from the last chunk to the command's return (the manifest, the pool's shutdown).
 
 Workers are timed where the pool forks them (`fork_pool_is_safe`, as the command on Linux
-does); spawned ones (an executor, a process with threads) inherit no timing and are not
-listed. Timings are of one run on a shared machine: run it twice and read the second.
+does), and with ``--workers 1`` the main process's chunks; spawned ones (an executor, a
+process with threads) inherit no timing and are not listed. Timings are of one run on a shared machine: run it twice and read the second.
 """
 from __future__ import annotations
 
@@ -129,6 +129,7 @@ def main() -> None:
         raw = owner.__dict__.get(attr) if isinstance(owner, type) else None  # a method: wrap the function
         fn = getattr(owner, attr) if raw is None or isinstance(raw, classmethod) else raw
         setattr(owner, attr, _timed(fn, label, marks))
+    from morphgen import dataset
     from morphgen.dataset import workers
 
     with tempfile.TemporaryDirectory(prefix="morphgen_prof_") as tmp:
@@ -136,6 +137,7 @@ def main() -> None:
         log.touch()
         workers.render_chunk = _chunk_log(workers.render_chunk, "whole", log)
         workers.render_chunk_part = _chunk_log(workers.render_chunk_part, "part", log)
+        dataset.render_chunk = _chunk_log(dataset.render_chunk, "whole", log)  # --workers 1: this process's
         from morphgen.cli.main import cli
 
         code = 0
@@ -152,6 +154,7 @@ def main() -> None:
     _print_steps(marks, 0.0, first, "imports, option parsing")
     if not rows:
         print("workers: none timed (no chunk was rendered, or the workers were spawned rather than forked)")
+        print(f"  the command took {end:.3f} s")
         return
     last = _print_workers(rows)
     print("end, from the last chunk's end to the command's return:")

@@ -29,3 +29,13 @@ def test_profile_command_passes_a_bad_option_s_one_line_error_and_exit_code_thro
                            "--out", str(tmp_path / "ds")], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "--ids" in done.stderr
+
+
+def test_profile_command_times_the_main_process_s_chunks_with_one_worker(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_command.py"), "--ids", "2",
+                           "--per-id", "2", "--size", "32", "--workers", "1", "--chunk-ids", "1",
+                           "--out", str(tmp_path / "ds"), "--quiet"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout.split("waited at the end\n")[1].split("end, from")[0].splitlines()
+    assert len(table) == 1 and int(table[0].split()[3]) == 2  # one process, its 2 chunks
