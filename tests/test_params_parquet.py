@@ -210,6 +210,26 @@ def test_parquet_params_are_those_of_the_json_lines_byte_for_byte(both):
         assert parquet_bytes(records) == pq_file.read_bytes()
 
 
+def test_parquet_params_are_plain_encoded_and_smaller_than_with_dictionaries(both):
+    """Params columns hardly repeat a value within a chunk, so the writer turns pyarrow's
+    default dictionary encoding off (`USE_DICTIONARY`): no column chunk of a written file is
+    dictionary-encoded, and the file is smaller than the same table with dictionaries."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from morphgen.params_columns import COMPRESSION
+
+    pq_root, _ = both
+    for path in layout.params_files(pq_root):
+        meta = pq.ParquetFile(path).metadata
+        encodings = {e for g in range(meta.num_row_groups) for c in range(meta.num_columns)
+                     for e in meta.row_group(g).column(c).encodings}
+        assert not encodings & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (path.name, encodings)
+        sink = pa.BufferOutputStream()
+        pq.write_table(pq.read_table(path), sink, compression=COMPRESSION)  # pyarrow's default: dictionaries
+        assert path.stat().st_size < sink.getvalue().size
+
+
 def test_an_images_record_mapping_is_its_json_line_parsed_type_for_type():
     """`_params_record` is `json.loads(_params_line(...))` to the type of every value (1.0 ==
     1 in Python, not in a Parquet column), for sampled params with every realism part on,
