@@ -568,3 +568,53 @@ def test_end_workers_does_not_wait_for_the_queued_tasks():
     finally:
         for proc in list((pool._processes or {}).values()):   # a failed assertion leaves no sleeper behind
             proc.kill()
+
+
+def test_rendering_in_process_keeps_the_setup_out_of_the_collector_until_the_run_ends(tmp_path, model_file,
+                                                                                         monkeypatch):
+    """`--workers 1` renders in the command's process: its objects are frozen out of Python's
+    collections meanwhile (a full collection walked them all, a tenth of a small image's time),
+    as a forked worker's are, and thawed when the run ends, however it ends."""
+    import gc
+
+    from morphgen import dataset
+
+    seen, chunk = [], dataset.render_chunk
+
+    def probe(*args):
+        seen.append(gc.get_freeze_count())
+        return chunk(*args)
+
+    monkeypatch.setattr(dataset, "render_chunk", probe)
+    before = gc.get_freeze_count()
+    r = invoke("render", "--model", model_file, *COMMON, "--out", tmp_path / "ds", "--workers", 1)
+    assert r.exit_code == 0, r.output
+    assert len(seen) == 3 and min(seen) > before + 1000
+    assert gc.get_freeze_count() == before
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dataset, "render_chunk", fail)
+    r = invoke("render", "--model", model_file, *COMMON, "--out", tmp_path / "ds2", "--workers", 1)
+    assert r.exit_code != 0 and "disk full" in r.output
+    assert gc.get_freeze_count() == before
+
+
+def test_a_spawned_worker_keeps_its_setup_out_of_its_collections(model_file):
+    """Our own spawned pool's workers (`pool_worker_init`) freeze their set-up as forked ones
+    inherit it frozen (`local_pool`)."""
+    done = python("import gc, sys\n"
+                  "from pathlib import Path\n"
+                  "from morphgen.dataset import DatasetJob, OutputConfig\n"
+                  "from morphgen.dataset.workers import WORKER, pool_worker_init\n"
+                  "from morphgen.options import RENDER_DEFAULTS, scene_config\n"
+                  "job = DatasetJob(scene_config(overrides={'model': sys.argv[1], 'ids': 2, 'size': 32}), 2,\n"
+                  "                 OutputConfig.from_options(dict(RENDER_DEFAULTS), Path('unused')))\n"
+                  "before = gc.get_freeze_count()\n"
+                  "pool_worker_init(job.to_dict())\n"
+                  "assert 'init_error' not in WORKER, WORKER.get('init_error')\n"
+                  "print(before, gc.get_freeze_count())\n", model_file)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = map(int, done.stdout.split())
+    assert before == 0 and after > 1000

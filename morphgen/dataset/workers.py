@@ -47,6 +47,7 @@ def pool_worker_init(job_dict: dict) -> None:
         ignore_ctrl_c()
         exit_with_parent()
         worker_init(job_dict)
+        gc.freeze()  # its set-up lives as long as it does: kept out of its collections, as a fork's is
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
         WORKER["init_error"] = exc
 
