@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import shutil
@@ -47,7 +48,8 @@ PHASES = {
 def chunk_writer(model: str | None, size: int, antialias: str, per_id: int, n_chunks: int, out: Path):
     """morphgen's chunk writer with the command's defaults but for the model, size and
     ``antialias`` (chunk size, params format, the background pool drawn ahead as the
-    command's helper does), on one thread, for a dataset of ``n_chunks`` chunks in ``out``:
+    command's helper does, the set-up frozen out of the collector as in the command's
+    workers), on one thread, for a dataset of ``n_chunks`` chunks in ``out``:
     (a callable writing chunk c, identities per chunk). bench_reference_loop.py times it too."""
     from morphgen.dataset import (
         DatasetJob,
@@ -72,6 +74,7 @@ def chunk_writer(model: str | None, size: int, antialias: str, per_id: int, n_ch
             pool.pool_texture(pool.pool_side(size, size), j)
     prepare_output(out, job, False, False, sharded=False)
     write_manifest(out, job, (1, 1))
+    gc.freeze()  # the set-up out of Python's collections, as the command's workers have it (`local_pool`)
     return (lambda c: render_chunk(out, job, renderer, c)), output.chunk_ids
 
 
