@@ -27,8 +27,8 @@ landmarks_visible      list<bool>                  ``morphgen.landmark_names`` m
 
 Floats are stored as float32 (the JSON form rounds to 6 decimals), in plain pages: 622 bytes
 an image against JSON's 4,662, and a sixth of the time into pandas (README, "Per-image
-parameters"). pyarrow
-is an optional dependency (``pip install 'morphgen[parquet]'``), imported only when called.
+parameters"). pyarrow is an optional dependency (``pip install 'morphgen[parquet]'``),
+imported only when called.
 """
 from __future__ import annotations
 
