@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import pkgutil
 import sys
 import tempfile
 import time
@@ -48,22 +49,6 @@ STEPS = [
 ]
 
 
-def _resolve(path: str):
-    """The module or class named by a dotted path."""
-    import importlib
-
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for name in parts[i:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ImportError(path)
-
-
 def _timed(fn, label: str, marks: list):
     """``fn`` logging (label, start, seconds) into ``marks`` on each call."""
     def run(*args, **kwargs):
@@ -75,12 +60,13 @@ def _timed(fn, label: str, marks: list):
     return run
 
 
-def _chunk_log(fn, kind: str, log: Path):
-    """``fn`` (a worker's chunk task) appending (pid, chunk, images, start, end) to ``log``."""
+def _chunk_log(fn, log: Path):
+    """``fn`` (a worker's chunk task: `render_chunk`, or `render_chunk_part` with its part
+    after the chunk) appending (pid, chunk[/part], images, start, end) to ``log``."""
     def run(*args):
         t0 = time.perf_counter()
         result = fn(*args)
-        part = f"/{args[4]}" if kind == "part" else ""
+        part = f"/{args[4]}" if len(args) > 4 else ""
         with open(log, "a") as f:
             f.write(json.dumps([os.getpid(), f"{args[3]}{part}", result[1], t0 - START, time.perf_counter() - START]) + "\n")
         return result
@@ -125,7 +111,7 @@ def main() -> None:
         print(__doc__)  # then the options, which are `morphgen render`'s
     marks: list = []
     for path, attr, label in STEPS:
-        owner = _resolve(path)
+        owner = pkgutil.resolve_name(path)
         raw = owner.__dict__.get(attr) if isinstance(owner, type) else None  # a method: wrap the function
         fn = getattr(owner, attr) if raw is None or isinstance(raw, classmethod) else raw
         setattr(owner, attr, _timed(fn, label, marks))
@@ -135,9 +121,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="morphgen_prof_") as tmp:
         log = Path(tmp) / "chunks.jsonl"
         log.touch()
-        workers.render_chunk = _chunk_log(workers.render_chunk, "whole", log)
-        workers.render_chunk_part = _chunk_log(workers.render_chunk_part, "part", log)
-        dataset.render_chunk = _chunk_log(dataset.render_chunk, "whole", log)  # --workers 1: this process's
+        workers.render_chunk = _chunk_log(workers.render_chunk, log)
+        workers.render_chunk_part = _chunk_log(workers.render_chunk_part, log)
+        dataset.render_chunk = _chunk_log(dataset.render_chunk, log)  # --workers 1: this process's
         from morphgen.cli.main import cli
 
         code = 0
