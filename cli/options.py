@@ -22,11 +22,12 @@ def default_text(name: str, none: str = "none") -> str:
     return f"[default: {v}]"
 
 
-def merged_options(ctx: click.Context, cli_values: dict) -> dict:
-    """defaults < config file < flags given on the command line."""
+def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = ()) -> dict:
+    """defaults < config file < flags given on the command line. `own`: the command's own
+    options (not render's) that its config file may also set (`load_config_file`)."""
     opts = dict(RENDER_DEFAULTS)
     if cli_values.get("config"):
-        opts.update(load_config_file(Path(cli_values["config"])))
+        opts.update(load_config_file(Path(cli_values["config"]), own=own, command=ctx.command.name or "render"))
     for name, val in cli_values.items():
         if name == "config":
             continue

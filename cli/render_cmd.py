@@ -133,6 +133,10 @@ def render(ctx: click.Context, **kwargs) -> None:
         if client is not None:
             _close_quietly(client)
     state = "complete" if summary["complete"] else f"{summary['chunks_done']}/{summary['chunks']} chunks done"
+    if summary["repaired"]:
+        c, why = summary["repaired"][0]
+        more = f" (and {len(summary['repaired']) - 1} more)" if len(summary["repaired"]) > 1 else ""
+        click.echo(f"rendered {len(summary['repaired'])} damaged chunk(s) again: chunk {c}: {why}{more}")
     click.echo(f"rendered {summary['images']} images in {summary['seconds']:.1f} s "
                f"({summary['images_per_s']:.0f} img/s, {summary['bytes'] / 1e6:.1f} MB); dataset {state}: {opts['out']}")
 
@@ -149,6 +153,8 @@ def _dask_client(address: str, workers: int):
         return Client(address, timeout=30)
     except OSError as exc:
         raise ConfigError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+    except ValueError as exc:  # distributed's parse of the address
+        raise ConfigError(f"--dask {address}: not a scheduler address ({exc}): give HOST:PORT, tcp://HOST:PORT or local") from None
 
 
 def _close_quietly(client) -> None:
@@ -174,16 +180,24 @@ def _close_quietly(client) -> None:
 @scene_options
 @click.pass_context
 def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> None:
-    """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary)."""
+    """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary).
+
+    With a render --config, it shows what that dataset will hold: its scene options are
+    read, its dataset keys (out, ids, per_id, workers...) are not. A preview's own config
+    may also set rows and cols.
+    """
     import numpy as np
 
     from morphgen.scene import SceneRenderer
     from morphgen.sheet import write_sheet
 
-    if not (1 <= rows <= 64 and 1 <= cols <= 64):
-        raise ConfigError("--rows and --cols must be 1..64")
+    opts = merged_options(ctx, kwargs, own=("rows", "cols"))
+    rows, cols = (opts.get(name, value) if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE
+                  else value for name, value in (("rows", rows), ("cols", cols)))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in (rows, cols)):
+        raise ConfigError(f"--rows and --cols must be whole numbers 1..64, got {rows!r} and {cols!r}")
     check_image_path(out, "--out")
-    opts = merged_options(ctx, kwargs | {"ids": max(rows, 1)})
+    opts["ids"] = rows
     scene = scene_from_options(opts)
     renderer = SceneRenderer(scene)
     per_id = cols

@@ -46,18 +46,21 @@ MAX_GRID_POINTS = 10_000
 BUILTIN_BACKGROUNDS = ("procedural", "scenes", "mixed", "plain")   # other values are colours or folders
 
 
-def load_config_file(path: Path, what: str = "--config") -> dict:
+def load_config_file(path: Path, what: str = "--config", own: tuple[str, ...] = (), command: str = "render") -> dict:
     """The options of a `--config` YAML/JSON file, keys normalised to option names (lists
     of outputs / mixup weights and grid mappings joined into their flag spelling); `what`
-    names the file in messages (`morphgen train --online` reads one too)."""
+    names the file in messages (`morphgen train --online` reads one too). `own`: keys of
+    the reading `command`'s own options, allowed besides the render options (a preview
+    reads a render config, and its rows and cols)."""
     data = read_mapping(path, what)
     out = {}
     for key, val in data.items():
         name = str(key).replace("-", "_")
         if name == "format":
             name = "container"
-        if name not in RENDER_DEFAULTS or name in ("config",):
-            raise ConfigError(f"{what} {path}: unknown key {key!r}; keys are the option names of `morphgen render --help`")
+        if (name not in RENDER_DEFAULTS and name not in own) or name in ("config",):
+            also = f" or `morphgen {command} --help`" if command != "render" else ""
+            raise ConfigError(f"{what} {path}: unknown key {key!r}; keys are the option names of `morphgen render --help`{also}")
         out[name] = config_value(name, val)
     return out
 

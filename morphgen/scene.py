@@ -173,6 +173,9 @@ class SceneRenderer:
         # the sampler draws from the whole model (an image's params do not depend on the level
         # of detail); everything that renders uses `model`, the mesh at the render's level
         self.full_model = load_model(config.model, config.landmarks, need_five_points=True)
+        if "regions" in config.outputs and not self.full_model.regions:
+            raise ConfigError(f"--outputs regions needs a model with region labels, and {config.model or 'the embedded model'} "
+                              "has none: leave regions out of --outputs")
         self.model, self.kept_vertices = decimated(self.full_model, lod_level(
             self.full_model, config.size * _largest_scale(config.sampling), config.supersampling, config.lod))
         self.illumination = make_illumination(config.illumination, bip_dir=config.bip, no_color=config.no_color,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -616,3 +617,97 @@ def test_a_spawned_worker_keeps_its_setup_out_of_its_collections(model_file):
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = map(int, done.stdout.split())
     assert before == 0 and after > 1000
+
+
+def test_overwrite_deletes_the_old_dataset_only_after_every_check(reference, tmp_path, model_file):
+    """--overwrite with an input that fails a check (here the disk space for a huge --ids,
+    and an output the model cannot give) is refused with the old dataset untouched: the
+    folder was deleted before the checks, so a typo cost the user's data."""
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    before = tree_hashes(out)
+    r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--overwrite", "--ids", 10**14)
+    assert r.exit_code == 2 and "GB free" in r.output and "--overwrite would replace" in r.output, r.output
+    r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--overwrite", "--outputs", "regions")
+    assert r.exit_code == 2 and "needs a model with region labels" in r.output, r.output
+    assert tree_hashes(out) == before and (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_resume_renders_damaged_chunks_again(tmp_path, model_file, fmt):
+    """A finished chunk whose params file was cut short, or whose images or identity folder
+    went missing after the run, is rendered again by --resume (it said "complete"), and the
+    dataset comes out byte-identical to the unbroken one."""
+    args = ["render", "--model", model_file, *COMMON, "--params-format", fmt, "--workers", 1, "--out", tmp_path / "ds"]
+    assert invoke(*args).exit_code == 0
+    whole = tree_hashes(tmp_path / "ds")
+    params = tmp_path / "ds" / "params"
+    marker = params / f"chunk_000000.{fmt}"
+    marker.write_bytes(marker.read_bytes()[: marker.stat().st_size // 2])
+    (tmp_path / "ds" / "images" / "000002" / "000002_0001.png").unlink()
+    shutil.rmtree(tmp_path / "ds" / "images" / "000005")
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "rendered 3 damaged chunk(s) again: chunk 0: its params file chunk_000000" in r.output, r.output
+    assert tree_hashes(tmp_path / "ds") == whole
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 0 and "again:" not in r.output and "rendered 0 images" in r.output, r.output
+
+
+def test_an_unreadable_manifest_is_one_line(reference, tmp_path, model_file):
+    out = tmp_path / "ds"
+    shutil.copytree(reference, out)
+    (out / "manifest.json").write_text("[]")
+    r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--outputs", "depth", "--resume")
+    assert r.exit_code == 2 and "manifest.json is unreadable" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_path, model_file):
+    """Recorded photo effects or appearance that a render cannot read (an edited record:
+    a key missing, a string for a number, an unknown effect or occluder) are refused with
+    one line before the output exists; they failed inside a worker, after it did."""
+    src = tmp_path / "src"
+    r = invoke("render", "--model", model_file, "--ids", 2, "--per-id", 2, "--size", 32, "--photo", "occlusion=1",
+               "--params-format", "jsonl", "--workers", 1, "--quiet", "--out", src)
+    assert r.exit_code == 0, r.output
+    rec = json.loads((src / "params" / "chunk_000000.jsonl").read_text().splitlines()[0])
+    occ = rec["photo"]["occlusion"]
+    cases = [({"occlusion": {k: v for k, v in occ.items() if k != "cx"}}, "KeyError: 'cx'"),
+             ({"occlusion": occ | {"rx": "big"}}, "malformed 'photo'"),
+             ({"occlusion": occ | {"shape": "triangle"}}, "neither 'ellipse' nor 'box'"),
+             ({"blurr": 2.0}, "unknown effect 'blurr'"),
+             ("x", "a str, not an object")]
+    for photo, match in cases:
+        path = tmp_path / "edited.jsonl"
+        path.write_text(json.dumps(rec | {"photo": photo}) + "\n")
+        out = tmp_path / "out"
+        r = invoke("render", "--model", model_file, "--from-params", path, "--size", 32, "--photo", "occlusion=1",
+                   "--workers", 1, "--quiet", "--out", out)
+        assert r.exit_code == 2 and match in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert not out.exists()
+    path.write_text(json.dumps(rec) + "\n")  # the record as written renders
+    r = invoke("render", "--model", model_file, "--from-params", path, "--size", 32, "--photo", "occlusion=1",
+               "--workers", 1, "--quiet", "--out", tmp_path / "ok")
+    assert r.exit_code == 0, r.output
+
+
+def test_dask_address_that_is_not_one(tmp_path, model_file):
+    pytest.importorskip("distributed", reason="the Dask path needs the 'distributed' package (test extra)")
+    r = invoke("render", "--model", model_file, "--ids", 1, "--per-id", 1, "--size", 32, "--dask", "foo",
+               "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "not a scheduler address" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_preview_config_sets_rows_and_cols(tmp_path, model_file):
+    """`preview --config` reads its own rows and cols besides the render options (they
+    were refused as unknown keys); flags still win."""
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"model: {model_file}\nsize: 32\nrows: 2\ncols: 3\n")
+    r = invoke("preview", "--config", cfg, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0 and "(2 identities x 3 samples" in r.output, r.output
+    r = invoke("preview", "--config", cfg, "--rows", 1, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0 and "(1 identities x 3 samples" in r.output, r.output
+    cfg.write_text("rows: many\n")
+    r = invoke("preview", "--config", cfg, "--out", tmp_path / "s.png")
+    assert r.exit_code == 2 and "whole numbers 1..64" in r.output, r.output

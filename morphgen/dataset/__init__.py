@@ -33,6 +33,7 @@ from .chunks import chunk_error, chunk_result, discard_chunk, finish_chunk, rend
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
 from .ctrl_c import latched_ctrl_c, submit_held
+from .integrity import repair_damaged
 from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
@@ -40,24 +41,28 @@ __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifes
 
 def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sharded: bool = False) -> None:
     """Refuse to mix datasets: a non-empty folder must hold this very config, and be resumed
-    (or be another shard's part of it)."""
+    (or be another shard's part of it). ``overwrite`` deletes an old dataset only once every
+    check here has passed (the caller has checked the inputs before)."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: choose one")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     manifest = manifest_path(out)
+    replace_old = False
     if out.exists() and any(out.iterdir()):
         if overwrite:
             if not manifest.exists() and not (out / PARAMS_DIR).exists():
                 raise ConfigError(f"--out {out} is not empty and not a morphgen dataset: refusing to delete it; choose another folder")
-            shutil.rmtree(out)
+            replace_old = True  # deleted below, once every check has passed
         elif not manifest.exists():
             raise ConfigError(f"--out {out} is not empty and holds no morphgen dataset: choose an empty folder")
         else:
             try:
                 old = read_manifest(out)
             except (OSError, ValueError):
-                raise ConfigError(f"{manifest} is unreadable: use --overwrite to start again") from None
+                old = None
+            if not isinstance(old, dict):
+                raise ConfigError(f"{manifest} is unreadable: use --overwrite to start again")
             if old.get("config_hash") != job.config_hash():
                 raise ConfigError(f"--out {out} holds a dataset with a different config: use another folder, or --overwrite to replace it")
             if not (resume or sharded):
@@ -66,7 +71,10 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
     probe = out if out.exists() else out.parent if out.parent.exists() else Path(".")
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise ConfigError(f"the dataset needs about {needed / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free")
+        also = " (besides the dataset --overwrite would replace: delete it first if it is that large)" if replace_old else ""
+        raise ConfigError(f"the dataset needs about {needed / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free{also}")
+    if replace_old:
+        shutil.rmtree(out)
     for sub in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -143,6 +151,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         overwrite: bool = False, progress: bool = True, executor=None) -> dict:
     """Render the dataset (or this shard of it) into `out`; returns a summary dict.
 
+    Finished chunks found damaged (:mod:`.integrity`) are rendered again; the summary's
+    ``repaired`` lists them as (chunk, what was wrong).
+
     `executor` may be any concurrent.futures-style executor whose workers can import
     morphgen (e.g. a Dask distributed Client's `get_executor()`); by default a local process
     pool of `workers` processes (forks of this one where that is safe, see
@@ -176,6 +187,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                                      batch_size=1024 if job.scene.device != "cpu" else 32)
             job.check(renderer)
             prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
+            repaired = repair_damaged(out, job, range(shard_kn[0], job.n_chunks, shard_kn[1]))
             write_manifest(out, job, shard_kn)
             todo = pending_chunks(out, job, shard_kn)
             if prefill is not None and prefill.running and todo:
@@ -282,4 +294,4 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
     dt = time.perf_counter() - t0
     return {"images": n_images, "seconds": dt, "images_per_s": n_images / dt if dt > 0 else 0.0,
             "bytes": n_bytes, "complete": manifest["complete"], "chunks_done": manifest["counts"]["chunks_done"],
-            "chunks": job.n_chunks}
+            "chunks": job.n_chunks, "repaired": repaired}

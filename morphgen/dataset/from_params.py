@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..layout import looks_like_dataset, params_rows
+from ..render.photo import apply_photo, check_effects
 from ..sampling import ImageParams
 from ..scene import SceneConfig, SceneRenderer
 from .job import DatasetJob, OutputConfig
@@ -144,14 +145,23 @@ class ParamsJob(DatasetJob):
         return [(p.identity, p.sample) for i in self.chunk_identities(chunk) for p in self.by_identity[i]]
 
     def check(self, renderer: SceneRenderer) -> None:
-        """Every record's coefficient vectors fit the scene's component counts."""
+        """Every record's coefficient vectors fit the scene's component counts, and its
+        recorded photo effects and appearance are read as a render reads them (once per
+        distinct layout of keys and value types: an edited record that lacks a key or
+        holds a string fails here, not in a worker after the output exists)."""
         s = renderer.sampler
+        seen: set = set()
         for images in self.by_identity.values():
             for p in images:
                 for a, n, what in ((p.shape, s.n_shape, "shape"), (p.color, s.n_color, "color"),
                                    (p.expression, s.n_expr, "expression")):
                     if len(a) > n:
                         _pad(a, n, what, p)  # its message
+                for key, value in (("photo", p.photo), ("appearance", p.appearance)):
+                    layout = (key, _layout(value))
+                    if value is not None and layout not in seen:
+                        _check_realism(renderer, key, value, p)
+                        seen.add(layout)
 
     def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
         """The recorded images of `identity`, their coefficient vectors zero-padded to the
@@ -166,6 +176,35 @@ class ParamsJob(DatasetJob):
                                photo=p.photo if p.photo is not None else photo,
                                appearance=p.appearance if p.appearance is not None else look))
         return out
+
+
+def _layout(value) -> object:
+    """The keys and value types of a record's nested dicts and lists (not the values)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_layout(v) for v in value))
+    return type(value).__name__
+
+
+def _check_realism(renderer: SceneRenderer, key: str, value, p: ImageParams) -> None:
+    """Read a record's ``photo`` (checked, and applied to a small grey image) or ``appearance`` (made
+    into the render's arrays) as the render will; a one-line ConfigError where that fails.
+    Appearance is ignored, as in the render, when the scene has none (--appearance off)."""
+    try:
+        if key == "photo":
+            if not isinstance(value, dict):
+                raise TypeError(f"a {type(value).__name__}, not an object")
+            check_effects(value)
+            apply_photo(np.full((16, 16, 3), 128, np.uint8), value)
+        elif renderer.appearance is not None:
+            if not isinstance(value, dict):
+                raise TypeError(f"a {type(value).__name__}, not an object")
+            renderer.appearance.arrays([value])
+    except Exception as exc:  # noqa: BLE001 (whatever the reader meets: the record is malformed)
+        detail = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"the record of identity {p.identity} sample {p.sample} has a malformed {key!r} ({detail}): "
+                          f"fix it, or remove {key!r} to draw it from the --{key} option") from None
 
 
 def _pad(a: np.ndarray, n: int, what: str, p: ImageParams | None = None) -> np.ndarray:

@@ -241,6 +241,21 @@ def _vignette_gain(strength: float, h: int, w: int, xp, like=None):
 
 # ----------------------------------------------------------------------------- numpy (CPU)
 
+def check_effects(fx: dict) -> None:
+    """Raise ValueError for what :func:`apply_photo` would misread without failing, in a
+    recorded (``--from-params``) image's effects: an unknown effect, an occluder other than
+    an ellipse or a box, an occluder colour other than three numbers."""
+    unknown = sorted(set(fx) - set(EFFECTS))
+    if unknown:
+        raise ValueError(f"unknown effect {unknown[0]!r}; the effects are {', '.join(EFFECTS)}")
+    occ = fx.get("occlusion")
+    if isinstance(occ, dict):
+        if occ.get("shape") not in ("ellipse", "box"):
+            raise ValueError(f"occlusion shape {occ.get('shape')!r} is neither 'ellipse' nor 'box'")
+        if np.shape(occ.get("color")) != (3,):
+            raise ValueError(f"occlusion color {occ.get('color')!r} is not three numbers")
+
+
 def apply_photo(img: np.ndarray, fx: dict | None) -> np.ndarray:
     """The effects `fx` (from ``PhotoConfig.sample``) on one uint8 (H, W, 3) RGB image."""
     if not fx:
