@@ -71,7 +71,7 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Mesh file to write: .ply (with vertex colours) or .obj.")
 @click.option("--identity", type=int, default=0, show_default=True, help="Identity index to sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed, as in `morphgen render`.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed, as in `morphgen render`.")
 @click.option("--mean", is_flag=True, help="Export the mean face instead of a sampled identity.")
 @click.option("--expression/--no-expression", default=False, show_default=True, help="Add a sampled expression.")
 def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, expression: bool) -> None:
@@ -120,12 +120,14 @@ def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: 
     from morphgen.calibration import sidecar_path
     from morphgen.errors import ConfigError
     from morphgen.loading import default_model_path
+    from morphgen.outputs import check_writable
     from recognition.calibrate import calibrate as fit
 
     if ids < 1 or per_id < 1 or not 0 < yaw <= 90:
         raise ConfigError("--ids and --per-id must be >= 1 and --yaw in (0, 90]")
+    out = check_writable(out or sidecar_path(path or default_model_path()), "--out", folder=False)
     cal = fit(str(path) if path else None, ids, per_id, yaw, landmarks=str(landmarks_file) if landmarks_file else None)
-    out = out or sidecar_path(path or default_model_path())
+    out.parent.mkdir(parents=True, exist_ok=True)
     cal.save(out)
     click.echo(f"wrote {out}: {cal.images} detected renders, mean 5-point distance to MTCNN "
                f"{cal.residual_before:.3f} -> {cal.residual_after:.3f} inter-ocular distances")
@@ -157,11 +159,13 @@ def landmarks(path: Path, out: Path | None) -> None:
     from morphgen.calibration import sidecar_path
     from morphgen.landmark_file import landmark_sidecar, write_landmark_file
     from morphgen.loading import load_model_file
+    from morphgen.outputs import check_writable
     from recognition.landmark_finder import NAMES, find_landmarks
 
     m = load_model_file(path)
+    out = check_writable(out or landmark_sidecar(path), "--out", folder=False)
     found = find_landmarks(m)
-    out = out or landmark_sidecar(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_landmark_file(out, found.landmarks, m.n_vertices, {"found": found.to_dict()})
     yaws, pitches = [p[0] for p in found.poses], [p[1] for p in found.poses]
     click.echo(f"wrote {out}: 5 landmarks from MTCNN on {len(found.poses)} of {found.tried} renders of the mean face "

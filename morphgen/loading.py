@@ -35,6 +35,7 @@ def load_model(path: str | Path | None = None, landmarks: str | Path | None = No
     if path is None:
         path = default_model_path()
     path = Path(path)
+    _check_model_path(path)  # before the files beside it are named (a folder such as "." has no name)
     lm_file = Path(landmarks) if landmarks else landmark_sidecar(path)
     calib = sidecar_path(path)
     key = _files_key(path, lm_file, calib)
@@ -79,12 +80,16 @@ def _files_key(*paths: Path) -> tuple | None:
     return tuple(key)
 
 
-def load_model_file(path: Path) -> MorphableModel:
-    """The model in the file alone, without the files beside it, by file type."""
+def _check_model_path(path: Path) -> None:
     if not path.exists():
         raise ModelError(f"model file {path} does not exist: give the path to a BFM .h5/.mat or a morphgen .npz")
     if path.is_dir():
         raise ModelError(f"{path} is a folder: give the model file itself (.h5, .mat or .npz)")
+
+
+def load_model_file(path: Path) -> MorphableModel:
+    """The model in the file alone, without the files beside it, by file type."""
+    _check_model_path(path)
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
         from .bfm import load_bfm2017 as loader
@@ -101,6 +106,7 @@ def model_digest(path: str | Path | None = None, landmarks: str | Path | None = 
     """sha256 of the model file, combined with those of the files beside it that change its
     renders (calibration, landmarks), as `load_model(path, landmarks)` reads them."""
     path = Path(path) if path else default_model_path()
+    _check_model_path(path)
     digest = sha256_file(path)
     for extra in (sidecar_path(path), Path(landmarks) if landmarks else landmark_sidecar(path)):
         if extra.exists():

@@ -227,9 +227,21 @@ def load_npz(path: str | Path) -> MorphableModel:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as exc:  # zip or npy errors: one message for the user
-        raise ModelError(f"{path}: not a readable morphgen .npz model ({exc.__class__.__name__}: {exc})") from None
+        # numpy reads a file that is no .npz as a pickle, and its message then suggests
+        # loading it unsafely: wrong advice for a damaged or foreign file
+        why = "not an .npz archive" if "pickle" in str(exc) else f"{exc.__class__.__name__}: {exc}"
+        raise ModelError(f"{path}: not a readable morphgen .npz model ({why})") from None
     try:
         meta = json.loads(bytes(data["meta_json"]).decode())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"{path}: its meta_json entry is not valid JSON ({exc.__class__.__name__}): "
+                         "the file is damaged: write it again (MorphableModel.save_npz)") from None
+    except KeyError:
+        raise ModelError(f"{path}: morphgen model file lacks the entry 'meta_json'") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: its meta_json entry is a JSON {type(meta).__name__}, not an object: "
+                         "the file is damaged: write it again (MorphableModel.save_npz)")
+    try:
 
         def pca(label: str) -> PCAModel | None:
             if f"{label}_mean" not in data:

@@ -52,6 +52,46 @@ def test_missing_and_corrupt_model_one_line_errors(tmp_path):
     assert r.exit_code == 2
 
 
+def test_folder_and_damaged_npz_models_are_one_line_errors(tmp_path, monkeypatch):
+    """A folder given as the model (".", "/" or "": it has no file name to put a sidecar
+    beside), a morphgen .npz whose meta_json is cut or not an object, and a text file named
+    .npz: each is one line saying what is wrong (they were tracebacks, and numpy's advice to
+    load the text file "unsafely" with pickles)."""
+    from conftest import make_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.npz"
+    make_tiny_model().save_npz(good)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "cut.npz", **arrays | {"meta_json": arrays["meta_json"][:20]})
+    np.savez(tmp_path / "list.npz", **arrays | {"meta_json": np.frombuffer(b"[1, 2]", np.uint8)})
+    (tmp_path / "text.npz").write_text("hello")
+    for path, match in ((".", "is a folder"), ("", "is a folder"), ("/", "is a folder"),
+                        ("cut.npz", "meta_json entry is not valid JSON"), ("list.npz", "is a JSON list, not an object"),
+                        ("text.npz", "not an .npz archive")):
+        r = run("model", "info", path)
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and match in r.output, (path, r.output)
+        assert "allow_pickle" not in r.output
+    r = run("render", "--model", ".", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "is a folder" in r.output and not (tmp_path / "o").exists()
+
+
+def test_model_commands_check_out_before_work(tmp_path):
+    """`model export --seed -1` is a usage error (it was numpy's traceback); `model
+    calibrate` and `model landmarks` refuse an --out they cannot write before rendering and
+    running the detector (they failed after, with the operating system's words)."""
+    r = run("model", "export", "--out", str(tmp_path / "m.ply"), "--seed", "-1")
+    assert r.exit_code == 2 and "--seed" in r.output and not (tmp_path / "m.ply").exists()
+    from morphgen.loading import default_model_path
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["calibrate", "--ids", "1", "--per-id", "1"], ["landmarks", str(default_model_path())]):
+        r = run("model", *args, "--out", str(afile / "c.json"))
+        assert r.exit_code == 2 and "is a file, not a folder" in r.output and r.output.count("\n") == 1, r.output
+
+
 def test_unknown_option_is_a_usage_error():
     r = run("model", "info", "--frobnicate")
     assert r.exit_code == 2 and "No such option" in r.output
