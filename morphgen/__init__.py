@@ -13,6 +13,8 @@ numba or pyarrow until a name that needs them is used).
 """
 from __future__ import annotations
 
+import os
+import sys
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -50,6 +52,37 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` impor
     from .render.camera import Pose
     from .rendered import RenderedDataset, hf_dataset, open_dataset, params_frame
     from .sampling import ImageParams
+
+
+def _numba_cache_fallback() -> None:
+    """Point numba's cache at a temporary folder where it could not write one otherwise.
+
+    Why: our kernels are compiled with ``cache=True``, and numba raises at import time
+    ("cannot cache function ... no locator available") when neither the installed package's
+    folders nor the user's cache folder (``~/.cache``) can be written: a read-only install
+    run as another user, as in ``docker run --user``. Commands then failed with a traceback
+    before reading any option. A user's own NUMBA_CACHE_DIR wins."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+
+    def writable(path: str) -> bool:  # the nearest folder that exists decides
+        while path and not os.path.exists(path):
+            path = os.path.dirname(path)
+        return bool(path) and os.access(path, os.W_OK)
+
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    user = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "numba")
+    if writable(here) or (os.path.isabs(user) and writable(user)):
+        return
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"morphgen-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    if "numba" in sys.modules:  # imported before morphgen: its config has read the environment already
+        sys.modules["numba"].config.CACHE_DIR = folder
+
+
+_numba_cache_fallback()
 
 
 def __getattr__(name: str):

@@ -263,3 +263,27 @@ def test_webdataset_container(tiny_model_file, tmp_path):
     datasets = pytest.importorskip("datasets")
     hf = datasets.load_dataset("webdataset", data_files=str(out / "wds" / "*.tar"), split="train")
     assert len(hf) == 4 and hf[3]["cls"] == 1 and hf[3]["json"]["yaw"] == pytest.approx(float(ds[3]["yaw"]), abs=1e-4)
+
+
+def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch):
+    """Where neither the package's folders nor the user's cache folder can be written (a
+    read-only install run as another user), numba's cache goes to a temporary folder:
+    numba raised "cannot cache function" at import, before any command could start. Where
+    one can be written, or the user set NUMBA_CACHE_DIR, nothing changes."""
+    import os
+    import tempfile
+
+    import numba
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    morphgen._numba_cache_fallback()
+    assert "NUMBA_CACHE_DIR" not in os.environ  # this checkout is writable
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/mine")
+    morphgen._numba_cache_fallback()
+    assert os.environ["NUMBA_CACHE_DIR"] == "/mine"
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    morphgen._numba_cache_fallback()
+    folder = os.environ["NUMBA_CACHE_DIR"]
+    assert folder.startswith(tempfile.gettempdir()) and numba.config.CACHE_DIR == folder
