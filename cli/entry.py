@@ -6,6 +6,14 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import warnings
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A warning as the command line shows it: one line of what happened, without Python's
+    file, line number and echo of the source line (a skipped background image printed
+    three lines, once per worker)."""
+    return f"warning: {message}\n"
 
 
 def main() -> None:
@@ -19,6 +27,7 @@ def main() -> None:
     # and a user's own setting wins. Once running, renders reuse their memory and take the
     # same time either way; a kernel whose huge pages are "always" on ignores the request.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+    warnings.formatwarning = _one_line_warning  # forked workers inherit it
     try:
         from .main import cli
     except KeyboardInterrupt:

@@ -118,6 +118,10 @@ def render(ctx: click.Context, **kwargs) -> None:
     if opts.get("from_params"):
         from morphgen.dataset.from_params import ParamsJob
 
+        if opts["grid"] or opts["identity_mixup"]:
+            raise ConfigError("--from-params renders the recorded images as they are: --grid and --identity-mixup "
+                              "do not apply to them; leave them out")
+
         job = ParamsJob.from_source(opts["from_params"], job.scene, job.output)
     client = _dask_client(opts["dask_address"], opts["workers"]) if opts.get("dask_address") else None
     try:

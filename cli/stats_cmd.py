@@ -25,3 +25,18 @@ def stats(dataset: Path, out: Path | None) -> None:
         summary = plot(dataset, out)
     click.echo(json.dumps(summary, indent=1))
     click.echo(f"wrote {out}")
+    planned = _planned_images(dataset)
+    if planned is not None and summary["images"] < planned:
+        click.echo(f"note: the dataset is unfinished ({summary['images']} of {planned} images): these figures are of "
+                   "what is rendered so far; finish it with the same `morphgen render` command and --resume")
+
+
+def _planned_images(dataset: Path) -> int | None:
+    """The images the dataset's manifest plans (all shards), or None without a readable one."""
+    from morphgen.layout import read_manifest
+
+    try:
+        images = read_manifest(dataset)["counts"]["images"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return images if isinstance(images, int) else None

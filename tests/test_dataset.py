@@ -418,6 +418,7 @@ def test_refuses_other_config_and_foreign_folder(reference, tmp_path, model_file
     (["--shard", "2/2"], "the dataset has only 1 chunk(s)"),  # 2 ids, 10 to a chunk: shard 2 gets none
     (["--model", "/nonexistent/model2017-1_bfm_nomouth.h5"], "does not exist"),
     (["--resume", "--overwrite"], "contradict"),
+    (["--mixup-fraction", "0.3"], "only act with --identity-mixup"),
 ])
 def test_bad_values_stop_before_work(tmp_path, model_file, args, msg):
     out = tmp_path / "bad"
@@ -454,6 +455,16 @@ def test_stats_plots_a_dataset(reference, tmp_path):
     r = invoke("stats", reference, "--out", out)
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 10_000 and '"images": 18' in r.output
+
+
+def test_stats_says_when_the_dataset_is_unfinished(reference, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(reference, out)
+    (out / "params" / "chunk_000001.jsonl").unlink()
+    r = invoke("stats", out, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0 and "unfinished (12 of 18 images)" in r.output, r.output
+    r = invoke("stats", reference, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0 and "unfinished" not in r.output
 
 
 def test_stats_on_empty_folder(tmp_path):
@@ -685,6 +696,8 @@ def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_
                    "--workers", 1, "--quiet", "--out", out)
         assert r.exit_code == 2 and match in r.output and len(r.output.strip().splitlines()) == 1, r.output
         assert not out.exists()
+    r = invoke("render", "--model", model_file, "--from-params", path, "--grid", "yaw=0:10:10", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "do not apply" in r.output and not (tmp_path / "out").exists(), r.output
     path.write_text(json.dumps(rec) + "\n")  # the record as written renders
     r = invoke("render", "--model", model_file, "--from-params", path, "--size", 32, "--photo", "occlusion=1",
                "--workers", 1, "--quiet", "--out", tmp_path / "ok")
@@ -711,3 +724,20 @@ def test_preview_config_sets_rows_and_cols(tmp_path, model_file):
     cfg.write_text("rows: many\n")
     r = invoke("preview", "--config", cfg, "--out", tmp_path / "s.png")
     assert r.exit_code == 2 and "whole numbers 1..64" in r.output, r.output
+
+
+def test_warnings_are_one_line_each(tmp_path, model_file):
+    """The console script prints a warning (here: an unreadable background image, skipped)
+    as one `warning:` line, without Python's file, line and source echo."""
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    (bg / "bad.png").write_bytes(b"not a png")
+    import cv2
+
+    cv2.imwrite(str(bg / "ok.png"), np.full((40, 40, 3), 90, np.uint8))
+    r = python("import sys; from morphgen.cli.entry import main; sys.argv[0] = 'morphgen'; main()",
+               "render", "--model", model_file, "--ids", "2", "--per-id", "2", "--size", "32", "--backgrounds", str(bg),
+               "--workers", "1", "--quiet", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("warning: background image") for ln in lines), r.stderr
