@@ -280,9 +280,10 @@ class ImageParams:
                 raise ConfigError(f"{where}: lacks {key!r}") from None
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: {key!r} is not a list of numbers") from None
-            if (a.ndim != 1 if shape is None else a.shape != shape) or not np.isfinite(a).all():
-                raise ConfigError(f"{where}: {key!r} has shape {a.shape} or non-finite values; expected "
-                                  f"{'a list' if shape is None else shape}")
+            if a.ndim != 1 if shape is None else a.shape != shape:
+                raise ConfigError(f"{where}: {key!r} has shape {a.shape}; expected {'a list' if shape is None else shape}")
+            if not np.isfinite(a).all():
+                raise ConfigError(f"{where}: {key!r} holds non-finite values (NaN or infinity)")
             return a
 
         def num(key: str, default=None) -> float:

@@ -118,7 +118,8 @@ class FolderBackgrounds:
         if img is None or img.ndim != 3 or min(img.shape[:2]) < 2:
             self._bad.add(i)
             warnings.warn(
-                f"background image {path} is unreadable and is skipped ({len(self._bad)} skipped so far of {len(self.files)})",
+                f"background image {path} is unreadable or under 2 px and is skipped "
+                f"({len(self._bad)} skipped so far of {len(self.files)})",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -159,7 +160,7 @@ class FolderBackgrounds:
             if img is None:
                 continue
             return self._crop(img, u, height, width)
-        raise DataError(f"no readable image in background folder {self.root} ({self.skipped} unreadable): replace or remove the broken files")
+        raise DataError(f"no readable image in background folder {self.root} ({self.skipped} unreadable or under 2 px): replace or remove those files")
 
     def _crop(self, img: np.ndarray, u: np.ndarray, height: int, width: int) -> np.ndarray:
         ih, iw = img.shape[:2]
