@@ -68,6 +68,33 @@ def _hash(d) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _flat(d, prefix: str = "") -> dict:
+    """A nested dict as {"a.b": value}, to name what differs between two configs."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def differences(old: dict, new: dict, limit: int = 3) -> str:
+    """'key old, now new' for the first `limit` differing (flattened) keys: what a refusal
+    to reuse an output names, so the user sees which option changed."""
+    a, b = _flat(old), _flat(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    text = "; ".join(f"{k} {a.get(k)!r}, now {b.get(k)!r}" for k in keys[:limit])
+    return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def checkpoint_stamp(run: Path) -> str:
+    """What identifies a run's checkpoint file without reading it (size and modification
+    time): a retrained or resumed run writes a new one, so an evaluation made from the old
+    one is seen as stale."""
+    st = (run / "checkpoint.pt").stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 class Runner:
     def __init__(self, exp: Experiment, out: Path, say=print, only: list[str] | None = None):
         self.exp, self.out, self.say = exp, Path(out), say
@@ -122,14 +149,35 @@ class Runner:
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=2) + "\n")
 
     # ---- state
+    def dataset_job(self, name: str, scene=None):
+        """The render job of a dataset (with `scene`, else the one checked when the config
+        was read, on the dataset's device: its config hash is the one a render records)."""
+        from morphgen.dataset import DatasetJob, OutputConfig
+
+        ds = self.exp.datasets[name]
+        scene = scene or dataclasses.replace(ds.scene, device=ds.options.get("device", "cpu"))
+        return DatasetJob(scene, ds.per_id, OutputConfig.from_options(ds.options, self.dataset_dir(name)))
+
     def dataset_state(self, name: str) -> str:
-        if not manifest_path(self.dataset_dir(name)).is_file():
+        """To render, partial or complete; a ConfigError when the folder holds a dataset of
+        another config, or one whose manifest cannot be read: resuming would mix the two,
+        and skipping it would report the old one's results under the new config."""
+        folder = self.dataset_dir(name)
+        if not manifest_path(folder).is_file():
             return "to render"
+        rel = folder.relative_to(self.out)
         try:
-            man = read_manifest(self.dataset_dir(name))
-        except ValueError:
-            return "unreadable manifest"
-        return "complete" if man.get("complete") else f"partial ({man['counts']['chunks_done']}/{man['counts']['chunks']} chunks)"
+            man = read_manifest(folder)
+            counts, done = man["counts"], man.get("complete")
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{rel} in {self.out} has an unreadable manifest.json: delete that folder "
+                              "or use another --out") from None
+        job = self.dataset_job(name)
+        if man.get("config_hash") != job.config_hash():
+            raise ConfigError(f"{rel} in {self.out} was rendered with another config "
+                              f"({differences(man.get('config') or {}, job.to_dict())}): delete that folder "
+                              "or use another --out")
+        return "complete" if done else f"partial ({counts['chunks_done']}/{counts['chunks']} chunks)"
 
     def train_state(self, cell: Cell) -> str:
         run = self.run_dir(cell)
@@ -139,11 +187,18 @@ class Runner:
             return "to resume"
         return "to train"
 
+    def eval_stamp(self, cell: Cell, ev: Evaluation) -> dict | None:
+        """What an evaluation's result was made from: the cell's checkpoint and the
+        evaluation's options (None before the cell is trained)."""
+        if self.train_state(cell) != "complete":
+            return None
+        return {"checkpoint": checkpoint_stamp(self.run_dir(cell)), "options": _hash(ev.options)}
+
     def eval_state(self, cell: Cell, ev: Evaluation) -> str:
         why = ev.missing()
         if why:
             return f"skipped: {why}"
-        return "complete" if (self.eval_dir(cell, ev) / "result.json").is_file() else "to evaluate"
+        return "complete" if self._result(cell, ev) is not None else "to evaluate"
 
     # ---- plan
     def plan_lines(self) -> list[str]:
@@ -170,6 +225,9 @@ class Runner:
                     f" (domain mixup {t['domain_mixup']})" if t.get("domain_mixup") is not None else "")
             init = f", init from {c.dataset}/{r.init_from}" if r.init_from else ""
             budget = f"{t.get('steps')} steps" if t.get("steps") else f"{t.get('epochs', 1)} epochs"
+            if self.train_state(c) == "complete":  # a run of another recipe is refused in the plan too
+                cfg = self.train_config(c)
+                self.check_trained_as(c, self.recipe_record(cfg), cfg)
             lines.append(f"  train {c.name}: {t.get('arch', 'nn4small2')} {t.get('loss', 'triplet')} {what}{init}, "
                          f"{budget}{' (dependency)' if c.added else ''} [{self.train_state(c)}]")
         for ev in self.exp.evaluations.values():
@@ -181,20 +239,18 @@ class Runner:
 
     # ---- stages
     def render(self, name: str, k: int, n: int) -> None:
-        from morphgen.dataset import DatasetJob, OutputConfig, run as run_dataset
+        from morphgen.dataset import run as run_dataset
 
         ds = self.exp.datasets[name]
         state = self.dataset_state(name)
         if state == "complete":
             self.say(f"[render {k}/{n}] {name}: skipped (complete)")
             return
-        scene, per_id = ds.scene, ds.per_id
+        scene = ds.scene
         if ds.options.get("device", "cpu") != "cpu":  # refuses a missing GPU now
-            opts = dict(ds.options)
-            scene = scene_from_options(opts)
-            per_id = int(opts["per_id"])
-        job = DatasetJob(scene, per_id, OutputConfig.from_options(ds.options, self.dataset_dir(name)))
-        self.say(f"[render {k}/{n}] {name}: {ds.n_ids} ids x {per_id} images ({state})")
+            scene = scene_from_options(dict(ds.options))
+        job = self.dataset_job(name, scene)
+        self.say(f"[render {k}/{n}] {name}: {ds.n_ids} ids x {ds.per_id} images ({state})")
         t0 = time.perf_counter()
         res = run_dataset(self.dataset_dir(name), job, workers=self.exp.workers, resume=True, progress=False)
         dt = time.perf_counter() - t0
@@ -220,18 +276,44 @@ class Runner:
         o.setdefault("cache_dir", str(self.cache_dir))
         return TrainConfig(out=str(run), progress=False, extra={"experiment": self.exp.name, "cell": cell.name}, **o)
 
+    def recipe_record(self, cfg) -> dict:
+        """The trainer config that decides a cell's run, with paths inside the output
+        folder written relative to it (``<out>/...``): a moved or copied experiment folder
+        still matches its runs."""
+        outs = {str(self.out), str(self.out.resolve())}  # (--out as given, and absolute)
+
+        def portable(v):
+            for out in outs:
+                if isinstance(v, str) and (v == out or v.startswith(out + "/")):
+                    return "<out>" + v[len(out):]
+            return v
+
+        return {k: portable(v) for k, v in cfg.to_dict().items() if k not in ("resume", "progress", "extra")}
+
+    def check_trained_as(self, cell: Cell, recipe: dict, cfg) -> None:
+        """ConfigError unless the finished run of `cell` was trained with this recipe
+        record (runs finished before records were portable match their absolute-path hash)."""
+        run = self.run_dir(cell)
+        try:
+            done = json.loads((run / "experiment_done.json").read_text())
+        except ValueError:
+            raise ConfigError(f"{run / 'experiment_done.json'} is unreadable: delete that run folder "
+                              "or use another --out") from None
+        legacy = _hash({kk: v for kk, v in cfg.to_dict().items() if kk not in ("resume", "progress", "extra")})
+        if done.get("config_hash") in (_hash(recipe), legacy):
+            return
+        what = differences(done["recipe"], recipe) if isinstance(done.get("recipe"), dict) else "another recipe or dataset"
+        raise ConfigError(f"cell {cell.name} was trained with {what} ({run}): delete that run folder or use another --out")
+
     def train(self, cell: Cell, k: int, n: int) -> None:
         from .train import train as run_training
 
         run = self.run_dir(cell)
         cfg = self.train_config(cell)
-        key = _hash({kk: v for kk, v in cfg.to_dict().items() if kk not in ("resume", "progress", "extra")})
+        recipe = self.recipe_record(cfg)
         state = self.train_state(cell)
         if state == "complete":
-            done = json.loads((run / "experiment_done.json").read_text())
-            if done.get("config_hash") != key:
-                raise ConfigError(f"cell {cell.name} was trained with another recipe or dataset ({run}): "
-                                  "delete that run folder or use another --out")
+            self.check_trained_as(cell, recipe, cfg)
             self.say(f"[train {k}/{n}] {cell.name}: skipped (complete)")
             return
         r = self.exp.recipes[cell.recipe]
@@ -249,7 +331,7 @@ class Runner:
         dt = time.perf_counter() - t0
         self._time(f"train/{cell.name}", dt)
         losses = summary.get("losses") or []
-        done = {"config_hash": key, "seconds": dt, "steps": summary["steps"], "train_images": summary["train_images"],
+        done = {"config_hash": _hash(recipe), "recipe": recipe, "seconds": dt, "steps": summary["steps"], "train_images": summary["train_images"],
                 "classes": summary["classes"], "images_per_s": summary["images_per_s"],
                 "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None,
                 "val_end": summary.get("val_end") or {}}
@@ -274,6 +356,9 @@ class Runner:
                           batch_size=ev.batch_size, progress=True, say=self.say)
         t0 = time.perf_counter()
         result = ev.spec.run(self.run_dir(cell), self.eval_dir(cell, ev), ev.options, ctx)
+        from .evaluation.report import write_json
+        rf = self.eval_dir(cell, ev) / "result.json"
+        write_json(rf, {**json.loads(rf.read_text()), "made_from": self.eval_stamp(cell, ev)})
         dt = time.perf_counter() - t0
         self._time(f"eval/{cell.name}/{ev.name}", dt)
         text = "; ".join(f"{c.title}: {c.text}" for c in ev.columns(result))
@@ -281,8 +366,17 @@ class Runner:
 
     # ---- report
     def _result(self, cell: Cell, ev: Evaluation) -> dict | None:
+        """The cell's result of `ev`, if one was made from its current checkpoint with the
+        current options (an older one, of a deleted or retrained run, counts as none)."""
         rf = self.eval_dir(cell, ev) / "result.json"
-        return json.loads(rf.read_text()) if rf.is_file() else None
+        if not rf.is_file():
+            return None
+        try:
+            res = json.loads(rf.read_text())
+        except ValueError:
+            return None
+        stamp = self.eval_stamp(cell, ev)
+        return res if stamp is not None and res.get("made_from") == stamp else None
 
     def report(self) -> tuple[Path, Path]:
         """results.md (one row per cell, the evaluations' columns), results.csv and one

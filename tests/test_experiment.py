@@ -103,6 +103,8 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
     (lambda c: c["evaluations"]["syn"].update(ids="two"), "evaluations.syn.ids must be a positive integer"),
     (lambda c: c["evaluations"]["cfp"].update(flip="yes"), "evaluations.cfp.flip must be true or false"),
     (lambda c: c["evaluations"].update(b={"protocol": "bin"}), "protocol bin needs bins: PATH"),
+    (lambda c: c["evaluations"]["syn"].update(yaws="10:30:10"), "evaluations.syn.yaws 10:30:10 has no yaw 0"),
+    (lambda c: c["evaluations"]["syn"].update(yaws="abc"), "evaluations.syn.yaws 'abc': write start:stop:step"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, edit, match):
     import copy
@@ -124,3 +126,102 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch):
     monkeypatch.setattr(recognition.experiment, "run_experiment", interrupted)
     res = invoke([write_config(tmp_path / "cfg", TINY), "--out", tmp_path / "out"])
     assert res.exit_code == 130 and "run the same command again" in res.output
+
+
+SMALL = {**TINY, "datasets": {"full": {"ids": 8, "pose": "syn1m"}},
+         "evaluations": {"cfp": {"protocol": "cfp", "cfp_dir": "cfp", "label": "CFP"}}}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, output folder) of a finished one-cell experiment, for tests to copy."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = write_config(root / "cfg", SMALL)
+    res = invoke([cfg, "--out", root / "out"])
+    assert res.exit_code == 0, res.output
+    return cfg, root / "out"
+
+
+def copy_of(finished, tmp_path: Path, edit=None) -> tuple[Path, Path]:
+    """A copy of the finished experiment's output and its config, the config edited by `edit`."""
+    import copy
+    import shutil
+    cfg = copy.deepcopy(SMALL)
+    if edit:
+        edit(cfg)
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)
+    return write_config(finished[0].parent, cfg, f"{tmp_path.name}.yaml"), out
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dataset_of_another_config_is_refused(finished, tmp_path, dry_run):
+    cfg, out = copy_of(finished, tmp_path, lambda c: c["datasets"]["full"].update(ids=9))
+    before = (out / "datasets" / "full" / "manifest.json").read_bytes()
+    res = invoke([cfg, "--out", out, *(["--dry-run"] if dry_run else [])])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "datasets/full" in lines[0] and "rendered with another config" in lines[0], res.output
+    assert "scene.ids 8, now 9" in lines[0] and "delete that folder" in lines[0]
+    assert (out / "datasets" / "full" / "manifest.json").read_bytes() == before
+
+
+def test_unreadable_dataset_manifest_says_delete_not_overwrite(finished, tmp_path):
+    cfg, out = copy_of(finished, tmp_path)
+    (out / "datasets" / "full" / "manifest.json").write_text('{"config_hash": "ab')
+    res = invoke([cfg, "--out", out])
+    assert res.exit_code == 2, res.output
+    assert "unreadable manifest.json: delete that folder" in res.output and "--overwrite" not in res.output
+
+
+def test_retrained_run_is_evaluated_again(finished, tmp_path):
+    import json
+    import shutil
+    cfg, out = copy_of(finished, tmp_path, lambda c: c["recipe_defaults"].update(steps=4))
+    shutil.rmtree(out / "runs" / "full__syn")
+    res = invoke([cfg, "--out", out])
+    assert res.exit_code == 0, res.output
+    assert "full/syn: training" in res.output and "full/syn x cfp: cfp" in res.output, res.output
+    assert "full/syn x cfp: complete" not in res.output
+    result = json.loads((out / "evals" / "full__syn" / "cfp" / "result.json").read_text())
+    ckpt = (out / "runs" / "full__syn" / "checkpoint.pt").stat()
+    assert result["made_from"]["checkpoint"] == f"{ckpt.st_size}-{ckpt.st_mtime_ns}"
+
+
+def test_moved_experiment_folder_is_skipped_whole(finished, tmp_path):
+    cfg, out = copy_of(finished, tmp_path)
+    res = invoke([cfg, "--out", out])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("skipped (complete)") == 2 and "x cfp: complete" in res.output, res.output
+
+
+def test_run_of_another_recipe_names_what_changed(finished, tmp_path):
+    cfg, out = copy_of(finished, tmp_path, lambda c: c["recipe_defaults"].update(batch_k=2))
+    for dry_run in (["--dry-run"], []):
+        res = invoke([cfg, "--out", out, *dry_run])
+        assert res.exit_code == 2, res.output
+        assert "cell full/syn was trained with batch_k 3, now 2" in res.output, res.output
+
+
+@pytest.mark.parametrize("entry, file, text, match", [
+    ({"protocol": "lfw", "lfw_dir": "cfp", "pairs": "bad.txt"}, "bad.txt", "10\t300\nAaron 1 2\n",
+     "evaluations.bad.pairs: "),
+    ({"protocol": "pairs", "pairs": "bad.txt", "root": "cfp"}, "bad.txt", "a.png b.png maybe\n",
+     "evaluations.bad.pairs: "),
+    ({"protocol": "cfp", "cfp_dir": "cfp2"}, "cfp2/Protocol/Pair_list_F.txt", "one two three\n",
+     "evaluations.bad.cfp_dir: "),
+])
+def test_malformed_evaluation_input_is_refused_before_rendering(tmp_path, entry, file, text, match):
+    import copy
+    import shutil
+    cfg = copy.deepcopy(TINY)
+    cfg["evaluations"]["bad"] = entry
+    path = write_config(tmp_path, cfg)
+    shutil.copytree(tmp_path / "cfp", tmp_path / "cfp2")
+    (tmp_path / file).write_text(text)
+    for dry_run in (["--dry-run"], []):
+        res = invoke([path, "--out", tmp_path / "out", *dry_run])
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and match in lines[0] and "--" not in lines[0], res.output
+        assert not (tmp_path / "out").exists()

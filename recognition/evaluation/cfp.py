@@ -34,7 +34,7 @@ from morphgen.errors import ConfigError, DataError
 
 from . import metrics
 from .common import Embedded, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
-from .protocols import Protocol, accuracy_column
+from .protocols import Protocol, accuracy_column, check_input
 from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 PROTOCOLS = ("FF", "FP")
@@ -287,6 +287,7 @@ def _check(o: dict, where: str) -> None:
     if str(o["protocols"]).upper() not in ("FF", "FP", "BOTH"):
         raise ConfigError(f"{where}.protocols must be FF, FP or both, got {o['protocols']!r}")
     o["protocols"] = "both" if str(o["protocols"]).upper() == "BOTH" else str(o["protocols"]).upper()
+    check_input(o, where, "cfp_dir", lambda: read_cfp(o["cfp_dir"], _names(o)))
 
 
 PROTOCOL = Protocol(

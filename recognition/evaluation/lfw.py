@@ -32,7 +32,7 @@ from morphgen.errors import DataError
 
 from . import metrics
 from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
-from .protocols import Protocol
+from .protocols import Protocol, check_input
 from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 FALLBACK_CROP = 0.55
@@ -234,7 +234,11 @@ def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: LFW View 2 (`{o['pairs']}`), 10 folds, each fold's threshold chosen on the other nine."
 
 
+def _check(o: dict, where: str) -> None:
+    check_input(o, where, "pairs", lambda: read_pairs(o["pairs"]))
+
+
 PROTOCOL = Protocol(
     name="lfw", summary="LFW View 2 (pairs.txt, 10 folds)",
     defaults={"lfw_dir": None, "pairs": None, "flip": False, "align": True},
-    run=_run, note=_note, paths=("lfw_dir", "pairs"), required=("lfw_dir", "pairs"))
+    run=_run, note=_note, paths=("lfw_dir", "pairs"), required=("lfw_dir", "pairs"), check=_check)

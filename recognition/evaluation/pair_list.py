@@ -30,7 +30,7 @@ from morphgen.errors import DataError
 
 from . import metrics
 from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
-from .protocols import Protocol
+from .protocols import Protocol, check_input
 from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 LABELS = {"1": True, "0": False, "true": True, "false": False, "same": True, "diff": False, "different": False,
@@ -225,7 +225,11 @@ def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: pair list `{o['pairs']}` under `{o['root']}`, cross-validated threshold."
 
 
+def _check(o: dict, where: str) -> None:
+    check_input(o, where, "pairs", lambda: read_pair_list(o["pairs"], o["root"], o["folds"], o["seed"]), ("root",))
+
+
 PROTOCOL = Protocol(
     name="pairs", summary="a generic 'path1 path2 label [fold]' pair list",
     defaults={"pairs": None, "root": None, "folds": 10, "seed": 0, "align": True, "flip": False},
-    run=_run, note=_note, paths=("pairs", "root"), required=("pairs", "root"))
+    run=_run, note=_note, paths=("pairs", "root"), required=("pairs", "root"), check=_check)

@@ -45,7 +45,7 @@ from ..data import ImageSet, detect_format, read_morphgen
 from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pairs, load_eval_model, model_info,
                      pair_protocol_result, prepare_out, read_pairs_file, score_pairs, write_pairs_file)
 from . import metrics
-from .protocols import Protocol
+from .protocols import Protocol, check_input
 from .report import fmt, md_table, plot_bins, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 MULTIPIE_CAMERA_YAW = {"11_0": -90, "12_0": -75, "09_0": -60, "08_0": -45, "13_0": -30, "14_0": -15, "05_1": 0,
@@ -325,8 +325,12 @@ def _note(o: dict, label: str, r: dict | None) -> str:
     return f"{label}: accuracy per probe yaw against a frontal gallery (`{o['images']}`); the table gives all yaws."
 
 
+def _check(o: dict, where: str) -> None:
+    check_input(o, where, "poses", lambda: read_pose_csv(Path(o["images"]), Path(o["poses"])), ("images",))
+
+
 PROTOCOL = Protocol(
     name="pose", summary="accuracy per probe yaw vs a frontal gallery (Multi-PIE, renders, 'path,yaw' CSV)",
     defaults={"images": None, "poses": None, "yaw_step": 15.0, "folds": 10, "per_fold": 300, "seed": 0,
               "align": True, "flip": False},
-    run=_run, note=_note, paths=("images", "poses"), required=("images",))
+    run=_run, note=_note, paths=("images", "poses"), required=("images",), check=_check)

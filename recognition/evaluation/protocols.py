@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from morphgen.errors import ConfigError
+from morphgen.errors import ConfigError, DataError
 
 MODULES = ("synthetic", "pose", "lfw", "ijba", "real_pairs", "cfp", "insightface_bin", "pair_list")
 COMMON = {"protocol": None, "label": None, "batch_size": 64}
@@ -147,6 +147,18 @@ def get(name) -> Protocol:
 
 
 # ----------------------------------------------------------------------------- shared helpers
+
+def check_input(o: dict, where: str, key: str, read: Callable[[], object], needs: tuple = ()) -> None:
+    """Read the input file of option `key` now, when it and the options in `needs` name
+    existing paths (absent data is a skipped evaluation): a malformed pair list then stops
+    the plan, before any rendering or training, as a ConfigError naming the key."""
+    if not o.get(key) or not all(o.get(k) and Path(o[k]).exists() for k in (key, *needs)):
+        return
+    try:
+        read()
+    except DataError as exc:
+        raise ConfigError(f"{where}.{key}: {exc}") from None
+
 
 def accuracy_column(key: str, title: str, part: dict | None, curve: str | None = None) -> Column:
     """The usual column: cross-validated accuracy mean ± std, with AUC, EER and TAR@FAR

@@ -43,6 +43,20 @@ from .report import fmt, md_table, plot_bins, pm, write_json, write_markdown, wr
 DEFAULT_SEED = 100000
 
 
+def check_yaws(yaws: str, option: str = "--yaws") -> None:
+    """ConfigError naming `option` unless `yaws` is a start:stop:step grid holding yaw 0
+    (the pose protocol's frontal gallery): checked before anything renders."""
+    from morphgen.sampling import ControlledGrid
+
+    try:
+        values = ControlledGrid.parse({"yaw": yaws}).yaw.values()
+    except ConfigError as exc:
+        why = str(exc).removeprefix(f"grid yaw={yaws!r}: ")
+        raise ConfigError(f"{option} {yaws!r}: {why}") from None
+    if not np.isclose(values, 0).any():
+        raise ConfigError(f"{option} {yaws} has no yaw 0: the pose protocol compares every yaw with a frontal gallery")
+
+
 def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90:15", lights: int = 3,
                     size: int = 128, face_model: str | None = None, expressions: bool = False,
                     backgrounds: str = "procedural", antialias: int | str = 2):
@@ -53,6 +67,7 @@ def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90
         raise ConfigError(f"--ids must be >= 2 for verification pairs, got {ids}")
     if lights < 1:
         raise ConfigError(f"--lights must be >= 1, got {lights}")
+    check_yaws(yaws)
     if face_model:
         from morphgen.loading import load_model
         load_model(face_model)  # a missing or corrupt model stops here
@@ -62,8 +77,6 @@ def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90
         "grid": {"yaw": yaws, "pitch": "0:0:1", "roll": "0:0:1", "lights": int(lights)},
         "size": int(size), "antialias": antialias, "backgrounds": backgrounds, "outputs": [],
     })
-    if not np.isclose(scene.sampling.grid.yaw.values(), 0).any():  # refused before rendering, not after
-        raise ConfigError(f"--yaws {yaws} has no yaw 0: the pose protocol compares every yaw with a frontal gallery")
     return scene
 
 
@@ -232,6 +245,7 @@ def _check(o: dict, where: str) -> None:
         raise ConfigError(f"{where}.ids must be >= 2 for verification pairs")
     if not isinstance(o["yaws"], str):
         raise ConfigError(f"{where}.yaws must be a start:stop:step string such as \"-90:90:15\", got {o['yaws']!r}")
+    check_yaws(o["yaws"], f"{where}.yaws")
 
 
 PROTOCOL = Protocol(
