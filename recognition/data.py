@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,13 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from morphgen.errors import ConfigError, DataError
+from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.layout import (IMAGE_NAME, IMAGES_DIR, TarMembers, looks_like_dataset, params_files, params_rows,
                              split_tar_ref)
 
 from .align import align_face, resize_face, template_points
 
 FORMATS = ("auto", "morphgen", "folder", "recordio")
+# An undecodable file is counted (ImageSet.report) or replaced with a one-line warning
+# (FaceDataset): OpenCV's own "[ WARN:0@...] imread_(...)" lines would only interleave
+# with the progress output, once per file.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
 
 
@@ -130,15 +135,10 @@ def read_morphgen(root: Path) -> ImageSet:
         if not source_file(iset, rel).is_file():
             iset.count("missing_files")
             continue
-        lm = row.get("landmarks5")
-        lm = np.asarray(lm, np.float32).reshape(5, 2) if lm is not None else NO_LANDMARKS
-        sl = row.get("soft_label")
-        if sl:
-            sl = {"ids": [str(int(i)) for i in sl["ids"]], "weights": [float(w) for w in sl["weights"]]}
         files.append(rel)
         ids.append(ident)
-        lms.append(lm)
-        soft.append(sl or None)
+        lms.append(_row_landmarks(row.get("landmarks5"), where, rel))
+        soft.append(_row_soft_label(row.get("soft_label"), where, rel))
     if not params_files(root) and (root / IMAGES_DIR).is_dir():
         for d in sorted((root / IMAGES_DIR).iterdir()):
             if not d.is_dir():
@@ -152,6 +152,33 @@ def read_morphgen(root: Path) -> ImageSet:
                     soft.append(None)
     iset.landmarks = np.asarray(lms, np.float32).reshape(-1, 5, 2)
     return iset
+
+
+def _row_landmarks(value, where: str, rel: str) -> np.ndarray:
+    """A params row's landmarks5 as (5, 2), or NaN when it has none; a DataError naming
+    the row otherwise (a reshape error deep in the reader says nothing of the file)."""
+    if value is None:
+        return NO_LANDMARKS
+    try:
+        return np.asarray(value, np.float32).reshape(5, 2)
+    except (ValueError, TypeError):
+        raise DataError(f"{where} ({rel}): landmarks5 must be 5 [x, y] points, found {str(value)[:60]}: "
+                        "regenerate the dataset") from None
+
+
+def _row_soft_label(value, where: str, rel: str) -> dict | None:
+    """A params row's soft_label as {"ids": [names], "weights": [floats]} of equal length,
+    or None; a DataError naming the row otherwise."""
+    if not value:
+        return None
+    try:
+        sl = {"ids": [str(int(i)) for i in value["ids"]], "weights": [float(w) for w in value["weights"]]}
+        if len(sl["ids"]) != len(sl["weights"]):
+            raise ValueError
+        return sl
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{where} ({rel}): soft_label must be {{\"ids\": [identities], \"weights\": [numbers]}} of "
+                        f"equal length, found {str(value)[:60]}: regenerate the dataset") from None
 
 
 def read_folder(root: Path) -> ImageSet:
@@ -510,6 +537,19 @@ def worker_init(_worker_id: int) -> None:
 
     threadpool_limits(1)
     torch.set_num_threads(1)
+
+
+def worker_errors(batches: Iterable) -> Iterator:
+    """The batches of a DataLoader, a morphgen error raised in one of its worker processes
+    re-raised with its own one-line message: torch wraps it as "Caught DataError in
+    DataLoader worker process 0. Original Traceback ...", which the CLI would print whole."""
+    try:
+        yield from batches
+    except MorphgenError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) < 2 or "DataLoader worker" not in lines[0]:
+            raise
+        raise type(exc)(lines[-1].partition(f"{type(exc).__name__}: ")[2] or lines[-1]) from None
 
 
 class single_threaded_cv2:

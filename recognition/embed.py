@@ -22,7 +22,7 @@ from morphgen.options import check_device
 from morphgen.outputs import NewOutputs, check_writable
 
 from .checkpoint import checkpoint_path, load_backbone_state, load_checkpoint
-from .data import FaceDataset, load_imageset, to_input
+from .data import FaceDataset, load_imageset, to_input, worker_errors
 from .landmarks import find_landmarks
 from .models import build_model, to_device
 
@@ -46,7 +46,7 @@ def embed_dataset(model: torch.nn.Module, ds: FaceDataset, batch_size: int = 64,
     model.eval()
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     out = []
-    for x, *_ in progress_bar(loader, desc="embed", unit="batch", enabled=progress):
+    for x, *_ in progress_bar(worker_errors(loader), desc="embed", unit="batch", enabled=progress, total=len(loader)):
         x = to_input(x.to(device))
         e = torch.nn.functional.normalize(model(x).float(), dim=1)
         if flip:

@@ -46,8 +46,8 @@ from morphgen.sheet import write_sheet
 from .checkpoint import (FILENAME, check_arch, check_resumable, load_backbone_state, load_checkpoint,
                          save_checkpoint)
 from .data import (FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
-                   load_imageset, make_subset, select_list, single_threaded_cv2, split_identities,
-                   to_input, worker_init, write_list, natural_key)
+                   load_imageset, make_subset, select_list, single_threaded_cv2,
+                   split_identities, to_input, worker_errors, worker_init, write_list, natural_key)
 from .embed import embed_dataset
 from .landmarks import find_landmarks
 from .losses import MarginHead, domain_mixup, soft_targets, triplet_semihard_loss
@@ -269,14 +269,32 @@ class _Log:
                 self.tb.close()
 
 
+def _check_out(cfg: TrainConfig) -> None:
+    """ConfigError when --out cannot hold this run: --resume of a folder with no run in
+    it (nothing to continue: a typo'd --out would start afresh unnoticed), or a new run in
+    a folder that holds other files (checkpoints would land among a dataset's images).
+    Files this run's own options point into --out (a --list, the landmark --cache) are
+    no obstacle."""
+    run = Path(cfg.out)
+    has_run = (run / FILENAME).is_file() or (run / "config.json").is_file()
+    if cfg.resume and not has_run:
+        raise ConfigError(f"--resume: {run} holds no training run to continue (no {FILENAME} or config.json): "
+                          "give the --out of an earlier `morphgen train`, or omit --resume to start one")
+    own = {Path(p).resolve() for p in (cfg.list_file, cfg.cache_dir) if p}
+    if not has_run and run.is_dir() and any(p.resolve() not in own for p in run.iterdir()):
+        raise ConfigError(f"--out {run} is not empty and holds no training run: choose an empty or new folder")
+
+
 def train(cfg: TrainConfig, say=print) -> dict:
     """Run (or resume) one training run; returns a summary dict (losses, held-out
     verification at the start and end, throughput, data report, paths)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:  # (the other ranks start while rank 0 may be writing there)
+        _check_out(cfg)
     cfg = cfg.resolved()
     check_writable(cfg.out, "--out")
     if cfg.cache_dir:
         check_writable(cfg.cache_dir, "--cache")
-    main = int(os.environ.get("RANK", "0")) == 0
     threads = torch.get_num_threads()
     try:  # what a refused input made in the run folder (a landmark cache) goes again
         with single_threaded_cv2(), NewOutputs(cfg.out if main else None) as outputs:
@@ -444,10 +462,10 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         online.start, online.total = start, total
         # CPU scenes render whole batches in loader workers, overlapping with the training
         # step; device scenes get only their plans from the workers and render here.
-        batches = online.stream(workers, device)
+        batches = worker_errors(online.stream(workers, device))
     else:
-        batches = loader(ds_train, labels)
-    real_batches = iter(loader(ds_real, ds_real.labels, 1)) if cfg.domain_mixup is not None else None
+        batches = worker_errors(loader(ds_train, labels))
+    real_batches = worker_errors(loader(ds_real, ds_real.labels, 1)) if cfg.domain_mixup is not None else None
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
     losses, pending, t0, t_int, n_int, seen, ips = [], [], time.time(), time.time(), 0, 0, 0.0

@@ -2,8 +2,10 @@
 subsets and list files, alignment, samplers and verification metrics."""
 import io
 import json
+import re
 import struct
 import tarfile
+import warnings
 
 import cv2
 import numpy as np
@@ -14,7 +16,7 @@ from morphgen.errors import DataError
 from morphgen.layout import chunk_marker
 from recognition.align import align_face, template_points, umeyama
 from recognition.data import (FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
-                              load_imageset, make_subset, read_image, select_list, write_list)
+                              load_imageset, make_subset, read_image, select_list, worker_errors, write_list)
 from recognition.landmarks import find_landmarks
 from toydata import write_toy_dataset
 from recognition.evaluation.metrics import best_threshold, score_auc
@@ -45,6 +47,21 @@ def test_morphgen_reader_params_landmarks_soft_labels(toy):
     assert np.allclose(w.numpy(), sl["weights"])
     j = next(k for k, x in enumerate(s.soft) if not x)
     assert ds[j][2].tolist()[1] == -1 and ds[j][3].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("landmarks5", [1, 2, 3], "landmarks5 must be 5 [x, y] points, found [1, 2, 3]"),
+    ("soft_label", {"ids": [1]}, "soft_label must be"),
+    ("soft_label", {"ids": [0, 1], "weights": [1.0]}, "soft_label must be"),
+])
+def test_malformed_params_row_is_a_one_line_error_naming_the_row(tmp_path, field, value, match):
+    root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=2, size=64)
+    marker = chunk_marker(root, 0)
+    rows = [json.loads(line) for line in marker.read_text().splitlines()]
+    rows[2][field] = value
+    marker.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=re.escape(f"{marker}:3 ({rows[2]['image']}): {match}")):
+        load_imageset(root)
 
 
 def test_a_file_that_breaks_after_the_check_is_replaced_in_training_and_marked_in_evaluation(tmp_path):
@@ -131,6 +148,30 @@ def test_empty_and_missing_folders(tmp_path):
         load_imageset(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         load_imageset(tmp_path / "nope")
+
+
+def test_an_error_in_a_loader_worker_is_its_own_one_line_message(tmp_path):
+    root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=2, size=64)
+    s = load_imageset(root)
+    for f in s.files:
+        (root / f).write_bytes(b"garbage")
+    ds = FaceDataset(s, {n: i for i, n in enumerate(sorted(set(s.identities)))}, 32, "arcface")
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
+    with warnings.catch_warnings(), pytest.raises(DataError) as err:
+        warnings.simplefilter("ignore")
+        list(worker_errors(loader))
+    assert str(err.value).startswith("no image of identity") and "\n" not in str(err.value), str(err.value)
+
+
+def test_unreadable_image_gives_no_opencv_warning(tmp_path, capfd):
+    """The reader counts what it cannot read; OpenCV's own "[ WARN:0@...]" lines would only
+    interleave with the progress output (the console script prints Python's warnings as
+    one line each: test_dataset.test_warnings_are_one_line_each)."""
+    root = write_toy_dataset(tmp_path / "d", identities=2, per_identity=2, size=64)
+    s = load_imageset(root)
+    (root / s.files[0]).unlink()  # (OpenCV warns of a file it cannot open)
+    assert read_image(s, 0) is None
+    assert "WARN" not in capfd.readouterr().err
 
 
 def test_corrupt_image_at_load_time_is_replaced(tmp_path, toy):

@@ -188,3 +188,18 @@ def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(recognition.train, "train", interrupted)
     res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "run"), "--steps", "5", "--quiet"])
     assert res.exit_code == 130 and "--resume" in res.output and "Traceback" not in res.output
+
+
+def test_out_that_holds_no_run_is_refused(toy, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(train_cmd, [str(a) for a in args] + ["--steps", "1", "--quiet"],
+                                  catch_exceptions=False)
+    (tmp_path / "empty").mkdir()
+    for args in (["--resume", "--out", tmp_path / "empty"], ["--resume", "--out", tmp_path / "new", "--data", toy]):
+        with pytest.raises(ConfigError, match="holds no training run to continue"):
+            run(*args)
+    assert not (tmp_path / "new").exists()
+    before = sorted(p.name for p in toy.iterdir())
+    with pytest.raises(ConfigError, match=f"--out {toy} is not empty and holds no training run"):
+        run("--out", toy, "--data", toy)
+    assert sorted(p.name for p in toy.iterdir()) == before
