@@ -278,6 +278,31 @@ def _keep_records_of(path: Path, done: set[str]) -> None:
     replace_atomically(path, b"".join(k + b"\n" for k in kept))
 
 
+FIT_RECORD = "fit.json"
+
+
+def check_resume(out: Path, inputs: dict) -> None:
+    """ConfigError unless `out` can be resumed with these inputs (photos, model, options):
+    a folder that holds something but no fit (a training run, a dataset), or a fit of
+    other photos or options, would get rows that do not belong with its own. Fits written
+    before their inputs were recorded (residuals.csv, no fit.json) are taken as they are."""
+    record = out / FIT_RECORD
+    if not record.is_file():
+        if out.is_dir() and any(out.iterdir()) and not (out / "residuals.csv").is_file():
+            raise ConfigError(f"--resume: {out} holds no morphgen fit (no residuals.csv): give the --out of an "
+                              "earlier `morphgen fit`, or another folder")
+        return
+    try:
+        old = json.loads(record.read_text())
+    except ValueError:
+        raise ConfigError(f"{record} is unreadable: fit into a new --out") from None
+    changed = [k for k in inputs if old.get(k) != inputs[k]]
+    if changed:
+        was = "; ".join(f"{k} {old.get(k)!r}, now {inputs[k]!r}" for k in changed)
+        raise ConfigError(f"--resume: {out} is a fit of other inputs ({was}): resume it with its own photos and "
+                          "options, or fit into a new --out")
+
+
 def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOptions | None = None,
                workers: int = 1, device: str = "cpu", resume: bool = False, ids: int | None = None,
                dlib68: bool = False, progress: bool = True, fitted: Callable[[], None] | None = None) -> dict:
@@ -295,11 +320,17 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"--out {out} is not empty: use --resume to finish a fit there, or another folder")
+    inputs = json.loads(json.dumps({"photos": str(Path(path).resolve()),  # (as fit.json reads back: tuples as lists)
+                                     "model": str(Path(model).resolve()) if model else None,
+                                     "dlib68": dlib68, **asdict(options)}))
+    if resume:
+        check_resume(out, inputs)
     done = done_sources(out) if resume else set()
     if resume:
         _keep_records_of(out / "params.jsonl", done)
     todo = [p for p in photos if p.source not in done]
     (out / "overlays").mkdir(parents=True, exist_ok=True)
+    replace_atomically(out / FIT_RECORD, json.dumps(inputs, indent=1) + "\n")  # what a --resume must match
     header = _csv_header(out / "residuals.csv")
     counts = {"ok": 0, "no_face": 0, "unreadable": 0}
     t0 = time.perf_counter()

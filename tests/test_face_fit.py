@@ -111,7 +111,8 @@ def test_fit_cli_then_twins(tmp_path):
     twin = cv2.imread(str(tmp_path / "twins" / "images" / "000000" / "000000_0000.png"))
     assert twin.shape == (SIZE, SIZE, 3) and twin.std() > 10
     # pooled identities on the finished fit: nothing refitted, one face per identity written
-    out = run(["fit", photos, "--out", tmp_path / "fit", "--resume", "--pool-identities", "--quiet"]).output
+    out = run(["fit", photos, "--out", tmp_path / "fit", "--size", SIZE, "--fine-steps", 40, "--resume",
+               "--pool-identities", "--quiet"]).output
     assert "fitted 0 photos" in out and "pooled 1 records" in out
     pooled = json.loads((tmp_path / "fit" / "params_pooled.jsonl").read_text())
     assert pooled["shape"] == record["shape"] and pooled["fit"]["pooled"] == 1
@@ -209,6 +210,29 @@ def test_a_fit_that_fails_after_a_photo_keeps_its_output(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["fit", str(photo), "--out", str(tmp_path / "f"), "--quiet"])
     assert r.exit_code == 2 and "worker process died" in r.output
     assert (tmp_path / "f" / "residuals.csv").is_file()
+
+
+def test_resume_refuses_a_folder_that_is_not_this_fit(tmp_path):
+    """--resume of a training run folder, of a fit of other photos, or with other options:
+    one line each, the folder untouched (rows of two fits would be merged into one)."""
+    from dataclasses import asdict
+
+    for name in ("a", "b"):
+        (tmp_path / name / "p0").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "p0" / "x.png"), np.full((64, 64, 3), 90, np.uint8))
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    (fit / "fit.json").write_text(json.dumps({"photos": str((tmp_path / "a").resolve()), "model": None,
+                                              "dlib68": False, **asdict(FitOptions(size=64))}))
+    (fit / "residuals.csv").write_text("source,status\n")
+    train_run = tmp_path / "run"
+    train_run.mkdir()
+    (train_run / "config.json").write_text("{}")
+    assert_refused(["fit", tmp_path / "a", "--out", train_run, "--resume", "--quiet"], "holds no morphgen fit", tmp_path)
+    assert_refused(["fit", tmp_path / "b", "--out", fit, "--resume", "--size", 64, "--quiet"],
+                   f"is a fit of other inputs (photos {str((tmp_path / 'a').resolve())!r}", tmp_path)
+    assert_refused(["fit", tmp_path / "a", "--out", fit, "--resume", "--size", 96, "--quiet"],
+                   "(size 64, now 96)", tmp_path)
 
 
 def test_a_resumed_fit_drops_records_its_residuals_do_not_list(tmp_path):
