@@ -172,7 +172,9 @@ class Runner:
         except (OSError, ValueError, KeyError, TypeError):
             raise ConfigError(f"{rel} in {self.out} has an unreadable manifest.json: delete that folder "
                               "or use another --out") from None
-        job = self.dataset_job(name)
+        from morphgen.dataset import whole_mesh_if_written_so
+
+        job = whole_mesh_if_written_so(folder, self.dataset_job(name))  # as the writer resumes it
         if man.get("config_hash") != job.config_hash():
             raise ConfigError(f"{rel} in {self.out} was rendered with another config "
                               f"({differences(man.get('config') or {}, job.to_dict())}): delete that folder "

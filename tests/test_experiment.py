@@ -166,6 +166,21 @@ def test_dataset_of_another_config_is_refused(finished, tmp_path, dry_run):
     assert (out / "datasets" / "full" / "manifest.json").read_bytes() == before
 
 
+def test_dataset_rendered_before_lod_existed_is_still_this_config(finished, tmp_path):
+    """A dataset folder whose manifest predates --lod (no lod key: whole meshes) is the
+    same dataset to the experiment as to the writer's resume, not "another config"."""
+    import hashlib
+    import json
+    cfg, out = copy_of(finished, tmp_path)
+    path = out / "datasets" / "full" / "manifest.json"
+    man = json.loads(path.read_text())
+    del man["config"]["scene"]["lod"]
+    man["config_hash"] = hashlib.sha256(json.dumps(man["config"], sort_keys=True).encode()).hexdigest()[:16]
+    path.write_text(json.dumps(man))
+    res = invoke([cfg, "--out", out, "--dry-run"])
+    assert res.exit_code == 0 and "[complete]" in res.output, res.output
+
+
 def test_unreadable_dataset_manifest_says_delete_not_overwrite(finished, tmp_path):
     cfg, out = copy_of(finished, tmp_path)
     (out / "datasets" / "full" / "manifest.json").write_text('{"config_hash": "ab')

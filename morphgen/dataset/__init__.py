@@ -36,7 +36,7 @@ from .ctrl_c import latched_ctrl_c, submit_held
 from .integrity import repair_damaged
 from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
-__all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks"]
+__all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks", "whole_mesh_if_written_so"]
 
 
 def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sharded: bool = False) -> None:
@@ -79,7 +79,7 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
         (out / sub).mkdir(parents=True, exist_ok=True)
 
 
-def _whole_mesh_if_written_so(out: Path, job: DatasetJob) -> DatasetJob:
+def whole_mesh_if_written_so(out: Path, job: DatasetJob) -> DatasetJob:
     """The job with ``--lod off`` where `out` holds a dataset written before --lod existed
     (its manifest has no ``lod``: whole meshes) and the job asks for the default: a resume,
     or another shard, then renders its chunks as the others were."""
@@ -169,7 +169,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                           f"{job.output.chunk_ids} identities; use N <= {job.n_chunks} or a smaller --chunk-ids")
     with latched_ctrl_c() as ctrl_c:  # a Ctrl-C swallowed on the way still stops the run (see .ctrl_c)
         if not overwrite:
-            job = _whole_mesh_if_written_so(out, job)
+            job = whole_mesh_if_written_so(out, job)
         # Every input (model and its landmarks, light prior, backgrounds) is checked here, in
         # this process, before the output folder is touched; workers then meet no surprise.
         # Where the local pool can fork this process (`fork_pool_is_safe`), its workers inherit
