@@ -2,6 +2,7 @@
 x 2 evaluations, 3 steps) runs end to end from the CLI, writes the table, CSV and ROC plot
 with one row per cell, skips everything on a second run, and refuses bad configs in one line."""
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -87,6 +88,16 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
     assert res.output.count("skipped (complete)") == 4 and res.output.count(": complete") == 4
     assert dt < 10, dt
     assert (out / "results.md").read_text().count("| full / syn |") == 1
+
+    # other synthetic-benchmark options: the shared benchmark is rendered anew (it was
+    # reused as complete), and both cells are evaluated on it again
+    cfg.write_text(cfg.read_text().replace("-30:30:30", "-60:60:30"))
+    res = invoke([cfg, "--out", out])
+    assert res.exit_code == 0, res.output
+    assert "rendering the benchmark once for all cells" in res.output and "(its options changed)" in res.output
+    assert res.output.count("skipped (complete)") == 4 and res.output.count("x syn: complete") == 0, res.output
+    grid = json.loads((out / "benchmarks" / "syn" / "manifest.json").read_text())["config"]["scene"]["grid"]
+    assert "-60" in json.dumps(grid), grid
 
 
 @pytest.mark.parametrize("edit, match", [

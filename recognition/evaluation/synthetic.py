@@ -80,12 +80,20 @@ def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90
     return scene
 
 
-def render_benchmark(out_dir: Path, scene, workers: int = 1, progress: bool = False) -> dict:
-    """Render (or finish) the benchmark images into `out_dir`; returns the writer's summary."""
-    from morphgen.dataset import DatasetJob, OutputConfig, run
+def benchmark_job(scene):
+    """The dataset job that renders the benchmark of `scene` (every grid point per identity)."""
+    from morphgen.dataset import DatasetJob, OutputConfig
 
-    job = DatasetJob(scene, len(scene.sampling.grid.points()), OutputConfig(chunk_ids=5))
-    return run(Path(out_dir), job, workers=workers, resume=True, progress=progress)
+    return DatasetJob(scene, len(scene.sampling.grid.points()), OutputConfig(chunk_ids=5))
+
+
+def render_benchmark(out_dir: Path, scene, workers: int = 1, progress: bool = False, replace: bool = False) -> dict:
+    """Render (or finish) the benchmark images into `out_dir`; returns the writer's summary.
+    ``replace``: `out_dir` holds a benchmark of other options, to render anew."""
+    from morphgen.dataset import run
+
+    return run(Path(out_dir), benchmark_job(scene), workers=workers, resume=not replace, overwrite=replace,
+               progress=progress)
 
 
 def _training_seed(meta: dict) -> int | None:
@@ -219,9 +227,16 @@ def _run(model_run, out, o: dict, ctx) -> dict:
     """Render the benchmark once into the evaluation's shared folder (every cell reuses it)."""
     scene = benchmark_scene(o["ids"], o["seed"], str(o["yaws"]), o["lights"], o["size"], o["model"], o["expressions"])
     bench = Path(ctx.shared_dir)
-    if not (manifest_path(bench).is_file() and read_manifest(bench).get("complete")):
-        ctx.say(f"    rendering the benchmark once for all cells -> {bench}")
-        render_benchmark(bench, scene, workers=ctx.workers)
+    try:
+        held = read_manifest(bench) if manifest_path(bench).is_file() else {}
+    except ValueError:
+        held = {"config_hash": None}
+    other = bool(held) and held.get("config_hash") != benchmark_job(scene).config_hash()
+    if other or not held.get("complete"):
+        # the experiment's own renders: of other options (the evaluation's were changed, so
+        # every cell's result is made again) they are rendered anew, never reused
+        ctx.say(f"    rendering the benchmark once for all cells -> {bench}" + (" (its options changed)" if other else ""))
+        render_benchmark(bench, scene, workers=ctx.workers, replace=other)
     return evaluate_synthetic(model_run, out, data_dir=bench, folds=o["folds"], per_fold=o["per_fold"],
                               pair_seed=o["pair_seed"], flip=o["flip"], batch_size=ctx.batch_size, progress=ctx.progress)
 
