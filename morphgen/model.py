@@ -271,7 +271,10 @@ def load_npz(path: str | Path) -> MorphableModel:
         )
     except KeyError as exc:
         raise ModelError(f"{path}: morphgen model file lacks the entry {exc}") from None
-    model.validate()
+    try:
+        model.validate()
+    except ModelError as exc:  # named by its file, as the Basel loaders' are
+        raise ModelError(f"{path}: {exc}") from None
     return model
 
 
