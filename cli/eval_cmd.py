@@ -83,9 +83,17 @@ def lfw_cmd(model, lfw_dir, pairs, out, flip, batch_size, quiet, no_align, cache
     r = evaluate_lfw(model, lfw_dir, pairs, out, flip=flip, align=not no_align, batch_size=batch_size,
                      cache_dir=cache_dir, progress=not quiet, workers=workers)
     acc = r["accuracy"]
-    click.echo(f"LFW accuracy {acc['mean']:.4f} ± {acc['std']:.4f} over {r['pairs']['folds']} folds "
+    click.echo(f"LFW accuracy {acc['mean']:.4f} ± {acc['std']:.4f} over {r['pairs']['folds']} folds{_not_cv(acc)} "
                f"({r['pairs']['evaluated']}/{r['pairs']['total']} pairs, {r['pairs']['missing']} missing an image); "
                f"AUC {r['auc']:.4f}; results in {out}")
+
+
+def _not_cv(*accuracies: dict) -> str:
+    """' (not cross-validated: ...)' where an accuracy's threshold was chosen on the pairs it
+    scores (one fold), for the result line; '' otherwise."""
+    if all(a.get("cross_validated", True) for a in accuracies):
+        return ""
+    return " (one fold: not cross-validated, its threshold chosen on the pairs it scores)"
 
 
 @eval_group.command("cfp")
@@ -112,7 +120,8 @@ def cfp_cmd(model, cfp_dir, protocol, out, flip, batch_size, quiet, no_align, ca
     parts = [f"CFP-{n} accuracy {r[n]['accuracy']['mean']:.4f} ± {r[n]['accuracy']['std']:.4f} "
              f"(AUC {r[n]['auc']:.4f}, EER {r[n]['eer']:.4f}, {r[n]['pairs']} pairs, {r[n]['unscored_pairs']} unscored)"
              for n in r["inputs"]["protocols"]]
-    click.echo("; ".join(parts) + f" over folds {r['inputs']['folds'][0]}-{r['inputs']['folds'][-1]}; results in {out}")
+    cv = _not_cv(*(r[n]["accuracy"] for n in r["inputs"]["protocols"]))
+    click.echo("; ".join(parts) + f" over folds {r['inputs']['folds'][0]}-{r['inputs']['folds'][-1]}{cv}; results in {out}")
     if r["alignment"]:
         click.echo("alignment: " + alignment_text(r["alignment"]))
 

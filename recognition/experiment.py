@@ -414,8 +414,8 @@ class Runner:
         if self.exp.description:
             lines += [self.exp.description.strip(), ""]
         lines += [md_table(head, md_rows), ""]
-        notes = ["Accuracy: mean ± std over identity-disjoint folds, each fold's threshold chosen on the "
-                 "others (LFW protocol); TAR@FAR: mean ± std over splits."]
+        notes = ["Accuracy: mean ± std over folds, each fold's threshold chosen on the others (LFW protocol) "
+                 "unless an evaluation's note below says otherwise; TAR@FAR: mean ± std over splits."]
         for ev in evs:
             first = next((res for res in (self._result(c, ev) for c in cells) if res is not None), None)
             notes.append(ev.spec.note(ev.options, ev.label, first))

@@ -256,3 +256,83 @@ def test_pair_list_cli_missing_images_and_bad_lines(eval_run, tmp_path):
     one_line_error(invoke("pairs", "--model", eval_run, "--pairs", tmp_path / "mixed.txt", "--root", root,
                           "--out", tmp_path / "o2"), "mixed.txt:2", "fold on every line")
     assert not (tmp_path / "o2").exists()
+
+
+# ----------------------------------------------------------------------------- what cannot be cross-validated
+
+def test_cfp_with_one_fold_says_its_threshold_was_not_cross_validated(cfp, eval_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "cfp"
+    shutil.copytree(cfp[0], root)
+    for name in ("FF", "FP"):
+        shutil.rmtree(root / "Protocol" / "Split" / name / "02")
+    res = invoke("cfp", "--model", eval_run, "--cfp-dir", root, "--out", tmp_path / "out", "--quiet", "--no-align")
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert r["inputs"]["folds"] == [1] and not r["FF"]["accuracy"]["cross_validated"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "other folds" not in summary and "not cross-validated" in summary
+    assert "over folds 1-1 (one fold: not cross-validated" in res.output, res.output
+
+
+def test_bin_of_one_kind_of_pair_is_refused(eval_run, tmp_path):
+    with open(tmp_path / "same.bin", "wb") as f:
+        pickle.dump(([b"a", b"b", b"c", b"d"], [True, True]), f)
+    one_line_error(invoke("bin", "--model", eval_run, "--bin", tmp_path / "same.bin", "--out", tmp_path / "o"),
+                   "same.bin has only genuine pairs", "both genuine and impostor")
+    assert not (tmp_path / "o").exists()
+
+
+def _pairs(root: Path, lines: list[str], path: Path) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("outside", ["/etc/hosts", "../outside.jpg", "Bea_Arthur/../../outside.jpg"])
+def test_pair_list_paths_must_stay_under_root(eval_run, tmp_path, outside):
+    root = write_lfw(tmp_path / "faces")
+    (tmp_path / "outside.jpg").write_bytes((root / "Bea_Arthur" / "Bea_Arthur_0001.jpg").read_bytes())  # readable
+    p = _pairs(root, ["Bea_Arthur/Bea_Arthur_0001.jpg Bea_Arthur/Bea_Arthur_0002.jpg 1",
+                      f"Bea_Arthur/Bea_Arthur_0001.jpg {outside} 0"], tmp_path / "p.txt")
+    one_line_error(invoke("pairs", "--model", eval_run, "--pairs", p, "--root", root, "--out", tmp_path / "o"),
+                   "p.txt:2", repr(outside), "points outside --root")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pair_list_of_one_kind_of_pair_is_refused(eval_run, tmp_path):
+    root = write_lfw(tmp_path / "faces")
+    n = sorted(p.name for p in root.iterdir())
+    p = _pairs(root, [f"{a}/{a}_0001.jpg {a}/{a}_0002.jpg 1" for a in n], tmp_path / "p.txt")
+    one_line_error(invoke("pairs", "--model", eval_run, "--pairs", p, "--root", root, "--out", tmp_path / "o"),
+                   "p.txt has only genuine pairs", "both genuine and impostor")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pair_list_folds_each_hold_genuine_and_impostor_pairs(tmp_path):
+    """Five linked identities and one alone: identity-disjoint folds would put the lone
+    identity's single genuine pair in a fold of its own, with no impostor to test on."""
+    root = write_lfw(tmp_path / "faces")
+    n = sorted(p.name for p in root.iterdir())
+    lines = [f"{a}/{a}_0001.jpg {a}/{a}_0002.jpg 1\n{a}/{a}_0001.jpg {b}/{b}_0002.jpg 0"
+             for a, b in zip(n[:5], n[1:5] + n[:1])]
+    lines.append(f"{n[5]}/{n[5]}_0001.jpg {n[5]}/{n[5]}_0002.jpg 1")
+    pl = read_pair_list(_pairs(root, lines, tmp_path / "p.txt"), root, folds=2)
+    assert sorted(set(pl.fold.tolist())) == [0, 1] and not pl.identity_disjoint
+    for f in (0, 1):
+        assert pl.same[pl.fold == f].any() and not pl.same[pl.fold == f].all()
+    pl = read_pair_list(tmp_path / "p.txt", root, folds=10)   # 6 genuine / 5 impostor pairs: at most 5 folds
+    assert len(set(pl.fold.tolist())) == 5
+
+
+@pytest.mark.parametrize("folds, match", [([0, 0, 0, 0], "every pair is in fold 0"),
+                                          ([0, 0, 1, 1], "fold 0 has no impostor pair")])
+def test_given_folds_that_cannot_be_cross_validated_are_refused(eval_run, tmp_path, folds, match):
+    root = write_lfw(tmp_path / "faces")
+    a, b = sorted(p.name for p in root.iterdir())[:2]
+    pairs = [f"{a}/{a}_0001.jpg {a}/{a}_0002.jpg 1", f"{b}/{b}_0001.jpg {b}/{b}_0002.jpg 1",
+             f"{a}/{a}_0001.jpg {b}/{b}_0002.jpg 0", f"{a}/{a}_0002.jpg {b}/{b}_0001.jpg 0"]
+    p = _pairs(root, [f"{x} {f}" for x, f in zip(pairs, folds)], tmp_path / "p.txt")
+    one_line_error(invoke("pairs", "--model", eval_run, "--pairs", p, "--root", root, "--out", tmp_path / "o"),
+                   "p.txt", match)
+    assert not (tmp_path / "o").exists()

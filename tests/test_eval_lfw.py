@@ -50,6 +50,25 @@ def test_malformed_pairs_name_the_line(tmp_path, text, msg):
         read_pairs(p)
 
 
+def test_pairs_of_one_kind_are_refused(tmp_path):
+    p = tmp_path / "pairs.txt"
+    p.write_text("1\t2\nA\t1\t2\nB\t1\t2\nC\t1\t2\nD\t1\t2\n")      # the mismatched half is matched too
+    with pytest.raises(DataError, match="has only genuine pairs .4.: a verification list needs both"):
+        read_pairs(p)
+
+
+def test_one_fold_says_its_threshold_was_not_cross_validated(lfw, eval_run, tmp_path):
+    one = tmp_path / "pairsDevTest.txt"                        # View 1 style: one number, one fold
+    one.write_text("3\n" + "\n".join(lfw_pairs_text().splitlines()[1:7]) + "\n")
+    r = invoke("lfw", "--model", eval_run, "--lfw-dir", lfw / "lfw", "--pairs", one, "--out", tmp_path / "out",
+               "--quiet", "--no-align")
+    assert r.exit_code == 0, r.output
+    assert not json.loads((tmp_path / "out" / "result.json").read_text())["accuracy"]["cross_validated"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "other folds" not in summary and "1-fold: the threshold chosen on the same pairs" in summary
+    assert "over 1 folds (one fold: not cross-validated" in r.output, r.output
+
+
 def test_lfw_end_to_end(lfw, eval_run, tmp_path):
     out = tmp_path / "out"
     r = invoke("lfw", "--model", eval_run, "--lfw-dir", lfw / "lfw", "--pairs", lfw / "pairs.txt", "--out", out,

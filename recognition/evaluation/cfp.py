@@ -35,7 +35,8 @@ from morphgen.errors import ConfigError, DataError
 from . import metrics
 from .common import Embedded, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, accuracy_column, check_input
-from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import (result_files, fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown,
+                     write_roc_csv)
 
 PROTOCOLS = ("FF", "FP")
 VIEWS = ("frontal", "profile")
@@ -230,6 +231,13 @@ def alignment_text(al: dict) -> str:
                      for v, c in al.items())
 
 
+def _threshold_text(r: dict | None, cross: str = "each fold's threshold chosen on the other folds") -> str:
+    """How the thresholds of result `r` (None: not run yet) were chosen; one fold under
+    Split/ leaves nothing to cross-validate on."""
+    cv = r is None or all(r[n]["accuracy"]["cross_validated"] for n in r["inputs"]["protocols"])
+    return threshold_text({"cross_validated": cv}, cross)
+
+
 def _sections(r: dict) -> list[tuple[str, str]]:
     m, i = r["model"], r["inputs"]
     head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
@@ -245,8 +253,8 @@ def _sections(r: dict) -> list[tuple[str, str]]:
                      p["pairs"], p["unscored_pairs"]])
     table = md_table(["protocol", "accuracy", "AUC (per fold)", "EER (per fold)", "TAR", "cosine genuine / impostor",
                       "pairs", "unscored"], rows)
-    out = [("", head), ("Results", table + "\n\nAccuracy: mean ± std over folds, each fold's threshold chosen on "
-                        "the other folds. AUC and EER on all pairs, in brackets mean ± std over folds.")]
+    out = [("", head), ("Results", table + f"\n\nAccuracy: mean ± std over folds, {_threshold_text(r)}. "
+                        "AUC and EER on all pairs, in brackets mean ± std over folds.")]
     for name in i["protocols"]:
         p = r[name]
         ft = md_table(["fold", "accuracy", "threshold", "AUC", "EER", "pairs"],
@@ -277,7 +285,8 @@ def _columns(o: dict, label: str, r: dict | None) -> list:
 
 def _note(o: dict, label: str, r: dict | None) -> str:
     text = (f"{label}-FF / {label}-FP: CFP (`{o['cfp_dir']}`), official protocol, folds "
-            f"{_fold_text(r['inputs']['folds']) if r else 'present'}; each fold's threshold chosen on the others.")
+            f"{_fold_text(r['inputs']['folds']) if r else 'present'}; "
+            + _threshold_text(r, "each fold's threshold chosen on the others") + ".")
     if r and r.get("alignment"):
         text += " Alignment per view: " + alignment_text(r["alignment"]) + "."
     return text

@@ -184,6 +184,15 @@ class PairSet:
         return len(self.a)
 
 
+def check_kinds(same: np.ndarray, what: str) -> None:
+    """DataError unless `same` holds genuine and impostor pairs: with one kind only, every
+    threshold below (or above) all scores is 100 % right and AUC is undefined."""
+    same = np.asarray(same, bool)
+    if same.all() or not same.any():
+        raise DataError(f"{what} has only {'genuine' if same.all() else 'impostor'} pairs ({len(same)}): a "
+                        "verification list needs both genuine and impostor pairs")
+
+
 def gallery_probe_pairs(identity, gallery, probe_bin, link=None, folds: int = 10, per_fold: int = 300,
                         seed: int = 0) -> PairSet:
     """Seeded verification pairs of a gallery image and a probe image, LFW-style: up to

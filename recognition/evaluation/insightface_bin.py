@@ -38,9 +38,10 @@ from morphgen.errors import DataError
 from ..align import template_points
 from ..data import ImageSet
 from . import metrics
-from .common import embed_imageset, load_eval_model, model_info, prepare_out
+from .common import check_kinds, embed_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, accuracy_column
-from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import (result_files, fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown,
+                     write_roc_csv)
 
 FOLDS = 10
 _NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -121,6 +122,7 @@ def read_bin(path: str | Path) -> BinSet:
         out.append(bytes(img))
     if not len(same):
         raise DataError(f"{path} holds no pairs")
+    check_kinds(same, str(path))
     return BinSet(path, out, same)
 
 
@@ -162,6 +164,7 @@ def score_bin(emb: np.ndarray, ok: np.ndarray, same: np.ndarray) -> dict:
     keep = ok[pa] & ok[pb]
     if not keep.any():
         raise DataError("no pair could be scored: no pair has two decodable images")
+    check_kinds(same[keep], "the set of pairs with two decodable images")
     s = metrics.cosine_scores(np.nan_to_num(emb), pa[keep], pb[keep])
     r = metrics.cross_validated(s, same[keep], folds[keep])
     r["unscored_pairs"] = int((~keep).sum())
@@ -220,10 +223,18 @@ def evaluate_bins(run: str | Path, bins: list[str | Path], out: str | Path, flip
              f"{r['pairs']} / {r['pairs_total']}", r["undecodable_images"]] for n, r in result["sets"].items()]
     write_markdown(out / "summary.md", "Verification on insightface validation files", [
         ("", f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']}); flip "
-             f"{'on' if flip else 'off'}\n- accuracy: mean ± std over 10 contiguous folds, each fold's threshold "
-             "chosen on the other nine (arcface_torch's protocol)"),
+             f"{'on' if flip else 'off'}\n- accuracy: mean ± std over contiguous folds (arcface_torch's protocol): "
+             + "; ".join(f"{n} {_folds_text(r)}" for n, r in result["sets"].items())),
         ("Results", md_table(["file", "accuracy", "AUC", "EER", "TAR", "pairs scored", "undecodable images"], rows))])
     return result
+
+
+def _folds_text(r: dict) -> str:
+    """'10 folds, each fold's threshold chosen on the other 9': fewer for a file of fewer
+    than 10 pairs, and no cross-validation at all where undecodable images leave one fold."""
+    n = len(r["folds"])
+    how = threshold_text(r["accuracy"], f"each fold's threshold chosen on the other {n - 1}")
+    return f"{n} fold{'s' if n > 1 else ''}, {how}"
 
 
 # ----------------------------------------------------------------------------- experiment protocol
@@ -247,8 +258,9 @@ def _columns(o: dict, label: str, r: dict | None) -> list:
 
 
 def _note(o: dict, label: str, r: dict | None) -> str:
-    return (f"{label}: insightface validation files ({', '.join(Path(f).name for f in _files(o))}), 10 contiguous "
-            "folds, each fold's threshold chosen on the other nine.")
+    how = ("10 contiguous folds, each fold's threshold chosen on the other nine" if r is None
+           else "contiguous folds: " + "; ".join(f"{n} {_folds_text(x)}" for n, x in r["sets"].items()))
+    return f"{label}: insightface validation files ({', '.join(Path(f).name for f in _files(o))}), {how}."
 
 
 PROTOCOL = Protocol(

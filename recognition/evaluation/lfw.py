@@ -31,9 +31,9 @@ import numpy as np
 from morphgen.errors import DataError
 
 from . import metrics
-from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
+from .common import check_kinds, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, check_input
-from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown, write_roc_csv
 
 FALLBACK_CROP = 0.55
 _EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".bmp")
@@ -99,6 +99,7 @@ def read_pairs(path: str | Path) -> tuple[int, int, list[LFWPair]]:
         else:
             raise DataError(f"{path}:{ln}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), "
                             f"found {len(parts)} fields: {' '.join(parts)!r}")
+    check_kinds(np.array([p.same for p in pairs]), f"pairs file {path}")
     return n_folds, per, pairs
 
 
@@ -149,6 +150,7 @@ def evaluate_lfw(run: str | Path, lfw_dir: str | Path, pairs_path: str | Path, o
         raise DataError(f"no pair of {pairs_path} could be scored: all {len(pairs)} pairs miss an image "
                         f"under {lfw_dir} (see the names, e.g. {missing_pairs[0]['missing'][0]!r})")
     same = np.array([pairs[k].same for k in keep])
+    check_kinds(same, f"{pairs_path} (pairs whose images could be read)")
     folds = np.array([pairs[k].fold for k in keep])
     scores = metrics.cosine_scores(emb.emb, a, b)
     cv = metrics.kfold_accuracy(scores, same, folds)
@@ -202,7 +204,7 @@ def _summary(path: Path, r: dict) -> None:
             f"- data: `{r['inputs']['lfw_dir']}`, pairs `{r['inputs']['pairs']}`; alignment "
             f"{'MTCNN' if r['inputs']['align'] else 'none (resize)'}, flip {'on' if r['inputs']['flip'] else 'off'}\n"
             f"- pairs: {p['evaluated']} of {p['total']} evaluated ({p['folds']} folds); {p['missing']} missing an image\n\n"
-            f"**Accuracy {pm(r['accuracy'])}** ({p['folds']}-fold: each fold's threshold chosen on the other folds)  \n"
+            f"**Accuracy {pm(r['accuracy'])}** ({len(r['folds'])}-fold: {threshold_text(r['accuracy'])})  \n"
             f"AUC {fmt(r['auc'])}; " + tar_text(tar))
     folds = md_table(["fold", "accuracy", "threshold", "pairs", "missing"],
                      [[f["fold"], fmt(f["accuracy"]), fmt(f["threshold"]), f["pairs"], f["missing"]] for f in r["folds"]])
@@ -231,7 +233,9 @@ def _run(model_run, out, o: dict, ctx) -> dict:
 
 
 def _note(o: dict, label: str, r: dict | None) -> str:
-    return f"{label}: LFW View 2 (`{o['pairs']}`), 10 folds, each fold's threshold chosen on the other nine."
+    how = ("10 folds, each fold's threshold chosen on the other nine" if r is None
+           else f"{len(r['folds'])} folds, {threshold_text(r['accuracy'])}")
+    return f"{label}: LFW View 2 (`{o['pairs']}`), {how}."
 
 
 def _check(o: dict, where: str) -> None:

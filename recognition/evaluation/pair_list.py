@@ -10,8 +10,16 @@ Without folds, folds are made **identity-disjoint** as in LFW View 2: an image's
 is its first path component when the path has a folder (``Name/Name_0001.jpg``), else its
 file name without a trailing ``_<number>``; identities linked by any pair form one group,
 and whole groups are dealt to ``folds`` folds, balancing pair counts (seeded). When the
-pairs link so many identities that fewer groups than folds remain, pairs are dealt to
-folds at random instead, and the result says ``identity_disjoint: false``.
+pairs link so many identities that fewer groups than folds remain, or a fold would get
+no genuine or no impostor pair, genuine and impostor pairs are each dealt evenly to the
+folds at random instead (as many folds as there are pairs of the rarer kind, at most
+``folds``), and the result says ``identity_disjoint: false``.
+
+Every fold, given or made, must hold genuine and impostor pairs, and there must be two
+folds at least: a threshold is chosen on some folds and tested on another, so a list
+that cannot be cross-validated (only genuine pairs, say) is a one-line DataError rather
+than an accuracy of 1.0. Paths must stay inside ``--root`` (no absolute paths, no ``..``
+out of it).
 
 Pairs whose image is missing or unreadable are not scored: they are counted and listed
 (with their line numbers) in result.json and the summary. A malformed line is a one-line
@@ -20,6 +28,7 @@ DataError naming the file and line.
 from __future__ import annotations
 
 import csv
+import os.path
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +38,7 @@ import numpy as np
 from morphgen.errors import DataError
 
 from . import metrics
-from .common import embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
+from .common import check_kinds, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, check_input
 from .report import result_files, fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
@@ -90,7 +99,8 @@ def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: in
         elif given != (fold is not None):
             raise DataError(f"{path}:{ln}: {'no' if given else 'a'} fold here but {'a' if given else 'no'} fold on "
                             "earlier lines: give a fold on every line or on none")
-        rows.append((ln, parts[0].replace("\\", "/"), parts[1].replace("\\", "/"), LABELS[parts[2].lower()], fold))
+        rows.append((ln, _inside(root, parts[0], path, ln), _inside(root, parts[1], path, ln),
+                     LABELS[parts[2].lower()], fold))
     if not rows:
         raise DataError(f"pairs file {path} holds no pairs: expected 'path1 path2 label [fold]' lines")
     files: dict[str, int] = {}
@@ -107,6 +117,9 @@ def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: in
             missing.append({"line": ln, "same": same, "missing": gone})
             continue
         keep.append((ln, files.setdefault(p1, len(files)), files.setdefault(p2, len(files)), same, fold))
+    if not keep:
+        raise DataError(f"no pair of {path} can be scored: all {len(missing)} name a missing image under {root} "
+                        f"(e.g. {missing[0]['missing'][0]!r})")
     names = list(files)
     a = np.array([k[1] for k in keep], np.int64)
     b = np.array([k[2] for k in keep], np.int64)
@@ -116,11 +129,41 @@ def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: in
         fold_arr, disjoint = np.array([k[4] for k in keep], np.int64), False
     else:
         fold_arr, disjoint = _identity_folds([identity_of(names[i]) for i in a], [identity_of(names[i]) for i in b],
-                                             folds, seed)
+                                             same, folds, seed)
+    check_folds(same, fold_arr, f"{path}{' (pairs whose images exist)' if missing else ''}", bool(given))
     return PairList(root, names, a, b, same, fold_arr, lines, bool(given), disjoint, missing)
 
 
-def _identity_folds(ida: list[str], idb: list[str], folds: int, seed: int) -> tuple[np.ndarray, bool]:
+def _inside(root: Path, rel: str, path: Path, ln: int) -> str:
+    """`rel` as a clean path relative to `root`; one that leads out of it (absolute, or
+    up through '..') would read any file on the machine, so it is refused."""
+    rel = rel.replace("\\", "/")
+    full = os.path.normpath(root.absolute() / rel)
+    try:
+        return Path(full).relative_to(os.path.normpath(root.absolute())).as_posix()
+    except ValueError:
+        raise DataError(f"{path}:{ln}: {rel!r} points outside --root {root}: give paths relative to it") from None
+
+
+def check_folds(same: np.ndarray, fold: np.ndarray, what: str, given: bool) -> None:
+    """DataError unless the pairs can be cross-validated: both kinds of pair, 2+ folds and
+    each fold holding a genuine and an impostor pair (its threshold is tested on both)."""
+    check_kinds(same, what)
+    n_gen, n_imp = int(same.sum()), int((~same).sum())
+    labels = np.unique(fold)
+    if len(labels) < 2:
+        fix = (f"every pair is in fold {labels[0]}; give pairs of 2+ folds or drop the fold column" if given
+               else f"{n_gen} genuine and {n_imp} impostor pairs; give at least 2 of each")
+        raise DataError(f"{what} cannot be cross-validated: {fix}")
+    for f in labels:
+        kinds = same[fold == f]
+        if kinds.all() or not kinds.any():
+            raise DataError(f"{what}: fold {f} has no {'impostor' if kinds.all() else 'genuine'} pair: every fold "
+                            "needs both to test a threshold; move pairs between folds or drop the fold column")
+
+
+def _identity_folds(ida: list[str], idb: list[str], same: np.ndarray, folds: int,
+                    seed: int) -> tuple[np.ndarray, bool]:
     """Fold per pair, identity-disjoint where the pairs allow it (see the module notes)."""
     parent: dict[str, str] = {}
 
@@ -135,20 +178,30 @@ def _identity_folds(ida: list[str], idb: list[str], folds: int, seed: int) -> tu
         parent[find(x)] = find(y)
     groups = [find(x) for x in ida]
     rng = np.random.default_rng(seed)
-    n = len(groups)
     uniq, counts = np.unique(groups, return_counts=True)
-    if len(uniq) < folds:
-        f = np.empty(n, np.int64)
-        f[rng.permutation(n)] = np.arange(n) % max(1, min(folds, n))
-        return f, False
-    order = sorted(range(len(uniq)), key=lambda k: (-counts[k], rng.random()))
-    load = np.zeros(folds, np.int64)
-    fold_of = {}
-    for k in order:  # largest group first onto the lightest fold
-        j = int(np.argmin(load))
-        fold_of[uniq[k]] = j
-        load[j] += counts[k]
-    return np.array([fold_of[g] for g in groups], np.int64), True
+    if len(uniq) >= folds:
+        order = sorted(range(len(uniq)), key=lambda k: (-counts[k], rng.random()))
+        load = np.zeros(folds, np.int64)
+        fold_of = {}
+        for k in order:  # largest group first onto the lightest fold
+            j = int(np.argmin(load))
+            fold_of[uniq[k]] = j
+            load[j] += counts[k]
+        f = np.array([fold_of[g] for g in groups], np.int64)
+        if all(same[f == j].any() and not same[f == j].all() for j in range(folds)):
+            return f, True
+    return _stratified_folds(same, folds, rng), False
+
+
+def _stratified_folds(same: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Genuine and impostor pairs each dealt evenly (at random) to as many folds as the
+    rarer kind allows, at most `folds`, so that every fold holds both."""
+    k = max(1, min(folds, int(same.sum()), int((~same).sum())))
+    f = np.empty(len(same), np.int64)
+    for kind in (True, False):
+        idx = np.nonzero(same == kind)[0]
+        f[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
+    return f
 
 
 def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out: str | Path, folds: int = 10,
@@ -159,9 +212,6 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
     scores.csv, roc.csv and roc.png into `out`."""
     model, meta = load_eval_model(run)
     pl = read_pair_list(pairs, root, folds, seed)
-    if not len(pl.a):
-        raise DataError(f"no pair of {pairs} can be scored: all {len(pl.missing)} name a missing image under {root} "
-                        f"(e.g. {pl.missing[0]['missing'][0]!r})")
     out = prepare_out(out)
     iset = folder_imageset(pl.root, pl.files, [identity_of(f) for f in pl.files])
     emb = embed_imageset(model, meta, iset, align=align, flip=flip, fallback_crop=FALLBACK_CROP,
@@ -172,6 +222,7 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
                    "missing": [pl.files[i] for i in (pl.a[k], pl.b[k]) if not emb.ok[i]]} for k in np.nonzero(~ok)[0]]
     if not ok.any():
         raise DataError(f"no pair of {pairs} could be scored: their images are unreadable")
+    check_folds(pl.same[ok], pl.fold[ok], f"{pairs} (pairs whose images could be read)", pl.folds_given)
     s = metrics.cosine_scores(np.nan_to_num(emb.emb), pl.a[ok], pl.b[ok])
     r = metrics.cross_validated(s, pl.same[ok], pl.fold[ok])
     correct = r.pop("correct")
@@ -197,7 +248,7 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
     head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
             f"- pairs: `{pairs}` under `{root}`; {r['pairs']} scored ({r['genuine']} genuine), "
             f"{result['unscored_pairs']} unscored (missing or unreadable image); {i['folds']} folds "
-            f"({'given in the file' if i['folds_given'] else 'identity-disjoint' if i['identity_disjoint'] else 'random: the pairs link too many identities for identity-disjoint folds'})\n"
+            f"({_folds_how(i, folds)})\n"
             f"- images: {emb.report()['landmarks_detected']} aligned by MTCNN "
             f"({len(emb.second_pass)} by its second pass), {len(emb.no_face)} without a face (typical-position crop)\n\n"
             f"**Accuracy {pm(r['accuracy'])}**, AUC {fmt(r['auc'])}, EER {fmt(r['eer'])}; {tar_text(r['tar_at_far'])}")
@@ -211,6 +262,18 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
         sections.append(("Unscored pairs", "\n".join(lines)))
     write_markdown(out / "summary.md", "Verification on a pair list", sections)
     return result
+
+
+def _folds_how(inputs: dict, asked: int) -> str:
+    """How the folds were made, for the summary."""
+    if inputs["folds_given"]:
+        return "given in the file"
+    how = ("identity-disjoint" if inputs["identity_disjoint"] else
+           "random, genuine and impostor pairs dealt evenly: the pairs' identities do not split into identity-"
+           "disjoint folds that each hold both kinds")
+    if inputs["folds"] < asked:
+        how += f"; fewer than the {asked} asked for, as every fold needs a genuine and an impostor pair"
+    return how
 
 
 # ----------------------------------------------------------------------------- experiment protocol

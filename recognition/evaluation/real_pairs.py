@@ -21,7 +21,7 @@ from . import metrics
 from .common import gallery_probe_pairs, load_eval_model, model_info, prepare_out, write_pairs_file
 from .pose import evaluate_pairs_on_images
 from .protocols import Protocol
-from .report import fmt, md_table, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown, write_roc_csv
 
 
 def identity_folder(root: Path):
@@ -76,7 +76,7 @@ def evaluate_real_pairs(run, images, out, identities=None, folds: int = 10, per_
     head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
             f"- images: `{images}`: {len(keep)} identities, {n} images; {pairs.n_folds} identity-disjoint folds, "
             f"{res['pairs']} pairs ({res['genuine']} genuine)\n\n"
-            f"**Accuracy {pm(res['accuracy'])}** (each fold's threshold chosen on the other folds)  \n"
+            f"**Accuracy {pm(res['accuracy'])}** ({threshold_text(res['accuracy'])})  \n"
             f"AUC {fmt(res['auc'])}; " + tar_text(res["tar_at_far"]))
     folds_t = md_table(["fold", "accuracy", "threshold", "pairs"],
                        [[f["fold"], fmt(f["accuracy"]), fmt(f["threshold"]), f["pairs"]] for f in res["folds"]])

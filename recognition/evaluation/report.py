@@ -58,6 +58,15 @@ def pm(d: dict, digits: int = 4) -> str:
     return f"{fmt(d.get('mean'), digits)} ± {fmt(d.get('std'), digits)}"
 
 
+def threshold_text(accuracy: dict, cross: str = "each fold's threshold chosen on the other folds") -> str:
+    """How the accuracy's threshold was chosen: `cross` when it was cross-validated, else
+    the plain truth (one fold: chosen on the very pairs it scores, so optimistic), so a
+    summary never claims a cross-validation that did not happen."""
+    if accuracy.get("cross_validated", True):
+        return cross
+    return "the threshold chosen on the same pairs it scores (one fold: not cross-validated, so optimistic)"
+
+
 def tar_text(tar: dict) -> str:
     """'TAR@FAR=0.1 x, @0.01 y, ...' from a tar_at_far dict; '*' marks estimates resting on
     fewer than 1 / FAR impostor pairs."""
