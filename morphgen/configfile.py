@@ -24,12 +24,25 @@ def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML/JSON: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of names to values, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """Where and what the parse error is ('line 3, column 6: expected ...'): yaml's own
+    first line is only its context ('while parsing a flow mapping'), which says neither."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return str(exc).splitlines()[0]
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" at line {cmark.line + 1}, column {cmark.column + 1}" if cmark else "") + ")"
+    return text
 
 
 def option_name(name: str) -> str:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import errno
+import pickle
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from .models import ARCHS, MAX_INPUT, min_input_size
 
 FORMAT = "morphgen-recognition/1"
 FILENAME = "checkpoint.pt"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def checkpoint_path(run_or_file: str | Path) -> Path:
@@ -54,9 +56,11 @@ def load_checkpoint(run_or_file: str | Path) -> dict:
                          "checkpoint, or a checkpoint.pt file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever the loader meets in a user's file, it is not a checkpoint
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise ModelError(f"{path} is not a readable morphgen checkpoint ({why})") from None
+        raise ModelError(f"{path} is not a readable morphgen checkpoint ({_what_it_is(path, exc)}): give a run "
+                         "folder of `morphgen train` or its checkpoint.pt") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path} is not a morphgen recognition checkpoint: use one written by `morphgen train`")
     _check_entries(ckpt, path, _MODEL_ENTRIES)
@@ -66,6 +70,21 @@ def load_checkpoint(run_or_file: str | Path) -> dict:
         raise ModelError(f"{path} holds a {ckpt['arch']} of input size {ckpt['input_size']}, which it cannot "
                          "take: retrain it with a valid --input-size")
     return ckpt
+
+
+def _what_it_is(path: Path, exc: Exception) -> str:
+    """What a file torch.load refused is, in a few words: torch's own message is a
+    paragraph about its `weights_only` default or a zip library, or just a byte value
+    (a KeyError for a text file), none of which says what to do."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "an empty file"
+    if head != _ZIP_MAGIC:  # torch.save writes a zip archive
+        return "not a PyTorch file"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "a PyTorch file holding more than tensors, such as a whole pickled model"
+    return "a truncated or damaged PyTorch file"
 
 
 def _check_entries(ckpt: dict, path: Path, entries: dict) -> None:

@@ -360,6 +360,11 @@ def select_list(iset: ImageSet, path: Path) -> ImageSet:
             names.append(name or iset.identities[pos[rel]])
         else:
             missing += 1
+    if not pick:  # else the trainer's "no identity with 2+ images" would hide that the list is the problem
+        found = (f"none of its {missing} line{'s' if missing > 1 else ''} names a file there" if missing
+                 else "it holds no image line")
+        raise DataError(f"--list {path} matched no image under --data {iset.root}: {found}; give paths relative to "
+                        "--data, one per line (as in a run's train_list.tsv)")
     out = iset.take(pick)
     out.identities = names
     out.count("missing_files", missing)

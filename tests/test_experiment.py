@@ -128,6 +128,16 @@ def test_bad_config_is_one_line_error(tmp_path, edit, match):
     assert not (tmp_path / "out").exists()
 
 
+def test_invalid_yaml_names_the_line_column_and_problem(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: x\ndatasets: {syn: {ids: 4\ncells: [\n")
+    res = invoke([tmp_path / "bad.yaml", "--out", tmp_path / "out", "--dry-run"])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == (f"Error: experiment config {tmp_path / 'bad.yaml'} is not valid YAML/JSON: line 3, "
+                                  "column 6: expected ',' or '}', but got ':' (while parsing a flow mapping at line 2, "
+                                  "column 17)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch):
     import recognition.experiment
 

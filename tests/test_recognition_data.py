@@ -262,6 +262,13 @@ def test_subsets_are_seeded_and_lists_round_trip(toy, tmp_path):
     assert np.allclose(back.landmarks, b.landmarks)
 
 
+def test_a_list_that_matches_no_image_says_so(toy, tmp_path):
+    s = load_imageset(toy)
+    (tmp_path / "list.txt").write_text("# a comment\nhi\nelsewhere/x.png\tbob\n")
+    with pytest.raises(DataError, match=r"--list .*list.txt matched no image under --data .*: none of its 2 lines"):
+        select_list(s, tmp_path / "list.txt")
+
+
 # ----------------------------------------------------------------------------- alignment
 
 def test_umeyama_recovers_similarity_and_alignment_hits_template():

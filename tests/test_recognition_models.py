@@ -43,6 +43,24 @@ def test_inception_resnet_v1_refuses_pretrained_download():
         _facenet_module().InceptionResnetV1(pretrained="vggface2")
 
 
+def test_unreadable_checkpoint_says_what_the_file_is(tmp_path):
+    torch.save(build_model("nn4small2", 64), tmp_path / "whole.pt")              # a pickled module, not tensors
+    good = tmp_path / "good.pt"
+    torch.save({"weights": torch.zeros(1)}, good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "notes.txt").write_text("hi\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 4)
+    for name, what in (("notes.txt", "not a PyTorch file"), ("noise.pt", "not a PyTorch file"),
+                       ("empty.pt", "an empty file"), ("cut.pt", "a truncated or damaged PyTorch file"),
+                       ("whole.pt", "a PyTorch file holding more than tensors")):
+        with pytest.raises(ModelError) as exc:
+            load_checkpoint(tmp_path / name)
+        msg = str(exc.value)
+        assert msg.startswith(f"{tmp_path / name} is not a readable morphgen checkpoint ({what}") and "\n" not in msg
+        assert msg.endswith("give a run folder of `morphgen train` or its checkpoint.pt"), msg
+
+
 def test_checkpoint_wrong_architecture_and_garbage(tmp_path):
     m = build_model("nn4small2", 64)
     save_checkpoint({"arch": "nn4small2", "input_size": 64, "template": "openface", "embedding_size": 128,
