@@ -113,7 +113,8 @@ def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, e
 @click.option("--per-id", type=int, default=10, show_default=True, help="Renders per identity.")
 @click.option("--yaw", type=float, default=60.0, show_default=True, help="Yaw drawn in +-YAW degrees.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Calibration file. [default: <model>.calibration.json beside the model, which load_model reads]")
+              help="Calibration file. [default: <model>.calibration.json beside the model, which load_model reads; "
+                   "required for the embedded model]")
 def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: int, yaw: float, out: Path | None) -> None:
     """Fit the five alignment landmarks of PATH (default: the embedded model) to MTCNN's
     convention on its own renders, so synthetic and real crops share one alignment."""
@@ -125,6 +126,9 @@ def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: 
 
     if ids < 1 or per_id < 1 or not 0 < yaw <= 90:
         raise ConfigError("--ids and --per-id must be >= 1 and --yaw in (0, 90]")
+    if path is None and out is None:  # the default would be the calibration morphgen ships, in its install
+        raise ConfigError("the embedded model's calibration ships with morphgen: give --out FILE for a new one "
+                          f"(--out {sidecar_path(default_model_path())} replaces the shipped one)")
     out = check_writable(out or sidecar_path(path or default_model_path()), "--out", folder=False)
     cal = fit(str(path) if path else None, ids, per_id, yaw, landmarks=str(landmarks_file) if landmarks_file else None)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,8 @@ def _train_options(f):
         click.option("--epochs", type=float, help="Passes over the training images. [default: 1 when --steps is not given]"),
         click.option("--batch-p", type=int, help="Identities per P x K batch. [default: 20]"),
         click.option("--batch-k", type=int, help="Images per identity in a P x K batch. [default: 15]"),
-        click.option("--batch-size", type=int, help="Batch size of the random sampler (margin losses). [default: P*K]"),
+        click.option("--batch-size", type=int, help="Batch size of the random sampler (margin losses; --online batches "
+                     "are always --batch-p x --batch-k). [default: P*K]"),
         click.option("--sampler", type=click.Choice(["auto", "pk", "random"]),
                      help="Batch sampler. [default: pk for triplet, random for arcface/cosface]"),
         click.option("--lr", type=float, help="Learning rate. [default: 1e-3 with adam, 0.1 with sgd]"),

@@ -45,6 +45,15 @@ def _yaml_problem(exc: Exception) -> str:
     return text
 
 
+def _shown(value) -> str:
+    """A wrong value as a message shows it: short values as written, anything else by its
+    type (a whole MorphableModel's repr made a 36,000-character "one-line" error)."""
+    text = repr(value)
+    if isinstance(value, (str, int, float, bool, list, tuple, dict)) and len(text) <= 80:
+        return text
+    return f"a {type(value).__name__}" if not isinstance(value, (str, list, tuple, dict)) else text[:77] + "..."
+
+
 def option_name(name: str) -> str:
     """The flag spelling of an option or config key: batch_p -> --batch-p."""
     return "--" + str(name).replace("_", "-")
@@ -63,16 +72,16 @@ def check_option(name: str, value, kind: type, optional: bool = False, low=None,
         raise ConfigError(f"{flag} needs a value")
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{flag} must be true or false, got {value!r}")
+            raise ConfigError(f"{flag} must be true or false, got {_shown(value)}")
         return value
     if kind is str:
         if isinstance(value, os.PathLike):
             return os.fspath(value)
         if not isinstance(value, str):
-            raise ConfigError(f"{flag} must be a text value, got {value!r}")
+            raise ConfigError(f"{flag} must be a text value, got {_shown(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
-        raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {_shown(value)}")
     value = int(value) if kind is int else float(value)
     if not math.isfinite(value):
         raise ConfigError(f"{flag} must be a finite number, got {value!r}")

@@ -150,6 +150,9 @@ class TrainConfig:
         c.weight_decay = c.weight_decay if c.weight_decay is not None else (5e-4 if c.optimizer == "sgd" else 0.0)
         if c.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"unknown --lr-schedule {c.lr_schedule!r}: use constant or cosine")
+        if c.online and c.batch_size is not None and c.batch_size != c.batch_p * c.batch_k:
+            raise ConfigError(f"--online renders batches of --batch-p x --batch-k images ({c.batch_p} x {c.batch_k}): "
+                              "set those, and leave out --batch-size")
         c.batch_size = c.batch_size or c.batch_p * c.batch_k
         if c.real_data and not Path(c.real_data).is_dir():
             raise ConfigError(f"--real-data {c.real_data} does not exist: give a folder of real face images")

@@ -287,3 +287,14 @@ def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch):
     morphgen._numba_cache_fallback()
     folder = os.environ["NUMBA_CACHE_DIR"]
     assert folder.startswith(tempfile.gettempdir()) and numba.config.CACHE_DIR == folder
+
+
+def test_a_wrong_kind_of_value_is_a_short_message():
+    """A model object given where a path goes is named by its type: its repr made the
+    one-line error 36,000 characters long."""
+    with pytest.raises(ConfigError) as err:
+        morphgen.Scene(model=morphgen.load_model(), size=32)
+    assert str(err.value) == "--model must be a text value, got a MorphableModel"
+    with pytest.raises(ConfigError) as err:
+        morphgen.Scene(model=["x" * 200], size=32)
+    assert len(str(err.value)) < 140 and str(err.value).endswith("...")

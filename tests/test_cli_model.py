@@ -82,6 +82,8 @@ def test_model_commands_check_out_before_work(tmp_path):
     """`model export --seed -1` is a usage error (it was numpy's traceback); `model
     calibrate` and `model landmarks` refuse an --out they cannot write before rendering and
     running the detector (they failed after, with the operating system's words)."""
+    r = run("model", "calibrate", "--ids", "1", "--per-id", "1")  # the embedded model: its shipped file is not a default
+    assert r.exit_code == 2 and "give --out FILE" in r.output and r.output.count("\n") == 1, r.output
     r = run("model", "export", "--out", str(tmp_path / "m.ply"), "--seed", "-1")
     assert r.exit_code == 2 and "--seed" in r.output and not (tmp_path / "m.ply").exists()
     from morphgen.loading import default_model_path

@@ -246,3 +246,16 @@ def test_unbounded_stream_brings_new_identities(scene, tmp_path):
                                  "nn4small2", "--input-size", "32", "--batch-p", "3", "--batch-k", "2", "--threads", "1",
                                  "--quiet", "--out", str(tmp_path / "u")])
     assert r.exit_code == 0 and "unbounded identities" in r.output, r.output
+
+
+def test_online_batches_are_p_times_k_and_batch_size_is_refused(tmp_path):
+    """--online renders batches of --batch-p x --batch-k; a --batch-size beside it was
+    silently ignored (a user asking for 8 images got 300 a step), so it is refused."""
+    from morphgen.errors import ConfigError
+    from recognition.train_config import TrainConfig
+
+    base = dict(online="default", steps=2, out=str(tmp_path / "run"), loss="arcface", batch_p=4, batch_k=2)
+    assert TrainConfig(**base).resolved().batch_size == 8
+    assert TrainConfig(**base, batch_size=8).resolved().batch_size == 8
+    with pytest.raises(ConfigError, match="leave out --batch-size"):
+        TrainConfig(**base, batch_size=16).resolved()
