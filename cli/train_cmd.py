@@ -34,8 +34,8 @@ def _train_options(f):
         click.option("--online-unbounded", is_flag=True, default=None, help="With --online: every batch brings new "
                      "identities (2^31 of them) instead of drawing from the config's pool of `ids`; triplet loss only."),
         click.option("--data-format", type=click.Choice(FORMAT_CHOICES), help="How to read --data. [default: auto]"),
-        click.option("--out", type=PATH, help="Run folder for config, log.csv, TensorBoard events, "
-                     "checkpoint.pt and image lists. [default: run]"),
+        click.option("--out", type=PATH, help="Run folder for config, log.csv, checkpoint.pt, image lists and "
+                     "TensorBoard events (with pip install 'morphgen[tensorboard]'). [default: run]"),
         click.option("--arch", type=click.Choice(ARCH_CHOICES), help="Network: nn4small2 (FaceNet NN4.small2, "
                      "96 px, 128-d), inception_resnet_v1 (facenet-pytorch, 160 px, 512-d), iresnet18 / iresnet50 "
                      "(arcface_torch, 112 px, 512-d). [default: nn4small2]"),

@@ -235,7 +235,7 @@ class _Log:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run / "tb"), purge_step=start + 1 if start > 0 else 0)
         except ImportError:
-            say("tensorboard is not installed: no event files, only log.csv (pip install tensorboard)")
+            say("tensorboard is not installed: no event files, only log.csv (pip install 'morphgen[tensorboard]')")
 
     @staticmethod
     def _rows_up_to(path: Path, start: int) -> list[dict]:

@@ -1,6 +1,6 @@
 """Write docs/API.md, the reference of morphgen's Python API, from the code itself: every name
 of ``morphgen.__all__`` with its signature and docstring (classes with their public methods
-and properties), so the page cannot drift from the signatures (tests/test_api_reference.py
+and properties), so the page cannot drift from the signatures (tests/test_api.py
 fails when it is stale).
 
     python tools/api_reference.py            # rewrite docs/API.md
