@@ -254,7 +254,7 @@ def test_online_batches_are_p_times_k_and_batch_size_is_refused(tmp_path):
     from morphgen.errors import ConfigError
     from recognition.train_config import TrainConfig
 
-    base = dict(online="default", steps=2, out=str(tmp_path / "run"), loss="arcface", batch_p=4, batch_k=2)
+    base = {"online": "default", "steps": 2, "out": str(tmp_path / "run"), "loss": "arcface", "batch_p": 4, "batch_k": 2}
     assert TrainConfig(**base).resolved().batch_size == 8
     assert TrainConfig(**base, batch_size=8).resolved().batch_size == 8
     with pytest.raises(ConfigError, match="leave out --batch-size"):
