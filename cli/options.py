@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from morphgen.configfile import option_name
+from morphgen.errors import ConfigError
 from morphgen.options import RENDER_DEFAULTS, load_config_file
 
 
@@ -20,6 +22,14 @@ def default_text(name: str, none: str = "none") -> str:
     elif isinstance(v, bool):
         v = "on" if v else "off"
     return f"[default: {v}]"
+
+
+def check_mixup_flags(ctx: click.Context, opts: dict) -> None:
+    """--mixup-phis or --mixup-fraction typed without --identity-mixup: refused, as they
+    would be ignored (a config file may set them for datasets that turn mixup on)."""
+    typed = [k for k in ("mixup_phis", "mixup_fraction") if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+    if typed and not opts["identity_mixup"]:
+        raise ConfigError(f"{option_name(typed[0])} only acts with --identity-mixup: add it, or leave it out")
 
 
 def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = ()) -> dict:

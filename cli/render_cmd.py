@@ -13,7 +13,7 @@ from morphgen.options import PER_ID_DEFAULT, scene_from_options
 from morphgen.render.photo import EFFECTS as PHOTO_EFFECTS
 
 from .options import default_text as _d
-from .options import merged_options
+from .options import check_mixup_flags, merged_options
 
 _LANDMARKS_HELP = ("Landmark file of the model, replacing its own landmarks: written by `morphgen model landmarks`, or "
                    "your own (JSON {\"landmarks\": {name: vertex}}, or 68 vertex indices in iBUG order). "
@@ -110,6 +110,7 @@ def render(ctx: click.Context, **kwargs) -> None:
     from morphgen.dataset import DatasetJob, OutputConfig, run
 
     opts = merged_options(ctx, kwargs)
+    check_mixup_flags(ctx, opts)
     if not opts.get("out"):
         raise ConfigError("--out is required: the folder to write the dataset into")
     scene = scene_from_options(opts)
@@ -137,10 +138,6 @@ def render(ctx: click.Context, **kwargs) -> None:
         if client is not None:
             _close_quietly(client)
     state = "complete" if summary["complete"] else f"{summary['chunks_done']}/{summary['chunks']} chunks done"
-    if summary["repaired"]:
-        c, why = summary["repaired"][0]
-        more = f" (and {len(summary['repaired']) - 1} more)" if len(summary["repaired"]) > 1 else ""
-        click.echo(f"rendered {len(summary['repaired'])} damaged chunk(s) again: chunk {c}: {why}{more}")
     click.echo(f"rendered {summary['images']} images in {summary['seconds']:.1f} s "
                f"({summary['images_per_s']:.0f} img/s, {summary['bytes'] / 1e6:.1f} MB); dataset {state}: {opts['out']}")
 
@@ -196,6 +193,7 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
     from morphgen.sheet import write_sheet
 
     opts = merged_options(ctx, kwargs, own=("rows", "cols"))
+    check_mixup_flags(ctx, opts)
     rows, cols = (opts.get(name, value) if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE
                   else value for name, value in (("rows", rows), ("cols", cols)))
     if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in (rows, cols)):

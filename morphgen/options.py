@@ -175,8 +175,6 @@ def scene_from_options(opts: dict):
         phis = [float(p) for p in _csv(opts["mixup_phis"])]
     except ValueError:
         raise ConfigError(f"--mixup-phis {opts['mixup_phis']!r}: write comma-separated numbers, e.g. 0.6,0.8") from None
-    if not opts["identity_mixup"] and any(str(opts[k]) != str(RENDER_DEFAULTS[k]) for k in ("mixup_phis", "mixup_fraction")):
-        raise ConfigError("--mixup-phis and --mixup-fraction only act with --identity-mixup: add it, or leave them out")
     d = {
         "model": str(opts["model"]) if opts["model"] else None,
         "landmarks": str(opts["landmarks"]) if opts.get("landmarks") else None,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -418,7 +419,7 @@ def test_refuses_other_config_and_foreign_folder(reference, tmp_path, model_file
     (["--shard", "2/2"], "the dataset has only 1 chunk(s)"),  # 2 ids, 10 to a chunk: shard 2 gets none
     (["--model", "/nonexistent/model2017-1_bfm_nomouth.h5"], "does not exist"),
     (["--resume", "--overwrite"], "contradict"),
-    (["--mixup-fraction", "0.3"], "only act with --identity-mixup"),
+    (["--mixup-fraction", "0.3"], "--mixup-fraction only acts with --identity-mixup"),
 ])
 def test_bad_values_stop_before_work(tmp_path, model_file, args, msg):
     out = tmp_path / "bad"
@@ -638,10 +639,28 @@ def test_overwrite_deletes_the_old_dataset_only_after_every_check(reference, tmp
     shutil.copytree(reference, out)
     before = tree_hashes(out)
     r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--overwrite", "--ids", 10**14)
-    assert r.exit_code == 2 and "GB free" in r.output and "--overwrite would replace" in r.output, r.output
+    assert r.exit_code == 2 and "GB free" in r.output and "--overwrite replaces as free" in r.output, r.output
     r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--overwrite", "--outputs", "regions")
     assert r.exit_code == 2 and "needs a model with region labels" in r.output, r.output
     assert tree_hashes(out) == before and (out / "manifest.json").exists()
+
+
+def test_overwrite_counts_the_replaced_dataset_as_free_space(reference, tmp_path, model_file, monkeypatch):
+    """On a disk the old dataset nearly fills, --overwrite still replaces it: the space its
+    deletion frees counts (the check, now made before the deletion, refused it)."""
+    import shutil as sh
+    from collections import namedtuple
+
+    from morphgen import dataset
+    from morphgen.dataset.job import estimate_bytes, job_from_dict
+
+    out = tmp_path / "old"
+    sh.copytree(reference, out)
+    needed = estimate_bytes(job_from_dict(json.loads((out / "manifest.json").read_text())["config"]))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda p: usage(needed, needed, needed // 10))
+    r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--overwrite", "--outputs", "depth")
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -649,20 +668,34 @@ def test_resume_renders_damaged_chunks_again(tmp_path, model_file, fmt):
     """A finished chunk whose params file was cut short, or whose images or identity folder
     went missing after the run, is rendered again by --resume (it said "complete"), and the
     dataset comes out byte-identical to the unbroken one."""
-    args = ["render", "--model", model_file, *COMMON, "--params-format", fmt, "--workers", 1, "--out", tmp_path / "ds"]
+    args = ["render", "--model", model_file, *COMMON, "--params-format", fmt, "--workers", 1, "--outputs", "depth",
+            "--out", tmp_path / "ds"]
     assert invoke(*args).exit_code == 0
     whole = tree_hashes(tmp_path / "ds")
-    params = tmp_path / "ds" / "params"
-    marker = params / f"chunk_000000.{fmt}"
-    marker.write_bytes(marker.read_bytes()[: marker.stat().st_size // 2])
-    (tmp_path / "ds" / "images" / "000002" / "000002_0001.png").unlink()
+    marker = tmp_path / "ds" / "params" / f"chunk_000000.{fmt}"
+    data = marker.read_bytes()  # JSON Lines cut at a line's end, Parquet anywhere
+    marker.write_bytes(data[: data.rindex(b"\n", 0, -1) + 1] if fmt == "jsonl" else data[: len(data) // 2])
+    (tmp_path / "ds" / "images" / "000002" / "000002_0001_depth.png").unlink()
     shutil.rmtree(tmp_path / "ds" / "images" / "000005")
-    r = invoke(*args, "--resume")
+    with pytest.warns(UserWarning, match="rendering 3 damaged chunk.s. again: chunk 0: its params file chunk_000000"):
+        r = invoke(*args, "--resume")
     assert r.exit_code == 0, r.output
-    assert "rendered 3 damaged chunk(s) again: chunk 0: its params file chunk_000000" in r.output, r.output
     assert tree_hashes(tmp_path / "ds") == whole
-    r = invoke(*args, "--resume")
-    assert r.exit_code == 0 and "again:" not in r.output and "rendered 0 images" in r.output, r.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing damaged now: no warning
+        r = invoke(*args, "--resume")
+    assert r.exit_code == 0 and "rendered 0 images" in r.output, r.output
+
+
+def test_resume_renders_a_cut_webdataset_shard_again(tmp_path, model_file):
+    args = ["render", "--model", model_file, *COMMON, "--format", "wds", "--workers", 1, "--out", tmp_path / "ds"]
+    assert invoke(*args).exit_code == 0
+    whole = tree_hashes(tmp_path / "ds")
+    shard = tmp_path / "ds" / "wds" / "chunk_000001.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    with pytest.warns(UserWarning, match="chunk 1: its shard chunk_000001.tar is cut short"):
+        assert invoke(*args, "--resume").exit_code == 0
+    assert tree_hashes(tmp_path / "ds") == whole
 
 
 def test_an_unreadable_manifest_is_one_line(reference, tmp_path, model_file):
@@ -741,3 +774,21 @@ def test_warnings_are_one_line_each(tmp_path, model_file):
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines and all(ln.startswith("warning: background image") for ln in lines), r.stderr
+
+
+def test_spawned_workers_of_the_console_script_print_one_line_warnings(monkeypatch):
+    """A spawned worker does not inherit the console script's warning format; it takes it
+    from the environment the script sets (experiment renders and GPU runs spawn)."""
+    import warnings as w
+
+    from morphgen.dataset import workers
+    from morphgen.errors import ONE_LINE_WARNINGS, one_line_warning
+
+    monkeypatch.setattr(w, "formatwarning", w.formatwarning)
+    monkeypatch.setenv(ONE_LINE_WARNINGS, "1")
+    monkeypatch.setattr(workers, "exit_with_parent", lambda: None)
+    monkeypatch.setattr(workers, "ignore_ctrl_c", lambda: None)
+    monkeypatch.setattr(workers, "worker_init", lambda job: None)
+    monkeypatch.setattr(workers.gc, "freeze", lambda: None)
+    workers.pool_worker_init({})
+    assert w.formatwarning is one_line_warning

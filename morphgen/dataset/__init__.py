@@ -18,6 +18,7 @@ import gc
 import json
 import shutil
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..params_columns import require_pyarrow
 from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, finish_chunk, render_chunk
 from .gpu import run_gpu
-from .job import DatasetJob, OutputConfig, estimate_bytes, parse_shard
+from .job import DatasetJob, OutputConfig, estimate_bytes, job_from_dict, parse_shard
 from .ctrl_c import latched_ctrl_c, submit_held
 from .integrity import repair_damaged
 from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
@@ -69,14 +70,25 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
                 raise ConfigError(f"--out {out} already holds this dataset: use --resume to finish it, or --overwrite to start again")
     needed = estimate_bytes(job)
     probe = out if out.exists() else out.parent if out.parent.exists() else Path(".")
-    free = shutil.disk_usage(probe).free
+    free = shutil.disk_usage(probe).free + (_estimated_size(out) if replace_old else 0)  # what the deletion frees
     if needed > free:
-        also = " (besides the dataset --overwrite would replace: delete it first if it is that large)" if replace_old else ""
+        also = " (counting the dataset --overwrite replaces as free)" if replace_old else ""
         raise ConfigError(f"the dataset needs about {needed / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free{also}")
     if replace_old:
         shutil.rmtree(out)
     for sub in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _estimated_size(out: Path) -> int:
+    """About how many bytes the dataset in `out` holds, from its manifest (its images done,
+    at the writer's estimate per image; 0 when it cannot be read): no walk of its files."""
+    try:
+        old = read_manifest(out)
+        counts = old["counts"]
+        return int(estimate_bytes(job_from_dict(old["config"])) * counts["images_done"] / max(counts["images"], 1))
+    except Exception:  # noqa: BLE001 (a manifest of another version or a damaged one: nothing counted)
+        return 0
 
 
 def whole_mesh_if_written_so(out: Path, job: DatasetJob) -> DatasetJob:
@@ -151,8 +163,8 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         overwrite: bool = False, progress: bool = True, executor=None) -> dict:
     """Render the dataset (or this shard of it) into `out`; returns a summary dict.
 
-    Finished chunks found damaged (:mod:`.integrity`) are rendered again; the summary's
-    ``repaired`` lists them as (chunk, what was wrong).
+    Finished chunks found damaged (:mod:`.integrity`) are rendered again, with a warning
+    when the run starts; the summary's ``repaired`` lists them as (chunk, what was wrong).
 
     `executor` may be any concurrent.futures-style executor whose workers can import
     morphgen (e.g. a Dask distributed Client's `get_executor()`); by default a local process
@@ -188,6 +200,10 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
             job.check(renderer)
             prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
             repaired = repair_damaged(out, job, range(shard_kn[0], job.n_chunks, shard_kn[1]))
+            if repaired:  # said now: the run may still stop before its summary
+                more = f" (and {len(repaired) - 1} more)" if len(repaired) > 1 else ""
+                warnings.warn(f"rendering {len(repaired)} damaged chunk(s) again: chunk {repaired[0][0]}: "
+                              f"{repaired[0][1]}{more}", stacklevel=2)
             write_manifest(out, job, shard_kn)
             todo = pending_chunks(out, job, shard_kn)
             if prefill is not None and prefill.running and todo:

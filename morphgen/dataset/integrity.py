@@ -6,15 +6,18 @@ leaves a marker beside missing images, but files do go missing or get cut short 
 run: a copy stopped half-way, a quota, a user who deleted a folder by hand. A resume then
 reported the dataset complete, and the damage surfaced in training. So before a run
 renders the chunks still to do, each finished chunk of its shard is checked by what is
-cheap to read (a Parquet footer's row count, the last byte of a JSON Lines file, the
-names in the chunk's image folders or its shard's presence), and a damaged one is
-discarded and rendered again: its images are a pure function of the config, so the
-repaired dataset is the one an unbroken run writes. On a million-image dataset this is a
-directory listing per identity and a footer per chunk (a few seconds).
+cheap to read: its params file's rows (a Parquet footer, or the lines of a JSON Lines
+file) against its images; in its identity folders, the names of every image's files
+(the image, its --outputs modalities, its .rps); or its WebDataset shard's end. A damaged
+chunk is discarded and rendered again: its images are a pure function of the config, so
+the repaired dataset is the one an unbroken run writes. What is not read is the pixels
+(a file cut inside its bytes keeps its name). On 100,000 images in 10,000 identity
+folders this takes half a second.
 """
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from ..layout import chunk_marker, identity_folder, image_folder, image_stem, wds_shard
@@ -34,28 +37,52 @@ def chunk_damage(out: Path, job: DatasetJob, chunk: int) -> str | None:
             rows = pq.read_metadata(marker).num_rows
         except Exception:  # noqa: BLE001 (pyarrow raises its own errors for a cut or foreign file)
             return f"its params file {marker.name} is unreadable"
-        if rows != expected:
-            return f"its params file {marker.name} holds {rows} of its {expected} images"
     else:
-        with open(marker, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0 or (f.seek(size - 1), f.read(1))[1] != b"\n":
-                return f"its params file {marker.name} is cut short"
+        data = marker.read_bytes()
+        if not data.endswith(b"\n"):
+            return f"its params file {marker.name} is cut short"
+        rows = data.count(b"\n")
+    if rows != expected:
+        return f"its params file {marker.name} holds {rows} of its {expected} images"
     if job.output.container == "wds":
-        shard = wds_shard(out, chunk)
-        return None if shard.is_file() and shard.stat().st_size > 0 else f"its shard {shard.name} is missing or empty"
+        return _shard_damage(wds_shard(out, chunk))
+    return _folder_damage(out, job, chunk)
+
+
+def _shard_damage(shard: Path) -> str | None:
+    """A WebDataset shard is whole when it ends as tarfile ends an archive: two zero
+    blocks, padded with zeros to its record size (a cut file ends in a member's data)."""
+    try:
+        with open(shard, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - 1024, 0))
+            tail = f.read()
+    except OSError:
+        return f"its shard {shard.name} is missing"
+    if size < 1024 or size % 512 or tail.count(0) != len(tail):
+        return f"its shard {shard.name} is cut short"
+    return None
+
+
+def _folder_damage(out: Path, job: DatasetJob, chunk: int) -> str | None:
+    """Every image of the chunk has its files in its identity folder: the image, one per
+    --outputs modality and its .rps (names only: one listing a folder)."""
     ext = job.output.image_format
+    per_image = 1 + len(job.scene.outputs) + (1 if job.output.rps else 0)
     samples: dict[int, list[int]] = {}
     for identity, sample in job.slots(chunk):
         samples.setdefault(identity, []).append(sample)
     for identity, wanted in samples.items():
         try:
-            names = set(os.listdir(image_folder(out, identity)))
+            names = os.listdir(image_folder(out, identity))
         except OSError:
             return f"its image folder {identity_folder(identity)} is missing"
-        missing = sum(f"{image_stem(identity, s)}.{ext}" not in names for s in wanted)
+        files = Counter("_".join(n.split(".", 1)[0].split("_")[:2]) for n in names)  # per image stem
+        present = set(names)
+        missing = sum(f"{image_stem(identity, s)}.{ext}" not in present or files[image_stem(identity, s)] < per_image
+                      for s in wanted)
         if missing:
-            return f"{missing} image(s) of identity {identity} are missing"
+            return f"{missing} image(s) of identity {identity} miss files"
     return None
 
 
