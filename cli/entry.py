@@ -9,13 +9,6 @@ import sys
 import warnings
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    """A warning as the command line shows it: one line of what happened, without Python's
-    file, line number and echo of the source line (a skipped background image printed
-    three lines, once per worker)."""
-    return f"warning: {message}\n"
-
-
 def main() -> None:
     # numpy asks the kernel to back its large arrays with 2 MB pages (madvise). On a VM
     # that hands free memory back to its host (virtio free page reporting, which reports
@@ -27,8 +20,11 @@ def main() -> None:
     # and a user's own setting wins. Once running, renders reuse their memory and take the
     # same time either way; a kernel whose huge pages are "always" on ignores the request.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-    warnings.formatwarning = _one_line_warning  # forked workers inherit it
     try:
+        from morphgen.errors import ONE_LINE_WARNINGS, one_line_warning
+
+        warnings.formatwarning = one_line_warning  # forked workers inherit it; spawned ones read the variable
+        os.environ[ONE_LINE_WARNINGS] = "1"
         from .main import cli
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

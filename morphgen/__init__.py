@@ -77,6 +77,15 @@ def _numba_cache_fallback() -> None:
     import tempfile
 
     folder = os.path.join(tempfile.gettempdir(), f"morphgen-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    try:  # numba unpickles what it finds there: only a folder of this user's, closed to others
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        st = os.lstat(folder)
+        if not os.path.isdir(folder) or os.path.islink(folder) or st.st_mode & 0o022 or (
+                hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            folder = tempfile.mkdtemp(prefix="morphgen-numba-")  # another's: a fresh one (no cache kept)
+    except OSError:
+        folder = tempfile.mkdtemp(prefix="morphgen-numba-")
     os.environ["NUMBA_CACHE_DIR"] = folder
     if "numba" in sys.modules:  # imported before morphgen: its config has read the environment already
         sys.modules["numba"].config.CACHE_DIR = folder

@@ -16,3 +16,14 @@ class ConfigError(MorphgenError):
 
 class DataError(MorphgenError):
     """An input folder or file (backgrounds, illumination prior, images) is unusable."""
+
+
+#: Set by the console script: processes it starts (spawned workers) print warnings as it does.
+ONE_LINE_WARNINGS = "MORPHGEN_ONE_LINE_WARNINGS"
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A warning as the command line shows it (``warnings.formatwarning``): one line of what
+    happened, without Python's file, line number and echo of the source line (a skipped
+    background image printed three lines, once per worker)."""
+    return f"warning: {message}\n"

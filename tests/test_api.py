@@ -265,7 +265,7 @@ def test_webdataset_container(tiny_model_file, tmp_path):
     assert len(hf) == 4 and hf[3]["cls"] == 1 and hf[3]["json"]["yaw"] == pytest.approx(float(ds[3]["yaw"]), abs=1e-4)
 
 
-def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch):
+def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
     """Where neither the package's folders nor the user's cache folder can be written (a
     read-only install run as another user), numba's cache goes to a temporary folder:
     numba raised "cannot cache function" at import, before any command could start. Where
@@ -277,8 +277,10 @@ def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch):
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(os, "access", lambda path, mode: True)
     morphgen._numba_cache_fallback()
-    assert "NUMBA_CACHE_DIR" not in os.environ  # this checkout is writable
+    assert "NUMBA_CACHE_DIR" not in os.environ  # a writable package folder: numba's own place
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/mine")
     morphgen._numba_cache_fallback()
@@ -286,7 +288,13 @@ def test_numba_cache_falls_back_to_a_temporary_folder(monkeypatch):
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     morphgen._numba_cache_fallback()
     folder = os.environ["NUMBA_CACHE_DIR"]
-    assert folder.startswith(tempfile.gettempdir()) and numba.config.CACHE_DIR == folder
+    assert folder == str(tmp_path / f"morphgen-numba-{os.getuid()}") and numba.config.CACHE_DIR == folder
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    # a folder of that name that others may write (planted pickles): not used
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    os.chmod(folder, 0o777)
+    morphgen._numba_cache_fallback()
+    assert os.environ["NUMBA_CACHE_DIR"] != folder and os.environ["NUMBA_CACHE_DIR"].startswith(str(tmp_path))
 
 
 def test_a_wrong_kind_of_value_is_a_short_message():

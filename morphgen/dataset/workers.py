@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MorphgenError
+from ..errors import ONE_LINE_WARNINGS, MorphgenError, one_line_warning
 from ..render.backgrounds import TexturePool, texture_pools
 from ..render.threads import limit_threads
 from ..scene import SceneRenderer
@@ -46,6 +47,8 @@ def pool_worker_init(job_dict: dict) -> None:
     try:
         ignore_ctrl_c()
         exit_with_parent()
+        if os.environ.get(ONE_LINE_WARNINGS):  # spawned by the console script: its warnings' format
+            warnings.formatwarning = one_line_warning
         worker_init(job_dict)
         gc.freeze()  # its set-up lives as long as it does: kept out of its collections, as a fork's is
     except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
