@@ -25,7 +25,8 @@ from morphgen.outputs import NewOutputs, check_writable
 @click.option("--dlib68", is_flag=True,
               help="Also fit dlib's 68 iBUG points where its HOG detector finds the face (frontal to half profile; "
                    "needs the optional dlib-bin and face-recognition-models packages and a model with iBUG-68 points).")
-@click.option("--resume", is_flag=True, help="Fit only the photos not yet listed in OUT/residuals.csv.")
+@click.option("--resume", is_flag=True, help="Fit only the photos not yet listed in OUT/residuals.csv, with the "
+              "fit's own options (OUT/fit.json) where none are given.")
 @click.option("--pool-identities", is_flag=True,
               help="Also write OUT/params_pooled.jsonl: every photo's record with its identity's mean shape and colour "
                    "(one face per person; each photo's pose, expression, light and framing kept), for twins that share "
@@ -46,6 +47,15 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
     from recognition import fit_photos as fitting
 
     check_writable(out, "--out")
+    if resume:  # the options not given here are the fit's own (fit.json), as `train --resume` takes its config
+        recorded, source = fitting.recorded_inputs(out), click.get_current_context().get_parameter_source
+        given = {k for k in ("model", "size", "fine_steps", "ids", "dlib68")
+                 if source(k) == click.core.ParameterSource.COMMANDLINE}
+        model = model if "model" in given else recorded.get("model", model)
+        size = size if "size" in given else recorded.get("size", size)
+        fine_steps = fine_steps if "fine_steps" in given else recorded.get("fine_steps", fine_steps)
+        ids = ids if "ids" in given else recorded.get("ids", ids)
+        dlib68 = dlib68 if "dlib68" in given else recorded.get("dlib68", dlib68)
     try:
         with NewOutputs(out) as outputs:
             s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,

@@ -80,9 +80,9 @@ def _what_it_is(path: Path, exc: Exception) -> str:
         head = f.read(4)
     if not head:
         return "an empty file"
-    if head != _ZIP_MAGIC:  # torch.save writes a zip archive
+    if head != _ZIP_MAGIC and head[:1] != b"\x80":  # torch.save: a zip archive, or a pickle (its legacy format)
         return "not a PyTorch file"
-    if isinstance(exc, pickle.UnpicklingError):
+    if isinstance(exc, pickle.UnpicklingError):  # the weights-only unpickler met other objects
         return "a PyTorch file holding more than tensors, such as a whole pickled model"
     return "a truncated or damaged PyTorch file"
 

@@ -87,12 +87,11 @@ def differences(old: dict, new: dict, limit: int = 3) -> str:
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def checkpoint_stamp(run: Path) -> str:
-    """What identifies a run's checkpoint file without reading it (size and modification
-    time): a retrained or resumed run writes a new one, so an evaluation made from the old
-    one is seen as stale."""
-    st = (run / "checkpoint.pt").stat()
-    return f"{st.st_size}-{st.st_mtime_ns}"
+def training_stamp(run: Path) -> str:
+    """What identifies a cell's finished training: a hash of its experiment_done.json, which
+    each training writes anew (its seconds, losses and recipe), and which travels with a
+    copied or moved folder as its content, unlike a file's modification time."""
+    return hashlib.sha256((run / "experiment_done.json").read_bytes()).hexdigest()[:12]
 
 
 class Runner:
@@ -194,7 +193,7 @@ class Runner:
         evaluation's options (None before the cell is trained)."""
         if self.train_state(cell) != "complete":
             return None
-        return {"checkpoint": checkpoint_stamp(self.run_dir(cell)), "options": _hash(ev.options)}
+        return {"training": training_stamp(self.run_dir(cell)), "options": _hash(ev.options)}
 
     def eval_state(self, cell: Cell, ev: Evaluation) -> str:
         why = ev.missing()
@@ -368,8 +367,9 @@ class Runner:
 
     # ---- report
     def _result(self, cell: Cell, ev: Evaluation) -> dict | None:
-        """The cell's result of `ev`, if one was made from its current checkpoint with the
-        current options (an older one, of a deleted or retrained run, counts as none)."""
+        """The cell's result of `ev`, if one was made from its current training with the
+        current options (an older one, of a deleted or retrained run, counts as none).
+        Results written before they recorded this (no ``made_from``) are taken as they are."""
         rf = self.eval_dir(cell, ev) / "result.json"
         if not rf.is_file():
             return None
@@ -378,7 +378,9 @@ class Runner:
         except ValueError:
             return None
         stamp = self.eval_stamp(cell, ev)
-        return res if stamp is not None and res.get("made_from") == stamp else None
+        if stamp is None or not isinstance(res, dict):
+            return None
+        return res if res.get("made_from", stamp) == stamp else None
 
     def report(self) -> tuple[Path, Path]:
         """results.md (one row per cell, the evaluations' columns), results.csv and one

@@ -281,6 +281,16 @@ def _keep_records_of(path: Path, done: set[str]) -> None:
 FIT_RECORD = "fit.json"
 
 
+def recorded_inputs(out: Path) -> dict:
+    """The inputs the fit in `out` recorded in fit.json ({} when it has none, or cannot be
+    read: `check_resume` says so): a resume takes the options it is not given from here."""
+    try:
+        old = json.loads((Path(out) / FIT_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
 def check_resume(out: Path, inputs: dict) -> None:
     """ConfigError unless `out` can be resumed with these inputs (photos, model, options):
     a folder that holds something but no fit (a training run, a dataset), or a fit of
@@ -296,7 +306,7 @@ def check_resume(out: Path, inputs: dict) -> None:
         old = json.loads(record.read_text())
     except ValueError:
         raise ConfigError(f"{record} is unreadable: fit into a new --out") from None
-    changed = [k for k in inputs if old.get(k) != inputs[k]]
+    changed = [k for k in inputs if k != "ids" and old.get(k) != inputs[k]]  # more or fewer identities fit alike
     if changed:
         was = "; ".join(f"{k} {old.get(k)!r}, now {inputs[k]!r}" for k in changed)
         raise ConfigError(f"--resume: {out} is a fit of other inputs ({was}): resume it with its own photos and "
@@ -322,7 +332,7 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
         raise ConfigError(f"--out {out} is not empty: use --resume to finish a fit there, or another folder")
     inputs = json.loads(json.dumps({"photos": str(Path(path).resolve()),  # (as fit.json reads back: tuples as lists)
                                      "model": str(Path(model).resolve()) if model else None,
-                                     "dlib68": dlib68, **asdict(options)}))
+                                     "dlib68": dlib68, "ids": ids, **asdict(options)}))
     if resume:
         check_resume(out, inputs)
     done = done_sources(out) if resume else set()

@@ -270,27 +270,32 @@ class _Log:
 
 
 def _check_out(cfg: TrainConfig) -> None:
-    """ConfigError when --out cannot hold this run: --resume of a folder with no run in
-    it (nothing to continue: a typo'd --out would start afresh unnoticed), or a new run in
-    a folder that holds other files (checkpoints would land among a dataset's images).
-    Files this run's own options point into --out (a --list, the landmark --cache) are
-    no obstacle."""
+    """ConfigError when --out cannot hold this run: a folder that holds other files and no
+    run (checkpoints would land among a dataset's images), or --resume of a folder that
+    does not exist (a typo'd --out would start afresh unnoticed). What this run's own
+    options put into --out (a --list, the landmark cache, by default RUN/cache) is no
+    obstacle: a run stopped before its first checkpoint leaves only those, and --resume
+    then starts it from the beginning, as the Ctrl-C message says."""
     run = Path(cfg.out)
-    has_run = (run / FILENAME).is_file() or (run / "config.json").is_file()
-    if cfg.resume and not has_run:
-        raise ConfigError(f"--resume: {run} holds no training run to continue (no {FILENAME} or config.json): "
-                          "give the --out of an earlier `morphgen train`, or omit --resume to start one")
-    own = {Path(p).resolve() for p in (cfg.list_file, cfg.cache_dir) if p}
-    if not has_run and run.is_dir() and any(p.resolve() not in own for p in run.iterdir()):
-        raise ConfigError(f"--out {run} is not empty and holds no training run: choose an empty or new folder")
+    if (run / FILENAME).is_file() or (run / "config.json").is_file():
+        return
+    if cfg.resume and not run.is_dir():
+        raise ConfigError(f"--resume: {run} does not exist: give the --out of an earlier `morphgen train`, "
+                          "or omit --resume to start a run there")
+    own = [Path(p).resolve() for p in (cfg.list_file, cfg.cache_dir or run / "cache") if p]
+    foreign = [p for p in (run.iterdir() if run.is_dir() else ())
+               if not any(p.resolve() == o or p.resolve() in o.parents for o in own)]
+    if foreign:
+        raise ConfigError(f"--out {run} is not empty and holds no training run (e.g. {foreign[0].name}): "
+                          "choose an empty or new folder")
 
 
 def train(cfg: TrainConfig, say=print) -> dict:
     """Run (or resume) one training run; returns a summary dict (losses, held-out
     verification at the start and end, throughput, data report, paths)."""
     main = int(os.environ.get("RANK", "0")) == 0
-    if main:  # (the other ranks start while rank 0 may be writing there)
-        _check_out(cfg)
+    if main and isinstance(cfg.out, (str, os.PathLike)):  # before the data checks: they would misname a wrong --out
+        _check_out(cfg)  # (rank 0 only: the other ranks start while it may be writing there)
     cfg = cfg.resolved()
     check_writable(cfg.out, "--out")
     if cfg.cache_dir:

@@ -2,6 +2,7 @@
 x 2 evaluations, 3 steps) runs end to end from the CLI, writes the table, CSV and ROC plot
 with one row per cell, skips everything on a second run, and refuses bad configs in one line."""
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -220,12 +221,19 @@ def test_retrained_run_is_evaluated_again(finished, tmp_path):
     assert "full/syn: training" in res.output and "full/syn x cfp: cfp" in res.output, res.output
     assert "full/syn x cfp: complete" not in res.output
     result = json.loads((out / "evals" / "full__syn" / "cfp" / "result.json").read_text())
-    ckpt = (out / "runs" / "full__syn" / "checkpoint.pt").stat()
-    assert result["made_from"]["checkpoint"] == f"{ckpt.st_size}-{ckpt.st_mtime_ns}"
+    done = (out / "runs" / "full__syn" / "experiment_done.json").read_bytes()
+    assert result["made_from"]["training"] == hashlib.sha256(done).hexdigest()[:12]
 
 
 def test_moved_experiment_folder_is_skipped_whole(finished, tmp_path):
+    """A copy that does not keep modification times (plain `cp -r`) is still the same
+    experiment: nothing is rendered, trained or evaluated again."""
+    import shutil
     cfg, out = copy_of(finished, tmp_path)
+    shutil.rmtree(out)
+    shutil.copytree(finished[1], out, copy_function=shutil.copyfile)  # new modification times
+    rf = out / "evals" / "full__syn" / "cfp" / "result.json"  # as written before results recorded made_from
+    rf.write_text(json.dumps({k: v for k, v in json.loads(rf.read_text()).items() if k != "made_from"}))
     res = invoke([cfg, "--out", out])
     assert res.exit_code == 0, res.output
     assert res.output.count("skipped (complete)") == 2 and "x cfp: complete" in res.output, res.output

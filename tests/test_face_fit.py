@@ -111,8 +111,8 @@ def test_fit_cli_then_twins(tmp_path):
     twin = cv2.imread(str(tmp_path / "twins" / "images" / "000000" / "000000_0000.png"))
     assert twin.shape == (SIZE, SIZE, 3) and twin.std() > 10
     # pooled identities on the finished fit: nothing refitted, one face per identity written
-    out = run(["fit", photos, "--out", tmp_path / "fit", "--size", SIZE, "--fine-steps", 40, "--resume",
-               "--pool-identities", "--quiet"]).output
+    # the documented pooling step: --resume takes the fit's own options (fit.json) where none are given
+    out = run(["fit", photos, "--out", tmp_path / "fit", "--resume", "--pool-identities", "--quiet"]).output
     assert "fitted 0 photos" in out and "pooled 1 records" in out
     pooled = json.loads((tmp_path / "fit" / "params_pooled.jsonl").read_text())
     assert pooled["shape"] == record["shape"] and pooled["fit"]["pooled"] == 1

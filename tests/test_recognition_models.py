@@ -51,7 +51,9 @@ def test_unreadable_checkpoint_says_what_the_file_is(tmp_path):
     (tmp_path / "notes.txt").write_text("hi\n")
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 4)
+    torch.save(build_model("nn4small2", 64), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     for name, what in (("notes.txt", "not a PyTorch file"), ("noise.pt", "not a PyTorch file"),
+                       ("legacy.pt", "a PyTorch file holding more than tensors"),
                        ("empty.pt", "an empty file"), ("cut.pt", "a truncated or damaged PyTorch file"),
                        ("whole.pt", "a PyTorch file holding more than tensors")):
         with pytest.raises(ModelError) as exc:

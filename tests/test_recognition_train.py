@@ -194,12 +194,18 @@ def test_out_that_holds_no_run_is_refused(toy, tmp_path):
     def run(*args):
         return CliRunner().invoke(train_cmd, [str(a) for a in args] + ["--steps", "1", "--quiet"],
                                   catch_exceptions=False)
-    (tmp_path / "empty").mkdir()
-    for args in (["--resume", "--out", tmp_path / "empty"], ["--resume", "--out", tmp_path / "new", "--data", toy]):
-        with pytest.raises(ConfigError, match="holds no training run to continue"):
-            run(*args)
+    with pytest.raises(ConfigError, match="--resume: .* does not exist"):  # a typo'd --out
+        run("--resume", "--out", tmp_path / "new", "--data", toy)
     assert not (tmp_path / "new").exists()
     before = sorted(p.name for p in toy.iterdir())
-    with pytest.raises(ConfigError, match=f"--out {toy} is not empty and holds no training run"):
-        run("--out", toy, "--data", toy)
+    for resume in ([], ["--resume"]):
+        with pytest.raises(ConfigError, match=f"--out {toy} is not empty and holds no training run"):
+            run("--out", toy, "--data", toy, *resume)
     assert sorted(p.name for p in toy.iterdir()) == before
+    # a run stopped before its first checkpoint left only its landmark cache: --resume
+    # starts it afresh, as the Ctrl-C message says (it was refused as "not empty")
+    (tmp_path / "stopped" / "cache").mkdir(parents=True)
+    (tmp_path / "stopped" / "cache" / "landmarks.npz").write_bytes(b"x")
+    run("--resume", "--out", tmp_path / "stopped", "--data", toy, "--workers", "0", "--threads", "1", "--no-align",
+        "--batch-p", "2", "--batch-k", "2")
+    assert (tmp_path / "stopped" / "checkpoint.pt").is_file()

@@ -229,7 +229,9 @@ def _run(model_run, out, o: dict, ctx) -> dict:
     bench = Path(ctx.shared_dir)
     try:
         held = read_manifest(bench) if manifest_path(bench).is_file() else {}
-    except ValueError:
+    except (OSError, ValueError):
+        held = None
+    if not isinstance(held, dict):  # unreadable: rendered anew, as one of other options
         held = {"config_hash": None}
     other = bool(held) and held.get("config_hash") != benchmark_job(scene).config_hash()
     if other or not held.get("complete"):
