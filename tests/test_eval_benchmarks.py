@@ -276,6 +276,18 @@ def test_cfp_with_one_fold_says_its_threshold_was_not_cross_validated(cfp, eval_
     assert "over folds 1-1 (one fold: not cross-validated" in res.output, res.output
 
 
+def test_cfp_protocol_of_one_kind_of_pair_is_refused(cfp, eval_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "cfp"
+    shutil.copytree(cfp[0], root)
+    for diff in (root / "Protocol" / "Split" / "FF").glob("*/diff.txt"):
+        diff.write_text("")
+    one_line_error(invoke("cfp", "--model", eval_run, "--cfp-dir", root, "--out", tmp_path / "o", "--no-align"),
+                   "CFP protocol FF", "has only genuine pairs")
+    assert not (tmp_path / "o").exists()
+
+
 def test_bin_of_one_kind_of_pair_is_refused(eval_run, tmp_path):
     with open(tmp_path / "same.bin", "wb") as f:
         pickle.dump(([b"a", b"b", b"c", b"d"], [True, True]), f)

@@ -33,7 +33,7 @@ import numpy as np
 from morphgen.errors import ConfigError, DataError
 
 from . import metrics
-from .common import Embedded, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
+from .common import Embedded, check_kinds, embed_imageset, folder_imageset, load_eval_model, model_info, prepare_out
 from .protocols import Protocol, accuracy_column, check_input
 from .report import (result_files, fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown,
                      write_roc_csv)
@@ -153,6 +153,8 @@ def read_cfp(root: str | Path, protocols=PROTOCOLS) -> CFPData:
                         continue
                     ia, ib = (files.setdefault(r, len(files)) for r in rels)
                     a.append(ia), b.append(ib), same.append(is_same), fold.append(f)
+        if same:  # (none at all is refused where the images are embedded)
+            check_kinds(np.array(same), f"CFP protocol {name} ({split})")
         out[name] = CFPPairs(np.array(a, np.int64), np.array(b, np.int64), np.array(same, bool),
                              np.array(fold, np.int64), missing)
     names = list(files)
