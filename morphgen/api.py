@@ -143,9 +143,7 @@ class Scene:
         device and copies back once; for training throughput use ``OnlineDataset.stream``)."""
         if to not in ("numpy", "torch"):
             raise ConfigError(f"to={to!r}: use 'numpy' or 'torch'")
-        batch = [params] if isinstance(params, ImageParams) else list(params)
-        if not batch or not all(isinstance(p, ImageParams) for p in batch):
-            raise ConfigError("render takes ImageParams (from Scene.params) or a non-empty list of them")
+        batch = self._batch(params, "render")
         r = self.renderer
         parts = [r.render_plan_arrays(r.plan(batch[i:i + r.batch_size])) for i in range(0, len(batch), r.batch_size)]
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -159,8 +157,28 @@ class Scene:
         """The framed head pose of images (numpy, batch first) as the renderer places them:
         angles, scale, and the translation that centres the face by its five points. The
         start of a fit through :meth:`render_tensors`."""
-        batch = [params] if isinstance(params, ImageParams) else list(params)
-        return self.renderer.plan(batch, with_backgrounds=False).pose()
+        return self.renderer.plan(self._batch(params, "pose"), with_backgrounds=False).pose()
+
+    def _batch(self, params, what: str) -> list[ImageParams]:
+        """`params` as a non-empty list of ImageParams that fit this scene (its coefficient
+        lengths; params of a scene with other component counts met numpy's matmul error)."""
+        if isinstance(params, ImageParams):
+            batch = [params]
+        else:
+            try:
+                batch = [] if isinstance(params, (str, bytes, dict)) else list(params)
+            except TypeError:  # not iterable (None, a number)
+                batch = []
+        if not batch or not all(isinstance(p, ImageParams) for p in batch):
+            raise ConfigError(f"{what} takes ImageParams (from Scene.params) or a non-empty list of them")
+        s = self.renderer.sampler
+        for p in batch:
+            for name, n in (("shape", s.n_shape), ("color", s.n_color), ("expression", s.n_expr)):
+                if np.shape(getattr(p, name)) != (n,):
+                    raise ConfigError(f"the params of identity {p.identity} sample {p.sample} have {np.size(getattr(p, name))} "
+                                      f"{name} coefficients, this scene {n}: make them with this scene's params()")
+            _whole("background_seed", p.background_seed)
+        return batch
 
     # ------------------------------------------------------------------ differentiable path
     def decode(self, shape, color, expression=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,9 +278,10 @@ class Scene:
 
 
 def _whole(name: str, value) -> int:
-    """`value` as an int if it is a whole number >= 0, else a one-line ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    """`value` as an int if it is a whole number from 0 to 2^63 - 1 (what an image's
+    int64 seeds hold), else a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**63:
+        raise ConfigError(f"{name} must be a whole number from 0 to 2^63 - 1, got {value!r}")
     return int(value)
 
 

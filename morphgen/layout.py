@@ -155,14 +155,34 @@ def _file_rows(path: Path, columns: Sequence[str] | None) -> Iterator[tuple[str,
             yield f"{path}:{n}", row
 
 
-def params_table(root: Path, columns: Sequence[str] | None = None):
+def warn_if_unfinished(root: Path) -> None:
+    """A warning when the dataset's manifest plans more chunks than have finished (a run
+    stopped, or shards still rendering): readers take what is rendered so far, which is
+    right for a look but easy to train on unawares."""
+    import warnings
+
+    try:
+        planned = int(read_manifest(root)["counts"]["chunks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    done = len(params_files(root))
+    if done < planned:
+        warnings.warn(f"{root} is an unfinished dataset ({done} of {planned} chunks): reading what is rendered so far; "
+                      "finish it with the same `morphgen render` command and --resume", stacklevel=3)
+
+
+def params_table(root: Path, columns: Sequence[str] | None = None, optional: bool = False):
     """The params of a dataset as one pyarrow Table (the columns of
     :mod:`morphgen.params_columns`), from Parquet or JSON Lines files alike: the frame a pose
-    or light study starts from (``params_table(DIR).to_pandas()``). Needs pyarrow."""
+    or light study starts from (``params_table(DIR).to_pandas()``). Needs pyarrow.
+    `columns` the params do not hold are a DataError, unless ``optional`` (the caller
+    then looks at what it got)."""
     from .errors import DataError
     from .params_columns import read_parquet, require_pyarrow, table_from_records
 
     pa = require_pyarrow("reading params as a table")
+    if isinstance(columns, str) or (columns is not None and not all(isinstance(c, str) for c in columns)):
+        raise DataError(f"columns must be a list of column names, got {columns!r}")
     files = params_files(root)
     if not files:
         raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset?")
@@ -178,6 +198,11 @@ def params_table(root: Path, columns: Sequence[str] | None = None):
             rows.append(row if columns is None else {k: row[k] for k in columns if k in row})
         tables.append(table_from_records(rows, str(path)))
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"the params files of {root} hold different columns ({str(exc).splitlines()[0]})") from None
+    unknown = [c for c in columns or () if c not in table.column_names]
+    if unknown and not optional:  # (read as a table without that column: an empty frame, where no column was found)
+        held = params_table(root).column_names if table.num_columns < len(columns) else table.column_names
+        raise DataError(f"the params of {root} hold no column {unknown[0]!r}; they hold {', '.join(held)}")
+    return table

@@ -25,6 +25,7 @@ from .layout import (
     params_table,
     read_manifest,
     split_tar_ref,
+    warn_if_unfinished,
 )
 from .params_columns import LANDMARK_NAMES_KEY, have_pyarrow
 
@@ -41,6 +42,7 @@ def _check_root(root: str | Path) -> Path:
     if not looks_like_dataset(root) or not params_files(root):
         raise DataError(f"{root} holds no params/chunk_*.parquet or .jsonl: is it a morphgen dataset "
                         f"(morphgen render --out {root})?")
+    warn_if_unfinished(root)
     return root
 
 
@@ -133,7 +135,7 @@ def _read_columns(root: Path, names: Sequence[str]) -> dict[str, Any]:
     brings ``landmark_names``): through pyarrow where installed, else from the rows."""
     names = tuple(dict.fromkeys(names))
     if have_pyarrow():
-        table = params_table(root, names)
+        table = params_table(root, names, optional=True)  # what is missing is named below
         present = set(table.column_names)
         meta = table.schema.metadata or {}
         landmark_names = tuple(json.loads(meta[LANDMARK_NAMES_KEY])) if LANDMARK_NAMES_KEY in meta else ()

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, Sampler
 
 from morphgen.errors import ConfigError, DataError, MorphgenError
 from morphgen.layout import (IMAGE_NAME, IMAGES_DIR, TarMembers, looks_like_dataset, params_files, params_rows,
-                             split_tar_ref)
+                             split_tar_ref, warn_if_unfinished)
 
 from .align import align_face, resize_face, template_points
 
@@ -124,6 +124,7 @@ def load_imageset(root: Path, fmt: str = "auto") -> ImageSet:
 def read_morphgen(root: Path) -> ImageSet:
     """A morphgen dataset folder: per-image rows of its params files; without params,
     the ``images/<id>/<id>_<n>.png`` tree (then landmarks are unknown)."""
+    warn_if_unfinished(root)
     files, ids, lms, soft = [], [], [], []
     iset = ImageSet(root, "morphgen", files, ids, np.zeros((0, 5, 2), np.float32), soft, reader=TarMembers(root))
     for where, row in params_rows(root, columns=("image", "identity", "landmarks5", "soft_label")):

@@ -282,8 +282,8 @@ def _check_train(opts: dict, where: str) -> None:
     try:
         TrainConfig(data="" if o.get("online") else "x", **o).resolved()
         if o.get("online"):  # a bad scene stops the plan, not the training hours later
-            from .online import load_scene
-            load_scene(o["online"], o.get("online_set"))
+            from .online import check_online_scene, load_scene
+            check_online_scene(load_scene(o["online"], o.get("online_set")), bool(o.get("online_unbounded")))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:

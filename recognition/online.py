@@ -47,6 +47,19 @@ def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneC
     return scene_config(spec, overrides, "--online")
 
 
+def check_online_scene(scene: SceneConfig, unbounded: bool = False) -> None:
+    """The one-line error of a scene that online training cannot draw from (checked when a
+    stream is made and when an experiment config is read, before any run folder exists)."""
+    if scene.sampling.grid is not None:  # sample indices grow with the steps: a grid runs out
+        raise ConfigError("online synthesis draws new samples at every step, and a controlled grid has a fixed "
+                          "number of them: leave grid out of the online config")
+    if scene.sampling.n_identities < 2 and not unbounded:
+        raise ConfigError(f"the online config's identity pool (ids) is {scene.sampling.n_identities}: training "
+                          "needs 2 or more identities")
+    if unbounded and scene.sampling.mixup is not None:
+        raise ConfigError("identity mixup pairs identities of a pool: drop --online-unbounded or identity-mixup")
+
+
 class _Crops:
     """Renders (identity, sample) pairs and aligns them: shared by the stream and held-out sets."""
 
@@ -80,8 +93,9 @@ class OnlineBatches(IterableDataset):
                  total: int, start: int = 0, seed: int = 0, augment: Augment | None = None,
                  rank: int = 0, world: int = 1, unbounded: bool = False, with_params: bool = False):
         n_ids = scene.sampling.n_identities
-        if unbounded and scene.sampling.mixup is not None:
-            raise ConfigError("identity mixup pairs identities of a pool: drop --online-unbounded or identity-mixup")
+        check_online_scene(scene, unbounded)
+        if augment is not None and not isinstance(augment, Augment):
+            raise ConfigError(f"augment must be a preset name or an Augment, got a {type(augment).__name__}")
         if batch_p > n_ids and not unbounded:
             raise ConfigError(f"--batch-p {batch_p} exceeds the identity pool of {n_ids}: raise --ids in the online config")
         self.unbounded = unbounded

@@ -306,3 +306,48 @@ def test_a_wrong_kind_of_value_is_a_short_message():
     with pytest.raises(ConfigError) as err:
         morphgen.Scene(model=["x" * 200], size=32)
     assert len(str(err.value)) < 140 and str(err.value).endswith("...")
+
+
+def test_params_of_another_scene_and_bad_batches_are_one_line(scene, tiny_model_file):
+    """Params made by a scene of other component counts met numpy's matmul error; pose()
+    took an empty list or numbers to numpy; a background seed past int64 overflowed."""
+    other = morphgen.Scene(model=tiny_model_file, size=32, shape_components=3).params(0, 0)
+    for call in (lambda: scene.render([other]), lambda: scene.pose([other])):
+        with pytest.raises(ConfigError, match="have 3 shape coefficients, this scene 8"):
+            call()
+    for bad in ([], [1], None):
+        with pytest.raises(ConfigError, match="pose takes ImageParams"):
+            scene.pose(bad)
+    with pytest.raises(ConfigError, match="background_seed must be a whole number from 0 to 2"):
+        scene.params(0, background_seed=2**63)
+    assert scene.render(scene.params(1, n) for n in range(2))["rgb"].shape[0] == 2  # any iterable of params
+
+
+def test_online_scenes_that_cannot_train_are_refused_up_front(tiny_model_file):
+    """A controlled grid (it ran out of samples at some step, after the run folder was
+    made), an identity pool of one (zero loss) and an augment of the wrong type."""
+    with pytest.raises(ConfigError, match="leave grid out"):
+        online(tiny_model_file, grid="yaw=-30:30:30")
+    with pytest.raises(ConfigError, match="identity pool .ids. is 1"):
+        online(tiny_model_file, ids=1, batch_p=1, identity_mixup=False)
+    with pytest.raises(ConfigError, match="augment must be a preset name or an Augment, got a int"):
+        online(tiny_model_file, augment=3)
+
+
+def test_dataset_readers_check_columns_and_say_when_a_dataset_is_unfinished(rendered, tmp_path):
+    import warnings
+
+    with pytest.raises(DataError, match="hold no column 'nosuch'; they hold identity, sample"):
+        morphgen.params_frame(rendered, columns=["nosuch"])
+    with pytest.raises(DataError, match="columns must be a list of column names"):
+        morphgen.params_frame(rendered, columns="yaw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a finished dataset: no warning
+        assert len(morphgen.params_frame(rendered, columns=["yaw"])) == 12
+    half = tmp_path / "half"
+    r = CliRunner().invoke(cli, ["render", "--ids", "4", "--per-id", "1", "--chunk-ids", "2", "--size", "32", "--quiet",
+                                 "--workers", "1", "--out", str(half)])
+    assert r.exit_code == 0, r.output
+    (half / "params" / "chunk_000001.parquet").unlink()
+    with pytest.warns(UserWarning, match="unfinished dataset \\(1 of 2 chunks\\)"):
+        morphgen.open_dataset(half)
