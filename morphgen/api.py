@@ -243,16 +243,16 @@ class Scene:
         from .render.torch_render import render_torch
 
         r, cfg = self.renderer, self.config
-        vertices = _float_tensor(vertices, "vertices")
+        vertices = _float_tensor(vertices, "vertices", full=True)
         if vertices.dim() == 2:
             vertices = vertices[None]
-        n = vertices.shape[1]
+        n = vertices.shape[1] if vertices.dim() > 1 else 0
         if vertices.dim() != 3 or vertices.shape[2] != 3 or n not in (self.model.n_vertices, r.n_render_vertices):
             raise ConfigError(f"vertices have shape {tuple(vertices.shape)}; expected (B, {self.model.n_vertices}, 3) "
                               "for this scene's model")
         b, dev = len(vertices), vertices.device
-        albedo = _batched(_float_tensor(albedo, "albedo", dev), b, (n, 3), "albedo")
-        sh = _batched(_float_tensor(sh, "sh", dev), b, (9, 3), "sh")
+        albedo = _batched(_float_tensor(albedo, "albedo", dev, full=True), b, (n, 3), "albedo")
+        sh = _batched(_float_tensor(sh, "sh", dev, full=True), b, (9, 3), "sh")
         if not isinstance(pose, Pose):
             raise ConfigError(f"pose must be a morphgen.Pose (see Scene.pose), got {type(pose).__name__}")
         if int(np.shape(pose.yaw)[0] if np.ndim(pose.yaw) else 1) not in (1, b):
@@ -262,7 +262,10 @@ class Scene:
             raise ConfigError(f"unknown output(s) {bad}: choose from {', '.join(OUTPUTS)}")
         s = cfg.size
         if backgrounds is not None:
-            backgrounds = _batched(_float_tensor(backgrounds, "backgrounds", dev), b, (s, s, 3), "backgrounds")
+            if not (backgrounds.is_floating_point() if isinstance(backgrounds, torch.Tensor)
+                    else np.asarray(backgrounds).dtype.kind == "f"):
+                raise ConfigError("backgrounds must be floats in [0, 1] (a uint8 image divided by 255)")
+            backgrounds = _batched(_float_tensor(backgrounds, "backgrounds", dev, full=True), b, (s, s, 3), "backgrounds")
         triangles = r.triangles if n == r.n_render_vertices else self.model.triangles
         out = render_torch(vertices, albedo, sh, pose, triangles, r.settings.camera, antialias=cfg.supersampling,
                            edge_aa=cfg.edge_aa,
@@ -285,8 +288,9 @@ def _whole(name: str, value) -> int:
     return int(value)
 
 
-def _float_tensor(x, name: str, device=None):
-    """`x` as a floating torch tensor (arrays converted; tensors keep their graph)."""
+def _float_tensor(x, name: str, device=None, full: bool = False):
+    """`x` as a floating torch tensor (arrays converted; tensors keep their graph); with
+    `full`, half and bfloat16 become float32 (the rasterizers take 32 or 64 bits)."""
     import torch
 
     if not isinstance(x, torch.Tensor):
@@ -294,7 +298,7 @@ def _float_tensor(x, name: str, device=None):
             x = torch.as_tensor(np.asarray(x, np.float32))
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be numbers (a tensor or an array), got {type(x).__name__}") from None
-    if not x.is_floating_point():
+    if not x.is_floating_point() or (full and x.dtype not in (torch.float32, torch.float64)):
         x = x.float()
     return x if device is None else x.to(device)
 

@@ -225,6 +225,10 @@ def hf_dataset(root: str | Path):
 
     root = _check_root(root)
     table = params_table(root)
+    lacking = [c for c in ("image", "identity") if c not in table.column_names]
+    if lacking or not table.num_rows:
+        raise DataError(f"the params of {root} hold {'no ' + lacking[0] + ' column' if lacking else 'no rows'}: "
+                        "hf_dataset reads datasets written by `morphgen render`")
     refs = table.column("image").to_pylist()
     if any(split_tar_ref(r) for r in refs):
         raise DataError(f"{root} keeps its images in WebDataset shards: load it with "

@@ -31,6 +31,7 @@ from .sampling import (ControlledGrid, Decoder, ImageParams, MixupConfig, Sampli
 # Extra modalities a dataset can hold beside the RGB image (landmarks always go to params).
 EXTRA_OUTPUTS = tuple(o for o in OUTPUTS if o not in ("rgb", "landmarks2d"))
 EDGE_AA = "edges"  # --antialias edges: analytic edge anti-aliasing (morphgen.render.edge_aa)
+MIN_SIZE, MAX_SIZE = 16, 1024  # the render side in pixels (--size)
 
 
 def antialias_value(value) -> int | str:
@@ -46,6 +47,7 @@ def antialias_value(value) -> int | str:
 
 
 _STREAM_BACKGROUND = 6
+
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,8 @@ class SceneConfig:
     def __post_init__(self) -> None:
         if self.illumination not in ILLUMINATION_KINDS:
             raise ConfigError(f"unknown illumination {self.illumination!r}: use {', '.join(ILLUMINATION_KINDS)}")
-        if not 16 <= self.size <= 1024:
-            raise ConfigError(f"--size {self.size} is out of range: use 16 to 1024 pixels")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ConfigError(f"--size {self.size} is out of range: use {MIN_SIZE} to {MAX_SIZE} pixels")
         object.__setattr__(self, "antialias", antialias_value(self.antialias))
         object.__setattr__(self, "lod", parse_lod(self.lod))
         bad = [o for o in self.outputs if o not in EXTRA_OUTPUTS]

@@ -23,7 +23,7 @@ from morphgen.errors import ConfigError
 from morphgen.render.camera import Framing, eye_mouth_distance
 from morphgen.render_plan import RenderPlan
 from morphgen.sampling import ImageParams, rng_for
-from morphgen.scene import SceneConfig, SceneRenderer
+from morphgen.scene import MAX_SIZE, SceneConfig, SceneRenderer
 
 from .align import align_batch, align_face, template_points
 from .data import Augment, apply_augment, augment_batch, worker_init
@@ -102,6 +102,9 @@ class OnlineBatches(IterableDataset):
         if unbounded:  # identities are indices into 2^31 - 1 instead of the config's pool
             scene = replace(scene, sampling=replace(scene.sampling, n_identities=UNBOUNDED))
         size = render_size_for(template, input_size)
+        if size > MAX_SIZE:  # the scene's own check would name a --size nobody typed
+            raise ConfigError(f"input_size {input_size} needs renders of {size} px, beyond the {MAX_SIZE} px a scene "
+                              "renders: use a smaller input_size")
         self.source = _Crops(replace(scene, size=max(scene.size, size)), input_size, template)
         self.batch_p, self.batch_k, self.total, self.start = batch_p, batch_k, total, start
         self.seed, self.augment, self.rank, self.world = seed, augment or Augment(), rank, world
@@ -305,8 +308,11 @@ class OnlineDataset(IterableDataset):
         return self.batches.total - self.batches.start
 
     def batch(self, step: int) -> dict:
-        """Batch `step`, rendered here (numba on the CPU; a GPU scene renders on its
-        device and the crops come back to the host)."""
+        """Batch `step` (0..steps-1), rendered here (numba on the CPU; a GPU scene renders
+        on its device and the crops come back to the host)."""
+        from morphgen.configfile import check_option
+
+        check_option("step", step, int, low=0, high=self.batches.total - 1)
         return _as_dict(self.batches.batch(step))
 
     def __iter__(self):
@@ -317,7 +323,11 @@ class OnlineDataset(IterableDataset):
         """The batches in step order on `device`, with `workers` loader processes: for a GPU
         scene the workers only plan and the device renders (no image crosses the bus); for
         a CPU scene the workers render and the batches are moved to `device`."""
-        device = torch.device(device)
+        from morphgen.configfile import check_option
+        from morphgen.options import check_device
+
+        check_option("workers", workers, int, low=0)
+        device = torch.device(check_device(str(device)))
         for t in self.batches.stream(workers, device):
             d = _as_dict(t)
             if not self.batches.on_device:
@@ -337,6 +347,9 @@ def _rank_and_world(rank: int | None, world: int | None) -> tuple[int, int]:
     ddp = dist.is_available() and dist.is_initialized()
     rank = rank if rank is not None else dist.get_rank() if ddp else 0
     world = world if world is not None else dist.get_world_size() if ddp else 1
-    if isinstance(rank, bool) or isinstance(world, bool) or not (0 <= int(rank) < int(world)):
+    from morphgen.configfile import check_option
+
+    rank, world = check_option("rank", rank, int, low=0), check_option("world", world, int, low=1)
+    if rank >= world:
         raise ConfigError(f"rank {rank} of world {world}: the rank must be in 0..world-1")
-    return int(rank), int(world)
+    return rank, world

@@ -351,3 +351,31 @@ def test_dataset_readers_check_columns_and_say_when_a_dataset_is_unfinished(rend
     (half / "params" / "chunk_000001.parquet").unlink()
     with pytest.warns(UserWarning, match="unfinished dataset \\(1 of 2 chunks\\)"):
         morphgen.open_dataset(half)
+
+
+def test_render_tensors_takes_half_precision_and_refuses_byte_backgrounds(scene):
+    """decode() keeps a half or bfloat16 dtype; render_tensors met numba's
+    NotImplementedError with it. A uint8 background came out as 0..255 'rgb'."""
+    p = scene.params(0, 0)
+    pose = scene.pose([p]).torch()
+    for dtype in (torch.float16, torch.bfloat16):
+        v, a = scene.decode(torch.tensor(p.shape).to(dtype), p.color, p.expression)
+        assert scene.render_tensors(v, a, torch.tensor(p.sh), pose)["rgb"].dtype == torch.float32
+    v, a = scene.decode(p.shape, p.color, p.expression)
+    with pytest.raises(ConfigError, match="vertices have shape"):
+        scene.render_tensors(v.flatten(), a, torch.tensor(p.sh), pose)
+    with pytest.raises(ConfigError, match="backgrounds must be floats in"):
+        scene.render_tensors(v, a, torch.tensor(p.sh), pose, backgrounds=torch.full((1, 32, 32, 3), 255, dtype=torch.uint8))
+
+
+def test_online_dataset_checks_its_steps_devices_and_ranks(tiny_model_file):
+    data = online(tiny_model_file, steps=2)
+    for call, match in ((lambda: data.batch(-1), "--step must be between 0 and 1"),
+                        (lambda: data.batch(2), "--step must be between 0 and 1"),
+                        (lambda: data.batch("1"), "--step must be an integer"),
+                        (lambda: next(data.stream("cpu", workers=-1)), "--workers must be >= 0"),
+                        (lambda: next(data.stream("gpu")), "unknown --device 'gpu'"),
+                        (lambda: online(tiny_model_file, rank=0.7, world=2), "--rank must be an integer"),
+                        (lambda: online(tiny_model_file, input_size=4000), "input_size 4000 needs renders of")):
+        with pytest.raises(ConfigError, match=match):
+            call()
