@@ -114,12 +114,14 @@ class Scene:
             raise ConfigError(f"unknown image parameter {name!r}: set any of {', '.join(PARAM_NAMES)}")
         if name == "background_seed":
             return _whole(name, value)
+        if isinstance(value, (bool, str, bytes)):  # numpy reads True as 1 and "30" as 30.0
+            raise ConfigError(f"{name} must be numbers, got {value!r}")
         try:
             a = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, np.float64)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be numbers, got {value!r}") from None
-        if not np.isfinite(a).all():
-            raise ConfigError(f"{name} must be finite numbers")
+        if not (np.isfinite(a).all() and (np.abs(a) <= np.finfo(np.float32).max).all()):  # (rendered as float32)
+            raise ConfigError(f"{name} must be finite numbers (within float32's range)")
         if name in _SCALAR_PARAMS:
             low, high = _SCALAR_PARAMS[name]
             if a.shape != () or not low <= float(a) <= high:

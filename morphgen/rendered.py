@@ -61,6 +61,9 @@ class RenderedDataset:
     def __init__(self, root: str | Path, *, params: Sequence[str] = DEFAULT_PARAMS, outputs: Sequence[str] = (),
                  transform: Callable[[np.ndarray], Any] | None = None):
         self.root = _check_root(root)
+        params, outputs = _names(params, "params"), _names(outputs, "outputs")
+        if transform is not None and not callable(transform):
+            raise ConfigError(f"transform must be a function of the (S, S, 3) uint8 image, got a {type(transform).__name__}")
         bad = [p for p in params if p not in _NUMERIC]
         if bad:
             raise ConfigError(f"params {bad}: choose from {', '.join(_NUMERIC)}")
@@ -127,6 +130,16 @@ class RenderedDataset:
         for name in self.outputs:
             item[name] = torch.from_numpy(self.read(f"{stem}_{name}.png" if name == "depth" else f"{stem}_{name}.{suffix}"))
         return item
+
+
+def _names(value, what: str) -> tuple[str, ...]:
+    """Column or output names: a list, or one comma-separated text ("depth" was read as
+    the letters d, e, p, t, h)."""
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if value is None or not all(isinstance(n, str) for n in value):
+        raise ConfigError(f"{what} must be a list of names, got {value!r}")
+    return tuple(value)
 
 
 def _read_columns(root: Path, names: Sequence[str]) -> dict[str, Any]:

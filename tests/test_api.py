@@ -379,3 +379,20 @@ def test_online_dataset_checks_its_steps_devices_and_ranks(tiny_model_file):
                         (lambda: online(tiny_model_file, input_size=4000), "input_size 4000 needs renders of")):
         with pytest.raises(ConfigError, match=match):
             call()
+
+
+def test_params_values_are_numbers_a_render_can_hold(scene):
+    """True and "30" were read as numbers by numpy; 1e300 passed the finite check in float64
+    and rendered as float32 infinity."""
+    for kw, match in (({"yaw": True}, "yaw must be numbers"), ({"yaw": "30"}, "yaw must be numbers"),
+                      ({"shape": np.full(8, 1e300)}, "within float32's range")):
+        with pytest.raises(ConfigError, match=match):
+            scene.params(0, **kw)
+
+
+def test_open_dataset_takes_names_as_text_and_checks_its_arguments(rendered):
+    assert len(morphgen.open_dataset(rendered, outputs="depth")[0]["depth"].shape) == 2  # "depth", not d, e, p...
+    for kw, match in (({"outputs": None}, "outputs must be a list of names"), ({"params": None}, "params must be"),
+                      ({"transform": 3}, "transform must be a function")):
+        with pytest.raises(ConfigError, match=match):
+            morphgen.open_dataset(rendered, **kw)
