@@ -33,10 +33,7 @@ def stats(dataset: Path, out: Path | None) -> None:
 
 def _planned_images(dataset: Path) -> int | None:
     """The images the dataset's manifest plans (all shards), or None without a readable one."""
-    from morphgen.layout import read_manifest
+    from morphgen.layout import manifest_or_none
 
-    try:
-        images = read_manifest(dataset)["counts"]["images"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    images = ((manifest_or_none(dataset) or {}).get("counts") or {}).get("images")
     return images if isinstance(images, int) else None

@@ -58,6 +58,16 @@ def read_manifest(root: Path) -> dict:
     return json.loads(manifest_path(root).read_bytes())
 
 
+def manifest_or_none(root: Path) -> dict | None:
+    """The manifest of the dataset in ``root``, or None where it is absent or unreadable
+    (for readers to which a manifest is a help, not a need)."""
+    try:
+        manifest = read_manifest(root)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def looks_like_dataset(root: Path) -> bool:
     """A manifest, or both the params and images folders (a dataset written by other tools)."""
     root = Path(root)
@@ -162,8 +172,8 @@ def warn_if_unfinished(root: Path) -> None:
     import warnings
 
     try:
-        planned = int(read_manifest(root)["counts"]["chunks"])
-    except (OSError, ValueError, KeyError, TypeError):
+        planned = int(manifest_or_none(root)["counts"]["chunks"])
+    except (KeyError, TypeError, ValueError):
         return
     done = len(params_files(root))
     if done < planned:
@@ -203,6 +213,16 @@ def params_table(root: Path, columns: Sequence[str] | None = None, optional: boo
         raise DataError(f"the params files of {root} hold different columns ({str(exc).splitlines()[0]})") from None
     unknown = [c for c in columns or () if c not in table.column_names]
     if unknown and not optional:  # (read as a table without that column: an empty frame, where no column was found)
-        held = params_table(root).column_names if table.num_columns < len(columns) else table.column_names
-        raise DataError(f"the params of {root} hold no column {unknown[0]!r}; they hold {', '.join(held)}")
+        raise DataError(f"the params of {root} hold no column {unknown[0]!r}; they hold "
+                        f"{', '.join(_file_columns(files[0]))}")
     return table
+
+
+def _file_columns(path: Path) -> list[str]:
+    """The column names of one params file (a Parquet schema, or a JSON line's keys)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    row = next((row for _, row in _file_rows(path, None)), None)
+    return list(row) if isinstance(row, dict) else []

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from morphgen.errors import ConfigError, DataError
-from morphgen.layout import manifest_path, read_manifest
+from morphgen.layout import manifest_or_none, manifest_path, read_manifest
 
 from .common import (embed_imageset, gallery_probe_pairs, load_eval_model, model_info, pair_protocol_result,
                      prepare_out, score_pairs, write_pairs_file)
@@ -227,13 +227,9 @@ def _run(model_run, out, o: dict, ctx) -> dict:
     """Render the benchmark once into the evaluation's shared folder (every cell reuses it)."""
     scene = benchmark_scene(o["ids"], o["seed"], str(o["yaws"]), o["lights"], o["size"], o["model"], o["expressions"])
     bench = Path(ctx.shared_dir)
-    try:
-        held = read_manifest(bench) if manifest_path(bench).is_file() else {}
-    except (OSError, ValueError):
-        held = None
-    if not isinstance(held, dict):  # unreadable: rendered anew, as one of other options
-        held = {"config_hash": None}
-    other = bool(held) and held.get("config_hash") != benchmark_job(scene).config_hash()
+    held = manifest_or_none(bench) or {}
+    # unreadable counts as a benchmark of other options: rendered anew
+    other = manifest_path(bench).is_file() and held.get("config_hash") != benchmark_job(scene).config_hash()
     if other or not held.get("complete"):
         # the experiment's own renders: of other options (the evaluation's were changed, so
         # every cell's result is made again) they are rendered anew, never reused
