@@ -127,9 +127,7 @@ class Scene:
             if a.shape != () or not low <= float(a) <= high:
                 raise ConfigError(f"{name} = {value!r} is out of range: give one number from {low:g} to {high:g}")
             return float(a)
-        s = self.renderer.sampler
-        want = {"translation": (2,), "sh": (9, 3), "shape": (s.n_shape,), "color": (s.n_color,),
-                "expression": (s.n_expr,)}[name]
+        want = {"translation": (2,), "sh": (9, 3), **self._coefficient_shapes()}[name]
         if a.shape != want:
             raise ConfigError(f"{name} has shape {a.shape}; this scene's is {want}")
         return a.astype(np.float32)
@@ -173,14 +171,19 @@ class Scene:
                 batch = []
         if not batch or not all(isinstance(p, ImageParams) for p in batch):
             raise ConfigError(f"{what} takes ImageParams (from Scene.params) or a non-empty list of them")
-        s = self.renderer.sampler
+        shapes = self._coefficient_shapes()
         for p in batch:
-            for name, n in (("shape", s.n_shape), ("color", s.n_color), ("expression", s.n_expr)):
-                if np.shape(getattr(p, name)) != (n,):
+            for name, want in shapes.items():
+                if np.shape(getattr(p, name)) != want:
                     raise ConfigError(f"the params of identity {p.identity} sample {p.sample} have {np.size(getattr(p, name))} "
-                                      f"{name} coefficients, this scene {n}: make them with this scene's params()")
+                                      f"{name} coefficients, this scene {want[0]}: make them with this scene's params()")
             _whole("background_seed", p.background_seed)
         return batch
+
+    def _coefficient_shapes(self) -> dict[str, tuple[int]]:
+        """The shapes of an image's coefficient vectors in this scene (its component counts)."""
+        s = self.renderer.sampler
+        return {"shape": (s.n_shape,), "color": (s.n_color,), "expression": (s.n_expr,)}
 
     # ------------------------------------------------------------------ differentiable path
     def decode(self, shape, color, expression=None) -> tuple[torch.Tensor, torch.Tensor]:

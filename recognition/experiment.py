@@ -87,6 +87,12 @@ def differences(old: dict, new: dict, limit: int = 3) -> str:
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _recipe_items(cfg) -> list[tuple[str, object]]:
+    """The trainer config's options that decide a run (not how it is run: resume, progress
+    bars, the experiment's labels)."""
+    return [(k, v) for k, v in cfg.to_dict().items() if k not in ("resume", "progress", "extra")]
+
+
 def training_stamp(run: Path) -> str:
     """What identifies a cell's finished training: a hash of its experiment_done.json, which
     each training writes anew (its seconds, losses and recipe), and which travels with a
@@ -289,7 +295,7 @@ class Runner:
                     return "<out>" + v[len(out):]
             return v
 
-        return {k: portable(v) for k, v in cfg.to_dict().items() if k not in ("resume", "progress", "extra")}
+        return {k: portable(v) for k, v in _recipe_items(cfg)}
 
     def check_trained_as(self, cell: Cell, recipe: dict, cfg) -> None:
         """ConfigError unless the finished run of `cell` was trained with this recipe
@@ -300,7 +306,7 @@ class Runner:
         except ValueError:
             raise ConfigError(f"{run / 'experiment_done.json'} is unreadable: delete that run folder "
                               "or use another --out") from None
-        legacy = _hash({kk: v for kk, v in cfg.to_dict().items() if kk not in ("resume", "progress", "extra")})
+        legacy = _hash(dict(_recipe_items(cfg)))
         if done.get("config_hash") in (_hash(recipe), legacy):
             return
         what = differences(done["recipe"], recipe) if isinstance(done.get("recipe"), dict) else "another recipe or dataset"

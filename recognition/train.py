@@ -269,6 +269,11 @@ class _Log:
                 self.tb.close()
 
 
+def _cache_dir(cfg: TrainConfig) -> Path:
+    """The MTCNN landmark cache of a run: --cache, or RUN/cache."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
+
+
 def _check_out(cfg: TrainConfig) -> None:
     """ConfigError when --out cannot hold this run: a folder that holds other files and no
     run (checkpoints would land among a dataset's images), or --resume of a folder that
@@ -282,7 +287,7 @@ def _check_out(cfg: TrainConfig) -> None:
     if cfg.resume and not run.is_dir():
         raise ConfigError(f"--resume: {run} does not exist: give the --out of an earlier `morphgen train`, "
                           "or omit --resume to start a run there")
-    own = [Path(p).resolve() for p in (cfg.list_file, cfg.cache_dir or run / "cache") if p]
+    own = [Path(p).resolve() for p in (cfg.list_file, _cache_dir(cfg)) if p]
     foreign = [p for p in (run.iterdir() if run.is_dir() else ())
                if not any(p.resolve() == o or p.resolve() in o.parents for o in own)]
     if foreign:
@@ -351,7 +356,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         ds_val = HeldOutSet(online.source.scene, size, tpl, cfg.val_ids) if cfg.val_ids else None
     else:
         # ---- data (rank 0 first, so MTCNN runs once and the others read its cache)
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
+        cache = _cache_dir(cfg)
         if dist is not None and not main:
             dist.barrier()
         syn = _prepare(cfg.data, cfg.data_format, cfg, cache, "training", True)
@@ -450,7 +455,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state()}, ckpt_file)
 
     if main and cfg.real_preview:
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
+        cache = _cache_dir(cfg)
         say(f"real crops for comparison: {_real_sheet(cfg, cache, run / 'real_crops.png')}")
     say = say_now
     for line in held:

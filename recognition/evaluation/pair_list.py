@@ -155,11 +155,19 @@ def check_folds(same: np.ndarray, fold: np.ndarray, what: str, given: bool) -> N
         fix = (f"every pair is in fold {labels[0]}; give pairs of 2+ folds or drop the fold column" if given
                else f"{n_gen} genuine and {n_imp} impostor pairs; give at least 2 of each")
         raise DataError(f"{what} cannot be cross-validated: {fix}")
-    for f in labels:
+    lacking = _fold_lacking_a_kind(same, fold)
+    if lacking is not None:
+        raise DataError(f"{what}: fold {lacking[0]} has no {lacking[1]} pair: every fold needs both to test a "
+                        "threshold; move pairs between folds or drop the fold column")
+
+
+def _fold_lacking_a_kind(same: np.ndarray, fold: np.ndarray) -> tuple[int, str] | None:
+    """(fold, "genuine" or "impostor") for the first fold without pairs of that kind, or None."""
+    for f in np.unique(fold):
         kinds = same[fold == f]
         if kinds.all() or not kinds.any():
-            raise DataError(f"{what}: fold {f} has no {'impostor' if kinds.all() else 'genuine'} pair: every fold "
-                            "needs both to test a threshold; move pairs between folds or drop the fold column")
+            return int(f), "impostor" if kinds.all() else "genuine"
+    return None
 
 
 def _identity_folds(ida: list[str], idb: list[str], same: np.ndarray, folds: int,
@@ -188,7 +196,7 @@ def _identity_folds(ida: list[str], idb: list[str], same: np.ndarray, folds: int
             fold_of[uniq[k]] = j
             load[j] += counts[k]
         f = np.array([fold_of[g] for g in groups], np.int64)
-        if all(same[f == j].any() and not same[f == j].all() for j in range(folds)):
+        if _fold_lacking_a_kind(same, f) is None:
             return f, True
     return _stratified_folds(same, folds, rng), False
 
