@@ -49,13 +49,10 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
     check_writable(out, "--out")
     if resume:  # the options not given here are the fit's own (fit.json), as `train --resume` takes its config
         recorded, source = fitting.recorded_inputs(out), click.get_current_context().get_parameter_source
-        given = {k for k in ("model", "size", "fine_steps", "ids", "dlib68")
-                 if source(k) == click.core.ParameterSource.COMMANDLINE}
-        model = model if "model" in given else recorded.get("model", model)
-        size = size if "size" in given else recorded.get("size", size)
-        fine_steps = fine_steps if "fine_steps" in given else recorded.get("fine_steps", fine_steps)
-        ids = ids if "ids" in given else recorded.get("ids", ids)
-        dlib68 = dlib68 if "dlib68" in given else recorded.get("dlib68", dlib68)
+        options = {"model": model, "size": size, "fine_steps": fine_steps, "ids": ids, "dlib68": dlib68}
+        model, size, fine_steps, ids, dlib68 = (
+            value if source(k) == click.core.ParameterSource.COMMANDLINE else recorded.get(k, value)
+            for k, value in options.items())
     try:
         with NewOutputs(out) as outputs:
             s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,

@@ -49,7 +49,6 @@ def antialias_value(value) -> int | str:
 _STREAM_BACKGROUND = 6
 
 
-
 @dataclass(frozen=True)
 class SceneConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -79,8 +79,8 @@ def _folder_damage(out: Path, job: DatasetJob, chunk: int) -> str | None:
             return f"its image folder {identity_folder(identity)} is missing"
         files = Counter("_".join(n.split(".", 1)[0].split("_")[:2]) for n in names)  # per image stem
         present = set(names)
-        missing = sum(f"{image_stem(identity, s)}.{ext}" not in present or files[image_stem(identity, s)] < per_image
-                      for s in wanted)
+        stems = [image_stem(identity, s) for s in wanted]
+        missing = sum(f"{stem}.{ext}" not in present or files[stem] < per_image for stem in stems)
         if missing:
             return f"{missing} image(s) of identity {identity} miss files"
     return None
