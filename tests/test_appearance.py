@@ -272,3 +272,24 @@ def test_render_cli_records_appearance_and_refuses_bad_specs(tmp_path):
     res = CliRunner().invoke(cli, ["render", "--ids", "2", "--size", "32", "--appearance", "full,hair=-1",
                                    "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "hair=-1 must be a probability" in res.output and not (tmp_path / "bad").exists()
+
+
+def test_the_appearance_cache_keeps_only_the_last_few_models():
+    """Each Scene of a decimated model brings a new model object: the cache must not keep
+    every one (and its appearance fields) alive for the life of the process."""
+    import dataclasses
+    import gc
+    import weakref
+
+    from morphgen import appearance
+
+    m = load_model(None)
+    first = dataclasses.replace(m)
+    assert appearance_for(first).model is first and appearance_for(first) is appearance_for(first)
+    gone = weakref.ref(first)
+    del first
+    for _ in range(appearance._CACHE_SIZE):
+        other = dataclasses.replace(m)
+        assert appearance_for(other).model is other
+    gc.collect()
+    assert gone() is None

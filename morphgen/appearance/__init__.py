@@ -615,13 +615,23 @@ class _Tensors:
 
 
 _CACHE: dict[int, Appearance] = {}
+_CACHE_SIZE = 4
 
 
 def appearance_for(model: MorphableModel, full: MorphableModel | None = None,
                    keep: np.ndarray | None = None) -> Appearance:
     """The (cached, per process) static appearance data of a model; a decimated one passes
-    its full model and kept vertex ids (:class:`Appearance`)."""
-    key = id(model)
-    if key not in _CACHE:
-        _CACHE[key] = Appearance(model, full, keep)
-    return _CACHE[key]
+    its full model and kept vertex ids (:class:`Appearance`).
+
+    Keyed by the model object, the cache holds the last few: each Scene of a decimated
+    model makes a new model object, and an unbounded cache kept every one of them, with
+    its appearance fields (tens of MB for a Basel mesh), alive for the life of the process
+    (a notebook, an experiment's many scenes). An entry holds its model, so its id cannot
+    be reused by another while it is cached."""
+    hit = _CACHE.get(id(model))
+    if hit is None or hit.model is not model:
+        hit = Appearance(model, full, keep)
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[id(model)] = hit
+    return hit
