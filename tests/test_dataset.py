@@ -708,7 +708,8 @@ def test_an_unreadable_manifest_is_one_line(reference, tmp_path, model_file):
 
 def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_path, model_file):
     """Recorded photo effects or appearance that a render cannot read (an edited record:
-    a key missing, a string for a number, an unknown effect or occluder) are refused with
+    a key missing, a string for a number, an unknown effect or occluder, a value out of its
+    range, in any record, not only the first of its layout) are refused with
     one line before the output exists; they failed inside a worker, after it did."""
     src = tmp_path / "src"
     r = invoke("render", "--model", model_file, "--ids", 2, "--per-id", 2, "--size", 32, "--photo", "occlusion=1",
@@ -716,14 +717,23 @@ def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_
     assert r.exit_code == 0, r.output
     rec = json.loads((src / "params" / "chunk_000000.jsonl").read_text().splitlines()[0])
     occ = rec["photo"]["occlusion"]
-    cases = [({"occlusion": {k: v for k, v in occ.items() if k != "cx"}}, "KeyError: 'cx'"),
+    cases = [({"occlusion": {k: v for k, v in occ.items() if k != "cx"}}, "occlusion lacks 'cx'"),
              ({"occlusion": occ | {"rx": "big"}}, "malformed 'photo'"),
              ({"occlusion": occ | {"shape": "triangle"}}, "neither 'ellipse' nor 'box'"),
              ({"blurr": 2.0}, "unknown effect 'blurr'"),
-             ("x", "a str, not an object")]
-    for photo, match in cases:
+             ("x", "a str, not an object"),
+             # values: each effect's range bounds its cost (a 100,000 px streak was a 40 GB kernel)
+             ({"motion": {"length": 1e5, "angle": 0}}, "motion length 100000.0 is out of range: use 0 to 64"),
+             ({"blur": 0}, "blur 0 is out of range: use above 0 to 16"),
+             ({"jpeg": 50.5}, "jpeg 50.5 is not a whole number"),
+             ({"noise": {"sigma": float("nan"), "seed": 1}}, "noise sigma nan is not a number"),
+             ({"grey": False}, "grey False is not true"),
+             ({"crop": {"top": 0.6, "bottom": 0.5, "left": 0, "right": 1, "black": False}}, "top < bottom")]
+    later = rec | {"sample": rec["sample"] + 1, "photo": {"occlusion": occ | {"rx": 1e9}}}
+    for photo, match, more in [(p, m, []) for p, m in cases] + [(rec["photo"], "occlusion rx", [later])]:
+        # the last: a later record of the same layout as the first, only its value wrong
         path = tmp_path / "edited.jsonl"
-        path.write_text(json.dumps(rec | {"photo": photo}) + "\n")
+        path.write_text("".join(json.dumps(r) + "\n" for r in [rec | {"photo": photo}, *more]))
         out = tmp_path / "out"
         r = invoke("render", "--model", model_file, "--from-params", path, "--size", 32, "--photo", "occlusion=1",
                    "--workers", 1, "--quiet", "--out", out)

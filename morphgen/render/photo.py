@@ -242,18 +242,81 @@ def _vignette_gain(strength: float, h: int, w: int, xp, like=None):
 # ----------------------------------------------------------------------------- numpy (CPU)
 
 def check_effects(fx: dict) -> None:
-    """Raise ValueError for what :func:`apply_photo` would misread without failing, in a
-    recorded (``--from-params``) image's effects: an unknown effect, an occluder other than
-    an ellipse or a box, an occluder colour other than three numbers."""
+    """Raise ValueError for what :func:`apply_photo` would misread, fail on deep inside a
+    render, or spend unbounded time and memory on, in a recorded (``--from-params``)
+    image's effects: an unknown effect, a missing field, a value of the wrong type or out
+    of its range. The ranges hold what `PhotoConfig.sample` draws with a wide margin (an
+    edited record may push an effect further), and bound each effect's cost: a motion
+    streak of 100,000 px made a kernel of 40 GB."""
+    if not isinstance(fx, dict):
+        raise ValueError(f"a {type(fx).__name__}, not an object")
     unknown = sorted(set(fx) - set(EFFECTS))
     if unknown:
         raise ValueError(f"unknown effect {unknown[0]!r}; the effects are {', '.join(EFFECTS)}")
-    occ = fx.get("occlusion")
-    if isinstance(occ, dict):
-        if occ.get("shape") not in ("ellipse", "box"):
-            raise ValueError(f"occlusion shape {occ.get('shape')!r} is neither 'ellipse' nor 'box'")
-        if np.shape(occ.get("color")) != (3,):
-            raise ValueError(f"occlusion color {occ.get('color')!r} is not three numbers")
+    for effect, value in fx.items():
+        _check_field(effect, value, _FIELDS[effect])
+    crop = fx.get("crop")
+    if crop is not None and not (crop["top"] < crop["bottom"] and crop["left"] < crop["right"]):
+        raise ValueError("crop must have top < bottom and left < right")
+
+
+def _check_field(name: str, value, spec) -> None:
+    """One field of a recorded effect against its `_FIELDS` spec: a dict (an object of
+    those fields), a list (that many values), or a tuple: ``("number", lo, hi)`` (finite, in
+    [lo, hi]), ``("positive", lo, hi)`` (the same, above lo: the effect divides by it),
+    ``("int", lo, hi)``, ``("true",)`` or ``("word", *allowed)``."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} {value!r} is not an object of {', '.join(spec)}")
+        missing = [f for f in spec if f not in value]
+        if missing:
+            raise ValueError(f"{name} lacks {missing[0]!r}")
+        for field, field_spec in spec.items():
+            _check_field(f"{name} {field}", value[field], field_spec)
+        return
+    if isinstance(spec, list):
+        if not isinstance(value, (list, tuple)) or len(value) != len(spec):
+            raise ValueError(f"{name} {value!r} is not a list of {len(spec)} numbers")
+        for v, item_spec in zip(value, spec):
+            _check_field(name, v, item_spec)
+        return
+    kind, *bounds = spec
+    if kind == "word":
+        if value not in bounds:
+            raise ValueError(f"{name} {value!r} is neither {' nor '.join(map(repr, bounds))}")
+        return
+    if kind == "true":
+        if value is not True:
+            raise ValueError(f"{name} {value!r} is not true (leave the effect out for none)")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} {value!r} is not a number")
+    if kind == "int" and not float(value).is_integer():
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    lo, hi = bounds
+    if not (lo < value if kind == "positive" else lo <= value) or value > hi:
+        raise ValueError(f"{name} {value!r} is out of range: use {'above ' if kind == 'positive' else ''}{lo:g} to {hi:g}")
+
+
+# The fields of each recorded effect (`_check_field`; sizes in pixels at 128 px, as drawn).
+_FIELDS: dict = {
+    "occlusion": {"shape": ("word", "ellipse", "box"), "cx": ("number", -1.0, 2.0), "cy": ("number", -1.0, 2.0),
+                  "rx": ("number", 0.0, 2.0), "ry": ("number", 0.0, 2.0), "angle": ("number", -360.0, 360.0),
+                  "color": [("number", 0.0, 255.0)] * 3},
+    "blur": ("positive", 0.0, 16.0),
+    "motion": {"length": ("number", 0.0, 64.0), "angle": ("number", -360.0, 360.0)},
+    "vignette": ("number", 0.0, 1.0),
+    "color": {"brightness": ("number", 0.0, 4.0), "contrast": ("number", 0.0, 4.0),
+              "saturation": ("number", 0.0, 4.0)},
+    "white_balance": [("number", 0.0, 4.0)] * 3,
+    "gamma": ("positive", 0.0, 10.0),
+    "lowres": ("positive", 0.0, 1.0),
+    "noise": {"sigma": ("number", 0.0, 255.0), "seed": ("int", 0, 2**32 - 1)},
+    "grey": ("true",),
+    "jpeg": ("int", 1, 100),
+    "crop": {"top": ("number", 0.0, 1.0), "bottom": ("number", 0.0, 1.0), "left": ("number", 0.0, 1.0),
+             "right": ("number", 0.0, 1.0), "black": ("word", True, False)},
+}
 
 
 def apply_photo(img: np.ndarray, fx: dict | None) -> np.ndarray:
