@@ -288,21 +288,27 @@ class ImageParams:
 
         def num(key: str, default=None) -> float:
             v = rec.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"{where}: {key!r} must be a number, got {v!r}")
             return v
+
+        def whole(key: str) -> int:
+            v = num(key)
+            if v != int(v):
+                raise ConfigError(f"{where}: {key!r} must be a whole number, got {v!r}")
+            return int(v)
 
         if not isinstance(rec, dict):
             raise ConfigError(f"{where}: not a JSON object")
         if not num("scale", 1.0) > 0:
             raise ConfigError(f"{where}: 'scale' must be > 0, got {rec['scale']!r}")
         seed = num("background_seed", 0)
-        if not (math.isfinite(seed) and 0 <= seed < 2**63 and seed == int(seed)):
+        if not (0 <= seed < 2**63 and seed == int(seed)):
             raise ConfigError(f"{where}: 'background_seed' must be a whole number >= 0, got {seed!r}")
         soft = rec.get("soft_label") or {}
         ids, weights = soft.get("ids", [None, None]), soft.get("weights", [None])
         cam = rec.get("camera_translation")
-        return cls(int(num("identity")), int(num("sample")), arr("shape"), arr("color"),
+        return cls(whole("identity"), whole("sample"), arr("shape"), arr("color"),
                    arr("expression"), float(num("yaw")), float(num("pitch")), float(num("roll")),
                    arr("translation", (2,)) if "translation" in rec else np.zeros(2, np.float32),
                    float(num("scale", 1.0)), arr("sh", (9, 3)), int(num("background_seed", 0)),
