@@ -27,3 +27,10 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
     happened, without Python's file, line number and echo of the source line (a skipped
     background image printed three lines, once per worker)."""
     return f"warning: {message}\n"
+
+
+def shown(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a message that quotes a bad value
+    from a user's file (a 400-digit JSON integer, a long list) and must stay one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .distributions import Constant, Distribution, Gaussian, Uniform, check_within, parse_distribution
-from .errors import ConfigError
+from .errors import ConfigError, shown
 from .illumination import IlluminationPrior
 from .model import MorphableModel
 from .appearance import AppearanceConfig, IdentityLook
@@ -288,14 +288,18 @@ class ImageParams:
 
         def num(key: str, default=None) -> float:
             v = rec.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{where}: {key!r} must be a number, got {v!r}")
+            try:
+                ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            except OverflowError:  # a JSON integer beyond float's range
+                ok = False
+            if not ok:
+                raise ConfigError(f"{where}: {key!r} must be a number, got {shown(v)}")
             return v
 
         def whole(key: str) -> int:
             v = num(key)
             if v != int(v):
-                raise ConfigError(f"{where}: {key!r} must be a whole number, got {v!r}")
+                raise ConfigError(f"{where}: {key!r} must be a whole number, got {shown(v)}")
             return int(v)
 
         if not isinstance(rec, dict):

@@ -119,7 +119,7 @@ def P(tmp_path_factory) -> SimpleNamespace:
     (d / "binlist.tsv").write_bytes(bytes(range(128, 256)))
     for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("bgseedneg", {"background_seed": -1}),
                        ("bgseednan", {"background_seed": float("nan")}), ("yawnan", {"yaw": float("nan")}),
-                       ("identityhalf", {"identity": 1.5})):
+                       ("identityhalf", {"identity": 1.5}), ("yawpastfloat", {"yaw": 10**400})):
         (d / f"{name}.jsonl").write_text(json.dumps(rows[0] | edit) + "\n")
     synth = ["eval", "synthetic", "--model", d / "run", "--face-model", model, "--ids", 2, "--size", 32, "--lights", 1,
              "--yaws", "0:30:30", "--folds", 2]
@@ -348,6 +348,8 @@ CASES = [
                                                        "--out", "{out}/o", "--quiet"], "'background_seed' must be"),
     ("render-from-params-yaw-nan", "new", ["render", "--model", "{tiny}", "--from-params", "{yawnan}", "--out",
                                            "{out}/o", "--quiet"], "'yaw' must be a number, got nan"),
+    ("render-from-params-yaw-past-float", "new", ["render", "--model", "{tiny}", "--from-params", "{yawpastfloat}",
+                                                  "--out", "{out}/o", "--quiet"], "'yaw' must be a number, got 100"),
     ("render-from-params-identity-not-whole", "new", ["render", "--model", "{tiny}", "--from-params", "{identityhalf}",
                                                       "--out", "{out}/o", "--quiet"], "'identity' must be a whole number"),
     ("fit-device-tpu", "new", ["fit", "{ds}/images/000000/000000_0000.png", "--device", "tpu", "--out", "{out}/f"],

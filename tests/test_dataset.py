@@ -728,6 +728,7 @@ def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_
              ({"jpeg": 50.5}, "jpeg 50.5 is not a whole number"),
              ({"noise": {"sigma": float("nan"), "seed": 1}}, "noise sigma nan is not a number"),
              ({"grey": False}, "grey False is not true"),
+             ({"jpeg": 10**400}, "jpeg 1000000000000000000000000000000000000... is not a number"),  # one short line
              ({"crop": {"top": 0.6, "bottom": 0.5, "left": 0, "right": 1, "black": False}}, "top < bottom")]
     later = rec | {"sample": rec["sample"] + 1, "photo": {"occlusion": occ | {"rx": 1e9}}}
     for photo, match, more in [(p, m, []) for p, m in cases] + [(rec["photo"], "occlusion rx", [later])]:

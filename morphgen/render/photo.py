@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..errors import shown
 from ..probspec import parse_probabilities, to_spec
 
 EFFECTS = ("occlusion", "blur", "motion", "vignette", "color", "white_balance", "gamma", "lowres", "noise", "grey",
@@ -267,7 +268,7 @@ def _check_field(name: str, value, spec) -> None:
     ``("int", lo, hi)``, ``("true",)`` or ``("word", *allowed)``."""
     if isinstance(spec, dict):
         if not isinstance(value, dict):
-            raise ValueError(f"{name} {value!r} is not an object of {', '.join(spec)}")
+            raise ValueError(f"{name} {shown(value)} is not an object of {', '.join(spec)}")
         missing = [f for f in spec if f not in value]
         if missing:
             raise ValueError(f"{name} lacks {missing[0]!r}")
@@ -276,26 +277,30 @@ def _check_field(name: str, value, spec) -> None:
         return
     if isinstance(spec, list):
         if not isinstance(value, (list, tuple)) or len(value) != len(spec):
-            raise ValueError(f"{name} {value!r} is not a list of {len(spec)} numbers")
+            raise ValueError(f"{name} {shown(value)} is not a list of {len(spec)} numbers")
         for v, item_spec in zip(value, spec):
             _check_field(name, v, item_spec)
         return
     kind, *bounds = spec
     if kind == "word":
         if value not in bounds:
-            raise ValueError(f"{name} {value!r} is neither {' nor '.join(map(repr, bounds))}")
+            raise ValueError(f"{name} {shown(value)} is neither {' nor '.join(map(repr, bounds))}")
         return
     if kind == "true":
         if value is not True:
-            raise ValueError(f"{name} {value!r} is not true (leave the effect out for none)")
+            raise ValueError(f"{name} {shown(value)} is not true (leave the effect out for none)")
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} {value!r} is not a number")
+    try:
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # a JSON integer beyond float's range
+        number = False
+    if not number:
+        raise ValueError(f"{name} {shown(value)} is not a number")
     if kind == "int" and not float(value).is_integer():
-        raise ValueError(f"{name} {value!r} is not a whole number")
+        raise ValueError(f"{name} {shown(value)} is not a whole number")
     lo, hi = bounds
     if not (lo < value if kind == "positive" else lo <= value) or value > hi:
-        raise ValueError(f"{name} {value!r} is out of range: use {'above ' if kind == 'positive' else ''}{lo:g} to {hi:g}")
+        raise ValueError(f"{name} {shown(value)} is out of range: use {'above ' if kind == 'positive' else ''}{lo:g} to {hi:g}")
 
 
 # The fields of each recorded effect (`_check_field`; sizes in pixels at 128 px, as drawn).
