@@ -85,7 +85,9 @@ def scene_options(f):
 @click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
 @click.option("--from-params", type=click.Path(path_type=Path),
               help="Render exactly these recorded params instead of sampling: a .jsonl file of params records, a "
-                   "`morphgen fit` output folder or a dataset folder. Identities and samples are the records' own "
+                   "`morphgen fit` output folder, a dataset folder (or its params folder or one of its params files). "
+                   "Records hold values rounded to 6 decimals (float32 in Parquet), so a dataset's images come back within "
+                   "about a grey level, not byte for byte. Identities and samples are the records' own "
                    "(--ids and --per-id are not used); --photo and --appearance draw for records that have none.")
 @click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. " + _d("image_format"))
 @click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))

@@ -146,10 +146,11 @@ def params_rows(root: Path, columns: Sequence[str] | None = None) -> Iterator[tu
     the caller to report as it sees fit). `columns`: the keys the caller reads; Parquet
     files then read only those (a row holds at least them, where the file has them)."""
     for path in params_files(root):
-        yield from _file_rows(path, columns)
+        yield from params_file_rows(path, columns)
 
 
-def _file_rows(path: Path, columns: Sequence[str] | None) -> Iterator[tuple[str, Any]]:
+def params_file_rows(path: Path, columns: Sequence[str] | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) of one params file, Parquet (by its suffix) or JSON Lines, as `params_rows`."""
     if path.suffix == ".parquet":
         from .params_columns import read_parquet, table_rows
 
@@ -202,7 +203,7 @@ def params_table(root: Path, columns: Sequence[str] | None = None, optional: boo
             tables.append(read_parquet(path, columns))
             continue
         rows = []
-        for where, row in _file_rows(path, None):
+        for where, row in params_file_rows(path, None):
             if not isinstance(row, dict):
                 raise DataError(f"{where} is not a JSON object: the file is corrupt; delete it and re-render with --resume")
             rows.append(row if columns is None else {k: row[k] for k in columns if k in row})
@@ -224,5 +225,5 @@ def _file_columns(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return pq.read_schema(path).names
-    row = next((row for _, row in _file_rows(path, None)), None)
+    row = next((row for _, row in params_file_rows(path, None)), None)
     return list(row) if isinstance(row, dict) else []

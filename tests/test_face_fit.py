@@ -84,6 +84,17 @@ def test_from_params_rerenders_a_dataset(tmp_path):
         assert np.abs(cv2.imread(str(twin)).astype(int) - cv2.imread(str(png))).max() <= 1
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["config"]["from_params"]["sha256"]
+    # the dataset's params folder, and one of its params files (Parquet where pyarrow is
+    # installed), name the same records
+    params = tmp_path / "a" / "params"
+    run(["render", "--from-params", params, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "c"])
+    one_file = sorted(params.iterdir())[0]
+    run(["render", "--from-params", one_file, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "d"])
+    for twin in ("c", "d"):
+        assert sorted(p.relative_to(tmp_path / twin) for p in (tmp_path / twin / "images").rglob("*.png")) == \
+            sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "images").rglob("*.png"))
+        assert json.loads((tmp_path / twin / "manifest.json").read_text())["config"]["from_params"]["sha256"] == \
+            manifest["config"]["from_params"]["sha256"]
 
 
 def test_fit_cli_then_twins(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..layout import looks_like_dataset, params_rows
+from ..layout import PARAMS_DIR, looks_like_dataset, params_file_rows, params_files, params_rows
 from ..render.photo import apply_photo, check_effects
 from ..sampling import ImageParams
 from ..scene import SceneConfig, SceneRenderer
@@ -35,8 +35,9 @@ FIT_PARAMS = "params.jsonl"
 
 
 def read_records(path: Path) -> list[tuple[str, dict]]:
-    """(where, record) of every record in `path`: a JSON Lines file, a folder written by
-    ``morphgen fit`` (its params.jsonl), or a dataset folder (its params files). A line
+    """(where, record) of every record in `path`: a params file (JSON Lines, or one of a
+    dataset's Parquet chunk files), a folder written by ``morphgen fit`` (its
+    params.jsonl), a dataset folder or its params folder (their params files). A line
     that is not a JSON object is a one-line error naming it; no record at all is one too."""
     path = Path(path)
     if not path.exists():
@@ -44,22 +45,17 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
                           "folder or a dataset folder")
     if path.is_dir() and (path / FIT_PARAMS).is_file():
         path = path / FIT_PARAMS
+    if path.is_dir() and path.name == PARAMS_DIR and params_files(path.parent):
+        path = path.parent  # a dataset's params folder: the dataset's records
     if path.is_dir():
         if not looks_like_dataset(path):
             raise ConfigError(f"--from-params {path} holds neither {FIT_PARAMS} nor a dataset's params folder")
         rows = list(params_rows(path))
     else:
         try:
-            lines = path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
+            rows = list(params_file_rows(path))
+        except OSError as exc:
             raise DataError(f"--from-params {path}: unreadable ({exc.__class__.__name__})") from None
-        rows = []
-        for n, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{n}", json.loads(line)))
-                except ValueError:
-                    rows.append((f"{path}:{n}", None))
     for where, row in rows:
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: not a JSON object (a params record)")
@@ -69,8 +65,9 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
 
 
 def records_digest(rows: list[tuple[str, dict]]) -> str:
-    """sha256 of the records' content (not of the file: the same records in a dataset's
-    Parquet or JSON Lines files render the same images)."""
+    """sha256 of the records' content, not of the file: it follows the values the render
+    reads, whatever the file's formatting (a Parquet file's float32 values are other values
+    than its JSON Lines twin's 6-decimal ones, and render other last bits)."""
     h = hashlib.sha256()
     for _, row in rows:
         h.update(json.dumps(row, sort_keys=True).encode())
