@@ -340,6 +340,25 @@ def test_a_failed_part_discards_its_whole_chunk_and_resume_completes_it(referenc
     assert tree_hashes(out) == tree_hashes(reference)
 
 
+def test_a_run_killed_before_its_manifest_resumes(reference, tmp_path, model_file):
+    """A run killed after making its folders and before writing its manifest leaves only
+    empty images/, params/ and .partial/: --resume (and a plain rerun) renders the dataset
+    there; it was refused as a folder holding no morphgen dataset."""
+    for flag in ("--resume", None):
+        out = tmp_path / f"killed{flag}"
+        for sub in ("images", "params", ".partial"):
+            (out / sub).mkdir(parents=True)
+        r = invoke("render", "--model", model_file, *COMMON, "--out", out, "--workers", 1, "--outputs", "depth",
+                   *([flag] if flag else []))
+        assert r.exit_code == 0, r.output
+        assert tree_hashes(out) == tree_hashes(reference)
+    foreign = tmp_path / "foreign"  # the same folders holding anything are still not ours to write into
+    (foreign / "images").mkdir(parents=True)
+    (foreign / "images" / "notes.txt").write_text("mine")
+    r = invoke("render", "--model", model_file, *COMMON, "--out", foreign, "--workers", 1, "--resume")
+    assert r.exit_code == 2 and "holds no morphgen dataset" in r.output, r.output
+
+
 def test_shards_merge_to_the_single_run(reference, tmp_path, model_file):
     out = tmp_path / "ds3"
     for k in ("1/2", "2/2"):

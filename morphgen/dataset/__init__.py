@@ -50,7 +50,7 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
         raise ConfigError(f"--out {out} is a file, not a folder")
     manifest = manifest_path(out)
     replace_old = False
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not _holds_nothing(out):
         if overwrite:
             if not manifest.exists() and not (out / PARAMS_DIR).exists():
                 raise ConfigError(f"--out {out} is not empty and not a morphgen dataset: refusing to delete it; choose another folder")
@@ -78,6 +78,13 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
         shutil.rmtree(out)
     for sub in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _holds_nothing(out: Path) -> bool:
+    """`out` is empty, or holds only the empty folders a run makes before its manifest
+    (a run killed in that moment left them, and its --resume was refused as a foreign folder)."""
+    return all(p.is_dir() and p.name in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR) and not any(p.iterdir())
+               for p in out.iterdir())
 
 
 def _estimated_size(out: Path) -> int:
