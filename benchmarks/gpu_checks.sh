@@ -26,7 +26,7 @@
 #   DEVICE, TORCH_BATCH, P, IDS, BENCH_STEPS (cuda, 512, 128, 1000, 40) shrink it for a trial
 #                  on a CPU: DEVICE=cpu TORCH_BATCH=8 P=8 IDS=10 BENCH_STEPS=2
 #                  TRAIN_SECONDS=10 RASTERS=torch
-# Needs morphgen installed with its dependencies (python3 and morphgen on the PATH; isal is the
+# Needs morphgen installed with its dependencies (python3 and morphgen on the PATH; deflate is the
 # one a GPU machine's torch image may lack), facenet-pytorch for MTCNN and
 # ../shared/data (ORL, Yale) beside the repo for the real-face pairs. Each step has its own
 # time limit, and a failing step does not stop the others.
