@@ -3,17 +3,18 @@
 Encoding was the largest cost of writing a dataset after the render itself: OpenCV's
 libpng (zlib level 1, Paeth, run-length matching) took 1.0 ms for a 128 px RGB render on
 the 2-core VM, 0.6 ms of it in zlib. libdeflate (the ``deflate`` wheel) at level 1
-compresses the same filtered rows about 3x faster than zlib and 3 % smaller (0.30 ms and
-19.5 kB for a 128 px render, against zlib's 0.93 ms and 20.7 kB). The file is a plain PNG
-(IHDR, one IDAT, IEND; 8 or 16 bits; grey, RGB or RGBA) that every decoder reads back
-exactly.
+compresses the same filtered rows 2.4x faster than zlib and 3 % smaller (0.24 ms and
+19.5 kB for a 128 px render, against zlib's 0.57 ms and 20.7 kB), so the whole encode
+takes 0.28 ms. The file is a plain PNG (IHDR, one IDAT, IEND; 8 or 16 bits; grey, RGB or
+RGBA) that every decoder reads back exactly.
 
 The bytes are a pure function of the pixels (for one libdeflate version): libdeflate sets
-its match finder's tables before each compression. ISA-L's deflate, used before, was 2x
-faster still, but not deterministic: in about one run in thirty of a 120-image,
-2-worker render, one PNG of the same pixels came out with other bytes (a different match
-chosen; found by comparing whole datasets, never reproduced in a single process), which
-broke the writer's promise of byte-identical datasets whatever the workers and resume.
+its match finder's tables before each compression. ISA-L's deflate, used before, made
+the whole encode 0.11 ms faster (0.17 ms) but was not deterministic: in about one run in
+thirty of a 120-image, 2-worker render, one PNG of the same pixels came out with other
+bytes (another match chosen; found by comparing whole datasets, never reproduced in a
+single process), which broke the writer's promise of byte-identical datasets whatever
+the workers and resume.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from morphgen.errors import DataError
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGBA
-# libdeflate level 1: 0.30 ms and 19.5 kB for a 128 px render (2: 0.37 ms, 19.1 kB; 3: 0.43 ms, 18.9 kB).
+# libdeflate level 1: 0.24 ms and 19.5 kB for a 128 px render (2: 0.35 ms, 19.1 kB; 3: 0.43 ms, 18.9 kB).
 _LEVEL = 1
 
 
