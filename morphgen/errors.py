@@ -1,6 +1,8 @@
 """Errors that carry a message meant for the user: the CLI prints them on one line and
 exits non-zero, without a traceback."""
 
+import math
+
 
 class MorphgenError(Exception):
     """Base class: the message says what is wrong and what to do about it."""
@@ -34,3 +36,12 @@ def shown(value, limit: int = 40) -> str:
     from a user's file (a 400-digit JSON integer, a long list) and must stay one line."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def is_finite_number(value) -> bool:
+    """`value` is an int or float (not a bool) within float's finite range: what a
+    number read from a user's JSON or YAML must be (a 400-digit JSON integer is not)."""
+    try:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range
+        return False

@@ -11,13 +11,12 @@ import copy
 import functools
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .distributions import Constant, Distribution, Gaussian, Uniform, check_within, parse_distribution
-from .errors import ConfigError, shown
+from .errors import ConfigError, is_finite_number, shown
 from .illumination import IlluminationPrior
 from .model import MorphableModel
 from .appearance import AppearanceConfig, IdentityLook
@@ -288,11 +287,7 @@ class ImageParams:
 
         def num(key: str, default=None) -> float:
             v = rec.get(key, default)
-            try:
-                ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            except OverflowError:  # a JSON integer beyond float's range
-                ok = False
-            if not ok:
+            if not is_finite_number(v):
                 raise ConfigError(f"{where}: {key!r} must be a number, got {shown(v)}")
             return v
 

@@ -88,7 +88,7 @@ def test_from_params_rerenders_a_dataset(tmp_path):
     # installed), name the same records
     params = tmp_path / "a" / "params"
     run(["render", "--from-params", params, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "c"])
-    one_file = sorted(params.iterdir())[0]
+    one_file = min(params.iterdir())
     run(["render", "--from-params", one_file, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "d"])
     for twin in ("c", "d"):
         assert sorted(p.relative_to(tmp_path / twin) for p in (tmp_path / twin / "images").rglob("*.png")) == \

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..layout import PARAMS_DIR, looks_like_dataset, params_file_rows, params_files, params_rows
+from ..layout import (
+    PARAMS_DIR,
+    looks_like_dataset,
+    params_file_rows,
+    params_files,
+    params_rows,
+)
 from ..render.photo import apply_photo, check_effects
 from ..sampling import ImageParams
 from ..scene import SceneConfig, SceneRenderer

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import shown
+from ..errors import is_finite_number, shown
 from ..probspec import parse_probabilities, to_spec
 
 EFFECTS = ("occlusion", "blur", "motion", "vignette", "color", "white_balance", "gamma", "lowres", "noise", "grey",
@@ -243,14 +243,14 @@ def _vignette_gain(strength: float, h: int, w: int, xp, like=None):
 # ----------------------------------------------------------------------------- numpy (CPU)
 
 def check_effects(fx: dict) -> None:
-    """Raise ValueError for what :func:`apply_photo` would misread, fail on deep inside a
-    render, or spend unbounded time and memory on, in a recorded (``--from-params``)
-    image's effects: an unknown effect, a missing field, a value of the wrong type or out
-    of its range. The ranges hold what `PhotoConfig.sample` draws with a wide margin (an
+    """Raise ValueError (TypeError where an object is not one) for what :func:`apply_photo`
+    would misread, fail on deep inside a render, or spend unbounded time and memory on, in
+    a recorded (``--from-params``) image's effects: an unknown effect, a missing field, a
+    value of the wrong type or out of its range. The ranges hold what `PhotoConfig.sample` draws with a wide margin (an
     edited record may push an effect further), and bound each effect's cost: a motion
     streak of 100,000 px made a kernel of 40 GB."""
     if not isinstance(fx, dict):
-        raise ValueError(f"a {type(fx).__name__}, not an object")
+        raise TypeError(f"a {type(fx).__name__}, not an object")
     unknown = sorted(set(fx) - set(EFFECTS))
     if unknown:
         raise ValueError(f"unknown effect {unknown[0]!r}; the effects are {', '.join(EFFECTS)}")
@@ -268,7 +268,7 @@ def _check_field(name: str, value, spec) -> None:
     ``("int", lo, hi)``, ``("true",)`` or ``("word", *allowed)``."""
     if isinstance(spec, dict):
         if not isinstance(value, dict):
-            raise ValueError(f"{name} {shown(value)} is not an object of {', '.join(spec)}")
+            raise TypeError(f"{name} {shown(value)} is not an object of {', '.join(spec)}")
         missing = [f for f in spec if f not in value]
         if missing:
             raise ValueError(f"{name} lacks {missing[0]!r}")
@@ -290,11 +290,7 @@ def _check_field(name: str, value, spec) -> None:
         if value is not True:
             raise ValueError(f"{name} {shown(value)} is not true (leave the effect out for none)")
         return
-    try:
-        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    except OverflowError:  # a JSON integer beyond float's range
-        number = False
-    if not number:
+    if not is_finite_number(value):
         raise ValueError(f"{name} {shown(value)} is not a number")
     if kind == "int" and not float(value).is_integer():
         raise ValueError(f"{name} {shown(value)} is not a whole number")
