@@ -12,6 +12,7 @@ images carry their two identities and weights as soft labels.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,11 +40,25 @@ def render_size_for(template: str, input_size: int) -> int:
     return int(math.ceil(float(eye_mouth_distance(pts)) / Framing().face_fraction / 8.0) * 8)
 
 
+#: Render options of a dataset's writing, not of its images: an online config may hold them (one
+#: config shared with `morphgen render`), and online training, which writes nothing, does not use them.
+DATASET_ONLY = ("per_id", "out", "workers", "shard", "resume", "overwrite", "image_format", "jpg_quality",
+                "container", "rps", "chunk_ids", "params_format", "dask_address", "quiet")
+
+
 def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneConfig:
     """A SceneConfig from a `morphgen render` YAML/JSON config (render option names), or the
-    defaults when spec is None or 'default'; `overrides` are render option names too."""
-    from morphgen.options import scene_config
+    defaults when spec is None or 'default'; `overrides` are render option names too. A
+    warning names the dataset options (`DATASET_ONLY`) given, which online training does
+    not use: `workers: 8` in the config does not make 8 render processes."""
+    from morphgen.options import load_config_file, scene_config
 
+    given = list(load_config_file(Path(spec), "--online")) if spec not in (None, "default") else []
+    unused = [k for k in dict.fromkeys([*given, *(overrides or {})]) if k in DATASET_ONLY]
+    if unused:
+        warnings.warn(f"the online config sets {', '.join(unused)}: options of a written dataset, which online "
+                      "training does not use (its batches are --batch-p x --batch-k images, rendered by the "
+                      "loader's --workers, never written)", stacklevel=2)
     return scene_config(spec, overrides, "--online")
 
 

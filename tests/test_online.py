@@ -259,3 +259,20 @@ def test_online_batches_are_p_times_k_and_batch_size_is_refused(tmp_path):
     assert TrainConfig(**base, batch_size=8).resolved().batch_size == 8
     with pytest.raises(ConfigError, match="leave out --batch-size"):
         TrainConfig(**base, batch_size=16).resolved()
+
+
+def test_dataset_options_in_an_online_config_are_named_as_unused(tmp_path):
+    """A render config shared with `morphgen render` may hold dataset options (per_id,
+    workers, out...): online training does not use them, and says so instead of silently
+    ignoring them; a config of image options alone says nothing."""
+    import warnings
+
+    cfg = tmp_path / "scene.yaml"
+    cfg.write_text("ids: 50\nper_id: 20\nworkers: 8\nsize: 64\n")
+    with pytest.warns(UserWarning, match=r"sets per_id, workers: options of a written dataset"):
+        scene = load_scene(cfg)
+    assert scene.sampling.n_identities == 50
+    cfg.write_text("ids: 50\nsize: 64\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_scene(cfg, {"seed": 3})
