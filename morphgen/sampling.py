@@ -304,15 +304,33 @@ class ImageParams:
         seed = num("background_seed", 0)
         if not (0 <= seed < 2**63 and seed == int(seed)):
             raise ConfigError(f"{where}: 'background_seed' must be a whole number >= 0, got {seed!r}")
-        soft = rec.get("soft_label") or {}
-        ids, weights = soft.get("ids", [None, None]), soft.get("weights", [None])
+        partner, weight = _soft_label(rec.get("soft_label"), where)
         cam = rec.get("camera_translation")
         return cls(whole("identity"), whole("sample"), arr("shape"), arr("color"),
                    arr("expression"), float(num("yaw")), float(num("pitch")), float(num("roll")),
                    arr("translation", (2,)) if "translation" in rec else np.zeros(2, np.float32),
                    float(num("scale", 1.0)), arr("sh", (9, 3)), int(num("background_seed", 0)),
-                   ids[1] if len(ids) > 1 else None, weights[0], rec.get("photo"), rec.get("appearance"),
+                   partner, weight, rec.get("photo"), rec.get("appearance"),
                    None if cam is None else arr("camera_translation", (3,)))
+
+
+def _soft_label(soft, where: str) -> tuple[int | None, float | None]:
+    """(partner, own weight) of a record's identity-mixup ``soft_label`` ({"ids": [own,
+    partner], "weights": [w, 1 - w]}, or null). The weight is rounded to the records' 6
+    decimals: a Parquet file holds float32, and 0.6 came back as 0.6000000238 (its
+    partner's weight, written again, as 0.39999998)."""
+    if soft is None:
+        return None, None
+    ids, weights = (soft.get("ids"), soft.get("weights")) if isinstance(soft, dict) else (None, None)
+    if not (isinstance(ids, list) and len(ids) == 2 and isinstance(weights, list) and weights):
+        raise ConfigError(f"{where}: 'soft_label' must be null or {{\"ids\": [own, partner], \"weights\": [w, 1 - w]}}, "
+                          f"got {shown(soft)}")
+    partner, w = ids[1], weights[0]
+    if not (is_finite_number(partner) and partner >= 0 and partner == int(partner)):
+        raise ConfigError(f"{where}: the soft_label's partner must be a whole number >= 0, got {shown(partner)}")
+    if not (is_finite_number(w) and 0 < w < 1):
+        raise ConfigError(f"{where}: the soft_label's own weight must lie strictly between 0 and 1, got {shown(w)}")
+    return int(partner), round(float(w), 6)
 
 
 def _r6(a: np.ndarray) -> list:

@@ -104,6 +104,27 @@ def test_controlled_grid(tiny_model):
         ControlledGrid.parse({"zoom": "1:2:1"})
 
 
+def test_a_recorded_soft_label_reads_back_as_recorded(tiny_model):
+    """A mixup record's soft label read again (a --from-params render, training on a
+    params file): a Parquet file's float32 weight comes back as the recorded one, not as
+    0.6000000238 (and its partner's as 0.39999998); a malformed label is a one-line error."""
+    import json
+
+    from morphgen.sampling import ImageParams
+
+    s = sampler(tiny_model, n_identities=10, mixup=MixupConfig(phis=(0.6, 0.8), fraction=0.5))
+    p = next(p for p in (s.image_params(i, n) for i in range(10) for n in range(20)) if p.soft_label is not None)
+    rec = json.loads(json.dumps(p.to_record()))
+    stored = rec | {"soft_label": {"ids": rec["soft_label"]["ids"],
+                                   "weights": [float(np.float32(w)) for w in rec["soft_label"]["weights"]]}}
+    assert ImageParams.from_record(stored).soft_label == p.soft_label
+    for label, match in (("x", "must be null or"), ({"ids": [1], "weights": [0.6]}, "must be null or"),
+                         ({"ids": [1, -2], "weights": [0.6, 0.4]}, "partner must be a whole number"),
+                         ({"ids": [1, 2], "weights": [1.5, -0.5]}, "strictly between 0 and 1")):
+        with pytest.raises(ConfigError, match=match):
+            ImageParams.from_record(rec | {"soft_label": label}, "f.jsonl:1")
+
+
 def test_identity_mixup_soft_labels(tiny_model):
     s = sampler(tiny_model, n_identities=10, mixup=MixupConfig(phis=(0.6, 0.8), fraction=0.5))
     params = [s.image_params(i, n) for i in range(10) for n in range(20)]
