@@ -767,6 +767,29 @@ def test_from_params_with_malformed_photo_or_appearance_stops_before_output(tmp_
     assert r.exit_code == 0, r.output
 
 
+def test_from_params_checks_every_records_appearance(tmp_path):
+    """Recorded appearance is read as the render reads it in every record, not only in the
+    first of its layout (a later record's spot index beyond the model's spots failed in a
+    worker, after the output existed), and a number that is not finite is refused (a NaN
+    hair length rendered no hair, silently)."""
+    src = tmp_path / "src"
+    r = invoke("render", "--ids", 1, "--per-id", 2, "--size", 32, "--appearance", "full", "--params-format", "jsonl",
+               "--workers", 1, "--quiet", "--out", src)
+    assert r.exit_code == 0, r.output
+    first, second = (json.loads(line) for line in (src / "params" / "chunk_000000.jsonl").read_text().splitlines())
+    look = second["appearance"]
+    for bad, match in ((look | {"skin": look["skin"] | {"spots": [[10**9, 0.5]]}}, "out of bounds"),
+                       (look | {"hair": (look["hair"] or {"length": 1.0}) | {"length": float("nan")}},
+                        "hair length is nan: not a finite number")):
+        path = tmp_path / "edited.jsonl"
+        path.write_text(json.dumps(first) + "\n" + json.dumps(second | {"appearance": bad}) + "\n")
+        out = tmp_path / "out"
+        r = invoke("render", "--from-params", path, "--size", 32, "--appearance", "full", "--workers", 1, "--quiet",
+                   "--out", out)
+        assert r.exit_code == 2 and match in r.output and "sample 1" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_dask_address_that_is_not_one(tmp_path, model_file):
     pytest.importorskip("distributed", reason="the Dask path needs the 'distributed' package (test extra)")
     r = invoke("render", "--model", model_file, "--ids", 1, "--per-id", 1, "--size", 32, "--dask", "foo",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -192,24 +193,39 @@ def _layout(value) -> object:
 
 
 def _check_realism(renderer: SceneRenderer, key: str, value, p: ImageParams, read: bool) -> None:
-    """Check a record's ``photo`` (every field's type and range, `check_effects`: 6 us a record)
-    and, where ``read`` (once per layout of keys and types), read it as the render will:
-    the effects applied to a small grey image, or ``appearance`` made into the render's
-    arrays; a one-line ConfigError where that fails. Appearance is ignored, as in the
-    render, when the scene has none (--appearance off)."""
+    """Check a record's ``photo`` (every field's type and range, `check_effects`: 6 us a
+    record; and, where ``read``, once per layout of keys and types, the effects applied
+    to a small grey image) or its ``appearance`` (every number finite, and made into the
+    render's arrays as the render will: 15 us a record, so that a later record's
+    out-of-range spot index fails here, not in a worker); a one-line ConfigError where that
+    fails. Appearance is ignored, as in the render, when the scene has none (--appearance off)."""
     try:
         if key == "photo":
             check_effects(value)
             if read:
                 apply_photo(np.full((16, 16, 3), 128, np.uint8), value)
-        elif read and renderer.appearance is not None:
+        elif renderer.appearance is not None:
             if not isinstance(value, dict):
                 raise TypeError(f"a {type(value).__name__}, not an object")
+            _check_finite(value, "")
             renderer.appearance.arrays([value])
     except Exception as exc:  # noqa: BLE001 (whatever the reader meets: the record is malformed)
         detail = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
         raise ConfigError(f"the record of identity {p.identity} sample {p.sample} has a malformed {key!r} ({detail}): "
                           f"fix it, or remove {key!r} to draw it from the --{key} option") from None
+
+
+def _check_finite(value, where: str) -> None:
+    """ValueError where a nested record holds a number that is not finite (a NaN hair
+    length drew no hair, silently)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where} {k}".strip())
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_finite(v, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}: not a finite number")
 
 
 def _pad(a: np.ndarray, n: int, what: str, p: ImageParams | None = None) -> np.ndarray:
