@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, is_finite_number, shown
 from ..layout import (
     PARAMS_DIR,
     looks_like_dataset,
@@ -150,9 +149,10 @@ class ParamsJob(DatasetJob):
 
     def check(self, renderer: SceneRenderer) -> None:
         """Every record's coefficient vectors fit the scene's component counts, and its
-        recorded photo effects and appearance are read as a render reads them (once per
-        distinct layout of keys and value types: an edited record that lacks a key or
-        holds a string fails here, not in a worker after the output exists)."""
+        recorded photo effects and appearance are checked as `_check_realism` says (the
+        photo effects applied once per distinct layout of keys and value types): an edited
+        record that lacks a key or holds a bad value fails here, not in a worker after the
+        output exists."""
         s = renderer.sampler
         seen: set = set()
         for images in self.by_identity.values():
@@ -161,12 +161,12 @@ class ParamsJob(DatasetJob):
                                    (p.expression, s.n_expr, "expression")):
                     if len(a) > n:
                         _pad(a, n, what, p)  # its message
-                for key, value in (("photo", p.photo), ("appearance", p.appearance)):
-                    if value is None:
-                        continue
-                    layout = (key, _layout(value))
-                    _check_realism(renderer, key, value, p, read=layout not in seen)
+                if p.photo is not None:
+                    layout = _layout(p.photo)
+                    _check_realism(renderer, "photo", p.photo, p, read=layout not in seen)
                     seen.add(layout)
+                if p.appearance is not None:
+                    _check_realism(renderer, "appearance", p.appearance, p, read=True)
 
     def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
         """The recorded images of `identity`, their coefficient vectors zero-padded to the
@@ -194,11 +194,11 @@ def _layout(value) -> object:
 
 def _check_realism(renderer: SceneRenderer, key: str, value, p: ImageParams, read: bool) -> None:
     """Check a record's ``photo`` (every field's type and range, `check_effects`: 6 us a
-    record; and, where ``read``, once per layout of keys and types, the effects applied
-    to a small grey image) or its ``appearance`` (every number finite, and made into the
-    render's arrays as the render will: 15 us a record, so that a later record's
-    out-of-range spot index fails here, not in a worker); a one-line ConfigError where that
-    fails. Appearance is ignored, as in the render, when the scene has none (--appearance off)."""
+    record; and, where ``read``, the effects applied to a small grey image) or its
+    ``appearance`` (every number finite, and made into the render's arrays as the render
+    will: 15 us a record, so that a later record's out-of-range spot index fails here, not
+    in a worker); a one-line ConfigError where that fails. Appearance is ignored, as in
+    the render, when the scene has none (--appearance off)."""
     try:
         if key == "photo":
             check_effects(value)
@@ -224,8 +224,8 @@ def _check_finite(value, where: str) -> None:
     elif isinstance(value, (list, tuple)):
         for v in value:
             _check_finite(v, where)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} is {value}: not a finite number")
+    elif isinstance(value, (int, float)) and not is_finite_number(value) and not isinstance(value, bool):
+        raise ValueError(f"{where} is {shown(value)}: not a finite number")
 
 
 def _pad(a: np.ndarray, n: int, what: str, p: ImageParams | None = None) -> np.ndarray:
