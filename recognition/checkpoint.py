@@ -3,7 +3,8 @@
 
     {"format": "morphgen-recognition/1", "arch", "input_size", "template", "embedding_size",
      "step", "model": state_dict, "head": state_dict | None, "optimizer": state_dict | None,
-     "scaler": state_dict | None, "classes": [identity names], "config": {...}, "rng": tensor}
+     "scaler": state_dict | None, "classes": [identity names], "config": {...}, "rng": tensor,
+     "data_key": fingerprint of the training images (None online; absent before it existed)}
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ one P x K sampler stream per rank; WORLD_SIZE / RANK / LOCAL_RANK from the envir
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -102,6 +103,20 @@ def _real_sheet(cfg: TrainConfig, cache: Path, path: Path) -> Path:
     if not crops:
         raise DataError(f"--real-preview {cfg.real_preview}: no readable face image")
     return write_sheet(path, np.stack(crops), 8)
+
+
+def _data_key(*sets) -> str:
+    """A fingerprint of the images a run trains on: their files, identities and five
+    landmarks (0.1 px). Identity names alone do not tell two datasets apart (every
+    morphgen render names its identities 000000, 000001, ...); the landmarks do (they are
+    the render's own, or MTCNN's on the image), at no cost: they are loaded anyway."""
+    h = hashlib.sha256()
+    for s in sets:
+        if s is None:
+            continue
+        h.update(json.dumps([s.files, s.identities]).encode())
+        h.update(np.nan_to_num(np.round(np.asarray(s.landmarks, np.float64), 1), nan=-1.0).tobytes())
+    return h.hexdigest()[:16]
 
 
 # what a checkpoint's network, head and optimizer state depend on: resuming with another
@@ -182,6 +197,9 @@ def _freeze(backbone: nn.Module, spec: str) -> list[str]:
         return []
     blocks = [n for n, _ in backbone.named_children()]
     if spec.isdigit():
+        if int(spec) > len(blocks):
+            raise ConfigError(f"--freeze {spec}: the backbone has {len(blocks)} blocks ({', '.join(blocks)}): "
+                              f"give {len(blocks)} or fewer")
         prefixes = blocks[:int(spec)]
     else:
         prefixes = [p.strip() for p in spec.split(",") if p.strip()]
@@ -349,7 +367,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
-        lists, no_face = {}, []
+        lists, no_face, data_key = {}, [], None
         say(f"online synthesis: {'unbounded' if cfg.online_unbounded else online.n_classes} identities, "
             f"{online.source.scene.size} px renders "
             f"aligned to {tpl} {size} px")
@@ -373,6 +391,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         if real is not None:
             say(f"real: {real.describe()}")
         lists = {"train_list.tsv": train_set, "val_list.tsv": val_set, "real_list.tsv": real}
+        data_key = _data_key(train_set, real)
         no_face = [str(Path(x.root) / f) for x in (syn, real) if x is not None for f in x.no_face]
         ds_syn = FaceDataset(train_set, {n: i for i, n in enumerate(syn_names)}, size, tpl, cfg.align, aug)
         ds_real = None
@@ -399,6 +418,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         say(f"initialised the {cfg.arch} backbone from {cfg.init}")
     head = None if cfg.loss == "triplet" else MarginHead.build(cfg.loss, backbone.embedding_size, len(classes), cfg.scale, cfg.margin)
     frozen = _freeze(backbone, cfg.freeze)
+    if head is None and not any(p.requires_grad for p in backbone.parameters()):
+        raise ConfigError(f"--freeze {cfg.freeze} freezes the whole backbone and --loss triplet has no head: nothing "
+                          "would train; freeze fewer blocks (or train a margin loss's head on the frozen features)")
     if frozen:
         say(f"frozen: {len(frozen)} parameter tensors ({cfg.freeze})")
     net = to_device(TrainNet(backbone, head, cfg.margin), device)
@@ -420,6 +442,10 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         if resume_ckpt["classes"] != classes:
             raise ConfigError(f"{run} was trained on other identities: resume it with its own data options (omit "
                               "the changed ones) or start a new --out")
+        if resume_ckpt.get("data_key") not in (None, data_key):  # checkpoints before it have none
+            raise ConfigError(f"{run} was trained on other images than "
+                              f"{' and '.join(str(d) for d in (cfg.data, cfg.real_data) if d)} hold now (the same identity "
+                              "names, other content): resume it with the data it was trained on, or start a new --out")
         start = resume_ckpt["step"]
         if total < start:
             raise ConfigError(f"{run} has trained {start} steps, more than the {total} asked for now: give --steps "
@@ -452,7 +478,8 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "embedding_size": backbone.embedding_size, "step": step,
                              "model": backbone.state_dict(), "head": head.state_dict() if head is not None else None,
                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                             "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state()}, ckpt_file)
+                             "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state(),
+                             "data_key": data_key}, ckpt_file)
 
     if main and cfg.real_preview:
         cache = _cache_dir(cfg)

@@ -160,6 +160,8 @@ class TrainConfig:
             raise ConfigError(f"--real-preview {c.real_preview} is not a folder: give a folder of real face images")
         if c.loss == "triplet" and c.batch_k < 2:
             raise ConfigError("triplet loss needs --batch-k of 2 or more (an anchor and a positive per identity)")
+        if c.loss == "triplet" and c.batch_p < 2:  # one identity a batch: no negative, a loss of 0, nothing learned
+            raise ConfigError("triplet loss needs --batch-p of 2 or more (a negative from another identity)")
         if c.steps is not None and c.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
         if c.domain_mixup is not None:

@@ -370,8 +370,13 @@ CASES = [
                                              "--out", "{out}/o"], "is not a colour"),
     ("render-pose-file-a-folder", "new", ["render", "--model", "{tiny}", "--pose", "{posedir}", "--out", "{out}/o"],
      "is a folder"),
-    ("train-one-identity", "new", ["train", "--data", "{oneid}", "--out", "{out}/r", *TRAIN[:4], "--batch-p", "1",
-                                   *TRAIN[6:]], "at least 2 identities"),
+    ("train-one-identity", "new", ["train", "--data", "{oneid}", "--out", "{out}/r", *TRAIN], "at least 2 identities"),
+    ("train-freeze-past-the-blocks", "new", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--freeze", "99"],
+     "the backbone has 9 blocks"),
+    ("train-triplet-whole-backbone-frozen", "new", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN, "--freeze",
+                                                    "9"], "nothing would train"),
+    ("train-triplet-one-identity-a-batch", "new", ["train", "--data", "{ds}", "--out", "{out}/r", *TRAIN[:4],
+                                                   "--batch-p", "1", *TRAIN[6:]], "--batch-p of 2 or more"),
     # ---- model export
     ("export-out-under-a-file", "issue", ["model", "export", "{tiny}", "--out", "{afile}/f.ply"], "is a file"),
     ("export-negative-identity", "issue", ["model", "export", "{tiny}", "--identity", "-5", "--out", "{out}/f.ply"],
@@ -416,6 +421,17 @@ def test_refused_resume_leaves_the_run_resumable(P, tmp_path, extra, match):
     r = run_cli(["train", "--out", run, "--resume", *FAST, "--steps", 3])
     assert r.exit_code == 0, r.output
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_resume_on_other_images_with_the_same_identity_names_is_refused(P, tmp_path):
+    """Every render names its identities 000000, 000001, ...: a re-rendered (or another)
+    dataset passed the identity check and the run went on training on it, silently."""
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    assert_refused(["train", "--out", run, "--resume", "--data", P.dir / "ds2", *FAST, "--steps", 3],
+                   "other images than", tmp_path, P.dir)
+    r = run_cli(["train", "--out", run, "--resume", *FAST, "--steps", 3])
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("checkpoint, match", [("empty", "not a readable"), ("nokeys", "incomplete")])
