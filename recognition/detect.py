@@ -231,6 +231,9 @@ def _detect_one(img: np.ndarray, min_face: float, thresholds, factor: float) -> 
     return b[k], lm[k]
 
 
+MAX_SIDE = 4096  # pixels, the longer side of the image the detector searches (before `pad`)
+
+
 def detect_faces(images: list[np.ndarray], min_face: float = 20.0, min_side: int = 100,
                  thresholds=(0.6, 0.7, 0.7), factor: float = 0.709, select: str = "largest",
                  pad: float = 0.0) -> list[tuple[np.ndarray, float, np.ndarray] | None]:
@@ -238,7 +241,8 @@ def detect_faces(images: list[np.ndarray], min_face: float = 20.0, min_side: int
     ``select="probability"``). Images are RGB (or grey) uint8 arrays of any size.
 
     Images whose shorter side is under `min_side` are upsampled first (MTCNN's smallest
-    face is about 20 px). `pad` adds a grey border of that fraction of the longer side,
+    face is about 20 px), no further than a longer side of MAX_SIDE, and larger images are
+    scaled down to it. `pad` adds a grey border of that fraction of the longer side,
     which helps on tight crops where the face fills the frame. Coordinates are returned
     in the input image's pixels. Returns None where no face is found.
 
@@ -259,8 +263,15 @@ def _detect_largest(img: np.ndarray, min_face, min_side, thresholds, factor, sel
     elif img.shape[2] == 4:
         img = img[:, :, :3]
     img = np.ascontiguousarray(img, dtype=np.uint8)
-    up = max(1.0, min_side / min(img.shape[:2]))
-    work = img if up == 1.0 else cv2.resize(img, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+    # the detector works on a longer side of at most MAX_SIDE: a 1 x 4,000 px strip asked for
+    # a 100 x 400,000 image (and, padded, a 360 GB one) and a 3 x 30,000 one exhausted 24 GB
+    # in the pyramid; a larger photo is scaled down to it (faces under about 20 px of it are
+    # lost, as at any size)
+    up = min(max(1.0, min_side / min(img.shape[:2])), MAX_SIDE / max(img.shape[:2]))
+    if min(img.shape[:2]) * up < min_face:  # a strip that thin holds no face MTCNN can find
+        return None
+    work = img if up == 1.0 else cv2.resize(img, None, fx=up, fy=up,
+                                            interpolation=cv2.INTER_CUBIC if up > 1 else cv2.INTER_AREA)
     border = int(round(pad * max(work.shape[:2])))
     if border:
         work = cv2.copyMakeBorder(work, border, border, border, border, cv2.BORDER_CONSTANT, value=(127, 127, 127))

@@ -45,6 +45,21 @@ def test_no_face_in_flat_image():
     assert detect_faces([np.full((120, 120, 3), 90, np.uint8)]) == [None]
 
 
+@pytest.mark.parametrize("shape", [(1, 4000), (4000, 1), (3, 30000), (200, 9000)])
+def test_the_detector_searches_a_bounded_image(shape, monkeypatch):
+    """A 1 x 4,000 px strip was upsampled to a short side of 100 px (100 x 400,000) and
+    then padded: cv2 asked for 360 GB and the command ended in a traceback; a 3 x 30,000
+    one, padded to 15,000 x 45,000, exhausted 24 GB in MTCNN's pyramid."""
+    from recognition import detect
+
+    seen = []
+    real = detect._detect_one
+    monkeypatch.setattr(detect, "_detect_one", lambda work, *a: seen.append(work.shape) or real(work, *a))
+    assert detect_faces([np.full((*shape, 3), 90, np.uint8)], pad=0.25) == [None]
+    assert all(max(s[:2]) <= 1.5 * detect.MAX_SIDE for s in seen)  # (a strip too thin for a face: not searched)
+    assert seen or min(shape) * detect.MAX_SIDE / max(shape) < 20
+
+
 @needs_shared
 def test_landmark_cache_and_alignment_of_real_folder(tmp_path):
     s = make_subset(load_imageset(SHARED / "orl_faces"), n_ids=2, per_id=2, seed=0)
