@@ -137,12 +137,12 @@ def train(ctx: click.Context, **values) -> None:
 
     given = {k: v for k, v in values.items()
              if v is not None and ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    out = Path(given.get("out") or "run")
+    from_file = TrainConfig.read_yaml(given["config"]) if given.get("config") else {}
+    out = Path(str(given.get("out") or from_file.get("out") or "run"))
     base = {}
-    if given.get("resume") and (out / "config.json").is_file():
+    if (given.get("resume") or from_file.get("resume") is True) and (out / "config.json").is_file():
         base = read_mapping(out / "config.json", "the run's config")
-    if given.get("config"):
-        base.update(TrainConfig.read_yaml(given["config"]))
+    base.update(from_file)
     for k, v in given.items():
         if k == "config":
             continue

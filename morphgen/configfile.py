@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 
 from .errors import ConfigError
@@ -59,12 +60,16 @@ def option_name(name: str) -> str:
     return "--" + str(name).replace("_", "-")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def check_option(name: str, value, kind: type, optional: bool = False, low=None, high=None, above=None):
     """`value` if it is a `kind` (int, float, bool or str) within [low, high] (and > `above`),
     else a one-line ConfigError naming the option as a flag. This is the one type and range
     check behind flags, YAML/JSON files and the Python API: YAML reads `ids: two` as a
     string and `expressions: maybe` as one too, which would otherwise reach int() deep in
-    the work or silently count as true. Ints pass as floats; path objects as strings."""
+    the work or silently count as true. Ints pass as floats, and so does a number's text where a
+    float is asked for (PyYAML reads `lr: 1e-3` as text); path objects pass as strings."""
     flag = option_name(name)
     if value is None:
         if optional:
@@ -80,6 +85,8 @@ def check_option(name: str, value, kind: type, optional: bool = False, low=None,
         if not isinstance(value, str):
             raise ConfigError(f"{flag} must be a text value, got {_shown(value)}")
         return value
+    if kind is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3, as --help writes it, as text: 1.0e-3 is its float
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
         raise ConfigError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {_shown(value)}")
     value = int(value) if kind is int else float(value)

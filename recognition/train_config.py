@@ -21,6 +21,9 @@ from .models import ARCHS, MAX_INPUT, min_input_size
 LOSSES = ("triplet", "arcface", "cosface")
 TEMPLATES = ("openface", "arcface")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+# flags of `morphgen train` named otherwise than their field: flag key -> (field, negated)
+_FLAG_KEYS = {"list": ("list_file", False), "cache": ("cache_dir", False), "no_align": ("align", True),
+              "quiet": ("progress", True)}
 # Ranges of the numeric options ("above": strictly greater); the input size's depends on
 # the architecture (``resolved``). An out-of-range value never reaches torch or a sampler,
 # which would either fail after the run folder is written or quietly train on nonsense
@@ -187,6 +190,8 @@ class TrainConfig:
         if not isinstance(self.online_set, dict):
             raise ConfigError(f"online_set must be a mapping of render options, got {self.online_set!r}")
         for f in dataclasses.fields(self):
+            if f.name == "freeze" and isinstance(self.freeze, int) and not isinstance(self.freeze, bool):
+                self.freeze = str(self.freeze)  # `freeze: 2` in YAML: the first 2 blocks
             if f.name not in ("extra", "online_set"):
                 kind, _, optional = f.type.partition(" | ")
                 setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
@@ -213,8 +218,17 @@ class TrainConfig:
 
     @classmethod
     def read_yaml(cls, path: str | Path) -> dict:
-        """The options a YAML (or JSON) file sets, keys checked against the fields."""
-        d = {str(k).replace("-", "_"): v for k, v in read_mapping(path, "--config").items()}
+        """The options a YAML (or JSON) file sets, keys checked against the fields; a flag
+        whose name is not its field's (``list``, ``cache``, ``no_align``, ``quiet``) is
+        read as that field."""
+        d = {}
+        for k, v in read_mapping(path, "--config").items():
+            k = str(k).replace("-", "_")
+            if k in _FLAG_KEYS:  # the flag's spelling of a field (`list:` for list_file, `quiet: true`)
+                k, v = _FLAG_KEYS[k][0], (not v if _FLAG_KEYS[k][1] and isinstance(v, bool) else v)
+            if k in d:
+                raise ConfigError(f"--config {path}: {option_name(k)} is given twice")
+            d[k] = v
         cls.from_dict(d)
         return d
 

@@ -489,6 +489,17 @@ def test_resume_config_is_the_runs_own(P, tmp_path):
     assert json.loads((run / "config.json").read_text()) == {**before, "resume": True, "out": str(run)}
 
 
+def test_resume_of_the_run_a_config_file_names(P, tmp_path):
+    """`--config` naming `out:` with `--resume` looked for the run in ./run and said "no
+    training data"; it now reads that run's own config, as `--out RUN --resume` does."""
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    (tmp_path / "c.yaml").write_text(f"out: {run}\n")
+    r = run_cli(["train", "--config", tmp_path / "c.yaml", "--resume", *FAST, "--steps", 3])
+    assert r.exit_code == 0, r.output
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
 def test_ctrl_c_outside_a_commands_own_handling_is_one_line(P, tmp_path, monkeypatch):
     """A Ctrl-C that no command turns into its own line (here in stats), or one during the
     command line's imports, prints "interrupted" and exits 130 (click said "Aborted!" with

@@ -179,6 +179,26 @@ def test_user_errors(smoke_run, toy, tmp_path):
                            catch_exceptions=False)
 
 
+def test_config_file_takes_the_flags_spellings(tmp_path):
+    """`--help` says a --config's keys are the flags': `list`, `cache`, `no-align` and
+    `quiet` were unknown keys, `lr: 1e-3` (text to PyYAML, and the help's own spelling)
+    was "not a number" and `freeze: 2` "not a text value"."""
+    (tmp_path / "ids.txt").write_text("")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"list: {tmp_path / 'ids.txt'}\ncache: {tmp_path / 'c'}\nno-align: true\nquiet: true\n"
+                   "lr: 1e-3\nfreeze: 2\n")
+    d = TrainConfig.read_yaml(cfg)
+    assert d == {"list_file": str(tmp_path / "ids.txt"), "cache_dir": str(tmp_path / "c"), "align": False,
+                 "progress": False, "lr": "1e-3", "freeze": 2}
+    c = TrainConfig.from_dict({**d, "data": str(tmp_path)}).resolved()
+    assert (c.lr, c.freeze) == (0.001, "2")
+    cfg.write_text("batch-p: 4\nbatch_p: 3\n")
+    with pytest.raises(ConfigError, match="--batch-p is given twice"):
+        TrainConfig.read_yaml(cfg)
+    with pytest.raises(ConfigError, match="--lr must be a number, got 'abc'"):
+        TrainConfig.from_dict({"data": str(tmp_path), "lr": "abc"}).resolved()
+
+
 def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
     import recognition.train
 
