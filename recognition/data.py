@@ -270,6 +270,20 @@ def select_identities(names: list[str], spec, where: str = "identities") -> set[
     return set(uniq[:arg] if kind == "first" else uniq[-arg:])
 
 
+def check_selector_on(root: Path, fmt: str, spec, where: str, least: int = 1) -> None:
+    """ConfigError, before any work, when selector `spec` does not fit the identities of
+    the data at `root` (a sub-folder per identity, or files named <identity>.<anything>):
+    an experiment found out at that cell, after every render and earlier cell."""
+    iset = load_imageset(Path(root), fmt)
+    names = [n if n else Path(f).name.split(".")[0] for f, n in zip(iset.files, iset.identities)]
+    try:
+        keep = select_identities(names, spec, where)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(keep) < least:
+        raise ConfigError(f"{where}: {spec!r} keeps {len(keep)} identity of {root}; this needs {least} or more")
+
+
 def drop_small_identities(iset: ImageSet, min_images: int) -> ImageSet:
     """Remove identities with fewer than `min_images` images (``report["small_identities"]``)."""
     names, counts = np.unique(np.asarray(iset.identities, dtype=object).astype(str), return_counts=True)

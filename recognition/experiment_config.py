@@ -13,7 +13,7 @@ from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
 from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, config_value, scene_from_options
 
-from .data import identity_selector
+from .data import check_selector_on, identity_selector
 
 TOP_KEYS = ("name", "description", "out", "workers", "cache", "dataset_defaults", "recipe_defaults", "datasets",
             "recipes", "cells", "evaluations")
@@ -193,6 +193,9 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
                                extra.get("label"))
         if extra.get("identities") is not None:
             identity_selector(extra["identities"], f"{where}: recipes.{name}.identities")
+            if train_on == "real" and Path(opts["real_data"]).is_dir():  # (a rendered dataset is known later)
+                check_selector_on(Path(opts["real_data"]), opts.get("real_format", "auto"), extra["identities"],
+                                  f"{where}: recipes.{name}.identities", least=2)
         _check_train(opts, f"{where}: recipes.{name}")
     for r in recipes.values():
         if r.init_from is not None:

@@ -129,6 +129,34 @@ def test_bad_config_is_one_line_error(tmp_path, edit, match):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where, spec, match", [
+    ("evaluation", "first:5", "evaluations.people.identities: first:5 but the data has only 3 identities"),
+    ("evaluation", "first:1", "evaluations.people.identities: 'first:1' keeps 1 identity"),
+    ("evaluation", ["p0", "nosuch"], "evaluations.people.identities: no identity 'nosuch'"),
+    ("recipe", "first:5", "recipes.ft.identities: first:5 but the data has only 3 identities"),
+])
+def test_an_identity_selector_is_checked_against_its_data_up_front(tmp_path, where, spec, match):
+    """A selector asking for more identities than a real folder holds passed --dry-run and
+    failed at its cell, after every render and earlier cell."""
+    import copy
+
+    import numpy as np
+    from PIL import Image
+    people = tmp_path / "people"
+    for k in range(3):
+        (people / f"p{k}").mkdir(parents=True)
+        for j in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * k + j, np.uint8)).save(people / f"p{k}" / f"{j}.png")
+    cfg = copy.deepcopy(TINY)
+    if where == "evaluation":
+        cfg["evaluations"]["people"] = {"protocol": "real_pairs", "images": str(people), "identities": spec}
+    else:
+        cfg["recipes"]["ft"] = {"train_on": "real", "real_data": str(people), "identities": spec, "steps": 2}
+    res = invoke([write_config(tmp_path, cfg), "--out", tmp_path / "out", "--dry-run"])
+    assert res.exit_code == 2 and match in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_invalid_yaml_names_the_line_column_and_problem(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: x\ndatasets: {syn: {ids: 4\ncells: [\n")
     res = invoke([tmp_path / "bad.yaml", "--out", tmp_path / "out", "--dry-run"])

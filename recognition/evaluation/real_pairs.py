@@ -16,7 +16,7 @@ import numpy as np
 
 from morphgen.errors import DataError
 
-from ..data import identity_selector, load_imageset, natural_key, select_identities
+from ..data import check_selector_on, identity_selector, load_imageset, natural_key, select_identities
 from . import metrics
 from .common import gallery_probe_pairs, load_eval_model, model_info, prepare_out, write_pairs_file
 from .pose import evaluate_pairs_on_images
@@ -100,6 +100,8 @@ def _note(o: dict, label: str, r: dict | None) -> str:
 
 def _check(o: dict, where: str) -> None:
     identity_selector(o.get("identities"), f"{where}.identities")
+    if o.get("identities") is not None and o.get("images") and Path(o["images"]).is_dir():
+        check_selector_on(Path(o["images"]), "folder", o["identities"], f"{where}.identities", least=2)
 
 
 PROTOCOL = Protocol(
