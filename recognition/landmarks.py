@@ -84,10 +84,15 @@ _SOURCE = None  # (root, kind, reader) of the image set, set once per worker pro
 
 
 def _init_worker(source) -> None:
+    """A landmark worker: one thread, ends with the main process (after a kill -9 of it
+    the workers slept on, blocked on their pipes)."""
     import cv2
     import torch
 
+    from morphgen.dataset.workers import exit_with_parent
+
     global _SOURCE
+    exit_with_parent()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     _SOURCE = source

@@ -119,3 +119,43 @@ def test_a_failing_landmark_worker_is_one_data_error(monkeypatch):
     monkeypatch.setattr("recognition.data.source_file", lambda iset, rel: Path(__file__))
     with pytest.raises(DataError, match="landmark detection failed in a worker process: RuntimeError: cannot reach"):
         find_landmarks(iset, None, workers=2)
+
+
+def test_landmark_workers_end_with_a_killed_main_process(tmp_path):
+    """kill -9 of an `eval cfp --workers 2` left its two MTCNN workers asleep on their pipes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from recognition import landmarks\n"
+        "if __name__ == '__main__':\n"
+        "    ex = ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), initializer=landmarks._init_worker,\n"
+        "                             initargs=(None,))\n"
+        "    pids = {ex.submit(os.getpid).result() for _ in range(8)}\n"
+        "    print(' '.join(map(str, pids)), flush=True)\n"
+        "    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=Path(__file__).parents[1])
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+        except (FileNotFoundError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left
