@@ -201,7 +201,7 @@ def ijba_cmd(model, ijba_dir, splits, images, margin, out, flip, batch_size, qui
 @eval_group.command("pose")
 @_model
 @click.option("--images", required=True, type=_DIR,
-              help="Multi-PIE folder (session0S/multiview/...), a morphgen render (params/*.jsonl), or any <identity>/<file> folder with --poses.")
+              help="Multi-PIE folder (session0S/multiview/...), a morphgen render (its params/ folder, Parquet or JSON Lines), or any <identity>/<file> folder with --poses.")
 @click.option("--poses", type=_FILE, help="CSV of 'path,yaw' lines (path relative to --images) for folders of other layouts.")
 @click.option("--pairs", "pairs", type=_FILE, help="Reuse a pairs.txt written by an earlier `eval pose` run instead of drawing pairs.")
 @click.option("--folds", type=click.IntRange(1), default=10, show_default=True, help="Folds (fewer when identities are few).")
@@ -224,9 +224,11 @@ def pose_cmd(model, images, poses, pairs, folds, per_fold, seed, yaw_step, out, 
     r = evaluate_pose(model, images, out, poses=poses, pairs_file=pairs, folds=folds, per_fold=per_fold, seed=seed,
                       yaw_step=yaw_step, align=not no_align, flip=flip, batch_size=batch_size, cache_dir=cache_dir,
                       progress=not quiet, workers=workers)
+    from recognition.evaluation.pose import skipped_text
+
     per = ", ".join(f"{b['bin']:g}: {b['accuracy']:.3f}" for b in r["bins"].values())
     click.echo(f"pose accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f} ({r['pairs']} pairs); "
-               f"per yaw {per}; results in {out}")
+               f"per yaw {per}; results in {out}{skipped_text(r['data']['skipped'], '; images ')}")
 
 
 @eval_group.command("synthetic")

@@ -81,7 +81,8 @@ def test_poses_csv_and_errors(eval_run, tmp_path):
     assert d.kind == "csv" and len(d) == 20 and d.skipped == {"missing_files": 1}
     r = invoke("pose", "--model", eval_run, "--images", root, "--poses", tmp_path / "poses.csv", "--out",
                tmp_path / "o", "--no-align", "--quiet", "--seed", "5")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and r.output.rstrip().endswith("images skipped: missing files 1"), r.output
+    assert "skipped: missing files 1" in (tmp_path / "o" / "summary.md").read_text()
     res = json.loads((tmp_path / "o" / "result.json").read_text())
     assert set(res["bins"]) == {"0.0", "-45.0", "60.0"}             # 2 degrees falls in the frontal bin
     r = invoke("pose", "--model", eval_run, "--images", root, "--out", tmp_path / "o2")
@@ -89,6 +90,10 @@ def test_poses_csv_and_errors(eval_run, tmp_path):
     (tmp_path / "bad.csv").write_text("path,yaw\np0/0.png,abc\n")
     with pytest.raises(DataError, match=r"bad.csv:2"):
         load_pose_data(root, tmp_path / "bad.csv")
+    for yaw in ("nan", "3000", "-inf"):  # NaN was dropped silently, 3000 made a yaw bin of its own
+        (tmp_path / "bad.csv").write_text(f"path,yaw\np0/0.png,0\np0/1.png,{yaw}\n")
+        with pytest.raises(DataError, match=rf"bad.csv:3: yaw '{yaw}' is not an angle"):
+            load_pose_data(root, tmp_path / "bad.csv")
     (tmp_path / "o" / "broken_pairs.txt").write_text("# morphgen pairs v1 {}\n0\t1\tnot-json\ta\tb\n")
     r = invoke("pose", "--model", eval_run, "--images", root, "--poses", tmp_path / "poses.csv", "--out",
                tmp_path / "o3", "--pairs", tmp_path / "o" / "broken_pairs.txt")

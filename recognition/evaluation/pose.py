@@ -143,6 +143,8 @@ def read_pose_csv(root: Path, poses: Path) -> PoseData:
                 if ln == 1:  # a header
                     continue
                 raise DataError(f"{poses}:{ln}: expected 'path,yaw', found {','.join(cells)!r}") from None
+            if not -180.0 <= yaw <= 180.0:  # (NaN too: it was dropped silently; 3000 became a yaw bin of its own)
+                raise DataError(f"{poses}:{ln}: yaw {cells[1].strip()!r} is not an angle in degrees between -180 and 180")
             rel = cells[0].strip()
             if not (root / rel).is_file():
                 missing += 1
@@ -167,7 +169,7 @@ def load_pose_data(images: str | Path, poses: str | Path | None = None) -> PoseD
         data = read_multipie(root)
     else:
         raise DataError(f"cannot tell the yaw of the images in {root}: give a Multi-PIE tree "
-                        "(session0S/multiview/...), a morphgen render (params/*.jsonl), or --poses FILE with 'path,yaw' lines")
+                        "(session0S/multiview/...), a morphgen render (with its params/ folder), or --poses FILE with 'path,yaw' lines")
     if len(data) == 0:
         raise DataError(f"no usable images with a yaw in {root} (read as {data.kind}; skipped {data.skipped})")
     return data
@@ -300,10 +302,17 @@ def plot_yaw(path: Path, series: dict[str, dict], title: str) -> None:
                      {"series": auc_s, "x": None, "y": None, "xlabel": "probe yaw (degrees)", "ylabel": "AUC"}], title)
 
 
+def skipped_text(skipped: dict, lead: str = "") -> str:
+    """``lead`` + "skipped: missing files 2, ..." for the nonzero counts, or ""."""
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in skipped.items() if v]
+    return f"{lead}skipped: {', '.join(parts)}" if parts else ""
+
+
 def pose_sections(r: dict) -> list[tuple[str, str]]:
     m, i = r["model"], r["inputs"]
     head = (f"- model: `{m['run']}` ({m['arch']}, {m['input_size']} px, step {m['step']})\n"
-            f"- data: `{i['images']}` ({i['kind']}; {r['data']['images']} images, {r['data']['identities']} identities)\n"
+            f"- data: `{i['images']}` ({i['kind']}; {r['data']['images']} images, {r['data']['identities']} identities"
+            f"{skipped_text(r['data']['skipped'], '; ')})\n"
             f"- pairs: {r['pairs']} scored ({r['genuine']} genuine) in {i['folds']} folds "
             f"({'identity-disjoint' if i['identity_disjoint'] else 'identities shared across folds'}), "
             f"{r['unscored_pairs']} unscored; pairs file `{i['pairs']}`\n"
