@@ -83,7 +83,10 @@ def differences(old: dict, new: dict, limit: int = 3) -> str:
     to reuse an output names, so the user sees which option changed."""
     a, b = _flat(old), _flat(new)
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    text = "; ".join(f"{k} {a.get(k)!r}, now {b.get(k)!r}" for k in keys[:limit])
+    def shown(v) -> str:  # an option left out is recorded as None: the default, not a value "None"
+        return "the default" if v is None else repr(v)
+
+    text = "; ".join(f"{k} {shown(a.get(k))}, now {shown(b.get(k))}" for k in keys[:limit])
     return text + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
