@@ -21,6 +21,8 @@ from .models import ARCHS, MAX_INPUT, min_input_size
 LOSSES = ("triplet", "arcface", "cosface")
 TEMPLATES = ("openface", "arcface")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+# options with no flag of their own (set in --config, experiment recipes or the API)
+_CONFIG_ONLY = ("aug_flip", "aug_crop", "aug_color", "aug_blur", "aug_noise", "momentum")
 # flags of `morphgen train` named otherwise than their field: flag key -> (field, negated)
 _FLAG_KEYS = {"list": ("list_file", False), "cache": ("cache_dir", False), "no_align": ("align", True),
               "quiet": ("progress", True)}
@@ -194,8 +196,13 @@ class TrainConfig:
                 self.freeze = str(self.freeze)  # `freeze: 2` in YAML: the first 2 blocks
             if f.name not in ("extra", "online_set"):
                 kind, _, optional = f.type.partition(" | ")
-                setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
-                                                   **_RANGES.get(f.name, {})))
+                try:
+                    setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
+                                                       **_RANGES.get(f.name, {})))
+                except ConfigError as exc:  # a key with no flag is named as the --config key it is
+                    if f.name not in _CONFIG_ONLY:
+                        raise
+                    raise ConfigError(str(exc).replace(option_name(f.name), f.name, 1)) from None
 
     def augment(self) -> Augment:
         a = Augment.preset(self.aug)

@@ -197,6 +197,8 @@ def test_config_file_takes_the_flags_spellings(tmp_path):
         TrainConfig.read_yaml(cfg)
     with pytest.raises(ConfigError, match="--lr must be a number, got 'abc'"):
         TrainConfig.from_dict({"data": str(tmp_path), "lr": "abc"}).resolved()
+    with pytest.raises(ConfigError, match="^aug_flip must be between 0 and 1"):  # a key with no flag: not --aug-flip
+        TrainConfig.from_dict({"data": str(tmp_path), "aug_flip": 3}).resolved()
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
