@@ -187,7 +187,11 @@ class Runner:
             raise ConfigError(f"{rel} in {self.out} was rendered with another config "
                               f"({differences(man.get('config') or {}, job.to_dict())}): delete that folder "
                               "or use another --out")
-        return "complete" if done else f"partial ({counts['chunks_done']}/{counts['chunks']} chunks)"
+        if done:
+            return "complete"
+        # the chunks on disk: the manifest's count is of its last write, before a kill
+        from morphgen.layout import done_chunks
+        return f"partial ({len(done_chunks(folder))}/{counts['chunks']} chunks)"
 
     def train_state(self, cell: Cell) -> str:
         run = self.run_dir(cell)

@@ -204,6 +204,19 @@ def copy_of(finished, tmp_path: Path, edit=None) -> tuple[Path, Path]:
     return write_config(finished[0].parent, cfg, f"{tmp_path.name}.yaml"), out
 
 
+def test_a_partial_dataset_counts_the_chunks_on_disk(finished, tmp_path):
+    """After a kill -9 mid-render the manifest's count is of its last write: the plan said
+    "partial (0/150 chunks)" with 53 done."""
+    cfg, out = copy_of(finished, tmp_path)
+    folder = out / "datasets" / "full"
+    man = json.loads((folder / "manifest.json").read_text())
+    man["complete"], man["counts"]["chunks_done"] = False, 0
+    (folder / "manifest.json").write_text(json.dumps(man))
+    sorted((folder / "params").glob("chunk_*"))[-1].unlink()
+    res = invoke([cfg, "--out", out, "--dry-run"])
+    assert res.exit_code == 0 and "partial (1/2 chunks)" in res.output, res.output
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_dataset_of_another_config_is_refused(finished, tmp_path, dry_run):
     cfg, out = copy_of(finished, tmp_path, lambda c: c["datasets"]["full"].update(ids=9))
