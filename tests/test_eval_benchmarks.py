@@ -113,6 +113,9 @@ def test_cfp_missing_image_and_bad_index_are_counted(cfp, tmp_path):
     (root / "Protocol" / "Split" / "FP" / "01" / "diff.txt").write_text("1;2\n")
     with pytest.raises(DataError, match=r"Split/FP/01/diff.txt:1: expected 'i,j'"):
         read_cfp(root)
+    (root / "Protocol" / "Split" / "FP" / "01" / "diff.txt").write_text("\n")  # was read as a fold of genuine pairs
+    with pytest.raises(DataError, match=r"FP/01: diff.txt is empty"):
+        read_cfp(root)
 
 
 def test_cfp_cli_end_to_end_counts_alignment_per_view(cfp, eval_run, tmp_path):
@@ -282,7 +285,7 @@ def test_cfp_protocol_of_one_kind_of_pair_is_refused(cfp, eval_run, tmp_path):
     root = tmp_path / "cfp"
     shutil.copytree(cfp[0], root)
     for diff in (root / "Protocol" / "Split" / "FF").glob("*/diff.txt"):
-        diff.write_text("")
+        diff.write_text("999,999\n")  # (an empty one is refused as a damaged copy, by its file)
     one_line_error(invoke("cfp", "--model", eval_run, "--cfp-dir", root, "--out", tmp_path / "o", "--no-align"),
                    "CFP protocol FF", "has only genuine pairs")
     assert not (tmp_path / "o").exists()

@@ -127,7 +127,11 @@ def read_cfp(root: str | Path, protocols=PROTOCOLS) -> CFPData:
                 path = d / fname
                 if not path.is_file():
                     raise DataError(f"CFP fold {d} lacks {fname}: the copy is incomplete")
-                for ln, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                text = path.read_text(errors="replace")
+                if not text.strip():  # a fold of one kind of pair only skewed its threshold, silently
+                    raise DataError(f"CFP fold {d}: {fname} is empty (the official one lists 350 pairs): the copy "
+                                    "is damaged")
+                for ln, line in enumerate(text.splitlines(), 1):
                     if not line.strip():
                         continue
                     try:
