@@ -228,7 +228,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
         evaluations[name] = Evaluation(name, proto, o, str(opts.get("label") or name), bs)
 
     workers = raw.get("workers")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise ConfigError(f"{where}: workers must be a positive integer, got {workers!r}")
     import os
     cache = raw.get("cache")

@@ -103,6 +103,7 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
 
 @pytest.mark.parametrize("edit, match", [
     (lambda c: c.update(colour="red"), "exp.yaml (top level)"),
+    (lambda c: c.update(workers=True), "workers must be a positive integer, got True"),  # bool is an int in Python
     (lambda c: c["datasets"]["full"].update(yaw_range=30), "unknown key 'yaw_range' in exp.yaml: datasets.full"),
     (lambda c: c["recipes"]["syn"].update(stepz=3), "unknown key 'stepz' in exp.yaml: recipes.syn"),
     (lambda c: c["evaluations"]["syn"].update(yawz=1), "unknown key 'yawz' in exp.yaml: evaluations.syn"),
