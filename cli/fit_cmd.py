@@ -53,6 +53,7 @@ def fit(photos: Path, out: Path, model: str | None, size: int, fine_steps: int, 
         model, size, fine_steps, ids, dlib68 = (
             value if source(k) == click.core.ParameterSource.COMMANDLINE else recorded.get(k, value)
             for k, value in options.items())
+        fitting.check_recorded(out, model, size, fine_steps, ids, dlib68)  # as the flags would have been
     try:
         with NewOutputs(out) as outputs:
             s = fitting.fit_photos(photos, out, model, FitOptions(size=size, fine_steps=fine_steps), workers=workers,

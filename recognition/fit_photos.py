@@ -66,16 +66,22 @@ class Photo:
     sample: int
 
 
-def list_photos(path: Path, ids: int | None = None) -> tuple[Path, list[Photo]]:
+def list_photos(path: Path, ids: int | None = None, exclude: Path | None = None) -> tuple[Path, list[Photo]]:
     """(root, photos) of a photo or a folder of photos (recursively; files OpenCV cannot read
-    are not photos), numbered by top-level folder. `ids`: only the first ids identities."""
+    are not photos), numbered by top-level folder. `ids`: only the first ids identities.
+    `exclude`: a folder inside `path` whose files are not photos (the fit's own --out, whose
+    overlays a resume had fitted as another identity)."""
     path = Path(path)
     if path.is_file():
         return path.parent, [Photo(path.name, 0, 0)]
     if not path.is_dir():
         raise ConfigError(f"{path} does not exist: give a photo or a folder of photos")
-    files = sorted((p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and _is_photo(p)),
-                   key=natural_key)
+    skip = None
+    if exclude is not None and Path(exclude).resolve().is_relative_to(path.resolve()):
+        skip = Path(exclude).resolve().relative_to(path.resolve()).as_posix() + "/"
+    files = sorted((rel for rel in (p.relative_to(path).as_posix() for p in path.rglob("*")
+                                    if p.is_file() and _is_photo(p))
+                    if not (skip and rel.startswith(skip))), key=natural_key)
     if not files:
         raise DataError(f"{path} holds no images (looked for files OpenCV can read, in all sub-folders)")
     photos, index, count = [], {}, {}
@@ -291,6 +297,21 @@ def recorded_inputs(out: Path) -> dict:
     return old if isinstance(old, dict) else {}
 
 
+def check_recorded(out: Path, model, size, fine_steps, ids, dlib68) -> None:
+    """ConfigError naming fit.json when the values a resume takes from it are not what its
+    flags accept (a hand-edited or damaged record: "size": "abc" was a TypeError)."""
+    from morphgen.configfile import check_option
+
+    try:
+        check_option("model", model, str, optional=True)
+        check_option("size", size, int, low=32, high=512)
+        check_option("fine_steps", fine_steps, int, low=0)
+        check_option("ids", ids, int, optional=True, low=1)
+        check_option("dlib68", dlib68, bool)
+    except ConfigError as exc:
+        raise ConfigError(f"{Path(out) / FIT_RECORD}: {exc}: fit into a new --out") from None
+
+
 def check_resume(out: Path, inputs: dict) -> None:
     """ConfigError unless `out` can be resumed with these inputs (photos, model, options):
     a folder that holds something but no fit (a training run, a dataset), or a fit of
@@ -306,6 +327,8 @@ def check_resume(out: Path, inputs: dict) -> None:
         old = json.loads(record.read_text())
     except ValueError:
         raise ConfigError(f"{record} is unreadable: fit into a new --out") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{record} is unreadable (not a JSON object): fit into a new --out")
     changed = [k for k in inputs if k != "ids" and old.get(k) != inputs[k]]  # more or fewer identities fit alike
     if changed:
         was = "; ".join(f"{k} {old.get(k)!r}, now {inputs[k]!r}" for k in changed)
@@ -325,7 +348,10 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     check_device(device)
     if dlib68:
         Dlib68.model_file()  # a missing package is one line here, not a broken worker pool
-    root, photos = list_photos(path, ids)
+    if model and workers > 1:  # likewise a bad model: the workers load it in their initializer
+        from morphgen.loading import load_model
+        load_model(model)
+    root, photos = list_photos(path, ids, exclude=out)
     single = Path(path).is_file()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:

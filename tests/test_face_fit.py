@@ -257,3 +257,36 @@ def test_a_resumed_fit_drops_records_its_residuals_do_not_list(tmp_path):
     params.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n" + '{"identity": 2, "fi')
     _keep_records_of(params, {"a.png"})
     assert [json.loads(line) for line in params.read_text().splitlines()] == [a]
+
+
+def test_resume_of_a_damaged_record_and_a_bad_model_are_one_line(tmp_path):
+    """fit.json holding a list, or a size that is not a number, was a traceback on
+    --resume; with --workers 2 a bad --model was the pool's initializer tracebacks and a
+    false "kept in OUT, run with --resume" (OUT was removed)."""
+    (tmp_path / "a" / "p0").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "a" / "p0" / "x.png"), np.full((64, 64, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "a" / "p0" / "y.png"), np.full((64, 64, 3), 80, np.uint8))
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    (fit / "residuals.csv").write_text("source,status\n")
+    for record, match in (("[]", "fit.json is unreadable (not a JSON object)"),
+                          ('{"size": "abc"}', "fit.json: --size must be an integer, got 'abc'")):
+        (fit / "fit.json").write_text(record)
+        assert_refused(["fit", tmp_path / "a", "--out", fit, "--resume", "--quiet"], match, tmp_path)
+    assert_refused(["fit", tmp_path / "a", "--out", tmp_path / "w", "--workers", 2, "--model", tmp_path / "no.npz",
+                    "--quiet"], "no.npz does not exist", tmp_path)
+
+
+def test_a_fit_inside_its_photos_folder_does_not_fit_its_overlays(tmp_path):
+    """--out inside PHOTOS: a resume listed the fit's own overlays as another identity's photos."""
+    from recognition.fit_photos import list_photos
+
+    for k in range(2):
+        (tmp_path / "ph" / f"p{k}").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "ph" / f"p{k}" / "x.png"), np.full((64, 64, 3), 90, np.uint8))
+    (tmp_path / "ph" / "fit" / "overlays" / "p0").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "ph" / "fit" / "overlays" / "p0" / "x.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    _, photos = list_photos(tmp_path / "ph", exclude=tmp_path / "ph" / "fit")
+    assert [(p.source, p.identity) for p in photos] == [("p0/x.png", 0), ("p1/x.png", 1)]
+    _, photos = list_photos(tmp_path / "ph")
+    assert len(photos) == 3
