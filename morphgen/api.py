@@ -19,6 +19,7 @@ Three ways in, from the most to the least automatic:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -332,6 +333,17 @@ def _coeff_tensor(x, name: str, k: int, like=None):
 _SCENES: dict[str, Scene] = {}
 
 
+def _file_stamp(value) -> tuple[int, int] | None:
+    """(size, mtime in ns) of the file a scene option names, or None (not a path, no file)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return None
+    try:
+        st = os.stat(value)
+    except (OSError, ValueError):
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def render_image(identity: int = 0, sample: int = 0, *, scene: Scene | None = None, to: str = "numpy",
                  **options: Any) -> dict[str, Any]:
     """One image in one call: sample `sample` of `identity`, with `options` split into
@@ -342,8 +354,13 @@ def render_image(identity: int = 0, sample: int = 0, *, scene: Scene | None = No
 
     (``morphgen.render`` is the renderer's package, hence the name.)"""
     values = {k: options.pop(k) for k in list(options) if k in PARAM_NAMES}
+    if scene is not None and not isinstance(scene, Scene):
+        raise ConfigError(f"render_image: scene must be a morphgen.Scene, got {type(scene).__name__}")
     if scene is None:
-        key = json.dumps(options, sort_keys=True, default=str)
+        # the files the options name are part of the key (size and time of change): a pose or
+        # config file edited between two calls gave the first file's images
+        key = json.dumps([options, {k: _file_stamp(v) for k, v in options.items() if _file_stamp(v)}],
+                         sort_keys=True, default=str)
         if key not in _SCENES:
             _SCENES.clear()
             _SCENES[key] = Scene(**options)

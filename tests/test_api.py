@@ -103,6 +103,21 @@ def test_render_image_keeps_its_scene(tiny_model_file):
     assert a["rgb"].shape == (32, 32, 3) and a["landmarks5"].shape == (5, 2)
     with pytest.raises(ConfigError, match="not both"):
         morphgen.render_image(scene=scene, size=64)
+    with pytest.raises(ConfigError, match="scene must be a morphgen.Scene, got str"):
+        morphgen.render_image(0, scene="x")
+
+
+def test_render_image_sees_an_edited_pose_file(tiny_model_file, tmp_path):
+    """The kept scene was keyed by the option strings: a pose file edited between two calls
+    gave the first file's pose."""
+    pose = tmp_path / "pose.yaml"
+    pose.write_text("yaw: constant(40)\npitch: constant(0)\nroll: constant(0)\n")
+    a = morphgen.render_image(0, 0, model=tiny_model_file, size=32, pose=str(pose))
+    pose.write_text("yaw: constant(-40)\npitch: constant(0)\nroll: constant(0)\n")
+    b = morphgen.render_image(0, 0, model=tiny_model_file, size=32, pose=str(pose))
+    c = morphgen.render_image(0, 0, model=tiny_model_file, size=32, yaw=-40.0, pitch=0.0, roll=0.0)
+    assert not np.array_equal(a["rgb"], b["rgb"])
+    assert np.allclose(b["landmarks5"], c["landmarks5"], atol=1e-3)
 
 
 def test_differentiable_path(scene):
