@@ -35,5 +35,6 @@ def _planned_images(dataset: Path) -> int | None:
     """The images the dataset's manifest plans (all shards), or None without a readable one."""
     from morphgen.layout import manifest_or_none
 
-    images = ((manifest_or_none(dataset) or {}).get("counts") or {}).get("images")
-    return images if isinstance(images, int) else None
+    counts = (manifest_or_none(dataset) or {}).get("counts")
+    images = counts.get("images") if isinstance(counts, dict) else None  # (a damaged manifest: no note)
+    return images if isinstance(images, int) and not isinstance(images, bool) else None

@@ -485,6 +485,10 @@ def test_stats_says_when_the_dataset_is_unfinished(reference, tmp_path):
     assert r.exit_code == 0 and "unfinished (12 of 18 images)" in r.output, r.output
     r = invoke("stats", reference, "--out", tmp_path / "s.png")
     assert r.exit_code == 0 and "unfinished" not in r.output
+    man = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**man, "counts": [1]}))  # damaged: was an AttributeError
+    r = invoke("stats", out, "--out", tmp_path / "s2.png")
+    assert r.exit_code == 0 and "unfinished" not in r.output, r.output
 
 
 def test_stats_on_empty_folder(tmp_path):
