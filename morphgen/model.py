@@ -154,9 +154,13 @@ class MorphableModel:
     def validate(self) -> None:
         """Raise ModelError naming precisely what is inconsistent."""
         n = self.n_vertices
+        if not isinstance(self.metadata, dict):
+            raise ModelError(f"metadata is a {type(self.metadata).__name__}, not a mapping")
         for label, pca in (("shape", self.shape), ("color", self.color), ("expression", self.expression)):
             if pca is None:
                 continue
+            if pca.variance.ndim != 1:
+                raise ModelError(f"{label} variance has shape {pca.variance.shape}, expected (components,)")
             if pca.mean.shape != (3 * n,):
                 raise ModelError(f"{label} mean has shape {pca.mean.shape}, expected ({3 * n},) for {n} vertices")
             if pca.basis.shape != (3 * n, pca.n_components):
@@ -176,11 +180,20 @@ class MorphableModel:
         t = self.triangles
         if t.ndim != 2 or t.shape[1] != 3:
             raise ModelError(f"triangles have shape {t.shape}, expected (T, 3)")
-        if t.size and (t.min() < 0 or t.max() >= n):
+        if not t.size:
+            raise ModelError("the mesh has no triangles")
+        if t.min() < 0 or t.max() >= n:
             raise ModelError(f"triangle indices span {t.min()}..{t.max()} but the mesh has {n} vertices")
         for name, idx in self.landmarks.items():
             if not 0 <= idx < n:
                 raise ModelError(f"landmark {name!r} points to vertex {idx}, outside 0..{n - 1}")
+        if self.ibug68 is not None and (self.ibug68.shape != (68,) or self.ibug68.min() < -1 or self.ibug68.max() >= n):
+            raise ModelError(f"ibug68 must be 68 vertex indices (-1 where the model has no such point) within "
+                             f"0..{n - 1}; it has shape {self.ibug68.shape}"
+                             + (f" and spans {self.ibug68.min()}..{self.ibug68.max()}" if self.ibug68.size else ""))
+        for name, mask in self.regions.items():
+            if mask.shape != (n,):
+                raise ModelError(f"region {name!r} has shape {mask.shape}, expected one flag per vertex ({n},)")
 
     def summary(self) -> dict:
         """What `morphgen model info` prints."""
@@ -271,6 +284,9 @@ def load_npz(path: str | Path) -> MorphableModel:
         )
     except KeyError as exc:
         raise ModelError(f"{path}: morphgen model file lacks the entry {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # an entry of another type: text for numbers...
+        raise ModelError(f"{path}: an entry is malformed ({exc.__class__.__name__}: {exc}): the file is damaged: "
+                         "write it again (MorphableModel.save_npz)") from None
     try:
         model.validate()
     except ModelError as exc:  # named by its file, as the Basel loaders' are

@@ -78,6 +78,41 @@ def test_folder_and_damaged_npz_models_are_one_line_errors(tmp_path, monkeypatch
     assert r.exit_code == 2 and "is a folder" in r.output and not (tmp_path / "o").exists()
 
 
+
+def test_inconsistent_npz_entries_are_one_line_errors(tmp_path):
+    """Entries of the wrong shape or type passed `model info` and failed in a render with a
+    bare numpy IndexError or ValueError, or were tracebacks of `model info` itself."""
+    import json
+
+    from conftest import make_tiny_model
+
+    good = tmp_path / "good.npz"
+    make_tiny_model().save_npz(good)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta_json"]).decode())
+    n = len(arrays["shape_mean"]) // 3
+
+    def meta_with(**kv):
+        return {"meta_json": np.frombuffer(json.dumps({**meta, **kv}).encode(), np.uint8)}
+
+    cases = {
+        "ibug": ({"ibug68": np.full(68, 10**6, np.int32)}, "ibug68 must be 68 vertex indices"),
+        "region": ({"region_face": np.ones(5, bool)}, "region 'face' has shape (5,)"),
+        "variance": ({"shape_variance": np.ones((3, 2), np.float32)}, "shape variance has shape (3, 2)"),
+        "no_triangles": ({"triangles": np.zeros((0, 3), np.int32)}, "the mesh has no triangles"),
+        "landmarks_list": (meta_with(landmarks=[1, 2]), "an entry is malformed"),
+        "landmark_text": (meta_with(landmarks={"a": "abc"}), "an entry is malformed"),
+        "metadata_list": (meta_with(metadata=[1]), "metadata is a list, not a mapping"),
+        "noise_array": ({"shape_noise_variance": np.ones(3, np.float32)}, "an entry is malformed"),
+        "mean_text": ({"shape_mean": np.array(["a"] * (3 * n))}, "an entry is malformed"),
+    }
+    for name, (change, match) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays | change)
+        r = run("model", "info", str(tmp_path / f"{name}.npz"))
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and match in r.output, (name, r.output)
+
+
 def test_model_commands_check_out_before_work(tmp_path):
     """`model export --seed -1` is a usage error (it was numpy's traceback); `model
     calibrate` and `model landmarks` refuse an --out they cannot write before rendering and
