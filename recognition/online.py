@@ -283,6 +283,10 @@ class OnlineDataset(IterableDataset):
     ``soft_ids`` / ``soft_weights`` (B, 2) (identity mixup: own identity first, a partner
     and their weights; -1 / 0 where unmixed), and ``params`` (:func:`batch_params`).
 
+    ``seed`` seeds the batches' draws and, unless ``scene`` is a Scene (which has its own),
+    the render (the render option ``seed``, so another seed is other faces); by default 0
+    and the scene's own.
+
     It is a pure function of (seed, step, rank) and the scene: a rerun gives the same
     batches, ``start=N`` resumes at step N, and ranks (``rank``/``world``, by default those
     of an initialised ``torch.distributed``) draw disjoint images. Iterate it directly or
@@ -290,15 +294,18 @@ class OnlineDataset(IterableDataset):
     the loader returns them in order), or use :meth:`stream`, which on a GPU scene
     (``device="cuda"``) renders, aligns and augments on the device."""
 
-    def __init__(self, scene=None, *, steps: int, batch_p: int = 32, batch_k: int = 4, start: int = 0, seed: int = 0,
+    def __init__(self, scene=None, *, steps: int, batch_p: int = 32, batch_k: int = 4, start: int = 0,
+                 seed: int | None = None,
                  input_size: int = 112, template: str = "arcface", augment: Augment | str | None = None,
                  rank: int | None = None, world: int | None = None, unbounded: bool = False, **options):
         from morphgen.api import Scene
         from morphgen.configfile import check_option
 
         for name, v, low in (("steps", steps, 1), ("batch_p", batch_p, 1), ("batch_k", batch_k, 1), ("start", start, 0),
-                             ("seed", seed, 0), ("input_size", input_size, 16)):
+                             ("seed", 0 if seed is None else seed, 0), ("input_size", input_size, 16)):
             check_option(name, v, int, low=low)
+        if seed is not None and not isinstance(scene, Scene):
+            options["seed"] = seed  # the render option of that name too: seed=1 drew seed 0's faces in a new order
         if start >= steps:
             raise ConfigError(f"--start {start} is not below --steps {steps}: nothing to render")
         template_points(template, input_size)  # an unknown template is a one-line error now
@@ -311,7 +318,7 @@ class OnlineDataset(IterableDataset):
         rank, world = _rank_and_world(rank, world)
         augment = Augment.preset(augment) if isinstance(augment, str) else augment
         self.batches = OnlineBatches(config, input_size, template, batch_p, batch_k, total=steps, start=start,
-                                     seed=seed, augment=augment, rank=rank, world=world, unbounded=unbounded,
+                                     seed=seed or 0, augment=augment, rank=rank, world=world, unbounded=unbounded,
                                      with_params=True)
 
     @property

@@ -177,6 +177,20 @@ def test_online_batches_are_identical_on_rerun_and_after_resuming(tiny_model_fil
     assert len(streamed) == 1 and same(streamed[0], first[3])
 
 
+def test_online_seed_is_the_render_seed_too(tiny_model_file):
+    """seed=1 drew seed 0's faces in another order: the README says "plus any render
+    option", and seed is one."""
+    default, zero, one = (online(tiny_model_file, **kw) for kw in ({}, {"seed": 0}, {"seed": 1}))
+    assert same(default.batch(0), zero.batch(0))
+    assert one.batches.source.scene.sampling.seed == 1 and zero.batches.source.scene.sampling.seed == 0
+    scene_one = morphgen.Scene(model=tiny_model_file, size=32, ids=10, seed=1)
+    b = one.batch(0)
+    i, k = int(b["params"]["identity"][0]), int(b["params"]["sample"][0])
+    assert np.allclose(b["params"]["shape"][0].numpy(), scene_one.params(i, k).shape, atol=1e-5)
+    seed_zero = morphgen.Scene(model=tiny_model_file, size=32, ids=10).params(i, k).shape
+    assert not np.allclose(b["params"]["shape"][0].numpy(), seed_zero)
+
+
 def test_two_ranks_draw_disjoint_images(tiny_model_file):
     r0, r1 = online(tiny_model_file, rank=0, world=2), online(tiny_model_file, rank=1, world=2)
     seen = [set(), set()]
