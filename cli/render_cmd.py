@@ -9,7 +9,7 @@ from morphgen.errors import ConfigError
 from morphgen.outputs import check_image_path, check_writable
 
 from morphgen.appearance import PARTS as APPEARANCE_PARTS
-from morphgen.options import PER_ID_DEFAULT, scene_from_options
+from morphgen.options import PER_ID_DEFAULT, RENDER_DEFAULTS, scene_from_options
 from morphgen.render.photo import EFFECTS as PHOTO_EFFECTS
 
 from .options import default_text as _d
@@ -185,9 +185,9 @@ def _close_quietly(client) -> None:
 def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> None:
     """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary).
 
-    With a render --config, it shows what that dataset will hold: its scene options are
-    read, its dataset keys (out, ids, per_id, workers...) are not. A preview's own config
-    may also set rows and cols.
+    With a render --config, it shows what that dataset will hold: its scene options and its
+    ids (the pool identity mixup draws partners from) are read, its other dataset keys
+    (out, per_id, workers...) are not. A preview's own config may also set rows and cols.
     """
     import numpy as np
 
@@ -201,7 +201,9 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
     if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in (rows, cols)):
         raise ConfigError(f"--rows and --cols must be whole numbers 1..64, got {rows!r} and {cols!r}")
     check_image_path(out, "--out")
-    opts["ids"] = rows
+    # the rows are the first identities of the dataset's pool (its ids, or render's default):
+    # identity mixup draws partners from the whole pool, as the render will
+    opts["ids"] = max(rows, opts.get("ids") or RENDER_DEFAULTS["ids"])
     scene = scene_from_options(opts)
     renderer = SceneRenderer(scene)
     per_id = cols

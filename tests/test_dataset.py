@@ -816,6 +816,25 @@ def test_preview_config_sets_rows_and_cols(tmp_path, model_file):
     assert r.exit_code == 2 and "whole numbers 1..64" in r.output, r.output
 
 
+def test_preview_with_identity_mixup_shows_what_render_draws(tmp_path, model_file):
+    """The preview's pool was its rows, so mixup partners came from the rows shown (and
+    --rows 1 was refused): its tiles now equal the render's images, partners and all."""
+    import cv2
+
+    mix = ["--model", model_file, "--size", 32, "--identity-mixup", "--mixup-fraction", 1]
+    r = invoke("preview", *mix, "--rows", 2, "--cols", 2, "--out", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    r = invoke("render", *mix, "--ids", 100, "--per-id", 2, "--workers", 1, "--quiet", "--out", tmp_path / "ds")
+    assert r.exit_code == 0, r.output
+    sheet = cv2.imread(str(tmp_path / "s.png"))
+    for i in range(2):
+        for n in range(2):
+            tile = sheet[32 * i:32 * (i + 1), 32 * n:32 * (n + 1)]
+            assert np.array_equal(tile, cv2.imread(str(tmp_path / "ds" / "images" / f"{i:06d}" / f"{i:06d}_{n:04d}.png")))
+    r = invoke("preview", *mix, "--rows", 1, "--cols", 2, "--out", tmp_path / "one.png")
+    assert r.exit_code == 0, r.output
+
+
 def test_warnings_are_one_line_each(tmp_path, model_file):
     """The console script prints a warning (here: an unreadable background image, skipped)
     as one `warning:` line, without Python's file, line and source echo."""
