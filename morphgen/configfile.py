@@ -50,9 +50,17 @@ def _shown(value) -> str:
     """A wrong value as a message shows it: short values as written, anything else by its
     type (a whole MorphableModel's repr made a 36,000-character "one-line" error)."""
     text = repr(value)
-    if isinstance(value, (str, int, float, bool, list, tuple, dict)) and len(text) <= 80:
+    if value is None or isinstance(value, (str, int, float, bool, list, tuple, dict)) and len(text) <= 80:
         return text
     return f"a {type(value).__name__}" if not isinstance(value, (str, list, tuple, dict)) else text[:77] + "..."
+
+
+def as_path(value, what: str) -> Path:
+    """`value` (text or a path object) as a Path, else a one-line ConfigError naming `what`
+    (the API took `Scene(3)` or `open_dataset(None)` to pathlib's TypeError)."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise ConfigError(f"{what} must be a path, got {_shown(value)}")
 
 
 def option_name(name: str) -> str:

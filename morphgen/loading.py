@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from .calibration import LandmarkCalibration, sidecar_path
+from .configfile import as_path
 from .errors import ModelError
 from .landmark_file import LandmarkFile, landmark_sidecar
 from .model import MorphableModel, five_point_names, load_npz, sha256_file
@@ -34,7 +35,7 @@ def load_model(path: str | Path | None = None, landmarks: str | Path | None = No
     change a model with ``dataclasses.replace``, never in place."""
     if path is None:
         path = default_model_path()
-    path = Path(path)
+    path = as_path(path, "the model")
     _check_model_path(path)  # before the files beside it are named (a folder such as "." has no name)
     lm_file = Path(landmarks) if landmarks else landmark_sidecar(path)
     calib = sidecar_path(path)

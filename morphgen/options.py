@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .configfile import check_option, read_mapping
+from .configfile import as_path, check_option, read_mapping
 from .errors import ConfigError
 from .appearance import AppearanceConfig
 from .render.photo import PhotoConfig
@@ -142,7 +142,7 @@ def scene_config(config: str | Path | None = None, overrides: dict | None = None
     render option is a ConfigError, as an unknown flag is."""
     opts = dict(RENDER_DEFAULTS)
     if config not in (None, "default"):
-        opts.update(load_config_file(Path(config), what))
+        opts.update(load_config_file(as_path(config, what), what))
     for name, val in (overrides or {}).items():
         if name not in RENDER_DEFAULTS:
             raise ConfigError(f"unknown render option {name!r}: the options are those of `morphgen render --help` "

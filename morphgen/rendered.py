@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .configfile import as_path
 from .errors import ConfigError, DataError
 from .layout import (
     TarMembers,
@@ -36,7 +37,7 @@ _ALWAYS = ("image", "identity", "sample", "landmarks5", "soft_label")
 
 
 def _check_root(root: str | Path) -> Path:
-    root = Path(root)
+    root = as_path(root, "the dataset folder")
     if not root.is_dir():
         raise DataError(f"{root} does not exist or is not a folder: give a folder written by `morphgen render`")
     if not looks_like_dataset(root) or not params_files(root):

@@ -51,9 +51,10 @@ def load_scene(spec: str | Path | None, overrides: dict | None = None) -> SceneC
     defaults when spec is None or 'default'; `overrides` are render option names too. A
     warning names the dataset options (`DATASET_ONLY`) given, which online training does
     not use: `workers: 8` in the config does not make 8 render processes."""
+    from morphgen.configfile import as_path
     from morphgen.options import load_config_file, scene_config
 
-    given = list(load_config_file(Path(spec), "--online")) if spec not in (None, "default") else []
+    given = list(load_config_file(as_path(spec, "the scene"), "--online")) if spec not in (None, "default") else []
     unused = [k for k in dict.fromkeys([*given, *(overrides or {})]) if k in DATASET_ONLY]
     if unused:
         warnings.warn(f"the online config sets {', '.join(unused)}: options of a written dataset, which online "

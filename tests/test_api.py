@@ -177,6 +177,18 @@ def test_online_batches_are_identical_on_rerun_and_after_resuming(tiny_model_fil
     assert len(streamed) == 1 and same(streamed[0], first[3])
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: morphgen.Scene(3), "--config must be a path, got 3"),
+    (lambda: morphgen.load_model(3), "the model must be a path, got 3"),
+    (lambda: morphgen.open_dataset(None), "the dataset folder must be a path, got None"),
+    (lambda: morphgen.OnlineDataset(3, steps=2), "the scene must be a path, got 3"),
+])
+def test_a_path_argument_of_another_type_is_a_config_error(call, match):
+    """They were pathlib's TypeError ("expected str, bytes or os.PathLike object")."""
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
 def test_online_seed_is_the_render_seed_too(tiny_model_file):
     """seed=1 drew seed 0's faces in another order: the README says "plus any render
     option", and seed is one."""
