@@ -91,8 +91,9 @@ def _train_options(f):
                      "pixels with labels mixed the same way (needs --real-data and arcface/cosface)."),
         click.option("--init", type=PATH, help="Start the backbone from this checkpoint or run folder (a new "
                      "head is made for the new classes)."),
-        click.option("--freeze", help="Freeze backbone layers while fine-tuning: N first blocks, or "
-                     "comma-separated layer names (e.g. stem,inception_3a)."),
+        click.option("--freeze", help="Freeze backbone layers while fine-tuning: N first blocks (nn4small2 has 9, "
+                     "inception_resnet_v1 17, the iresnets 11), or comma-separated layer names (e.g. "
+                     "stem,inception_3a)."),
         click.option("--backbone-lr-mult", type=float, help="Backbone learning rate = lr * this (e.g. 0.1 "
                      "when fine-tuning). [default: 1]"),
         click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its "
