@@ -215,7 +215,10 @@ def read_recordio(root: Path) -> ImageSet:
 
 
 def source_file(iset: ImageSet, rel: str) -> Path:
-    """The file on disk that holds image `rel` (the tar for ``x.tar:member`` references)."""
+    """The file on disk that holds image `rel` (the tar for ``x.tar:member`` references,
+    the whole file for an in-memory set: an insightface .bin)."""
+    if iset.kind == "memory":  # its keys are no files: `bin/0` did not exist, every image was dropped
+        return Path(iset.root)
     tar = split_tar_ref(rel)
     return iset.root / (tar[0] if tar else rel)
 

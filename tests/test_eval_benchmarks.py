@@ -188,6 +188,27 @@ def test_bin_cli_one_row_per_file_and_undecodable_images(eval_run, tmp_path):
     assert r["sets"]["cfp_fp"]["undecodable_images"] == 1 and r["sets"]["cfp_fp"]["pairs"] == 19
     assert len(r["sets"]["lfw"]["folds"]) == 10
     assert (out / "summary.md").read_text().count("| lfw |") == 1
+    # every image was dropped before its embedding (its landmark check looked for a file
+    # `lfw.bin/0`) and every pair scored 0: the accuracy was chance, reported as a result
+    rows = [ln.split(",") for ln in (out / "scores.csv").read_text().splitlines()[1:] if ln.startswith("lfw,")]
+    genuine = [float(r[4]) for r in rows if r[3] == "1"]
+    impostor = [float(r[4]) for r in rows if r[3] == "0"]
+    assert len(genuine) == len(impostor) == 10 and min(genuine) > 0.5, rows
+    assert sum(genuine) / 10 > sum(impostor) / 10 and r["sets"]["lfw"]["accuracy"]["mean"] > 0.5
+
+
+def test_bin_images_that_get_no_embedding_leave_their_pairs_unscored(eval_run, tmp_path, monkeypatch):
+    """An image the embedding step drops (unreadable to it) had a NaN row read as zeros: its
+    pairs scored 0 and the file reported chance accuracy as a result."""
+    from recognition.evaluation import common
+
+    write_bin(tmp_path / "lfw.bin", pairs=20)
+    real = common.find_landmarks
+    monkeypatch.setattr(common, "find_landmarks", lambda iset, *a, **k: real(iset, *a, **k).take(np.arange(30)))
+    res = invoke("bin", "--model", eval_run, "--bin", tmp_path / "lfw.bin", "--out", tmp_path / "out", "--quiet")
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "out" / "result.json").read_text())["sets"]["lfw"]
+    assert r["unscored_pairs"] == 5 and r["undecodable_images"] == 10 and r["accuracy"]["mean"] > 0.5, r
 
 
 class _Evil:

@@ -200,6 +200,8 @@ def evaluate_bins(run: str | Path, bins: list[str | Path], out: str | Path, flip
                 e = embed_imageset(model, meta, iset, align=True, flip=flip, batch_size=batch_size, progress=progress)
                 emb = np.full((len(b.images), e.emb.shape[1]), np.nan, np.float32)
                 emb[ok] = e.emb
+                ok = ok.copy()  # an image the embedding could not read leaves its pair unscored, not
+                ok[np.nonzero(ok)[0][~e.ok]] = False  # scored 0 (its NaN row was read as zeros)
             try:
                 r = score_bin(emb, ok, b.same)
             except DataError as exc:
