@@ -63,6 +63,7 @@ class ImageSet:
     no_face: list[str] = field(default_factory=list)   # files where MTCNN found no face
     second_pass: list[str] = field(default_factory=list)  # files whose face only the second MTCNN pass found
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (h, w) of files the detector decoded
+    not_images: list[str] = field(default_factory=list)  # files of a folder that hold no image (counted too)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -197,6 +198,7 @@ def read_folder(root: Path) -> ImageSet:
             rel = path.relative_to(root).as_posix()
             if not cv2.haveImageReader(str(path)):
                 iset.count("not_images")
+                iset.not_images.append(rel)
                 continue
             files.append(rel)
             ids.append(rel.split("/")[0] if "/" in rel else "")

@@ -93,7 +93,8 @@ def embed(run_dir: str | Path, images_dir: str | Path, out_npz: str | Path, flip
             iset, emb = iset.take(use), emb[use]
         out_npz.parent.mkdir(parents=True, exist_ok=True)
         kept = set(iset.files)
-        skipped = [f for f in listed.files if f not in kept]  # unreadable, or no face found
+        # not images, unreadable, or no face found (a file that is no image was counted, not named)
+        skipped = listed.not_images + [f for f in listed.files if f not in kept]
         np.savez(out_npz, embeddings=emb.astype(np.float32), files=np.array(iset.files, dtype=str),
                  identities=np.array(iset.identities, dtype=str), skipped=np.array(skipped, dtype=str),
                  arch=np.array(meta["arch"]), flip=np.array(flip))

@@ -460,6 +460,21 @@ def test_unreadable_images_are_a_counted_skip(P, tmp_path):
     assert sorted(z["skipped"]) == sorted(str(p.relative_to(ds)) for p in broken)
 
 
+def test_embed_names_a_file_that_is_no_image(P, tmp_path):
+    """A file of a folder that holds no image was counted ("not images 1") but named
+    neither in the .npz's files nor in its skipped list."""
+    import numpy as np
+    folder = tmp_path / "people"
+    for k in range(2):
+        (folder / f"p{k}").mkdir(parents=True)
+        shutil.copy(P.ds / "images" / f"00000{k}" / f"00000{k}_0000.png", folder / f"p{k}" / "a.png")
+    (folder / "p0" / "b.png").write_bytes(b"notanimage" * 10)
+    r = run_cli(["embed", "--model", P.run, "--images", folder, "--out", tmp_path / "e.npz", "--quiet", "--no-align"])
+    assert r.exit_code == 0 and "not images 1" in r.output, r.output
+    z = np.load(tmp_path / "e.npz")
+    assert "p0/b.png" in list(z["skipped"]) and "p0/b.png" not in list(z["files"])
+
+
 def test_an_image_that_breaks_after_the_check_gets_no_embedding(P, tmp_path, monkeypatch):
     """Evaluation embeds what the decode check passed; a file that no longer decodes then
     (changed since) is left out and counted, not given a sibling's embedding."""
