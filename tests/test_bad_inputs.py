@@ -475,6 +475,23 @@ def test_embed_names_a_file_that_is_no_image(P, tmp_path):
     assert "p0/b.png" in list(z["skipped"]) and "p0/b.png" not in list(z["files"])
 
 
+def test_real_pairs_names_a_file_that_is_no_image(P, tmp_path):
+    """real_pairs dropped it while listing the folder and named it nowhere: the images used
+    did not add up to the files on disk."""
+    import json as _json
+
+    from recognition.evaluation.real_pairs import evaluate_real_pairs
+    folder = tmp_path / "people"
+    for k in range(3):
+        (folder / f"p{k}").mkdir(parents=True)
+        for n in range(2):
+            shutil.copy(P.ds / "images" / f"00000{k}" / f"00000{k}_000{n}.png", folder / f"p{k}" / f"{n}.png")
+    (folder / "p0" / "bad.png").write_bytes(b"notanimage" * 10)
+    evaluate_real_pairs(P.run, folder, tmp_path / "out", folds=2, per_fold=4, align=False, workers=1)
+    inputs = _json.loads((tmp_path / "out" / "result.json").read_text())["inputs"]
+    assert inputs["images_used"] == 6 and inputs["not_images"] == ["p0/bad.png"], inputs
+
+
 def test_an_image_that_breaks_after_the_check_gets_no_embedding(P, tmp_path, monkeypatch):
     """Evaluation embeds what the decode check passed; a file that no longer decodes then
     (changed since) is left out and counted, not given a sibling's embedding."""

@@ -63,6 +63,7 @@ def evaluate_real_pairs(run, images, out, identities=None, folds: int = 10, per_
     res.pop("bins", None)
     result = {"protocol": "real-pairs", "model": model_info(meta, run),
               "inputs": {"images": str(images), "identities": sorted(keep, key=natural_key), "images_used": n,
+                         "not_images": iset.not_images,  # files of the folder that hold no image: in no pair
                          "folds": pairs.n_folds, "per_fold": per_fold, "seed": seed, "align": align, "flip": flip,
                          "identity_disjoint": pairs.identity_disjoint},
               **res,
