@@ -90,6 +90,13 @@ def test_cfp_known_answer_from_planted_embeddings(cfp):
         accs = [f["accuracy"] for f in res[name]["folds"]]
         assert accs == pytest.approx([1 - wrong / n1, 1.0]), (name, accs)
         assert res[name]["accuracy"]["mean"] == pytest.approx((2 - wrong / n1) / 2)
+    # a pair with an image that got no embedding is counted and listed with its line (it
+    # was counted only)
+    ok = np.ones(len(emb), bool)
+    ok[bad] = False
+    res = score_cfp(Embedded(emb, ok), data)
+    listed = [m for m in res["FF"]["missing_pairs"] if "without an embedding" in m["why"]]
+    assert len(listed) == res["FF"]["unscored_pairs"] > 0 and all(m["line"].startswith("Protocol/Split/FF/") for m in listed)
 
 
 def _ident(truth, name, j) -> str:

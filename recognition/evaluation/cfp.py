@@ -51,6 +51,7 @@ class CFPPairs:
     same: np.ndarray
     fold: np.ndarray                                   # fold number as in Split/ (1-based)
     missing: list[dict] = field(default_factory=list)  # {"fold", "file", "line", "why"}
+    lines: list[str] = field(default_factory=list)     # each scorable pair's "Split/..txt:line"
 
 
 @dataclass
@@ -119,7 +120,7 @@ def read_cfp(root: str | Path, protocols=PROTOCOLS) -> CFPData:
                        key=lambda d: int(d.name)) if split.is_dir() else []
         if not folds:
             raise DataError(f"no folds under {split}: expected {split}/01/same.txt and diff.txt (the CFP protocol)")
-        a, b, same, fold, missing = [], [], [], [], []
+        a, b, same, fold, missing, lines = [], [], [], [], [], []
         for d in folds:
             f = int(d.name)
             all_folds.add(f)
@@ -156,11 +157,11 @@ def read_cfp(root: str | Path, protocols=PROTOCOLS) -> CFPData:
                         missing.append({"fold": f, "line": where, "same": is_same, "why": why})
                         continue
                     ia, ib = (files.setdefault(r, len(files)) for r in rels)
-                    a.append(ia), b.append(ib), same.append(is_same), fold.append(f)
+                    a.append(ia), b.append(ib), same.append(is_same), fold.append(f), lines.append(where)
         if same:  # (none at all is refused where the images are embedded)
             check_kinds(np.array(same), f"CFP protocol {name} ({split})")
         out[name] = CFPPairs(np.array(a, np.int64), np.array(b, np.int64), np.array(same, bool),
-                             np.array(fold, np.int64), missing)
+                             np.array(fold, np.int64), missing, lines)
     names = list(files)
     iv = [_identity_and_view(r) for r in names]
     return CFPData(root, names, [x[0] for x in iv], [x[1] for x in iv], out, sorted(all_folds))
@@ -177,7 +178,9 @@ def score_cfp(emb: Embedded, data: CFPData) -> dict:
         s = metrics.cosine_scores(np.nan_to_num(emb.emb), p.a[ok], p.b[ok])
         r = metrics.cross_validated(s, p.same[ok], p.fold[ok])
         fpr, tpr, thr = metrics.roc_curve(s, p.same[ok])
-        r.update({"unscored_pairs": int((~ok).sum()) + len(p.missing), "missing_pairs": p.missing,
+        unreadable = [{"fold": int(p.fold[k]), "line": p.lines[k], "same": bool(p.same[k]),  # listed as well as counted
+                       "why": "an image without an embedding (unreadable)"} for k in np.nonzero(~ok)[0]]
+        r.update({"unscored_pairs": int((~ok).sum()) + len(p.missing), "missing_pairs": p.missing + unreadable,
                   "_scores": s, "_ok": ok, "_roc": (fpr, tpr, thr)})
         res[name] = r
     return res
