@@ -225,19 +225,27 @@ _WORKER: dict = {}
 
 def _init_worker(model: str | None, options: dict, device: str, dlib68: bool) -> None:
     """A fit worker: ends with the main process (no orphan holding 500 MB after a kill of
-    it), and takes Ctrl-C only inside a photo's fit (the main process says the line)."""
+    it), and takes Ctrl-C only inside a photo's fit (the main process says the line). An
+    error here (a bad --model) is kept and raised by every task, as the dataset writer's
+    workers do (`morphgen.dataset.workers.pool_worker_init`): raised from an initializer it
+    only broke the pool, with the initializers' tracebacks and a false "--resume"."""
     from morphgen.dataset.ctrl_c import ignore_ctrl_c
     from morphgen.dataset.workers import exit_with_parent
     from morphgen.render.threads import limit_threads
 
-    ignore_ctrl_c()
-    exit_with_parent()
-    limit_threads(1)
-    _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device, dlib68)
+    try:
+        ignore_ctrl_c()
+        exit_with_parent()
+        limit_threads(1)
+        _WORKER["fitter"] = PhotoFitter(model, FitOptions(**options), device, dlib68)
+    except BaseException as exc:  # noqa: BLE001 (handed to the main process by the tasks)
+        _WORKER["init_error"] = exc
 
 
 @interruptible
 def _fit_in_worker(root: str, photo: Photo) -> dict:
+    if "init_error" in _WORKER:
+        raise _WORKER["init_error"]
     return _WORKER["fitter"].fit(Path(root), photo)
 
 
@@ -348,9 +356,6 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
     check_device(device)
     if dlib68:
         Dlib68.model_file()  # a missing package is one line here, not a broken worker pool
-    if model and workers > 1:  # likewise a bad model: the workers load it in their initializer
-        from morphgen.loading import load_model
-        load_model(model)
     root, photos = list_photos(path, ids, exclude=out)
     single = Path(path).is_file()
     out = Path(out)
