@@ -71,14 +71,16 @@ def option_name(name: str) -> str:
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def check_option(name: str, value, kind: type, optional: bool = False, low=None, high=None, above=None):
+def check_option(name: str, value, kind: type, optional: bool = False, low=None, high=None, above=None,
+                 label: str | None = None):
     """`value` if it is a `kind` (int, float, bool or str) within [low, high] (and > `above`),
     else a one-line ConfigError naming the option as a flag. This is the one type and range
     check behind flags, YAML/JSON files and the Python API: YAML reads `ids: two` as a
     string and `expressions: maybe` as one too, which would otherwise reach int() deep in
     the work or silently count as true. Ints pass as floats, and so does a number's text where a
-    float is asked for (PyYAML reads `lr: 1e-3` as text); path objects pass as strings."""
-    flag = option_name(name)
+    float is asked for (PyYAML reads `lr: 1e-3` as text); path objects pass as strings.
+    `label` names the option in messages where it is no flag (a config file's own key)."""
+    flag = label or option_name(name)
     if value is None:
         if optional:
             return None

@@ -196,13 +196,9 @@ class TrainConfig:
                 self.freeze = str(self.freeze)  # `freeze: 2` in YAML: the first 2 blocks
             if f.name not in ("extra", "online_set"):
                 kind, _, optional = f.type.partition(" | ")
-                try:
-                    setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
-                                                       **_RANGES.get(f.name, {})))
-                except ConfigError as exc:  # a key with no flag is named as the --config key it is
-                    if f.name not in _CONFIG_ONLY:
-                        raise
-                    raise ConfigError(str(exc).replace(option_name(f.name), f.name, 1)) from None
+                setattr(self, f.name, check_option(f.name, getattr(self, f.name), _TYPES[kind], bool(optional),
+                                                   **_RANGES.get(f.name, {}),
+                                                   label=f.name if f.name in _CONFIG_ONLY else None))
 
     def augment(self) -> Augment:
         a = Augment.preset(self.aug)
