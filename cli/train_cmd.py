@@ -147,13 +147,10 @@ def train(ctx: click.Context, **values) -> None:
     for k, v in given.items():
         if k == "config":
             continue
-        if k == "no_align":
-            base["align"] = not v
-        elif k == "quiet":
-            base["progress"] = not v
-        elif k == "online_set":
+        if k == "online_set":
             base[k] = _key_values(v, "--online-set")
         else:
+            k, v = TrainConfig.field_value(k, v)  # --no-align: align false, --quiet: progress false
             base[k] = str(v) if isinstance(v, Path) else v
     cfg = TrainConfig.from_dict(base)
     try:

@@ -219,6 +219,15 @@ class TrainConfig:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)} (see `morphgen train --help`)")
         return cls(**d)
 
+    @staticmethod
+    def field_value(key: str, value) -> tuple[str, object]:
+        """(field, value) of a flag's key and value: `list` is list_file, `no_align: true`
+        is align false, `quiet: true` progress false; any other key is its own field."""
+        if key not in _FLAG_KEYS:
+            return key, value
+        field_name, negated = _FLAG_KEYS[key]
+        return field_name, (not value if negated and isinstance(value, bool) else value)
+
     @classmethod
     def read_yaml(cls, path: str | Path) -> dict:
         """The options a YAML (or JSON) file sets, keys checked against the fields; a flag
@@ -226,9 +235,7 @@ class TrainConfig:
         read as that field."""
         d = {}
         for k, v in read_mapping(path, "--config").items():
-            k = str(k).replace("-", "_")
-            if k in _FLAG_KEYS:  # the flag's spelling of a field (`list:` for list_file, `quiet: true`)
-                k, v = _FLAG_KEYS[k][0], (not v if _FLAG_KEYS[k][1] and isinstance(v, bool) else v)
+            k, v = cls.field_value(str(k).replace("-", "_"), v)
             if k in d:
                 raise ConfigError(f"--config {path}: {option_name(k)} is given twice")
             d[k] = v
