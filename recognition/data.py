@@ -275,14 +275,20 @@ def select_identities(names: list[str], spec, where: str = "identities") -> set[
     return set(uniq[:arg] if kind == "first" else uniq[-arg:])
 
 
+def named_by_file(iset: ImageSet) -> ImageSet:
+    """`iset` with each image beside the identity folders (identity "") named by its file,
+    up to the first dot: a flat folder of files named <identity>.<anything> (Yale), as
+    identity selectors and real-pair protocols read it."""
+    iset.identities = [n if n else Path(f).name.split(".")[0] for f, n in zip(iset.files, iset.identities)]
+    return iset
+
+
 def check_selector_on(root: Path, fmt: str, spec, where: str, least: int = 1) -> None:
     """ConfigError, before any work, when selector `spec` does not fit the identities of
     the data at `root` (a sub-folder per identity, or files named <identity>.<anything>):
     an experiment found out at that cell, after every render and earlier cell."""
-    iset = load_imageset(Path(root), fmt)
-    names = [n if n else Path(f).name.split(".")[0] for f, n in zip(iset.files, iset.identities)]
     try:
-        keep = select_identities(names, spec, where)
+        keep = select_identities(named_by_file(load_imageset(Path(root), fmt)).identities, spec, where)
     except DataError as exc:
         raise ConfigError(str(exc)) from None
     if len(keep) < least:

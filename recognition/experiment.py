@@ -332,10 +332,8 @@ class Runner:
             return
         r = self.exp.recipes[cell.recipe]
         if r.identities is not None:
-            from .data import load_imageset, select_identities, write_list
-            iset = load_imageset(Path(cfg.data), cfg.data_format)
-            if iset.kind == "folder":
-                iset.identities = [n_ if n_ else Path(f).name.split(".")[0] for f, n_ in zip(iset.files, iset.identities)]
+            from .data import load_imageset, named_by_file, select_identities, write_list
+            iset = named_by_file(load_imageset(Path(cfg.data), cfg.data_format))
             keep = select_identities(iset.identities, r.identities, f"recipes.{r.name}.identities")
             write_list(iset.take([i for i, nm in enumerate(iset.identities) if nm in keep]), run / "identities_list.tsv")
         cfg = dataclasses.replace(cfg, resume=state == "to resume")

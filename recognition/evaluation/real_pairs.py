@@ -16,7 +16,7 @@ import numpy as np
 
 from morphgen.errors import DataError
 
-from ..data import check_selector_on, identity_selector, load_imageset, natural_key, select_identities
+from ..data import check_selector_on, identity_selector, load_imageset, named_by_file, natural_key, select_identities
 from . import metrics
 from .common import gallery_probe_pairs, load_eval_model, model_info, prepare_out, write_pairs_file
 from .pose import evaluate_pairs_on_images
@@ -26,9 +26,7 @@ from .report import fmt, md_table, plot_roc, pm, tar_text, threshold_text, write
 
 def identity_folder(root: Path):
     """A folder of identity sub-folders, or of files named <identity>.<anything> (Yale)."""
-    iset = load_imageset(Path(root), "folder")
-    iset.identities = [n if n else Path(f).name.split(".")[0] for f, n in zip(iset.files, iset.identities)]
-    return iset
+    return named_by_file(load_imageset(Path(root), "folder"))
 
 
 def evaluate_real_pairs(run, images, out, identities=None, folds: int = 10, per_fold: int = 300, seed: int = 0,
