@@ -359,8 +359,8 @@ def render_image(identity: int = 0, sample: int = 0, *, scene: Scene | None = No
     if scene is None:
         # the files the options name are part of the key (size and time of change): a pose or
         # config file edited between two calls gave the first file's images
-        key = json.dumps([options, {k: _file_stamp(v) for k, v in options.items() if _file_stamp(v)}],
-                         sort_keys=True, default=str)
+        stamps = {k: stamp for k, v in options.items() if (stamp := _file_stamp(v))}
+        key = json.dumps([options, stamps], sort_keys=True, default=str)
         if key not in _SCENES:
             _SCENES.clear()
             _SCENES[key] = Scene(**options)

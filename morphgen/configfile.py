@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 
 def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
@@ -49,10 +49,10 @@ def _yaml_problem(exc: Exception) -> str:
 def _shown(value) -> str:
     """A wrong value as a message shows it: short values as written, anything else by its
     type (a whole MorphableModel's repr made a 36,000-character "one-line" error)."""
-    text = repr(value)
-    if value is None or isinstance(value, (str, int, float, bool, list, tuple, dict)) and len(text) <= 80:
-        return text
-    return f"a {type(value).__name__}" if not isinstance(value, (str, list, tuple, dict)) else text[:77] + "..."
+    if value is None or isinstance(value, (str, list, tuple, dict)) or (
+            isinstance(value, (int, float, bool)) and len(repr(value)) <= 80):
+        return shown(value, 80)
+    return f"a {type(value).__name__}"
 
 
 def as_path(value, what: str) -> Path:

@@ -302,8 +302,9 @@ class OnlineDataset(IterableDataset):
         from morphgen.api import Scene
         from morphgen.configfile import check_option
 
+        batch_seed = 0 if seed is None else seed
         for name, v, low in (("steps", steps, 1), ("batch_p", batch_p, 1), ("batch_k", batch_k, 1), ("start", start, 0),
-                             ("seed", 0 if seed is None else seed, 0), ("input_size", input_size, 16)):
+                             ("seed", batch_seed, 0), ("input_size", input_size, 16)):
             check_option(name, v, int, low=low)
         if seed is not None and not isinstance(scene, Scene):
             options["seed"] = seed  # the render option of that name too: seed=1 drew seed 0's faces in a new order
@@ -319,7 +320,7 @@ class OnlineDataset(IterableDataset):
         rank, world = _rank_and_world(rank, world)
         augment = Augment.preset(augment) if isinstance(augment, str) else augment
         self.batches = OnlineBatches(config, input_size, template, batch_p, batch_k, total=steps, start=start,
-                                     seed=seed or 0, augment=augment, rank=rank, world=world, unbounded=unbounded,
+                                     seed=batch_seed, augment=augment, rank=rank, world=world, unbounded=unbounded,
                                      with_params=True)
 
     @property
