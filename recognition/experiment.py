@@ -332,7 +332,12 @@ class Runner:
             return
         r = self.exp.recipes[cell.recipe]
         if r.identities is not None:
-            from .data import load_imageset, named_by_file, select_identities, write_list
+            from .data import (
+                load_imageset,
+                named_by_file,
+                select_identities,
+                write_list,
+            )
             iset = named_by_file(load_imageset(Path(cfg.data), cfg.data_format))
             keep = select_identities(iset.identities, r.identities, f"recipes.{r.name}.identities")
             write_list(iset.take([i for i, nm in enumerate(iset.identities) if nm in keep]), run / "identities_list.tsv")
