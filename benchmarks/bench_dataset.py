@@ -56,9 +56,9 @@ class StubRenderer:
     pipeline around the device -- planning in the workers, the rings, encoding and writing
     -- runs and can be timed on a machine without a GPU."""
 
-    def __init__(self, config: SceneConfig, batch_size: int):
+    def __init__(self, config: SceneConfig, batch_size: int, recorded_appearance: bool = False):
         self.batch_size = batch_size
-        self.cpu = SceneRenderer(replace(config, device="cpu"))
+        self.cpu = SceneRenderer(replace(config, device="cpu"), recorded_appearance=recorded_appearance)
         self.one = self.cpu.render_plan_arrays(self.cpu.plan([self.cpu.sampler.image_params(0, 0)]))
 
     def warm_up(self) -> None:

@@ -24,12 +24,24 @@ def default_text(name: str, none: str = "none") -> str:
     return f"[default: {v}]"
 
 
-def check_mixup_flags(ctx: click.Context, opts: dict) -> None:
-    """--mixup-phis or --mixup-fraction typed without --identity-mixup: refused, as they
-    would be ignored (a config file may set them for datasets that turn mixup on)."""
-    typed = [k for k in ("mixup_phis", "mixup_fraction") if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
-    if typed and not opts["identity_mixup"]:
-        raise ConfigError(f"{option_name(typed[0])} only acts with --identity-mixup: add it, or leave it out")
+# An option typed on the command line that the other options would ignore: (the option, what
+# it needs, that need in words). A config file may set them for datasets that turn the
+# need on, so only typed ones are refused.
+_ACTS_ONLY_WITH = (
+    ("mixup_phis", lambda o: o["identity_mixup"], "--identity-mixup: add it"),
+    ("mixup_fraction", lambda o: o["identity_mixup"], "--identity-mixup: add it"),
+    ("expression_dist", lambda o: o["expressions"], "expressions: drop --no-expressions"),
+    ("expression_components", lambda o: o["expressions"], "expressions: drop --no-expressions"),
+    ("jpg_quality", lambda o: o.get("image_format") == "jpg", "--image-format jpg: add it"),
+)
+
+
+def check_typed_flags(ctx: click.Context, opts: dict) -> None:
+    """A flag typed where the other options make it do nothing (``_ACTS_ONLY_WITH``) is a
+    one-line ConfigError: silently ignored, it would still change the recorded config."""
+    for name, needed, words in _ACTS_ONLY_WITH:
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and not needed(opts):
+            raise ConfigError(f"{option_name(name)} only acts with {words}, or leave it out")
 
 
 def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = ()) -> dict:

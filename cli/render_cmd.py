@@ -13,7 +13,7 @@ from morphgen.options import PER_ID_DEFAULT, RENDER_DEFAULTS, scene_from_options
 from morphgen.render.photo import EFFECTS as PHOTO_EFFECTS
 
 from .options import default_text as _d
-from .options import check_mixup_flags, merged_options
+from .options import check_typed_flags, merged_options
 
 _LANDMARKS_HELP = ("Landmark file of the model, replacing its own landmarks: written by `morphgen model landmarks`, or "
                    "your own (JSON {\"landmarks\": {name: vertex}}, or 68 vertex indices in iBUG order). "
@@ -89,7 +89,7 @@ def scene_options(f):
                    "Records hold values rounded to 6 decimals (float32 in Parquet), so a dataset's images come back within "
                    "about a grey level, not byte for byte. Identities and samples are the records' own "
                    "(--ids and --per-id are not used); --photo and --appearance draw for records that have none.")
-@click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Image encoding. " + _d("image_format"))
+@click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Encoding of the colour images (--outputs modalities are always lossless PNG). " + _d("image_format"))
 @click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))
 @click.option("--format", "container", type=click.Choice(["folder", "wds"]),
               help="folder: images/<id>/<id>_<n>.png; wds: WebDataset tar shards in wds/. " + _d("container"))
@@ -112,7 +112,7 @@ def render(ctx: click.Context, **kwargs) -> None:
     from morphgen.dataset import DatasetJob, OutputConfig, run
 
     opts = merged_options(ctx, kwargs)
-    check_mixup_flags(ctx, opts)
+    check_typed_flags(ctx, opts)
     if not opts.get("out"):
         raise ConfigError("--out is required: the folder to write the dataset into")
     scene = scene_from_options(opts)
@@ -195,7 +195,7 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
     from morphgen.sheet import write_sheet
 
     opts = merged_options(ctx, kwargs, own=("rows", "cols"))
-    check_mixup_flags(ctx, opts)
+    check_typed_flags(ctx, opts)
     rows, cols = (opts.get(name, value) if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE
                   else value for name, value in (("rows", rows), ("cols", cols)))
     if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for v in (rows, cols)):

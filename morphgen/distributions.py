@@ -45,8 +45,8 @@ class Gaussian:
         return self.mean - t * self.std, self.mean + t * self.std
 
     def __str__(self) -> str:
-        t = f", trunc={_num(self.trunc)}" if self.trunc is not None else ""
-        return f"gaussian({_num(self.mean)}, {_num(self.std)}{t})"
+        t = f", trunc={number_text(self.trunc)}" if self.trunc is not None else ""
+        return f"gaussian({number_text(self.mean)}, {number_text(self.std)}{t})"
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Uniform:
         return self.low, self.high
 
     def __str__(self) -> str:
-        return f"uniform({_num(self.low)}, {_num(self.high)})"
+        return f"uniform({number_text(self.low)}, {number_text(self.high)})"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Constant:
         return self.value, self.value
 
     def __str__(self) -> str:
-        return f"constant({_num(self.value)})"
+        return f"constant({number_text(self.value)})"
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,19 @@ class Mixture:
         return min(x[0] for x in b), max(x[1] for x in b)
 
     def __str__(self) -> str:
-        return "mixture(" + ", ".join(f"{_num(w)}*{c}" for w, c in zip(self.weights, self.components)) + ")"
+        return "mixture(" + ", ".join(f"{number_text(w)}*{c}" for w, c in zip(self.weights, self.components)) + ")"
 
 
 Distribution = Union[Gaussian, Uniform, Constant, Mixture]
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
+def number_text(x: float) -> str:
+    """The shortest text that reads back as the same float ('0.3', '45', '1.23456789'):
+    how a manifest records a number, so that the config it hashes and the one a worker
+    rebuilds from it are the ones given (``:g`` kept 6 digits: 33.3333333 came back as
+    33.3333, another grid and another image)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 _CALL = re.compile(r"^\s*([a-z]+)\s*(?:\((.*)\))?\s*$", re.S)

@@ -34,7 +34,7 @@ RENDER_TYPES: dict[str, tuple[type, dict]] = {
     "ids": (int, {"low": 1}), "per_id": (int, {"low": 1}), "seed": (int, {"low": 0}), "out": _TEXT, "model": _TEXT,
     "landmarks": _TEXT, "grid": _TEXT, "shape_components": _INT, "color_components": _INT,
     "expression_components": _INT, "shape_dist": _TEXT, "color_dist": _TEXT, "expression_dist": _TEXT,
-    "expressions": _FLAG, "illumination": _TEXT, "bip": _TEXT, "no_color": _FLAG, "energy": _NUMBER,
+    "expressions": _FLAG, "illumination": _TEXT, "bip": _TEXT, "no_color": _FLAG, "energy": (float, {"above": 0, "high": 1000}),
     "backgrounds": _TEXT, "photo": _TEXT, "appearance": _TEXT, "size": _INT, "outputs": _TEXT,
     "identity_mixup": _FLAG, "mixup_phis": _TEXT, "mixup_fraction": _NUMBER, "device": _TEXT,
     "workers": (int, {"low": 1}), "shard": _TEXT, "resume": _FLAG, "overwrite": _FLAG, "image_format": _TEXT,
@@ -100,7 +100,7 @@ def grid_points(grid) -> int:
     """Images per identity of a controlled grid, counted without listing them."""
     n = grid.lights
     for axis in (grid.yaw, grid.pitch, grid.roll):
-        n *= len(axis.values()) if axis is not None else 1
+        n *= axis.count() if axis is not None else 1
     return n
 
 
@@ -114,6 +114,8 @@ def _parse_grid(text: str) -> dict:
         key, sep, val = part.partition("=")
         if not sep:
             raise ConfigError(f"--grid part {part!r}: write key=value, e.g. yaw=-90:90:15,lights=3")
+        if key.strip() in spec:
+            raise ConfigError(f"--grid {text!r} gives {key.strip()} twice: give each key once")
         spec[key.strip()] = val.strip()
     return spec
 
@@ -204,6 +206,11 @@ def scene_from_options(opts: dict):
         "device": opts["device"],
     }
     check_device(d["device"])
+    if len(set(d["outputs"])) < len(d["outputs"]):
+        raise ConfigError(f"--outputs {','.join(d['outputs'])} names an output twice: name each once")
+    if not d["backgrounds"].strip():
+        raise ConfigError(f"--backgrounds is empty: use {', '.join(BUILTIN_BACKGROUNDS)}, color:R,G,B or a folder "
+                          "of images")
     if d["illumination"].startswith("bip") and not d["bip"]:
         raise ConfigError(f"--illumination {d['illumination']} needs --bip DIR (a folder of .rps files)")
     if d["bip"] and not d["illumination"].startswith("bip"):

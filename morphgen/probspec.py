@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .distributions import number_text
 from .errors import ConfigError
 
 
@@ -20,6 +21,7 @@ def parse_probabilities(spec, effects: tuple[str, ...], presets: dict[str, dict[
     else:
         items = [t.strip() for t in str(spec if spec is not None else "off").split(",") if t.strip()]
     probs: dict[str, float] = {}
+    overridden: set[str] = set()
     for k, item in enumerate(items):
         name, sep, val = item.partition("=")
         name = name.strip().replace("-", "_")
@@ -31,6 +33,9 @@ def parse_probabilities(spec, effects: tuple[str, ...], presets: dict[str, dict[
             continue
         if name not in effects:
             raise ConfigError(f"{option} {spec!r}: unknown effect {name!r}; effects: {', '.join(effects)}")
+        if name in overridden:
+            raise ConfigError(f"{option} {spec!r} gives {name} twice: give each effect once")
+        overridden.add(name)
         try:
             p = float(val)
         except ValueError:
@@ -43,7 +48,7 @@ def parse_probabilities(spec, effects: tuple[str, ...], presets: dict[str, dict[
 
 def to_spec(probs: tuple[tuple[str, float], ...]) -> str:
     """The canonical spec a manifest records: 'off' or 'effect=p,...'."""
-    return ",".join(f"{e}={p:g}" for e, p in probs) if probs else "off"
+    return ",".join(f"{e}={number_text(p)}" for e, p in probs) if probs else "off"
 
 
 class Categorical:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distributions import Constant, Distribution, Gaussian, Uniform, check_within, parse_distribution
+from .distributions import (Constant, Distribution, Gaussian, Uniform, check_within, number_text,
+                            parse_distribution)
 from .errors import ConfigError, is_finite_number, shown
 from .illumination import IlluminationPrior
 from .model import MorphableModel
@@ -100,13 +101,19 @@ class GridAxis:
     stop: float
     step: float
 
-    def values(self) -> np.ndarray:
-        if self.step <= 0:
-            raise ConfigError(f"grid step must be > 0, got {self.step:g}")
+    def count(self) -> int:
+        """How many values, counted without listing them (a step of 1e-9 would allocate
+        terabytes before any size check could refuse it)."""
+        if not (is_finite_number(self.start) and is_finite_number(self.stop)):
+            raise ConfigError(f"grid start and stop must be finite numbers, got {self.start:g}:{self.stop:g}")
+        if not (is_finite_number(self.step) and self.step > 0):
+            raise ConfigError(f"grid step must be a finite number > 0, got {self.step:g}")
         if self.stop < self.start:
             raise ConfigError(f"grid stop {self.stop:g} is below start {self.start:g}")
-        n = int(np.floor((self.stop - self.start) / self.step + 1e-9)) + 1
-        return self.start + self.step * np.arange(n)
+        return int(np.floor((self.stop - self.start) / self.step + 1e-9)) + 1
+
+    def values(self) -> np.ndarray:
+        return self.start + self.step * np.arange(self.count())
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,9 @@ class ControlledGrid:
                 except ValueError:
                     raise ConfigError(f"grid {k}={v!r}: write start:stop:step, e.g. -90:90:15") from None
                 axis = GridAxis(a, b, c)
-                vals = axis.values()
+                last = a + c * (axis.count() - 1)
                 limit = 90 if k == "pitch" else 180
-                if np.abs(vals).max() > limit:
+                if max(abs(a), abs(last)) > limit:
                     raise ConfigError(f"grid {k} reaches beyond +-{limit} degrees")
                 kw[k] = axis
             else:
@@ -155,7 +162,7 @@ class ControlledGrid:
         for k in ("yaw", "pitch", "roll"):
             a = getattr(self, k)
             if a is not None:
-                d[k] = f"{a.start:g}:{a.stop:g}:{a.step:g}"
+                d[k] = ":".join(number_text(x) for x in (a.start, a.stop, a.step))
         return d
 
 
@@ -299,8 +306,12 @@ class ImageParams:
 
         if not isinstance(rec, dict):
             raise ConfigError(f"{where}: not a JSON object")
-        if not num("scale", 1.0) > 0:
-            raise ConfigError(f"{where}: 'scale' must be > 0, got {rec['scale']!r}")
+        if not 0.05 <= num("scale", 1.0) <= 10:  # the bounds a pose distribution may draw
+            raise ConfigError(f"{where}: 'scale' must be in [0.05, 10], got {rec['scale']!r}")
+        translation = arr("translation", (2,)) if "translation" in rec else np.zeros(2, np.float32)
+        if np.abs(translation).max() > 0.5:
+            raise ConfigError(f"{where}: 'translation' must lie in [-0.5, 0.5] (a fraction of the image), "
+                              f"got {translation.tolist()}")
         seed = num("background_seed", 0)
         if not (0 <= seed < 2**63 and seed == int(seed)):
             raise ConfigError(f"{where}: 'background_seed' must be a whole number >= 0, got {seed!r}")
@@ -308,8 +319,7 @@ class ImageParams:
         cam = rec.get("camera_translation")
         return cls(whole("identity"), whole("sample"), arr("shape"), arr("color"),
                    arr("expression"), float(num("yaw")), float(num("pitch")), float(num("roll")),
-                   arr("translation", (2,)) if "translation" in rec else np.zeros(2, np.float32),
-                   float(num("scale", 1.0)), arr("sh", (9, 3)), int(num("background_seed", 0)),
+                   translation, float(num("scale", 1.0)), arr("sh", (9, 3)), int(num("background_seed", 0)),
                    partner, weight, rec.get("photo"), rec.get("appearance"),
                    None if cam is None else arr("camera_translation", (3,)))
 

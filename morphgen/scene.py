@@ -61,7 +61,7 @@ class SceneConfig:
     backgrounds: str = "procedural"  # procedural | plain | color:R,G,B | a folder of images
     size: int = 128
     antialias: int | str = "edges"  # "edges" (analytic edge anti-aliasing) or a supersampling factor 1..4
-    lod: str | int = "auto"  # level of detail (morphgen.lod): "auto", "off" or a vertex count
+    lod: str | int = "auto"  # level of detail (morphgen.lod): "auto", "off", a vertex count or "1.6px"
     outputs: tuple[str, ...] = ()
     device: str = "cpu"
 
@@ -168,7 +168,9 @@ def _largest_scale(sampling: SamplingConfig) -> float:
 class SceneRenderer:
     """Loads the model and priors once; `render(params)` draws a batch of images."""
 
-    def __init__(self, config: SceneConfig, batch_size: int = 32):
+    def __init__(self, config: SceneConfig, batch_size: int = 32, recorded_appearance: bool = False):
+        """`recorded_appearance`: build the appearance parts (hair, eyewear, ...) even where
+        the scene draws none, for recorded params that carry theirs (``--from-params``)."""
         self.config = config
         self.batch_size = batch_size
         # the sampler draws from the whole model (an image's params do not depend on the level
@@ -199,7 +201,7 @@ class SceneRenderer:
         self.framing = Framing()
         # Appearance (hair, glasses...) appends vertices with a fixed triangle list to the model's.
         self.appearance = (appearance_for(self.model, self.full_model, self.kept_vertices)
-                           if config.sampling.appearance.active else None)
+                           if config.sampling.appearance.active or recorded_appearance else None)
         self.triangles = self.appearance.triangles if self.appearance is not None else self.model.triangles
         self.n_render_vertices = self.model.n_vertices + (self.appearance.n_extra if self.appearance else 0)
 

@@ -117,7 +117,8 @@ def P(tmp_path_factory) -> SimpleNamespace:
             f.unlink()
         damage(d / name / "params" / "chunk_000000.jsonl")
     (d / "binlist.tsv").write_bytes(bytes(range(128, 256)))
-    for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("bgseedneg", {"background_seed": -1}),
+    for name, edit in (("coeffs240", {"shape": [0.1] * 240}), ("scale0", {"scale": 0}), ("scalehuge", {"scale": 1e6}),
+                       ("translationfar", {"translation": [1e9, 0]}), ("bgseedneg", {"background_seed": -1}),
                        ("bgseednan", {"background_seed": float("nan")}), ("yawnan", {"yaw": float("nan")}),
                        ("identityhalf", {"identity": 1.5}), ("yawpastfloat", {"yaw": 10**400})):
         (d / f"{name}.jsonl").write_text(json.dumps(rows[0] | edit) + "\n")
@@ -340,7 +341,13 @@ CASES = [
     ("render-from-params-too-many-coefficients", "new", ["render", "--model", "{tiny}", "--from-params", "{coeffs240}",
                                                          "--out", "{out}/o", "--quiet"], "240 shape coefficients"),
     ("render-from-params-scale-0", "new", ["render", "--model", "{tiny}", "--from-params", "{scale0}", "--out",
-                                           "{out}/o", "--quiet"], "'scale' must be > 0"),
+                                           "{out}/o", "--quiet"], "'scale' must be in [0.05, 10]"),
+    ("render-from-params-scale-huge", "new", ["render", "--model", "{tiny}", "--from-params", "{scalehuge}", "--out",
+                                              "{out}/o", "--quiet"], "'scale' must be in [0.05, 10]"),
+    ("render-from-params-translation-far", "new", ["render", "--model", "{tiny}", "--from-params", "{translationfar}",
+                                                   "--out", "{out}/o", "--quiet"], "'translation' must lie in [-0.5, 0.5]"),
+    ("preview-grid-step-nan", "new", ["preview", "--model", "{tiny}", "--grid", "yaw=-90:90:nan", "--out", "{out}/p.png"],
+     "grid step must be a finite number > 0"),
     ("render-from-params-background-seed-negative", "new", ["render", "--model", "{tiny}", "--from-params",
                                                             "{bgseedneg}", "--out", "{out}/o", "--quiet"],
      "'background_seed' must be a whole number >= 0"),

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -439,6 +440,17 @@ def test_refuses_other_config_and_foreign_folder(reference, tmp_path, model_file
     (["--model", "/nonexistent/model2017-1_bfm_nomouth.h5"], "does not exist"),
     (["--resume", "--overwrite"], "contradict"),
     (["--mixup-fraction", "0.3"], "--mixup-fraction only acts with --identity-mixup"),
+    (["--jpg-quality", "50"], "--jpg-quality only acts with --image-format jpg"),
+    (["--no-expressions", "--expression-components", "5"], "--expression-components only acts with expressions"),
+    (["--grid", "yaw=-90:90:nan"], "grid step must be a finite number > 0"),
+    (["--grid", "yaw=-90:90:inf"], "grid step must be a finite number > 0"),
+    (["--grid", "yaw=-90:90:1e-9"], "more than 10,000"),   # counted, not listed: no terabyte array first
+    (["--grid", "yaw=-90:90:45,yaw=0:0:1"], "gives yaw twice"),
+    (["--photo", "realistic,grey=0.3,grey=0.9"], "gives grey twice"),
+    (["--backgrounds", ""], "--backgrounds is empty"),
+    (["--outputs", "depth,depth"], "names an output twice"),
+    (["--energy", "1e300"], "--energy"),
+    (["--energy", "0"], "--energy"),
 ])
 def test_bad_values_stop_before_work(tmp_path, model_file, args, msg):
     out = tmp_path / "bad"
@@ -792,6 +804,60 @@ def test_from_params_checks_every_records_appearance(tmp_path):
                    "--out", out)
         assert r.exit_code == 2 and match in r.output and "sample 1" in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_from_params_renders_the_recorded_appearance_without_the_option(tmp_path):
+    """A dataset rendered with --appearance comes back byte-identical from its own params
+    at the default --appearance off (the recorded hair, eyewear... were dropped: images up
+    to 246 grey levels off, while the params still listed them); malformed appearance is
+    refused whatever the option (it passed with off)."""
+    src = tmp_path / "src"
+    r = invoke("render", "--ids", 3, "--per-id", 2, "--size", 32, "--appearance", "full", "--params-format", "jsonl",
+               "--workers", 1, "--quiet", "--out", src)
+    assert r.exit_code == 0, r.output
+    again = tmp_path / "again"
+    r = invoke("render", "--from-params", src, "--size", 32, "--params-format", "jsonl", "--workers", 1, "--quiet",
+               "--out", again)
+    assert r.exit_code == 0, r.output
+    images = {k: v for k, v in tree_hashes(again).items() if k.startswith("images/")}
+    assert images and images == {k: v for k, v in tree_hashes(src).items() if k.startswith("images/")}
+    rows = (src / "params" / "chunk_000000.jsonl").read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(json.loads(rows[0]) | {"appearance": "xx"}) + "\n")
+    r = invoke("render", "--from-params", bad, "--size", 32, "--workers", 1, "--quiet", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "malformed 'appearance'" in r.output and not (tmp_path / "o").exists(), r.output
+
+
+def test_the_manifest_records_numbers_exactly(tmp_path, model_file):
+    """Grid steps, distributions and effect probabilities are recorded as given, not to 6
+    digits (33.3333333 came back as 33.3333: workers rebuilding the job from the manifest
+    drew other yaws, and two configs that differ in the 7th digit hashed alike)."""
+    out = tmp_path / "o"
+    r = invoke("render", "--model", model_file, "--ids", 1, "--size", 32, "--grid", "yaw=-90:90:33.3333333",
+               "--shape-dist", "gaussian(0, 1.23456789)", "--photo", "grey=0.123456789", "--workers", 1, "--quiet",
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    scene = json.loads((out / "manifest.json").read_text())["config"]["scene"]
+    text = json.dumps(scene)
+    assert "-90:90:33.3333333" in text and "1.23456789" in text and "grey=0.123456789" in text
+    from morphgen.dataset.job import job_from_dict
+
+    job = job_from_dict(json.loads((out / "manifest.json").read_text())["config"])
+    assert job.scene.sampling.grid.yaw.step == 33.3333333
+
+
+def test_jpg_datasets_keep_their_modalities_lossless(tmp_path, model_file):
+    out = tmp_path / "o"
+    r = invoke("render", "--model", model_file, "--ids", 1, "--per-id", 1, "--size", 32, "--image-format", "jpg",
+               "--outputs", "mask,depth", "--workers", 1, "--quiet", "--out", out)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (out / "images" / "000000").iterdir())
+    assert names == ["000000_0000.jpg", "000000_0000_depth.png", "000000_0000_mask.png"]
+    mask = cv2.imread(str(out / "images" / "000000" / "000000_0000_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(mask)) <= {0, 255}
+    r = invoke("render", "--model", model_file, "--ids", 1, "--per-id", 1, "--size", 32, "--image-format", "jpg",
+               "--outputs", "mask,depth", "--workers", 1, "--quiet", "--resume", "--out", out)
+    assert r.exit_code == 0 and "damaged" not in r.output, r.output
 
 
 def test_dask_address_that_is_not_one(tmp_path, model_file):

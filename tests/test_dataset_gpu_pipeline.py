@@ -47,7 +47,7 @@ def test_gpu_pipeline_writes_the_cpu_paths_bytes(tmp_path, model_file, monkeypat
 
     # run() takes the GPU path for a "cuda" job; its device renderer is made a numba one here.
     monkeypatch.setattr(dataset, "SceneRenderer",
-                        lambda config, batch_size: SceneRenderer(replace(config, device="cpu"), batch_size))
+                        lambda config, batch_size, **kw: SceneRenderer(replace(config, device="cpu"), batch_size, **kw))
     out = tmp_path / "gpu"
     got = dataset.run(out, tiny_job(model_file, "cuda"), workers=2, progress=False)
     assert got["complete"] and got["images"] == 12 and got["bytes"] == ref["bytes"]
@@ -68,7 +68,7 @@ if __name__ == "__main__":  # (spawned workers import this file as well)
     from morphgen.scene import SceneRenderer
     from test_dataset_gpu_pipeline import tiny_job
 
-    dataset.SceneRenderer = lambda config, batch_size: SceneRenderer(replace(config, device="cpu"), batch_size)
+    dataset.SceneRenderer = lambda config, batch_size, **kw: SceneRenderer(replace(config, device="cpu"), batch_size, **kw)
     job = tiny_job(sys.argv[1], "cuda")
     job = replace(job, scene=replace(job.scene, sampling=replace(job.scene.sampling, n_identities=40)))
     dataset.run(Path(sys.argv[2]), job, workers=2, resume=True, progress=False)
@@ -123,7 +123,7 @@ def test_gpu_pipeline_uneven_chunks_several_batches(tmp_path, model_file, monkey
                     outputs=("depth", "normals"))
     job = dataset.DatasetJob(scene, per_id=3, output=dataset.OutputConfig(chunk_ids=2))
     ref = SceneRenderer(scene)
-    monkeypatch.setattr(dataset, "SceneRenderer", lambda config, batch_size: SceneRenderer(replace(config, device="cpu"), 2))
+    monkeypatch.setattr(dataset, "SceneRenderer", lambda config, batch_size, **kw: SceneRenderer(replace(config, device="cpu"), 2, **kw))
     out = tmp_path / "gpu"
     got = dataset.run(out, replace(job, scene=replace(scene, device="cuda")), workers=2, progress=False)
     assert got["complete"] and got["images"] == 15

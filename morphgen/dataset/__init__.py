@@ -203,7 +203,8 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
         try:
             prefill = PoolPrefill.for_scene(job.scene) if forked or in_process else None
             renderer = SceneRenderer(job.scene if in_process or forked else replace(job.scene, lod="off"),
-                                     batch_size=1024 if job.scene.device != "cpu" else 32)
+                                     batch_size=1024 if job.scene.device != "cpu" else 32,
+                                     recorded_appearance=job.recorded_appearance)
             job.check(renderer)
             prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
             repaired = repair_damaged(out, job, range(shard_kn[0], job.n_chunks, shard_kn[1]))

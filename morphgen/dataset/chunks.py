@@ -162,8 +162,8 @@ def _write_images(out: Path, job: DatasetJob, chunk: int, ids, items: list[tuple
         stem = image_stem(identity, sample)
         name = f"{stem}.{_suffix(res.rgb, fmt)}"
         files = {name: encode_image(res.rgb, fmt, q)}
-        for extra, img in res.extras.items():
-            files[f"{stem}_{extra}.{_suffix(img, fmt)}"] = encode_image(img, fmt, q)
+        for extra, img in res.extras.items():  # data, not photos: lossless whatever --image-format
+            files[f"{stem}_{extra}.png"] = encode_png(img)
         image = wds_ref(chunk, name) if tar is not None else image_ref(identity, name)
         more = res.record() | {"image": image}
         line = _params_line(params, more) if as_text or tar is not None else None

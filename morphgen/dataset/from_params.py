@@ -130,6 +130,12 @@ class ParamsJob(DatasetJob):
         return self._group(rows)
 
     @cached_property
+    def recorded_appearance(self) -> bool:
+        """A record with an appearance renders it, whatever --appearance says (which draws
+        one only for records that have none)."""
+        return any(p.appearance is not None for images in self.by_identity.values() for p in images)
+
+    @cached_property
     def identities(self) -> list[int]:
         return list(self.by_identity)
 

@@ -36,7 +36,7 @@ def run_gpu(out: Path, job: DatasetJob, todo: list[int], workers: int, done,
     order or resume. `renderer`: this scene's (batch size 1024), when the caller has one."""
     import multiprocessing as mp
 
-    renderer = renderer or SceneRenderer(job.scene, batch_size=1024)
+    renderer = renderer or SceneRenderer(job.scene, batch_size=1024, recorded_appearance=job.recorded_appearance)
     chunks = iter(todo)
     max_rows, size = job.output.chunk_ids * job.per_id, job.scene.size
     planner_job = replace(job, scene=replace(job.scene, device="cpu"))  # workers never touch the device

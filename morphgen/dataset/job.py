@@ -95,6 +95,12 @@ class DatasetJob:
         c = self.output.chunk_ids
         return range(chunk * c, min((chunk + 1) * c, self.n_ids))
 
+    @property
+    def recorded_appearance(self) -> bool:
+        """Whether the renderer needs the appearance parts whatever the scene draws (recorded
+        params that carry an appearance: :class:`~morphgen.dataset.from_params.ParamsJob`)."""
+        return False
+
     def identity_params(self, renderer: SceneRenderer, identity: int) -> list[ImageParams]:
         """The images of one identity, in their order (sampled here; recorded ones in a
         :class:`~morphgen.dataset.from_params.ParamsJob`)."""

@@ -35,7 +35,7 @@ def worker_init(job_dict: dict) -> None:
     limit_threads(1)
     job = job_from_dict(job_dict)
     WORKER["job"] = job
-    WORKER["renderer"] = SceneRenderer(job.scene)
+    WORKER["renderer"] = SceneRenderer(job.scene, recorded_appearance=job.recorded_appearance)
 
 
 def pool_worker_init(job_dict: dict) -> None:
