@@ -3,6 +3,7 @@
     python benchmarks/bench_lod.py --make-model /dev/shm/face101k.npz     # the embedded face, subdivided twice
     python benchmarks/bench_lod.py --model /dev/shm/face101k.npz --size 128
     python benchmarks/bench_lod.py --model /dev/shm/face12.h5 --size 128   # bench_reference_loop.py --make-model
+    python benchmarks/bench_lod.py --model /dev/shm/face12.h5 --lod auto 1.4px 1.6px 2px   # coarser levels
 
 Why: a Basel mesh is denser than the pixels of a small render, and `--lod auto` renders it
 on a subset of its vertices. Its cost is a change of pixels, so this prints, for the whole
@@ -11,7 +12,8 @@ difference in grey levels to a 4x4-supersampled render of the whole mesh (the tr
 anti-aliasing approximates) and the share of pixels off by more than 8, with the render
 time per image (decode and render, one process; the dataset writer's rate is
 bench_reference_loop.py's). The same 200 images each time (40 identities x 5, plain
-backgrounds).
+backgrounds). `--lod` names the levels to compare with the whole mesh (`auto` unless
+given; `1.6px` and the like are coarser: the trade of speed for pixels a dataset makes).
 
 --make-model writes a real face at Basel density: the embedded model with every triangle
 split in four, `--subdivide` times (twice: 101,523 vertices, 202,208 triangles), each new
@@ -78,8 +80,10 @@ def main() -> None:
     ap.add_argument("--subdivide", type=int, default=2, help="with --make-model: times each triangle is split in four")
     ap.add_argument("--model", default=None, help="model file (default: embedded)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--sheet", default=None, help="also write a picture here: whole mesh | --lod auto | 4x |difference|, "
-                                                  "six faces (edges)")
+    ap.add_argument("--lod", nargs="+", default=["auto"], help="levels to compare with the whole mesh (auto, 1.6px, "
+                                                                 "a vertex count)")
+    ap.add_argument("--sheet", default=None, help="also write a picture here: whole mesh | the first --lod | 4x "
+                                                  "|difference|, six faces (edges)")
     args = ap.parse_args()
     if args.make_model:
         m = subdivide(load_model(None), args.subdivide)
@@ -88,19 +92,20 @@ def main() -> None:
         return
     _, truth, _ = images(args.model, args.size, "off", 4)
     edges = {}
-    for lod in ("off", "auto"):
+    for lod in ("off", *args.lod):
         for aa in ("edges", 1):
             n, x, ms = images(args.model, args.size, lod, aa)
             if aa == "edges":
                 edges[lod] = x
             d = np.abs(x - truth)
-            print(f"--lod {lod:>4} ({n:>7,} vertices) --antialias {aa!s:>5}: mean |diff| to 4x4 supersampling "
+            print(f"--lod {lod:>5} ({n:>7,} vertices) --antialias {aa!s:>5}: mean |diff| to 4x4 supersampling "
                   f"{d.mean():.3f} grey levels, {(d.max(-1) > 8).mean() * 100:5.2f} % of pixels off by > 8; "
                   f"{ms:.2f} ms an image")
     if args.sheet:
         import cv2
 
-        rows = [np.concatenate([edges["off"][i], edges["auto"][i], np.abs(edges["off"][i] - edges["auto"][i]) * 4], 1)
+        lod = args.lod[0]
+        rows = [np.concatenate([edges["off"][i], edges[lod][i], np.abs(edges["off"][i] - edges[lod][i]) * 4], 1)
                 for i in range(0, 30, 5)]
         cv2.imwrite(args.sheet, np.clip(np.concatenate(rows, 0), 0, 255).astype(np.uint8)[..., ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, 90])

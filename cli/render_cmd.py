@@ -62,7 +62,9 @@ def scene_options(f):
         click.option("--lod", help="Level of detail: 'auto' renders a mesh denser than the pixels (a Basel model at "
                      "128 px) on a subset of its own vertices, with no edge longer than 1.2 px (landmarks, borders "
                      "and params unchanged; `morphgen model info MODEL` says how many it keeps); 'off' the whole "
-                     "mesh; or a vertex count to decimate to. " + _d("lod")),
+                     "mesh; a vertex count to decimate to; or the longest edge in pixels, e.g. 1.6px (coarser than auto: "
+                     "faster, a little further from the whole mesh; benchmarks/bench_lod.py prints the trade). "
+                     + _d("lod")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
         click.option("--mixup-phis", help="Comma-separated weights phi of the own identity. " + _d("mixup_phis")),

@@ -24,12 +24,15 @@ millimetres a pixel spans. Collapses go on, cheapest first, as long as none crea
 edge longer than ``MAX_EDGE_PX`` pixels, so a mesh of uneven density (a dense face on a
 coarse head) is thinned where it is dense and left alone where it is not; a mesh whose
 median edge is ``KEEP_IF_EDGE_PX`` long already stays whole (the embedded model from 64
-px). The decimation is a pure function of the model and the level, so every worker,
+px). ``--lod 1.6px`` moves that bound (and the keep-whole length with it, in proportion):
+a coarser mesh, faster and a little further from the truth; `benchmarks/bench_lod.py`
+prints the trade on a given model. The decimation is a pure function of the model and the level, so every worker,
 machine and resume draws the same pixels.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numba
@@ -37,6 +40,7 @@ import numpy as np
 
 from . import lod_cache
 from .appearance.frame import five_points
+from .distributions import number_text
 from .errors import ConfigError
 from .model import MorphableModel, PCAModel
 from .render.camera import Framing, eye_mouth_distance
@@ -51,7 +55,8 @@ KEEP_IF_EDGE_PX = 0.8    # a mesh whose median edge is already this long stays w
 _EDGE_WEIGHT = 0.02      # weight of the edge-length term (mm^4) against the quadric error (mm^2 x mm^2)
 _MAX_TURN = 0.3          # a collapse may turn a triangle's normal by up to acos(0.3) = 73 degrees
 _MIN_VERTICES = 100
-LOD_CHOICES = "auto, off, or a vertex count"
+MAX_EDGE_RANGE = (0.5, 4.0)  # the bounds `--lod Npx` may set (finer than 0.5 px decimates nothing)
+LOD_CHOICES = "auto, off, a vertex count, or the longest edge in pixels such as 1.6px"
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,19 @@ class Level:
 
 
 def parse_lod(value) -> str | int:
-    """``--lod`` as the scene keeps it: "auto", "off" or a vertex count (>= 100); a
-    one-line ConfigError else."""
+    """``--lod`` as the scene keeps it: "auto", "off", a vertex count (>= 100) or the
+    longest edge in pixels ("1.6px", its number as a manifest writes it; auto's own 1.2px is
+    "auto", so the two are one config); a one-line ConfigError else."""
     text = str(value).strip().lower()
     if text in ("auto", "off"):
         return text
     if not isinstance(value, bool) and text.isdigit() and int(text) >= _MIN_VERTICES:
         return int(text)
-    raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least {_MIN_VERTICES})")
+    px = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*px", text)
+    if px and MAX_EDGE_RANGE[0] <= float(px[1]) <= MAX_EDGE_RANGE[1]:
+        return "auto" if float(px[1]) == MAX_EDGE_PX else f"{number_text(float(px[1]))}px"
+    raise ConfigError(f"--lod {value} is invalid: use {LOD_CHOICES} (at least {_MIN_VERTICES} vertices; "
+                      f"{MAX_EDGE_RANGE[0]:g}-{MAX_EDGE_RANGE[1]:g} px)")
 
 
 def lod_level(model: MorphableModel, size: float, supersampling: int, lod: str | int) -> Level | None:
@@ -81,15 +91,20 @@ def lod_level(model: MorphableModel, size: float, supersampling: int, lod: str |
     fitted photos are not looked at (render close-ups with ``--lod off``)."""
     if lod == "off":
         return None
-    if lod != "auto":
+    if lod != "auto" and not str(lod).endswith("px"):  # a vertex count
         return Level(int(lod)) if int(lod) < model.n_vertices else None
+    if lod == "auto":
+        max_px, keep_px = MAX_EDGE_PX, KEEP_IF_EDGE_PX
+    else:  # "1.6px": the bounds of auto, scaled
+        max_px = float(str(lod)[:-2])
+        keep_px = KEEP_IF_EDGE_PX * max_px / MAX_EDGE_PX
     mean = model.mean_vertices()
     g = five_points(model, mean)
     eye_mouth_mm = float(eye_mouth_distance(g))
     px_per_mm = Framing().face_fraction * size * supersampling / max(eye_mouth_mm, 1e-6)
-    if _median_edge(mean, model.triangles) * px_per_mm >= KEEP_IF_EDGE_PX:
+    if _median_edge(mean, model.triangles) * px_per_mm >= keep_px:
         return None
-    return Level(_MIN_VERTICES, MAX_EDGE_PX / px_per_mm)
+    return Level(_MIN_VERTICES, max_px / px_per_mm)
 
 
 def _median_edge(v: np.ndarray, tris: np.ndarray) -> float:

@@ -116,17 +116,35 @@ def test_lod_renders_close_to_the_whole_mesh_with_the_same_params(dense_model):
 
 
 def test_bad_lod_values_are_one_line_errors():
-    for bad in ("fast", "50", "-3", True, ""):
+    for bad in ("fast", "50", "-3", True, "", "px", "0.4px", "5px", "-1px", "1.6pxx", "nanpx"):
         with pytest.raises(ConfigError, match="--lod"):
             parse_lod(bad)
     assert parse_lod("AUTO") == "auto" and parse_lod(5000) == 5000 and parse_lod("off") == "off"
+    # the longest edge in pixels: one spelling each, and auto's own bound is auto (one config)
+    assert parse_lod("1.6px") == parse_lod("1.60 PX") == "1.6px" and parse_lod("2px") == "2px"
+    assert parse_lod(f"{lod_module.MAX_EDGE_PX}px") == "auto"
     result = CliRunner().invoke(cli, ["render", "--ids", "1", "--per-id", "1", "--lod", "some", "--out", "x"])
     assert result.exit_code != 0 and "--lod some is invalid" in result.output and "Traceback" not in result.output
 
 
+def test_a_longer_edge_bound_decimates_further_and_keeps_its_bound(dense_model):
+    full = load_model(dense_model)
+    auto, coarse = lod_level(full, 48, 1, "auto"), lod_level(full, 48, 1, "2px")
+    assert coarse.max_edge_mm == pytest.approx(auto.max_edge_mm * 2 / lod_module.MAX_EDGE_PX)
+    a, c = decimated(full, auto)[0], decimated(full, coarse)[0]
+    assert c.n_vertices < a.n_vertices * 0.8
+    v, t = (c.shape.mean + c.expression.mean).reshape(-1, 3), c.triangles.astype(np.int64)
+    assert max(np.linalg.norm(v[t[:, i]] - v[t[:, (i + 1) % 3]], axis=1).max() for i in range(3)) <= coarse.max_edge_mm + 1e-3
+    # the keep-whole length scales with the bound: 0.5px keeps at 48 px what auto decimates
+    assert lod_level(full, 48, 1, "0.5px") is None
+    r = SceneRenderer(SceneConfig(sampling=SamplingConfig(n_identities=2), model=dense_model, size=48, lod="2px",
+                                  backgrounds="plain"))
+    assert r.model.n_vertices == c.n_vertices
+
+
 def test_manifest_records_lod_unless_off(tmp_path, dense_model):
     """No ``lod`` means off, as in every manifest written before the option."""
-    for lod, expect in (("auto", "auto"), ("off", None), ("3000", 3000)):
+    for lod, expect in (("auto", "auto"), ("off", None), ("3000", 3000), ("1.6px", "1.6px"), ("1.2px", "auto")):
         out = tmp_path / lod
         r = CliRunner().invoke(cli, ["render", "--model", dense_model, "--ids", "1", "--per-id", "2", "--size", "64",
                                      "--lod", lod, "--workers", "1", "--quiet", "--out", str(out)])
