@@ -315,7 +315,7 @@ def _read_landmarks_2017(h: _H5, points: np.ndarray) -> tuple[dict[str, int], di
                     raise ValueError(f"landmark {item['id']!r} has {len(xyz)} coordinates")
                 names.append(str(item["id"]))
                 coords.append(xyz)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise ModelError(
                 f"{fname}: {key} is not a JSON list of {{\"id\", \"coordinates\"}} landmarks ({_one_line(exc)})"
             ) from None
@@ -381,8 +381,11 @@ def load_bfm2017(path: str | Path) -> MorphableModel:
                         "the models do not share a mesh"
                     )
             landmarks, lm_info = _read_landmarks_2017(h, points)
-    except OSError as exc:
-        raise ModelError(f"{fname}: cannot read the HDF5 file (truncated or corrupt?), download it again: {_one_line(exc)}") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (h5py raises OSError, KeyError, RuntimeError... on a damaged file)
+        raise ModelError(f"{fname}: cannot read the HDF5 file (truncated or corrupt?), download it again: "
+                         f"{exc.__class__.__name__}: {_one_line(exc)}") from None
 
     mean_pts = shape.mean.reshape(-1, 3).astype(np.float64)
     extent = float(np.linalg.norm(points.max(0) - points.min(0))) if n else 0.0
@@ -443,7 +446,7 @@ def _read_mat(path: Path) -> tuple[dict[str, np.ndarray], str]:
                     if name in f:
                         arr = np.asarray(f[name][()])
                         out[name] = arr.T if arr.ndim == 2 else arr
-        except (OSError, TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 (h5py raises OSError, KeyError, RuntimeError... on a damaged file)
             raise ModelError(f"{fname}: cannot read the MATLAB v7.3 (HDF5) file (truncated or corrupt?), download it again: {_one_line(exc)}") from None
         return out, "mat-v7.3"
     import scipy.io

@@ -26,17 +26,26 @@ def read_index(idx_path: Path) -> dict[int, int]:
         if line.strip():
             try:
                 k, off = line.split(b"\t")[:2]
-                out[int(k)] = int(off)
+                k, off = int(k), int(off)
+                if k < 0 or off < 0:
+                    raise ValueError
+                out[k] = off
             except ValueError:  # not "key<TAB>offset" (int() takes ASCII digits as bytes)
-                raise DataError(f"{idx_path}:{n} is not an insightface RecordIO index line (key<TAB>offset)") from None
+                raise DataError(f"{idx_path}:{n} is not an insightface RecordIO index line (key<TAB>offset, "
+                                "both >= 0)") from None
     return out
 
 
 def unpack(payload: bytes) -> tuple[np.ndarray, bytes]:
-    """(labels float32 array, image bytes) of one record payload."""
+    """(labels float32 array, image bytes) of one record payload; a DataError where the
+    payload is shorter than its header says (an image read takes that as undecodable)."""
+    if len(payload) < _HEADER.size:
+        raise DataError(f"a record of {len(payload)} bytes is shorter than its {_HEADER.size}-byte header")
     flag, label, _id, _id2 = _HEADER.unpack_from(payload, 0)
     pos = _HEADER.size
     if flag > 0:
+        if pos + 4 * flag > len(payload):
+            raise DataError(f"a record's header announces {flag} labels, more than its {len(payload)} bytes hold")
         labels = np.frombuffer(payload, np.float32, flag, pos).copy()
         pos += 4 * flag
     else:
@@ -95,18 +104,39 @@ def scan_recordio(folder: Path) -> tuple[RecordReader, list[int], np.ndarray, tu
         except ValueError:  # (UnicodeDecodeError is one)
             raise DataError(f"{prop} is not an insightface property file (classes,height,width)") from None
         size = (vals[1], vals[2]) if len(vals) >= 3 else None
-    head, _ = reader.labels_and_image(0) if 0 in reader.index else (np.zeros(0), b"")
+    def label_values(key: int, n: int) -> list[int]:
+        """The first `n` labels of record `key` as whole numbers; DataError if damaged."""
+        try:
+            vals = reader.labels_and_image(key)[0][:n]
+        except DataError as exc:
+            raise DataError(f"{reader.rec_path}: record {key} is damaged ({exc})") from None
+        if len(vals) < n or not np.all(np.isfinite(vals)) or np.any(np.abs(vals) >= 2**31):
+            raise DataError(f"{reader.rec_path}: record {key}'s label {vals.tolist()} is not {n} whole number(s): "
+                            "the file is damaged")
+        return [int(v) for v in vals]
+
+    try:
+        head = reader.labels_and_image(0)[0] if 0 in reader.index else np.zeros(0)
+    except DataError as exc:
+        raise DataError(f"{reader.rec_path}: record 0 is damaged ({exc})") from None
     if 0 in reader.index and len(head) >= 2:
-        n_end, c_end = int(head[0]), int(head[1])
+        n_end, c_end = label_values(0, 2)
+        if not (1 <= n_end <= c_end and c_end - 1 <= len(reader.index)):  # every record it names is indexed
+            raise DataError(f"{reader.rec_path}: its header record names records 1..{n_end - 1} and identities "
+                            f"{n_end}..{c_end - 1}, but {reader.idx_path.name} indexes {len(reader.index)}: "
+                            "the file is damaged")
         keys = list(range(1, n_end))
         labels = np.full(len(keys), -1, np.int64)
         for cls, k in enumerate(range(n_end, c_end)):      # identity records: [first, end)
-            first, end = (int(v) for v in reader.labels_and_image(k)[0][:2])
+            first, end = label_values(k, 2)
+            if not 1 <= first <= end <= n_end:
+                raise DataError(f"{reader.rec_path}: identity record {k} spans images [{first}, {end}), outside "
+                                f"[1, {n_end}): the file is damaged")
             labels[first - 1:end - 1] = cls
         missing = np.nonzero(labels < 0)[0]
         for i in missing:                                    # images outside any identity range
-            labels[i] = int(reader.labels_and_image(keys[i])[0][0])
+            labels[i] = label_values(keys[i], 1)[0]
     else:
         keys = sorted(reader.index)
-        labels = np.array([int(reader.labels_and_image(k)[0][0]) for k in keys], np.int64)
+        labels = np.array([label_values(k, 1)[0] for k in keys], np.int64)
     return reader, keys, labels, size

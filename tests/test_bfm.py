@@ -328,10 +328,36 @@ def test_bfm2017_color_representer_must_share_mesh(bfm17):
         load_bfm2017(path)
 
 
+@pytest.mark.parametrize("fmt", ["h5", "v7.3"])
+def test_damaged_hdf5_internals_are_one_line_errors(tmp_path, fmt):
+    """Bytes overwritten inside an HDF5 file (a bad object header, a broken link table)
+    made h5py raise KeyError or RuntimeError, which came out as tracebacks: every damage
+    is a ModelError of one line (or, where it hits array values only, a model)."""
+    path = tmp_path / ("m.h5" if fmt == "h5" else "m.mat")
+    write_bfm2017_fixture(path) if fmt == "h5" else write_bfm2009_fixture(path, fmt="v7.3")
+    data = path.read_bytes()
+    load = load_bfm2017 if fmt == "h5" else load_bfm2009
+    unreadable = 0
+    for frac in (0.01, 0.02, 0.03, 0.05, 0.5):
+        at = int(len(data) * frac)
+        bad = tmp_path / f"bad{frac}{path.suffix}"
+        bad.write_bytes(data[:at] + bytes([0xAB]) * 2000 + data[at + 2000:])
+        try:
+            load(bad)
+        except ModelError as e:
+            assert "\n" not in str(e) and bad.name in str(e)
+            unreadable += "truncated or corrupt" in str(e)
+    assert unreadable >= 1
+
+
 def test_bfm2017_bad_landmarks(bfm17):
     path, _ = bfm17
     replace_dataset(path, "/metadata/landmarks/json", '[{"id": "a", "coords": [1, 2, 3]}]')
     with pytest.raises(ModelError) as e:
+        load_bfm2017(path)
+    _assert_one_line(e, "/metadata/landmarks/json is not a JSON list")
+    replace_dataset(path, "/metadata/landmarks/json", '[{"id": "a", "coordinates": [1%s, 0, 0]}]' % ("0" * 400))
+    with pytest.raises(ModelError) as e:   # a number past float: OverflowError, a traceback
         load_bfm2017(path)
     _assert_one_line(e, "/metadata/landmarks/json is not a JSON list")
     delete_entry(path, "/metadata/landmarks/json")

@@ -267,6 +267,15 @@ def test_pair_list_labels_folds_and_identity_disjointness(tmp_path):
     assert identity_of("Bea_Arthur_0003.jpg") == "Bea_Arthur" and identity_of("x/y.png") == "x"
 
 
+def test_pair_list_fold_beyond_an_index_is_one_line(tmp_path):
+    """A 23-digit fold overflowed numpy's int64 (a traceback): folds are indices."""
+    root = write_lfw(tmp_path / "faces")
+    n = sorted(p.name for p in root.iterdir())
+    lines = [f"{a}/{a}_0001.jpg {a}/{a}_0002.jpg 1 {'99999999999999999999999' if k else 1}" for k, a in enumerate(n[:2])]
+    with pytest.raises(DataError, match="p.txt:2: the fold must be a whole number of at most 6 digits"):
+        read_pair_list(_pairs(root, lines, tmp_path / "p.txt"), root)
+
+
 def test_pair_list_cli_missing_images_and_bad_lines(eval_run, tmp_path):
     root = write_lfw(tmp_path / "faces")
     n = sorted(p.name for p in root.iterdir())

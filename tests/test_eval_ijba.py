@@ -99,3 +99,27 @@ def test_header_without_required_columns(tmp_path):
     (d / "verify_comparisons_1.csv").write_text("1,2\n")
     with pytest.raises(DataError, match="lacks SUBJECT_ID, FACE_X"):
         read_split(sets_dir(tmp_path), 1)
+
+
+def test_non_finite_or_huge_boxes_and_ids_are_malformed_rows(tmp_path):
+    """A NaN or 1e300 face box crashed OpenCV's warp (exit 139, output left behind), an
+    infinite template id raised OverflowError, a NaN width passed as a box: each is now a
+    malformed row or line, listed, and the rest of the split is read."""
+    root = tmp_path / "IJB-A"
+    write_ijba(root, splits=1)
+    meta = sets_dir(root) / "split1" / "verify_metadata_1.csv"
+    lines = meta.read_text().splitlines()
+    header = [h.strip().upper() for h in lines[0].split(",")]
+    edits = {"FACE_X": "nan", "FACE_WIDTH": "1e300", "TEMPLATE_ID": "inf", "SUBJECT_ID": "-inf", "FACE_HEIGHT": "inf"}
+    for ln, (col, value) in enumerate(edits.items(), 5):   # rows 5.. (line 4 is the fixture's short row)
+        cells = lines[ln - 1].split(",")
+        cells[header.index(col)] = value
+        lines[ln - 1] = ",".join(cells)
+    meta.write_text("\n".join(lines) + "\n")
+    comp = sets_dir(root) / "split1" / "verify_comparisons_1.csv"
+    comp.write_text(comp.read_text() + "inf,1000\n")
+    sp = read_split(sets_dir(root), 1)
+    bad = {m.split(": ")[0] for m in sp.malformed}
+    assert {f"verify_metadata_1.csv:{ln}" for ln in range(5, 5 + len(edits))} <= bad
+    assert any(m.startswith("verify_comparisons_1.csv:") and "inf,1000" in m for m in sp.malformed)
+    assert all(np.isfinite(f.box).all() for f in sp.faces)

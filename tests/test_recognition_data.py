@@ -245,6 +245,48 @@ def test_recordio_bad_magic(tmp_path):
         load_imageset(tmp_path)
 
 
+def _rewrite_record(folder, key, payload):
+    """Replace record `key` of a written RecordIO by `payload` (the rest re-indexed)."""
+    index = [line.split("\t") for line in (folder / "train.idx").read_text().splitlines()]
+    keys = [int(i[0]) for i in index]
+    raw = (folder / "train.rec").read_bytes()
+    offs = [int(i[1]) for i in index] + [len(raw)]
+    recs = {k: raw[offs[j]:offs[j + 1]] for j, k in enumerate(keys)}
+    recs[key] = _record(payload)
+    data, lines = b"", []
+    for k in keys:
+        lines.append(f"{k}\t{len(data)}")
+        data += recs[k]
+    (folder / "train.rec").write_bytes(data)
+    (folder / "train.idx").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("key,payload,match", [
+    (0, struct.pack("IfQQ", 1000, 0.0, 0, 0), "record 0 is damaged .*announces 1000 labels"),
+    (0, struct.pack("IfQQ", 2, 0.0, 0, 0) + np.array([np.nan, 5], np.float32).tobytes(), "record 0's label"),
+    (0, struct.pack("IfQQ", 2, 0.0, 0, 0) + np.array([1e9, 1e9 + 3], np.float32).tobytes(), "indexes 6"),
+    (4, struct.pack("IfQQ", 2, 0.0, 0, 0) + np.array([1, 500], np.float32).tobytes(), "spans images \\[1, 500\\)"),
+    (4, struct.pack("IfQQ", 2, 0.0, 0, 0) + np.array([2, 1], np.float32).tobytes(), "spans images \\[2, 1\\)"),
+])
+def test_recordio_damaged_headers_are_one_line_errors(tmp_path, key, payload, match):
+    """A damaged header or identity record is a DataError naming it (they were a buffer
+    ValueError, int(NaN), a billion-key list until memory ran out, or silent labels)."""
+    write_recordio(tmp_path, [0, 1, 1])          # records 0 (header), 1-3 images, 4-5 identities
+    _rewrite_record(tmp_path, key, payload)
+    with pytest.raises(DataError, match=match):
+        load_imageset(tmp_path)
+
+
+def test_recordio_short_image_record_is_undecodable_and_negative_offsets_refused(tmp_path):
+    write_recordio(tmp_path, [0, 1, 1])
+    _rewrite_record(tmp_path, 2, b"abc")         # shorter than its header: read in a loader worker
+    s = load_imageset(tmp_path)
+    assert read_image(s, 1) is None and read_image(s, 0) is not None
+    (tmp_path / "train.idx").write_text("0\t-5\n")
+    with pytest.raises(DataError, match="both >= 0"):
+        load_imageset(tmp_path)
+
+
 # ----------------------------------------------------------------------------- subsets, lists
 
 def test_subsets_are_seeded_and_lists_round_trip(toy, tmp_path):

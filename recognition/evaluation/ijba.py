@@ -101,11 +101,31 @@ def sets_dir(ijba_dir: Path) -> Path:
                     "pass the IJB-A folder with --ijba-dir")
 
 
+# A coordinate beyond this many pixels is no photo's (a box of 1e300 px crashed OpenCV's warp).
+MAX_COORD = 1e6
+
+
+def _coord(text: str) -> float:
+    """A pixel coordinate of the metadata; ValueError if not a number within +-MAX_COORD."""
+    v = float(text)
+    if not abs(v) <= MAX_COORD:  # NaN fails too
+        raise ValueError(f"{text} is not a coordinate")
+    return v
+
+
 def _point(row: dict, x: str, y: str) -> tuple[float, float] | None:
     try:
-        return (float(row[x]), float(row[y])) if row.get(x, "").strip() and row.get(y, "").strip() else None
+        return (_coord(row[x]), _coord(row[y])) if row.get(x, "").strip() and row.get(y, "").strip() else None
     except ValueError:
         return None
+
+
+def _whole(text: str) -> int:
+    """A template or subject id (the files write them as 1 or 1.0); ValueError else."""
+    v = float(text)
+    if not (abs(v) < 2**53 and v == int(v)):
+        raise ValueError(f"{text} is not a whole number")
+    return int(v)
 
 
 def read_split(sets: Path, n: int) -> Split:
@@ -132,8 +152,8 @@ def read_split(sets: Path, n: int) -> Split:
             continue
         row = {h: c.strip() for h, c in zip(header, cells)}
         try:
-            t, s = int(float(row["TEMPLATE_ID"])), int(float(row["SUBJECT_ID"]))
-            box = tuple(float(row[k]) for k in ("FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT"))
+            t, s = _whole(row["TEMPLATE_ID"]), _whole(row["SUBJECT_ID"])
+            box = tuple(_coord(row[k]) for k in ("FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT"))
             if not row["FILE"] or box[2] <= 0 or box[3] <= 0:
                 raise ValueError
         except ValueError:
@@ -152,7 +172,7 @@ def read_split(sets: Path, n: int) -> Split:
             try:
                 if len(cells) != 2:
                     raise ValueError
-                a, b = (int(float(c)) for c in cells)
+                a, b = (_whole(c) for c in cells)
             except ValueError:
                 sp.malformed.append(f"{comp.name}:{ln}: expected 'templateA,templateB', found {','.join(cells)!r}")
                 continue

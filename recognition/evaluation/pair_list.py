@@ -94,6 +94,8 @@ def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: in
                 fold = int(parts[3])
             except ValueError:
                 raise DataError(f"{path}:{ln}: the fold must be a whole number, found {parts[3]!r}") from None
+            if abs(fold) >= 10**6:  # a fold number is an index, not a 20-digit label (numpy's int64 overflowed)
+                raise DataError(f"{path}:{ln}: the fold must be a whole number of at most 6 digits, found {parts[3]!r}")
         if given is None:
             given = fold is not None
         elif given != (fold is not None):
