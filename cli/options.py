@@ -44,10 +44,11 @@ def check_typed_flags(ctx: click.Context, opts: dict) -> None:
             raise ConfigError(f"{option_name(name)} only acts with {words}, or leave it out")
 
 
-def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = ()) -> dict:
-    """defaults < config file < flags given on the command line. `own`: the command's own
-    options (not render's) that its config file may also set (`load_config_file`)."""
-    opts = dict(RENDER_DEFAULTS)
+def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = (), base: dict | None = None) -> dict:
+    """defaults < `base` < config file < flags given on the command line. `own`: the
+    command's own options (not render's) that its config file may also set
+    (`load_config_file`); `base`: options that stand in for defaults (a source dataset's)."""
+    opts = dict(RENDER_DEFAULTS) | (base or {})
     if cli_values.get("config"):
         opts.update(load_config_file(Path(cli_values["config"]), own=own, command=ctx.command.name or "render"))
     for name, val in cli_values.items():

@@ -90,7 +90,10 @@ def scene_options(f):
                    "`morphgen fit` output folder, a dataset folder (or its params folder or one of its params files). "
                    "Records hold values rounded to 6 decimals (float32 in Parquet), so a dataset's images come back within "
                    "about a grey level, not byte for byte. Identities and samples are the records' own "
-                   "(--ids and --per-id are not used); --photo and --appearance draw for records that have none.")
+                   "(--ids and --per-id are not used); --photo and --appearance draw for records that have none. "
+                   "From a dataset, the options that decide how its images look (model, size, anti-aliasing, level "
+                   "of detail, backgrounds, outputs, lights, photo effects, appearance, image format) default to its "
+                   "manifest's; a flag or --config changes one.")
 @click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Encoding of the colour images (--outputs modalities are always lossless PNG). " + _d("image_format"))
 @click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))
 @click.option("--format", "container", type=click.Choice(["folder", "wds"]),
@@ -114,6 +117,15 @@ def render(ctx: click.Context, **kwargs) -> None:
     from morphgen.dataset import DatasetJob, OutputConfig, run
 
     opts = merged_options(ctx, kwargs)
+    if opts.get("from_params"):  # a dataset's records are drawn as that dataset drew them, unless told otherwise
+        from morphgen.dataset.from_params import source_look
+
+        look = source_look(Path(opts["from_params"]))
+        opts = merged_options(ctx, kwargs, base=look)
+        taken = {k: v for k, v in look.items() if opts[k] == v and v != RENDER_DEFAULTS[k]}
+        if taken and not opts["quiet"]:
+            click.echo("--from-params: drawing as the source dataset did: "
+                       + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items()) + " (a flag changes one)")
     check_typed_flags(ctx, opts)
     if not opts.get("out"):
         raise ConfigError("--out is required: the folder to write the dataset into")

@@ -828,6 +828,27 @@ def test_from_params_renders_the_recorded_appearance_without_the_option(tmp_path
     assert r.exit_code == 2 and "malformed 'appearance'" in r.output and not (tmp_path / "o").exists(), r.output
 
 
+def test_from_params_of_a_dataset_draws_as_that_dataset_did(tmp_path, model_file):
+    """Re-rendering a dataset's records needs none of its options again: size, backgrounds,
+    outputs, anti-aliasing and the model come from its manifest (it came back at 128 px on
+    procedural backgrounds without them); a flag still wins."""
+    src = tmp_path / "src"
+    r = invoke("render", "--model", model_file, "--ids", 2, "--per-id", 2, "--size", 40, "--backgrounds", "plain",
+               "--outputs", "mask", "--antialias", 1, "--params-format", "jsonl", "--workers", 1, "--quiet", "--out", src)
+    assert r.exit_code == 0, r.output
+    again = tmp_path / "again"
+    r = invoke("render", "--from-params", src / "params", "--params-format", "jsonl", "--workers", 1, "--out", again)
+    assert r.exit_code == 0 and "drawing as the source dataset did" in r.output and "--size 40" in r.output, r.output
+    images = {k: v for k, v in tree_hashes(again).items() if k.startswith("images/")}
+    assert images == {k: v for k, v in tree_hashes(src).items() if k.startswith("images/")}
+    assert any(k.endswith("_mask.png") for k in images)
+    bigger = tmp_path / "bigger"
+    r = invoke("render", "--from-params", src, "--size", 48, "--workers", 1, "--quiet", "--out", bigger)
+    assert r.exit_code == 0, r.output
+    scene = json.loads((bigger / "manifest.json").read_text())["config"]["scene"]
+    assert scene["size"] == 48 and scene["backgrounds"] == "plain" and scene["model"] == str(Path(model_file).resolve())
+
+
 def test_the_manifest_records_numbers_exactly(tmp_path, model_file):
     """Grid steps, distributions and effect probabilities are recorded as given, not to 6
     digits (33.3333333 came back as 33.3333: workers rebuilding the job from the manifest

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, is_finite_number, shown
 from ..layout import (
     PARAMS_DIR,
+    manifest_or_none,
     looks_like_dataset,
     params_file_rows,
     params_files,
@@ -68,6 +69,36 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
     if not rows:
         raise DataError(f"--from-params {path} holds no params records")
     return rows
+
+
+# The options of a source dataset that decide how its records look (not which images they
+# are, nor where or how the new dataset is stored): `--from-params DATASET` draws with them.
+LOOK_OPTIONS = ("model", "landmarks", "size", "antialias", "lod", "backgrounds", "outputs", "illumination", "bip",
+                "no_color", "energy", "photo", "appearance", "shape_components", "color_components",
+                "expression_components", "image_format", "jpg_quality")
+
+
+def source_look(path: Path) -> dict:
+    """The :data:`LOOK_OPTIONS` a dataset's manifest records, where `path` is that dataset,
+    its params folder or one of its params files: re-rendering a dataset's records then
+    gives its images (backgrounds are drawn from the recorded seeds by the background
+    option, sizes and outputs are the dataset's), and a flag changes one of them. {} for a
+    fit's records, a loose params file or an unreadable manifest."""
+    path = Path(path)
+    root = path if path.is_dir() else path.parent
+    if root.name == PARAMS_DIR:
+        root = root.parent
+    manifest = manifest_or_none(root)
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("scene"), dict):
+        return {}
+    recorded = {**config["scene"], **(config.get("output") if isinstance(config.get("output"), dict) else {})}
+    look = {k: recorded[k] for k in LOOK_OPTIONS if recorded.get(k) is not None}
+    if "outputs" in look and isinstance(look["outputs"], list):
+        look["outputs"] = ",".join(map(str, look["outputs"]))
+    if "lod" not in config["scene"]:  # the whole mesh (an "off", or a dataset from before --lod)
+        look["lod"] = "off"
+    return look
 
 
 def records_digest(rows: list[tuple[str, dict]]) -> str:
