@@ -26,8 +26,8 @@ coarse head) is thinned where it is dense and left alone where it is not; a mesh
 median edge is ``KEEP_IF_EDGE_PX`` long already stays whole (the embedded model from 64
 px). ``--lod 1.6px`` moves that bound (and the keep-whole length with it, in proportion):
 a coarser mesh, faster and a little further from the truth; `benchmarks/bench_lod.py`
-prints the trade on a given model. The decimation is a pure function of the model and the level, so every worker,
-machine and resume draws the same pixels.
+prints the trade on a given model. The decimation is a pure function of the model and the
+level, so every worker, machine and resume draws the same pixels.
 """
 from __future__ import annotations
 
