@@ -106,8 +106,7 @@ def number_text(x: float) -> str:
     how a manifest records a number, so that the config it hashes and the one a worker
     rebuilds from it are the ones given (``:g`` kept 6 digits: 33.3333333 came back as
     33.3333, another grid and another image)."""
-    text = repr(float(x))
-    return text[:-2] if text.endswith(".0") else text
+    return repr(float(x)).removesuffix(".0")
 
 
 _CALL = re.compile(r"^\s*([a-z]+)\s*(?:\((.*)\))?\s*$", re.S)

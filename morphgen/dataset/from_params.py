@@ -26,8 +26,8 @@ import numpy as np
 from ..errors import ConfigError, DataError, is_finite_number, shown
 from ..layout import (
     PARAMS_DIR,
-    manifest_or_none,
     looks_like_dataset,
+    manifest_or_none,
     params_file_rows,
     params_files,
     params_rows,
