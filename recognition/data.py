@@ -508,30 +508,35 @@ class FaceDataset(Dataset):
         return len(self.iset)
 
     def rng(self) -> np.random.Generator:
-        if self._rng is None:  # one stream per worker process, derived from torch's seed
+        """The augmentation stream of an item read by a bare index (one per process, from
+        torch's seed); training reads (index, key) items instead (:class:`AugmentKeys`)."""
+        if self._rng is None:
             self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
         return self._rng
 
-    def crop(self, i: int) -> np.ndarray | None:
+    def crop(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray | None:
         img = read_image(self.iset, i)
         if img is None:
             return None
+        rng = rng or self.rng()
         lm = self.iset.landmarks[i]
         if not self.align or np.isnan(lm).any():
             out = resize_face(img, self.size)
-            if self.augment.crop and self.rng().random() < self.augment.crop:
+            if self.augment.crop and rng.random() < self.augment.crop:
                 lm = template_points(self.template, self.size)
-                out = align_face(out, lm, self.size, self.template, self._jitter())
+                out = align_face(out, lm, self.size, self.template, self._jitter(rng))
             return out
-        jitter = self._jitter() if self.augment.crop and self.rng().random() < self.augment.crop else None
+        jitter = self._jitter(rng) if self.augment.crop and rng.random() < self.augment.crop else None
         return align_face(img, lm, self.size, self.template, jitter)
 
-    def _jitter(self) -> np.ndarray:
-        r = self.rng()
-        return np.array([r.uniform(0.9, 1.1), *r.uniform(-0.06, 0.06, 2) * self.size], np.float32)
+    def _jitter(self, rng: np.random.Generator) -> np.ndarray:
+        return np.array([rng.uniform(0.9, 1.1), *rng.uniform(-0.06, 0.06, 2) * self.size], np.float32)
 
-    def __getitem__(self, i: int):
-        img = self.crop(i)
+    def __getitem__(self, item):
+        """Item `item`: an index, or (index, key) where `key` seeds its augmentation."""
+        i, key = item if isinstance(item, tuple) else (item, None)
+        rng = np.random.default_rng(list(key)) if key is not None else self.rng()
+        img = self.crop(i, rng)
         if img is None and not self.replace_unreadable:
             self.unreadable.add(i)
             img = np.zeros((self.size, self.size, 3), np.uint8)
@@ -540,14 +545,14 @@ class FaceDataset(Dataset):
             if self._by_label is None:
                 self._by_label = {int(c): np.nonzero(self.labels == c)[0] for c in np.unique(self.labels)}
             for j in self._by_label[int(self.labels[i])]:
-                img = self.crop(int(j)) if j != i else None
+                img = self.crop(int(j), rng) if j != i else None
                 if img is not None:
                     break
             if img is None:
                 raise DataError(f"no image of identity {self.iset.identities[i]!r} in {self.iset.root} can be "
                                 "decoded: check or replace its files")
         if self.augment.active():
-            img = apply_augment(img, self.augment, self.rng())
+            img = apply_augment(img, self.augment, rng)
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         return x, int(self.labels[i]), torch.from_numpy(self.soft_ids[i]), torch.from_numpy(self.soft_w[i])
 
@@ -628,6 +633,43 @@ class PKBatchSampler(Sampler):
     def __iter__(self):
         for b in range(self.start, self.start + self.num_batches):
             yield self.batch(b)
+
+
+class JoinedSets(Dataset):
+    """FaceDatasets one after the other (synthetic then real), read by index or by the
+    (index, key) items of :class:`AugmentKeys` (torch's ConcatDataset takes indices only)."""
+
+    def __init__(self, parts: list[FaceDataset]):
+        self.parts = parts
+        self.ends = np.cumsum([len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, item):
+        i, key = item if isinstance(item, tuple) else (item, None)
+        j = int(np.searchsorted(self.ends, i, side="right"))
+        local = i - (int(self.ends[j - 1]) if j else 0)
+        return self.parts[j][(local, key) if key is not None else local]
+
+
+class AugmentKeys(Sampler):
+    """A batch sampler's batches as (index, key) items, the key (seed, rank, batch, slot,
+    1) seeding that item's augmentation: an image's crop jitter, flip and colour are then a
+    pure function of the run's seed and step, whatever the number of loader workers or a
+    resume (a stream per worker process restarted on resume and differed with the worker
+    count). The trailing 1 keeps the stream apart from the sampler's own (seed, rank, batch)."""
+
+    def __init__(self, batches: "PKBatchSampler | RandomBatchSampler"):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        b0, seed, rank = self.batches.start, self.batches.seed, self.batches.rank
+        for b, batch in enumerate(self.batches, b0):
+            yield [(i, (seed, rank, b, k, 1)) for k, i in enumerate(batch)]
 
 
 class RandomBatchSampler(Sampler):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from morphgen.configfile import option_name
 from morphgen.errors import ConfigError, DataError, ModelError
@@ -46,7 +46,7 @@ from morphgen.sheet import write_sheet
 
 from .checkpoint import (FILENAME, check_arch, check_resumable, load_backbone_state, load_checkpoint,
                          save_checkpoint)
-from .data import (FaceDataset, PKBatchSampler, RandomBatchSampler, drop_small_identities,
+from .data import (AugmentKeys, FaceDataset, JoinedSets, PKBatchSampler, RandomBatchSampler, drop_small_identities,
                    load_imageset, make_subset, select_list, single_threaded_cv2,
                    split_identities, to_input, worker_errors, worker_init, write_list, natural_key)
 from .embed import embed_dataset
@@ -151,6 +151,18 @@ def _load_training_state(ckpt: dict, path: Path, backbone, head, opt, scaler) ->
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
         raise ModelError(f"{path} does not fit this run's model or optimizer ({why}): start a new --out") from None
+
+
+def _images_per_step(cfg: TrainConfig, labels: np.ndarray | None, online: bool) -> float:
+    """Images a batch holds on average: P x K batches take all of an identity's images
+    where it has fewer than K (so `--epochs` passes over the data that many times; with
+    P x K it counted 48 images a step where batches held 24)."""
+    if online or labels is None:
+        return cfg.batch_p * cfg.batch_k
+    if cfg.sampler != "pk":
+        return min(cfg.batch_size, len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    return min(cfg.batch_p, len(counts)) * float(np.minimum(counts, cfg.batch_k).mean())
 
 
 def _check_batches(cfg: TrainConfig, labels: np.ndarray, what: str, say) -> None:
@@ -400,7 +412,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
             ds_real = FaceDataset(real, {n: offset + i for i, n in enumerate(real_names)}, size, tpl, cfg.align, aug)
         ds_val = FaceDataset(val_set, {n: i for i, n in enumerate(_class_names(val_set))}, size, tpl, cfg.align) if val_set else None
         if ds_real is not None and cfg.domain_mixup is None:
-            ds_train = ConcatDataset([ds_syn, ds_real])
+            ds_train = JoinedSets([ds_syn, ds_real])
             labels = np.concatenate([ds_syn.labels, ds_real.labels])
         else:
             ds_train, labels = ds_syn, ds_syn.labels
@@ -408,7 +420,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         _check_batches(cfg, labels, "training", say)
     if cfg.domain_mixup is not None:
         _check_batches(cfg, ds_real.labels, "real", say)
-    per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" or online is not None else cfg.batch_size
+    per_step = _images_per_step(cfg, labels, online is not None)
     total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))  # online: steps
 
     # ---- model
@@ -464,7 +476,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         return RandomBatchSampler(len(ds_labels), cfg.batch_size, n, cfg.seed + seed_off, start, rank)
 
     def loader(ds, ds_labels, seed_off=0):
-        return DataLoader(ds, batch_sampler=sampler_for(ds_labels, seed_off), num_workers=workers,
+        return DataLoader(ds, batch_sampler=AugmentKeys(sampler_for(ds_labels, seed_off)), num_workers=workers,
                           worker_init_fn=worker_init, pin_memory=device.type == "cuda")
 
     def evaluate() -> dict:
@@ -479,7 +491,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "model": backbone.state_dict(), "head": head.state_dict() if head is not None else None,
                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                              "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state(),
-                             "data_key": data_key}, ckpt_file)
+                             "data_key": data_key, "images_seen": images_seen + seen,
+                             "unlogged_losses": unlogged + torch.stack(pending).float().cpu().tolist() if pending
+                             else unlogged}, ckpt_file)
 
     if main and cfg.real_preview:
         cache = _cache_dir(cfg)
@@ -506,6 +520,10 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
     losses, pending, t0, t_int, n_int, seen, ips = [], [], time.time(), time.time(), 0, 0, 0.0
+    # the losses of the steps since the last logged row (a resumed run's first row averages
+    # its steps before the checkpoint too), and the images trained on before this process
+    unlogged = list(resume_ckpt.get("unlogged_losses", [])) if resume_ckpt is not None else []
+    images_seen = int(resume_ckpt.get("images_seen", start * per_step * world)) if resume_ckpt is not None else 0
     _set_train_mode(backbone)
     step, val = start, {}
     for x, y, sid, sw in batches:
@@ -537,23 +555,26 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         n_int += len(x) * world
         seen += len(x) * world
         bar.update(1)
-        if step % cfg.log_every == 0 or step == total:
-            losses += torch.stack(pending).float().cpu().tolist()
-            pending = []
-            if not all(math.isfinite(v) for v in losses[-cfg.log_every:]):
+        log_step = step % cfg.log_every == 0 or step == total
+        if log_step:
+            interval = unlogged + torch.stack(pending).float().cpu().tolist()
+            losses += interval[len(unlogged):]
+            unlogged, pending = [], []
+            if not all(math.isfinite(v) for v in interval):
                 raise ConfigError(f"the loss is not finite at step {step}: lower --lr (now {cfg.lr}) "
                                   "or use --precision fp32")
             now = time.time()
             ips = n_int / max(now - t_int, 1e-9)
             t_int, n_int = now, 0
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}", img_s=f"{ips:.1f}")
+            bar.set_postfix(loss=f"{np.mean(interval):.4f}", img_s=f"{ips:.1f}")
         is_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == total
         val = evaluate() if is_eval else {}
         if val:
             _set_train_mode(backbone)
-        if step % cfg.log_every == 0 or step == total or val:
-            log.row(step=step, epoch=step * per_step * world / len(labels) if labels is not None else "", loss=float(np.mean(losses[-cfg.log_every:])),
-                    lr=opt.param_groups[0]["lr"], images_per_s=ips, elapsed_s=time.time() - t0,
+        if log_step or val:  # a row for a verification alone leaves the training columns blank
+            log.row(step=step, epoch=(images_seen + seen) / len(labels) if labels is not None else "",
+                    loss=float(np.mean(interval)) if log_step else "", lr=cfg.lr * factor,  # --lr as scheduled
+                    images_per_s=ips if log_step else "", elapsed_s=time.time() - t0,
                     val_accuracy=val.get("accuracy", ""), val_auc=val.get("auc", ""), val_threshold=val.get("threshold", ""))
         if step % cfg.checkpoint_every == 0 or step == total:
             checkpoint(step)

@@ -2,6 +2,7 @@
 (loss falls, held-out verification rises), resume, embed, fine-tune on real faces,
 identity and domain mixup with a margin head, and the user-facing errors."""
 import csv
+import math
 import json
 from pathlib import Path
 
@@ -96,6 +97,60 @@ def test_resume_continues_from_checkpoint(smoke_run, tmp_path):
     steps = [int(r["step"]) for r in read_log(copy)]
     assert steps[-1] == 63 and steps.count(60) == 1
     assert len(steps) == len(set(steps)) and steps == sorted(steps)  # step 70 of the killed run is dropped
+
+
+def test_augmented_runs_are_the_same_whatever_the_workers_or_a_resume(toy, tmp_path, monkeypatch):
+    """With --aug, a run's weights are a pure function of its seed and steps: the same with
+    0 or 1 loader workers, and resumed from its step-4 checkpoint (each loader process drew
+    augmentation from a stream of its own, restarted on resume: 187 of 224 tensors differed)."""
+    base = ["--data", toy, "--aug", "strong", "--arch", "nn4small2", "--input-size", "32", "--batch-p", "3",
+            "--batch-k", "2", "--threads", "1", "--quiet", "--checkpoint-every", 4, "--log-every", 3,
+            "--lr-schedule", "constant"]   # (a cosine schedule follows --steps: 4 steps then 8 would be another run)
+
+    def weights(run):
+        return load_checkpoint(run)["model"]
+
+    invoke(train_cmd, [*base, "--steps", 8, "--workers", 0, "--out", tmp_path / "w0"])
+    invoke(train_cmd, [*base, "--steps", 8, "--workers", 1, "--out", tmp_path / "w1"])
+    import recognition.train as train_module
+
+    saved = train_module.save_checkpoint
+
+    def save_then_ctrl_c(state, path):  # Ctrl-C right after the step-4 checkpoint of an 8-step run
+        saved(state, path)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
+    res = CliRunner().invoke(train_cmd, [str(a) for a in [*base, "--steps", 8, "--workers", 1, "--out", tmp_path / "r"]])
+    assert res.exit_code == 130 and "--resume" in res.output, res.output
+    monkeypatch.setattr(train_module, "save_checkpoint", saved)
+    invoke(train_cmd, ["--out", tmp_path / "r", "--resume", "--workers", 0, "--quiet"])
+    a, b, c = weights(tmp_path / "w0"), weights(tmp_path / "w1"), weights(tmp_path / "r")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    # the log too: the resumed run's first row (step 6) averages steps 5-6 and the checkpoint's step 4
+    def rows(run):
+        return [(r["step"], r["epoch"], r["loss"], r["lr"]) for r in read_log(run)]
+
+    assert rows(tmp_path / "w0") == rows(tmp_path / "r")
+
+
+def test_log_rows_count_what_batches_held_and_leave_verification_rows_blank(toy, tmp_path):
+    """The epoch column counts the images batches held (K = 8 over identities of 6 images
+    counted 8 each), --epochs follows it, and a row written for a verification alone does
+    not repeat the last training row's loss and speed."""
+    run = tmp_path / "r"
+    out = invoke(train_cmd, ["--data", toy, "--arch", "nn4small2", "--input-size", "32", "--batch-p", "4",
+                             "--batch-k", "8", "--epochs", "0.25", "--val-ids", 4, "--val-pairs", 20,
+                             "--eval-every", 3, "--log-every", 2, "--threads", "1", "--workers", "0", "--quiet",
+                             "--out", run])
+    n = 60 * 6                                     # the training identities' images (4 held out)
+    steps = math.ceil(0.25 * n / (4 * 6))          # 24 images a batch, not 32
+    assert f"done: {steps} steps, {steps * 24} images" in out, out
+    log = {int(r["step"]): r for r in read_log(run)}
+    assert float(log[2]["epoch"]) == pytest.approx(2 * 24 / n, abs=1e-6)
+    assert log[3]["val_accuracy"] and log[3]["loss"] == "" and log[3]["images_per_s"] == ""
+    assert log[2]["loss"] and log[4]["loss"]
 
 
 def test_embed_morphgen_folder_with_flip(smoke_run, toy, tmp_path):
