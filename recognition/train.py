@@ -494,6 +494,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "data_key": data_key, "images_seen": images_seen + seen,
                              "unlogged_losses": unlogged + torch.stack(pending).float().cpu().tolist() if pending
                              else unlogged}, ckpt_file)
+            outputs.keep()  # the folder now holds a resumable run, whatever happens next
 
     if main and cfg.real_preview:
         cache = _cache_dir(cfg)
@@ -501,8 +502,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     say = say_now
     for line in held:
         say(line)
-    if main:  # every check passed: from here on the folder holds this run, whatever happens
-        outputs.keep()
+    if main:  # kept from its first checkpoint on (`checkpoint`): a run that fails before one leaves nothing
         _write_run_files(run, cfg, lists, no_face, say)
     log = _Log(run, main, say, start)
     val_start = evaluate() if start == 0 else {}

@@ -371,3 +371,24 @@ def test_verification_metrics():
     thr, acc = best_threshold(scores, truth)
     assert acc == pytest.approx(max(np.mean((scores > t) == truth) for t in np.r_[scores, np.inf]))
     assert np.mean((scores > thr) == truth) == pytest.approx(acc)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    """RecordIO images are first decoded in training: an identity none of whose images
+    decodes is a one-line DataError then, and the run folder it had begun (config, lists,
+    log) is removed again, as for any error before a checkpoint."""
+    from click.testing import CliRunner
+    from morphgen.cli.main import cli
+
+    labels = [0, 0, 1, 1, 2, 2]
+    write_recordio(tmp_path / "rec", labels)
+    for k, lab in enumerate(labels, 1):
+        if lab == 1:
+            _rewrite_record(tmp_path / "rec", k, struct.pack("IfQQ", 0, 1.0, k, 0) + b"not an image")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "rec"), "--out", str(out), "--arch", "nn4small2",
+                                 "--input-size", "32", "--batch-p", "3", "--batch-k", "2", "--steps", "6",
+                                 "--checkpoint-every", "6", "--threads", "1", "--workers", "0", "--quiet"])
+    assert r.exit_code == 2 and "no image of identity '1'" in r.output, r.output
+    assert r.output.strip().splitlines()[-1].startswith("Error: ") and "Traceback" not in r.output
+    assert not out.exists()
