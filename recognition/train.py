@@ -170,9 +170,12 @@ def _check_batches(cfg: TrainConfig, labels: np.ndarray, what: str, say) -> None
     the samplers would shrink it without a word. Identities with fewer than K images give
     all of theirs (the P x K sampler's rule), which is said when it holds for every one."""
     _, counts = np.unique(labels, return_counts=True)
-    if cfg.sampler == "pk" and len(counts) < 2:  # (the sampler's own check would come after the run folder is made)
-        raise DataError(f"P x K batches need at least 2 identities, but the {what} data has {len(counts)}: add "
-                        "identities (or see which images had no face found)")
+    # (the sampler's own check would come after the run folder is made; a classifier of one
+    # identity has a loss of 0 from the start and learns nothing)
+    if len(counts) < 2 and (cfg.sampler == "pk" or what == "training"):
+        raise DataError(f"{'P x K batches need' if cfg.sampler == 'pk' else 'training needs'} at least 2 identities, "
+                        f"but the {what} data has {len(counts)}: add identities (or see which images had no face "
+                        "found)")
     if cfg.sampler == "pk" and cfg.batch_p > len(counts):
         raise ConfigError(f"--batch-p {cfg.batch_p} but the {what} data has {len(counts)} identities: lower --batch-p")
     if cfg.sampler == "pk" and cfg.batch_k > counts.max():

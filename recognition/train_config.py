@@ -169,6 +169,7 @@ class TrainConfig:
             raise ConfigError("triplet loss needs --batch-p of 2 or more (a negative from another identity)")
         if c.steps is not None and c.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
+        c._check_ignored()
         if c.domain_mixup is not None:
             if not c.real_data:
                 raise ConfigError("--domain-mixup needs --real-data DIR")
@@ -183,6 +184,40 @@ class TrainConfig:
             raise ConfigError("fp16 autocast is for CUDA: use --precision bf16 or fp32 on the CPU")
         self.augment()  # validates the preset
         return c
+
+    def _check_ignored(self) -> None:
+        """Options that the others would make do nothing, or that leave nothing to learn,
+        are ConfigErrors (each ran without a word: a held-out set of one identity has no
+        impostor pair, AUC nan). Values as a saved run config holds them pass, so a
+        --resume reads its own config."""
+        if self.online:
+            given = [n for n in ("list_file", "subset_images", "subset_ids", "subset_per_id") if getattr(self, n)]
+            if self.data_format != "auto":
+                given.append("data_format")
+            if given:
+                raise ConfigError(f"{option_name(given[0])} selects images of --data: --online renders its own; "
+                                  "leave it out")
+        if self.real_format != "auto" and not self.real_data:
+            raise ConfigError("--real-format reads --real-data: add --real-data DIR, or leave it out")
+        if self.eval_every and not self.val_ids:
+            raise ConfigError("--eval-every verifies on held-out identities: add --val-ids N (2 or more), or leave "
+                              "it out")
+        if self.val_ids == 1:
+            raise ConfigError("--val-ids 1 holds out one identity: its pairs are all genuine (no impostor pair to "
+                              "tell apart); hold out 2 or more, or 0")
+        if self.loss == "triplet":
+            if self.margin_warmup_steps or self.scale != 64.0:
+                raise ConfigError(f"{'--margin-warmup-steps' if self.margin_warmup_steps else '--scale'} sets the "
+                                  "ArcFace/CosFace head: with --loss triplet there is none; leave it out")
+            if self.backbone_lr_mult == 0:
+                raise ConfigError("--backbone-lr-mult 0 with --loss triplet leaves nothing to train (no head): "
+                                  "give a multiplier above 0")
+        if self.sampler == "pk" and self.batch_size not in (None, self.batch_p * self.batch_k):
+            raise ConfigError(f"--batch-size sizes random batches: P x K batches hold --batch-p x --batch-k images "
+                              f"({self.batch_p} x {self.batch_k}); leave --batch-size out")
+        if self.steps is not None and self.warmup_steps > self.steps:
+            raise ConfigError(f"--warmup-steps {self.warmup_steps} is longer than the run's {self.steps} steps: the "
+                              "learning rate would never reach --lr")
 
     def _check_types(self) -> None:
         """Every field against its annotated type and its range in ``_RANGES`` (ints given
