@@ -58,7 +58,11 @@ def load_checkpoint(run_or_file: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):  # the file system's refusal, not the file's
+            raise ModelError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+        # torch reads a cut zip as an OSError ("Invalid argument"), which says nothing of the file
+        raise ModelError(f"{path} is not a readable morphgen checkpoint (a truncated or damaged PyTorch file: "
+                         f"{exc.strerror or exc}): resume from another copy, or start a new --out") from None
     except Exception as exc:  # noqa: BLE001 - whatever the loader meets in a user's file, it is not a checkpoint
         raise ModelError(f"{path} is not a readable morphgen checkpoint ({_what_it_is(path, exc)}): give a run "
                          "folder of `morphgen train` or its checkpoint.pt") from None

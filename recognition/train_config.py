@@ -170,6 +170,11 @@ class TrainConfig:
         if c.steps is not None and c.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
         c._check_ignored()
+        for name in ("data", "real_data", "init", "list_file", "landmarks", "cache_dir", "real_preview"):
+            if getattr(c, name):  # saved as absolute paths: a --resume from another folder finds them
+                setattr(c, name, str(Path(getattr(c, name)).expanduser().absolute()))
+        if c.online not in (None, "default"):
+            c.online = str(Path(c.online).expanduser().absolute())
         if c.domain_mixup is not None:
             if not c.real_data:
                 raise ConfigError("--domain-mixup needs --real-data DIR")

@@ -460,12 +460,29 @@ def test_resume_on_other_images_with_the_same_identity_names_is_refused(P, tmp_p
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("checkpoint, match", [("empty", "not a readable"), ("nokeys", "incomplete")])
+@pytest.mark.parametrize("checkpoint, match", [("empty", "not a readable"), ("nokeys", "incomplete"),
+                                               ("cut", "a truncated or damaged PyTorch file")])
 def test_resume_from_a_broken_checkpoint(P, tmp_path, checkpoint, match):
     run = tmp_path / "run"
     shutil.copytree(P.run, run)
-    shutil.copy(getattr(P, checkpoint), run / "checkpoint.pt")
+    if checkpoint == "cut":  # its first 5,000 bytes (torch said only "Invalid argument")
+        (run / "checkpoint.pt").write_bytes((P.run / "checkpoint.pt").read_bytes()[:5000])
+    else:
+        shutil.copy(getattr(P, checkpoint), run / "checkpoint.pt")
     assert_refused(["train", "--out", run, "--resume", *FAST], match, tmp_path, P.dir)
+
+
+def test_resume_from_another_folder_finds_the_data(P, tmp_path, monkeypatch):
+    """The run's config saves its input paths whole: a relative --data was saved as given,
+    and --resume from another working folder said the data did not exist."""
+    monkeypatch.chdir(P.dir)
+    run = tmp_path / "run"
+    r = run_cli(["train", "--data", "ds", "--out", run, *TRAIN])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["data"] == str(P.dir / "ds")
+    monkeypatch.chdir(tmp_path)
+    r = run_cli(["train", "--out", "run", "--resume", *FAST, "--steps", 3])
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
 
 
 def test_unreadable_images_are_a_counted_skip(P, tmp_path):
