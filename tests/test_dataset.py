@@ -849,6 +849,23 @@ def test_from_params_of_a_dataset_draws_as_that_dataset_did(tmp_path, model_file
     assert scene["size"] == 48 and scene["backgrounds"] == "plain" and scene["model"] == str(Path(model_file).resolve())
 
 
+def test_resume_refuses_a_model_file_changed_in_place(tmp_path):
+    """The same --model path with other contents: a resume rendered the missing chunks from
+    the new model beside the old model's and rewrote the manifest's digest to the new one."""
+    model = tmp_path / "m.npz"
+    make_tiny_model(20, 24).save_npz(model)
+    out = tmp_path / "o"
+    args = ["render", "--model", model, "--ids", 4, "--per-id", 1, "--chunk-ids", 2, "--size", 32, "--workers", 1,
+            "--quiet", "--params-format", "jsonl", "--out", out]
+    assert invoke(*args).exit_code == 0
+    before = json.loads((out / "manifest.json").read_text())["model_sha256"]
+    make_tiny_model(20, 26).save_npz(model)   # another mesh at the same path
+    (out / "params" / "chunk_000001.jsonl").unlink()
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 2 and "another version of" in r.output, r.output
+    assert json.loads((out / "manifest.json").read_text())["model_sha256"] == before
+
+
 def test_the_manifest_records_numbers_exactly(tmp_path, model_file):
     """Grid steps, distributions and effect probabilities are recorded as given, not to 6
     digits (33.3333333 came back as 33.3333: workers rebuilding the job from the manifest

@@ -95,3 +95,30 @@ def test_bad_benchmark_options(eval_run, tmp_path):  # noqa: F811
     assert r.exit_code == 2 and "Traceback" not in r.output
     r = invoke("synthetic", "--model", tmp_path, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "is not a morphgen run" in r.output
+
+
+def test_a_reused_render_missing_an_image_is_refused(synthetic, eval_run, tmp_path):  # noqa: F811
+    """A deleted image of a --data render changed the pairs (and the accuracy) silently."""
+    import shutil
+
+    out, _ = synthetic
+    render = tmp_path / "render"
+    shutil.copytree(next(out.glob("render_*")), render)
+    next(render.glob("images/*/*.png")).unlink()
+    r = invoke("synthetic", "--model", eval_run, "--out", tmp_path / "o", "--data", render, "--per-fold", 20, "--quiet")
+    assert r.exit_code == 2 and "misses 1 of its images" in r.output and "--resume" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_face_model_changed_in_place_renders_anew(eval_run, tmp_path):  # noqa: F811
+    """The render folder's tag follows the model's content, not only its path: a model
+    file rewritten between two evaluations into one --out reused the old model's images."""
+    model = tmp_path / "m.npz"
+    make_tiny_model(20, 24).save_npz(model)
+    args = ["synthetic", "--model", eval_run, "--out", tmp_path / "o", "--ids", 3, "--yaws", "-45:45:45",
+            "--lights", 1, "--size", 32, "--face-model", model, "--per-fold", 10, "--quiet"]
+    assert invoke(*args).exit_code == 0
+    make_tiny_model(20, 26).save_npz(model)
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "o").glob("render_*"))) == 2

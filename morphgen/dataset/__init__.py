@@ -66,6 +66,10 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
                 raise ConfigError(f"{manifest} is unreadable: use --overwrite to start again")
             if old.get("config_hash") != job.config_hash():
                 raise ConfigError(f"--out {out} holds a dataset with a different config: use another folder, or --overwrite to replace it")
+            if old.get("model_sha256") not in (None, job.scene.model_hash()):  # the same path, other contents
+                raise ConfigError(f"--out {out} was rendered from another version of {job.scene.model or 'the model'} "
+                                  "(its file, calibration or landmarks changed since): use another folder, or "
+                                  "--overwrite to render it anew")
             if not (resume or sharded):
                 raise ConfigError(f"--out {out} already holds this dataset: use --resume to finish it, or --overwrite to start again")
     needed = estimate_bytes(job)

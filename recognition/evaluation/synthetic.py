@@ -137,11 +137,16 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
             raise DataError(f"--data {data_dir} is not empty and holds no morphgen render (no manifest.json): give "
                             "a new or empty folder to render the benchmark into, or a finished render of it")
         scene = benchmark_scene(ids, seed, yaws, lights, size, face_model, expressions)
-        tag = hashlib.sha256(json.dumps(scene.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        # the model's content in the tag too: a model file changed in place renders anew
+        tag = hashlib.sha256((json.dumps(scene.to_dict(), sort_keys=True) + scene.model_hash()).encode()).hexdigest()[:8]
         render_dir = Path(data_dir) if data_dir else out / f"render_{tag}"
         render_info = render_benchmark(render_dir, scene, workers, progress)
         bench_seed = seed
     data = read_morphgen_poses(render_dir)
+    if data.skipped.get("missing_files"):  # its pairs would be other pairs, and the accuracy another's
+        raise DataError(f"{render_dir} misses {data.skipped['missing_files']} of its images: finish it with "
+                        f"`morphgen render ... --out {render_dir} --resume` (the command that made it), which "
+                        "renders missing files again")
     if data.light is None:
         raise DataError(f"{render_dir}: cannot tell the light of each image (no controlled grid in its manifest)")
     yaw = np.round(data.yaw, 6) + 0.0
