@@ -122,3 +122,14 @@ def test_a_face_model_changed_in_place_renders_anew(eval_run, tmp_path):  # noqa
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "o").glob("render_*"))) == 2
+
+
+@pytest.mark.parametrize("args, match", [
+    (["synthetic", "--yaws", "-180:180:90"], "reaches beyond +-90 degrees"),
+    (["pose", "--images", ".", "--yaw-step", "nan"], "--yaw-step must be a number of degrees in (0, 180]"),
+    (["pose", "--images", ".", "--yaw-step", "inf"], "--yaw-step must be a number of degrees in (0, 180]"),
+])
+def test_yaw_options_out_of_range(eval_run, tmp_path, args, match):  # noqa: F811
+    r = invoke(args[0], "--model", eval_run, *args[1:], "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o").exists()

@@ -176,8 +176,8 @@ def load_pose_data(images: str | Path, poses: str | Path | None = None) -> PoseD
 
 
 def yaw_bins(yaw: np.ndarray, step: float) -> np.ndarray:
-    if step <= 0:
-        raise ConfigError(f"--yaw-step must be > 0, got {step:g}")
+    if not (np.isfinite(step) and 0 < step <= 180):  # NaN and infinity passed and made no bins
+        raise ConfigError(f"--yaw-step must be a number of degrees in (0, 180], got {step:g}")
     return np.round(np.asarray(yaw, np.float64) / step) * step + 0.0  # + 0.0: no -0.0
 
 
@@ -187,6 +187,7 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
                   cache_dir: str | Path | None = None, progress: bool = False, workers: int | None = None) -> dict:
     """Accuracy overall and per probe yaw against a frontal gallery; writes result.json,
     summary.md, accuracy_vs_yaw.png, pairs.txt, scores.csv and roc.csv into `out`."""
+    yaw_bins(np.zeros(0), yaw_step)  # the step checked before any work
     model, meta = load_eval_model(run)
     data = load_pose_data(images, poses)
     out = prepare_out(out)

@@ -55,6 +55,8 @@ def check_yaws(yaws: str, option: str = "--yaws") -> None:
         raise ConfigError(f"{option} {yaws!r}: {why}") from None
     if not np.isclose(values, 0).any():
         raise ConfigError(f"{option} {yaws} has no yaw 0: the pose protocol compares every yaw with a frontal gallery")
+    if np.abs(values).max() > 90:  # the back of the head; +-180 is one view counted as two bins
+        raise ConfigError(f"{option} {yaws} reaches beyond +-90 degrees: a face benchmark's yaws are -90..90")
 
 
 def benchmark_scene(ids: int = 50, seed: int = DEFAULT_SEED, yaws: str = "-90:90:15", lights: int = 3,
