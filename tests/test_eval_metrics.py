@@ -121,6 +121,27 @@ def test_gallery_probe_pairs_balanced_disjoint_seeded():
     assert len({(int(a), int(b)) for a, b in zip(p.a, p.b)}) == len(p)   # no repeats
 
 
+def test_gallery_probe_pairs_stay_balanced_with_few_identities():
+    """Where impostor pairs run short (few identities, a light few galleries share), the
+    genuine pairs of that bin and fold are cut to as many (eval pose scored 9 genuine
+    against 2 impostors, and a fold of genuine pairs only at accuracy 1.0), and n_folds
+    counts the folds that hold pairs (it said 10 where 4 did)."""
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        n_ids = int(rng.integers(2, 6))
+        ids = np.repeat([f"id{k}" for k in range(n_ids)], 6)
+        yaw = np.tile([0, 0, 30, 30, 60, -60], n_ids).astype(float)
+        light = rng.integers(0, 3, len(ids))
+        probe = [y if y else None for y in yaw]
+        p = gallery_probe_pairs(ids, yaw == 0, probe, light, folds=10, per_fold=20, seed=seed)
+        assert p.n_folds == len(np.unique(p.fold))
+        for b in set(p.bins):                     # every bin balanced
+            m = np.array([x == b for x in p.bins])
+            assert p.same[m].sum() == (~p.same[m]).sum(), (seed, b)
+        for f in np.unique(p.fold):               # and every fold that holds pairs holds both kinds
+            assert p.same[p.fold == f].any() and (~p.same[p.fold == f]).any(), (seed, f)
+
+
 def test_parse_splits():
     assert parse_splits("1-10") == list(range(1, 11))
     assert parse_splits("1-3,7") == [1, 2, 3, 7]

@@ -235,6 +235,7 @@ def gallery_probe_pairs(identity, gallery, probe_bin, link=None, folds: int = 10
                 continue
             gen = _sample_genuine(fold_ids, b, q, probes_by, gal_by, link, rng)
             imp = _sample_impostor(fold_ids, b, len(gen), probes_by, gal_by, identity, link, rng)
+            gen = gen[:len(imp)]  # as many genuine as impostor pairs, even where impostors ran short
             for pairs, same in ((gen, True), (imp, False)):
                 for a, p in pairs:
                     out_a.append(a), out_b.append(p), out_s.append(same), out_f.append(g), out_bin.append(b)
@@ -246,7 +247,8 @@ def gallery_probe_pairs(identity, gallery, probe_bin, link=None, folds: int = 10
             idx = np.nonzero(s == lab)[0]
             f[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % n_folds
     order = np.lexsort((~s, f))  # by fold, genuine first (like pairs.txt)
-    return PairSet(a[order], b_[order], s[order], f[order], [out_bin[k] for k in order], disjoint, n_folds)
+    used = len(np.unique(f))  # the folds that hold pairs (with few identities, fewer than asked)
+    return PairSet(a[order], b_[order], s[order], f[order], [out_bin[k] for k in order], disjoint, used)
 
 
 def _sample_genuine(fold_ids, b, q, probes_by, gal_by, link, rng) -> list[tuple[int, int]]:
