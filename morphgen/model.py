@@ -258,6 +258,8 @@ def load_npz(path: str | Path) -> MorphableModel:
 
         def pca(label: str) -> PCAModel | None:
             if f"{label}_mean" not in data:
+                if any(k.startswith(f"{label}_") for k in data):  # a part of a model: not silently no model
+                    raise KeyError(f"{label}_mean")
                 return None
             return PCAModel(
                 mean=data[f"{label}_mean"].astype(np.float32),
@@ -275,8 +277,8 @@ def load_npz(path: str | Path) -> MorphableModel:
             shape=shape,
             color=color,
             expression=pca("expression"),
-            triangles=data["triangles"].astype(np.int32),
-            landmarks={k: int(v) for k, v in meta["landmarks"].items()},
+            triangles=_whole(data["triangles"], "triangles").astype(np.int32),
+            landmarks={k: int(_whole(np.asarray(v), f"landmark {k!r}")) for k, v in meta["landmarks"].items()},
             ibug68=data["ibug68"].astype(np.int64) if "ibug68" in data else None,
             regions={k[len("region_"):]: v.astype(bool) for k, v in data.items() if k.startswith("region_")},
             metadata=meta.get("metadata", {}),
@@ -292,6 +294,16 @@ def load_npz(path: str | Path) -> MorphableModel:
     except ModelError as exc:  # named by its file, as the Basel loaders' are
         raise ModelError(f"{path}: {exc}") from None
     return model
+
+
+def _whole(a: np.ndarray, what: str) -> np.ndarray:
+    """`a` where every value is a whole number (vertex indices); a ValueError else (3.7
+    was truncated to vertex 3, silently)."""
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a) & (a == np.round(a))):
+        raise ValueError(f"{what} holds indices that are not whole numbers")
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{what} holds {a.dtype} values, not vertex indices")
+    return a
 
 
 def gram(basis: np.ndarray) -> np.ndarray:

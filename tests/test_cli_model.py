@@ -106,9 +106,14 @@ def test_inconsistent_npz_entries_are_one_line_errors(tmp_path):
         "metadata_list": (meta_with(metadata=[1]), "metadata is a list, not a mapping"),
         "noise_array": ({"shape_noise_variance": np.ones(3, np.float32)}, "an entry is malformed"),
         "mean_text": ({"shape_mean": np.array(["a"] * (3 * n))}, "an entry is malformed"),
+        # an expression basis without its mean was dropped silently; fractional indices truncated
+        "expression_no_mean": ({"expression_mean": None}, "lacks the entry 'expression_mean'"),
+        "triangles_float": ({"triangles": arrays["triangles"] + 0.7}, "triangles holds indices that are not whole"),
+        "landmark_fraction": (meta_with(landmarks={"a": 3.7}), "landmark 'a' holds indices that are not whole"),
     }
     for name, (change, match) in cases.items():
-        np.savez(tmp_path / f"{name}.npz", **arrays | change)
+        entries = {k: v for k, v in (arrays | change).items() if v is not None}
+        np.savez(tmp_path / f"{name}.npz", **entries)
         r = run("model", "info", str(tmp_path / f"{name}.npz"))
         assert r.exit_code == 2 and r.output.count("\n") == 1 and match in r.output, (name, r.output)
 
