@@ -82,10 +82,13 @@ def _prepare(path: str, fmt: str, cfg: TrainConfig, cache: Path, role: str, with
     if loose and len(loose) < len(iset):  # files beside the identity folders have no identity
         iset = iset.take([i for i, n in enumerate(iset.identities) if n != ""])
         iset.count("images_outside_identity_folders", len(loose))
+    named = set(iset.identities) - {""}
     iset = drop_small_identities(iset, cfg.min_images_per_id)
     if len(iset) == 0 or set(iset.identities) == {""}:
+        hint = ("training needs one sub-folder per identity" if not named else
+                f"lower --min-images-per-id (now {cfg.min_images_per_id}) or select more images per identity")
         raise DataError(f"{role} data {path} has no identity with {cfg.min_images_per_id}+ usable images "
-                        f"({iset.describe()}): training needs one sub-folder per identity")
+                        f"({iset.describe()}): {hint}")
     return iset
 
 
