@@ -62,8 +62,9 @@ def scene_options(f):
         click.option("--lod", help="Level of detail: 'auto' renders a mesh denser than the pixels (a Basel model at "
                      "128 px) on a subset of its own vertices, with no edge longer than 1.2 px (landmarks, borders "
                      "and params unchanged; `morphgen model info MODEL` says how many it keeps); 'off' the whole "
-                     "mesh; a vertex count to decimate to; or the longest edge in pixels, e.g. 1.6px (coarser than auto: "
-                     "faster, a little further from the whole mesh; benchmarks/bench_lod.py prints the trade). "
+                     "mesh; a vertex count to decimate to; or the longest edge in pixels, 0.5px-4px (auto is 1.2px; e.g. "
+                     "1.6px is coarser: faster, a little further from the whole mesh; benchmarks/bench_lod.py prints "
+                     "the trade). "
                      + _d("lod")),
         click.option("--outputs", help=_OUTPUT_HELP),
         click.option("--identity-mixup", is_flag=True, default=None, help="SynFace identity mixup: mix a fraction of images with a partner identity (soft labels recorded)."),
@@ -92,8 +93,8 @@ def scene_options(f):
                    "about a grey level, not byte for byte. Identities and samples are the records' own "
                    "(--ids and --per-id are not used); --photo and --appearance draw for records that have none. "
                    "From a dataset, the options that decide how its images look (model, size, anti-aliasing, level "
-                   "of detail, backgrounds, outputs, lights, photo effects, appearance, image format) default to its "
-                   "manifest's; a flag or --config changes one.")
+                   "of detail, pose scale, backgrounds, outputs, photo effects, appearance, image format) default to "
+                   "its manifest's; a flag or --config changes one.")
 @click.option("--image-format", type=click.Choice(["png", "jpg"]), help="Encoding of the colour images (--outputs modalities are always lossless PNG). " + _d("image_format"))
 @click.option("--jpg-quality", type=int, help="JPEG quality 1..100. " + _d("jpg_quality"))
 @click.option("--format", "container", type=click.Choice(["folder", "wds"]),
@@ -125,7 +126,8 @@ def render(ctx: click.Context, **kwargs) -> None:
         taken = {k: v for k, v in look.items() if opts[k] == v and v != RENDER_DEFAULTS[k]}
         if taken and not opts["quiet"]:
             click.echo("--from-params: drawing as the source dataset did: "
-                       + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items()) + " (a flag changes one)")
+                       + " ".join(f"--{k.replace('_', '-')} " + ("(its own)" if isinstance(v, dict) else str(v))
+                                  for k, v in taken.items()) + " (a flag changes one)")
     check_typed_flags(ctx, opts)
     if not opts.get("out"):
         raise ConfigError("--out is required: the folder to write the dataset into")

@@ -143,6 +143,8 @@ def train(ctx: click.Context, **values) -> None:
     base = {}
     if (given.get("resume") or from_file.get("resume") is True) and (out / "config.json").is_file():
         base = read_mapping(out / "config.json", "the run's config")
+        if base.get("sampler") == "pk" or base.get("online"):  # saved as P x K before it was left out: not an option
+            base.pop("batch_size", None)
     base.update(from_file)
     for k, v in given.items():
         if k == "config":

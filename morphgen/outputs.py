@@ -95,14 +95,28 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _remove_but(path: Path, spared: list[Path]) -> None:
+    """Remove `path`, except the `spared` paths inside it (and the folders holding them)."""
+    inside = [q for q in spared if q == path or path in q.parents]
+    if not inside:
+        _remove(path)
+    elif path not in inside and path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _remove_but(child, inside)
+        if not any(path.iterdir()):  # the spared path was never made: nothing to hold
+            path.rmdir()
+
+
 class NewOutputs:
     """Context manager: if the block raises an Exception before `keep()`, remove what it
     created under `paths` -- a path that did not exist (with the folders made for it),
-    and inside a folder that did, the entries that were not there. Entries that existed
-    are never removed. A KeyboardInterrupt keeps everything (the work done is resumable)."""
+    and inside a folder that did, the entries that were not there -- except what `spare()`
+    named (a cache worth keeping). Entries that existed are never removed. A
+    KeyboardInterrupt keeps everything (the work done is resumable)."""
 
     def __init__(self, *paths: str | Path | None):
         self.new: list[Path] = []
+        self.spared: list[Path] = []
         self.folders: list[tuple[Path, set[str]]] = []
         for p in paths:
             if p is None:
@@ -118,15 +132,19 @@ class NewOutputs:
         """The outputs are final from here on: later errors leave them in place."""
         self.active = False
 
+    def spare(self, path: str | Path) -> None:
+        """Leave `path` in place if the block fails later (its other new outputs still go)."""
+        self.spared.append(Path(path).absolute())
+
     def __enter__(self) -> NewOutputs:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.active and exc_type is not None and issubclass(exc_type, Exception):
             for p in self.new:
-                _remove(p)
+                _remove_but(p, self.spared)
             for folder, before in self.folders:
                 if folder.is_dir():
                     for name in set(os.listdir(folder)) - before:
-                        _remove(folder / name)
+                        _remove_but(folder / name, self.spared)
         return False

@@ -77,16 +77,16 @@ def _prepare(path: str, fmt: str, cfg: TrainConfig, cache: Path, role: str, with
         iset = select_list(iset, Path(cfg.list_file))
     if with_subset:
         iset = make_subset(iset, cfg.subset_images, cfg.subset_ids, cfg.subset_per_id, cfg.subset_seed)
+    named = set(iset.identities) - {""}  # (before faceless images drop out: they are said in describe())
     iset = find_landmarks(iset, cache, detect=cfg.align, progress=cfg.progress)
     loose = [i for i, n in enumerate(iset.identities) if n == ""]
     if loose and len(loose) < len(iset):  # files beside the identity folders have no identity
         iset = iset.take([i for i, n in enumerate(iset.identities) if n != ""])
         iset.count("images_outside_identity_folders", len(loose))
-    named = set(iset.identities) - {""}
     iset = drop_small_identities(iset, cfg.min_images_per_id)
     if len(iset) == 0 or set(iset.identities) == {""}:
         hint = ("training needs one sub-folder per identity" if not named else
-                f"lower --min-images-per-id (now {cfg.min_images_per_id}) or select more images per identity")
+                f"lower --min-images-per-id (now {cfg.min_images_per_id}) or give more usable images per identity")
         raise DataError(f"{role} data {path} has no identity with {cfg.min_images_per_id}+ usable images "
                         f"({iset.describe()}): {hint}")
     return iset
@@ -427,6 +427,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     if cfg.domain_mixup is not None:
         _check_batches(cfg, ds_real.labels, "real", say)
     per_step = _images_per_step(cfg, labels, online is not None)
+    if resume_ckpt is not None and "images_seen" not in resume_ckpt and cfg.steps is None:
+        # a run from before batches were counted by what they hold: its epochs, as it counted them
+        per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" or online is not None else cfg.batch_size
     total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))  # online: steps
 
     # ---- model
@@ -508,7 +511,8 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     say = say_now
     for line in held:
         say(line)
-    if main:  # kept from its first checkpoint on (`checkpoint`): a run that fails before one leaves nothing
+    if main:  # kept from its first checkpoint on (`checkpoint`); a run that fails before one leaves only its
+        outputs.spare(_cache_dir(cfg))  # landmark cache (hours of MTCNN on a large set; its rerun starts there)
         _write_run_files(run, cfg, lists, no_face, say)
     log = _Log(run, main, say, start)
     val_start = evaluate() if start == 0 else {}

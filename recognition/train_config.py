@@ -170,6 +170,8 @@ class TrainConfig:
         if c.steps is not None and c.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
         c._check_ignored()
+        if c.sampler == "pk" or c.online:  # P x K batches: a saved --batch-size would only pin the old P x K
+            c.batch_size = None
         for name in ("data", "real_data", "init", "list_file", "landmarks", "cache_dir", "real_preview"):
             if getattr(c, name):  # saved as absolute paths: a --resume from another folder finds them
                 setattr(c, name, str(Path(getattr(c, name)).expanduser().absolute()))

@@ -472,6 +472,19 @@ def test_resume_from_a_broken_checkpoint(P, tmp_path, checkpoint, match):
     assert_refused(["train", "--out", run, "--resume", *FAST], match, tmp_path, P.dir)
 
 
+def test_resume_with_another_batch_shape(P, tmp_path):
+    """A resumed triplet run may change --batch-p / --batch-k: its saved config held the
+    resolved --batch-size of the old P x K, which the batch-size check then refused."""
+    run = tmp_path / "run"
+    shutil.copytree(P.run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["batch_size"] = cfg["batch_p"] * cfg["batch_k"]  # as runs before this change saved it
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = run_cli(["train", "--out", run, "--resume", "--batch-k", "3", *FAST, "--steps", 3])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["batch_size"] is None
+
+
 def test_resume_from_another_folder_finds_the_data(P, tmp_path, monkeypatch):
     """The run's config saves its input paths whole: a relative --data was saved as given,
     and --resume from another working folder said the data did not exist."""

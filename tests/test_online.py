@@ -255,8 +255,9 @@ def test_online_batches_are_p_times_k_and_batch_size_is_refused(tmp_path):
     from recognition.train_config import TrainConfig
 
     base = {"online": "default", "steps": 2, "out": str(tmp_path / "run"), "loss": "arcface", "batch_p": 4, "batch_k": 2}
-    assert TrainConfig(**base).resolved().batch_size == 8
-    assert TrainConfig(**base, batch_size=8).resolved().batch_size == 8
+    # P x K it is, whatever the saved config said: resolved, --batch-size is no option of it
+    assert TrainConfig(**base).resolved().batch_size is None
+    assert TrainConfig(**base, batch_size=8).resolved().batch_size is None
     with pytest.raises(ConfigError, match="leave out --batch-size"):
         TrainConfig(**base, batch_size=16).resolved()
 

@@ -286,3 +286,54 @@ def test_out_that_holds_no_run_is_refused(toy, tmp_path):
     run("--resume", "--out", tmp_path / "stopped", "--data", toy, "--workers", "0", "--threads", "1", "--no-align",
         "--batch-p", "2", "--batch-k", "2")
     assert (tmp_path / "stopped" / "checkpoint.pt").is_file()
+
+
+@needs_orl
+def test_a_run_failing_before_its_first_checkpoint_keeps_only_its_landmark_cache(tmp_path, monkeypatch):
+    """A folder of photos needs MTCNN (hours on a large set): a run that fails in training
+    before its first checkpoint (here a loss that is not finite) leaves its landmark cache,
+    and nothing else, so that the rerun that fixes the option starts from it."""
+    import recognition.train as train_module
+
+    faces = SHARED / "orl_faces"
+    run = tmp_path / "run"
+    monkeypatch.setattr(train_module, "triplet_semihard_loss",   # the loss a far too large --lr ends in
+                        lambda emb, labels, margin: emb.sum() * float("nan"))
+    res = CliRunner().invoke(train_cmd, [str(a) for a in [
+        "--data", faces, "--subset-ids", "2", "--subset-per-id", "2", "--out", run, "--arch", "nn4small2",
+        "--input-size", "32", "--batch-p", "2", "--batch-k", "2", "--steps", "4", "--checkpoint-every", "4", "--lr",
+        "1e30", "--threads", "1", "--workers", "0", "--quiet"]])
+    assert isinstance(res.exception, ConfigError) and "not finite" in str(res.exception), res.output
+    assert sorted(p.name for p in run.iterdir()) == ["cache"] and any((run / "cache").iterdir())
+    monkeypatch.undo()
+    r = CliRunner().invoke(train_cmd, [str(a) for a in [
+        "--data", faces, "--subset-ids", "2", "--subset-per-id", "2", "--out", run, "--arch", "nn4small2",
+        "--input-size", "32", "--batch-p", "2", "--batch-k", "2", "--steps", "2", "--threads", "1", "--workers", "0",
+        "--quiet"]])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_run_from_before_images_were_counted_resumes_to_its_own_length(toy, tmp_path, monkeypatch):
+    """--epochs counts the images batches hold now; a checkpoint written before (no
+    images_seen) keeps the count its run started with, so a resume does not lengthen it
+    (and change its learning-rate schedule) half-way."""
+    import recognition.train as train_module
+    from recognition.checkpoint import save_checkpoint
+
+    args = ["--data", toy, "--arch", "nn4small2", "--input-size", "32", "--batch-p", "4", "--batch-k", "8",
+            "--epochs", "0.5", "--checkpoint-every", "2", "--threads", "1", "--workers", "0", "--quiet"]
+    saved = train_module.save_checkpoint
+
+    def save_then_ctrl_c(state, path):
+        saved(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
+    res = CliRunner().invoke(train_cmd, [str(a) for a in [*args, "--out", tmp_path / "r"]])
+    assert res.exit_code == 130, res.output
+    monkeypatch.undo()
+    old = load_checkpoint(tmp_path / "r")
+    del old["images_seen"], old["unlogged_losses"]
+    save_checkpoint({k: v for k, v in old.items() if k != "format"}, tmp_path / "r" / "checkpoint.pt")
+    out = invoke(train_cmd, ["--out", tmp_path / "r", "--resume", "--quiet"])
+    assert "done: 6 steps" in out, out          # 0.5 x 384 images / (4 x 8): the count it began with; now 8

@@ -73,9 +73,11 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
 
 # The options of a source dataset that decide how its records look (not which images they
 # are, nor where or how the new dataset is stored): `--from-params DATASET` draws with them.
-LOOK_OPTIONS = ("model", "landmarks", "size", "antialias", "lod", "backgrounds", "outputs", "illumination", "bip",
-                "no_color", "energy", "photo", "appearance", "shape_components", "color_components",
-                "expression_components", "image_format", "jpg_quality")
+# The light is each record's own (its SH), so the illumination options are not among them;
+# the pose is, for its scale decides the level of detail (a close-up renders finer).
+LOOK_OPTIONS = ("model", "landmarks", "size", "antialias", "lod", "pose", "backgrounds", "outputs", "photo",
+                "appearance", "shape_components", "color_components", "expression_components", "image_format",
+                "jpg_quality")
 
 
 def source_look(path: Path) -> dict:
