@@ -660,7 +660,7 @@ class AugmentKeys(Sampler):
     resume (a stream per worker process restarted on resume and differed with the worker
     count). The trailing 1 keeps the stream apart from the sampler's own (seed, rank, batch)."""
 
-    def __init__(self, batches: "PKBatchSampler | RandomBatchSampler"):
+    def __init__(self, batches: PKBatchSampler | RandomBatchSampler):
         self.batches = batches
 
     def __len__(self) -> int:
