@@ -10,14 +10,14 @@ import click
 
 from morphgen.outputs import NewOutputs, check_writable
 
-from .group import OneLineErrorGroup
+from .group import OneLineErrorGroup, UserPath
 
-_DIR = click.Path(file_okay=False, path_type=Path)
-_FILE = click.Path(dir_okay=False, path_type=Path)
+_DIR = UserPath(file_okay=False, path_type=Path)
+_FILE = UserPath(dir_okay=False, path_type=Path)
 
 
 def _model(f):
-    return click.option("--model", "model", required=True, type=click.Path(path_type=Path),
+    return click.option("--model", "model", required=True, type=UserPath(path_type=Path),
                         help="Run folder written by `morphgen train` (holding checkpoint.pt), or a checkpoint.pt file.")(f)
 
 

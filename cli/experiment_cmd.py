@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .group import OneLineErrorGroup
+from .group import OneLineErrorGroup, UserPath
 
 
 @click.group("experiment", cls=OneLineErrorGroup)
@@ -16,8 +16,8 @@ def experiment() -> None:
 
 
 @experiment.command("run")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.argument("config", type=UserPath(dir_okay=False, path_type=Path))
+@click.option("--out", type=UserPath(file_okay=False, path_type=Path),
               help="Output folder (datasets, runs, evaluations, results.md). [default: the config's `out:`, "
                    "else ./experiments_out/<config name>]")
 @click.option("--dry-run", is_flag=True, help="Check the config and print the plan (with what is already done); run nothing.")
@@ -37,10 +37,9 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
       morphgen experiment run experiments/synface_mixup_cpu.yaml --dry-run
       morphgen experiment run experiments/kortylewski_table2_cpu.yaml --only 'full/*'
     """
+    from morphgen.outputs import check_writable
     from recognition.experiment import run_experiment
     from recognition.experiment_config import load_experiment
-
-    from morphgen.outputs import check_writable
 
     exp = load_experiment(config)
     target = check_writable(out or exp.out or Path("experiments_out") / config.stem, "--out")

@@ -8,10 +8,12 @@ import click
 
 from morphgen.outputs import NewOutputs, check_writable
 
+from .group import UserPath
+
 
 @click.command()
-@click.argument("photos", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("photos", type=UserPath(path_type=Path))
+@click.option("--out", required=True, type=UserPath(file_okay=False, path_type=Path),
               help="Folder for params.jsonl, overlays/, residuals.csv and summary.json (created).")
 @click.option("--model", help="Model file (as in `morphgen render`). Default: the embedded CC0 model.")
 @click.option("--size", type=click.IntRange(32, 512), default=128, show_default=True,

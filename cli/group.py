@@ -8,11 +8,26 @@ naming it, exit code 1. Every command group uses this class, so sub-groups behav
 when invoked on their own (as tests do)."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from morphgen.errors import MorphgenError
+
+
+class UserPath(click.Path):
+    """click.Path as a shell user expects it everywhere: `~` is the home folder (a shell
+    expands it only at a word's start: `--images=~/x` came as is, and a folder named "~"
+    was made), and an empty value is an error (`--data ""`, an unset $DATA, read the
+    current folder and trained on whatever images lay there)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            if not value.strip():
+                self.fail("is empty: give a path", param, ctx)
+            value = os.path.expanduser(value)
+        return super().convert(value, param, ctx)
 
 
 class OneLineErrorGroup(click.Group):

@@ -5,12 +5,15 @@ they pull in torch and numba, and `morphgen --help` should not wait seconds for 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
 
+from .group import UserPath
+
 LANDMARKS_OPTION = click.option(
-    "--landmarks", "landmarks_file", type=click.Path(dir_okay=False, path_type=Path),
+    "--landmarks", "landmarks_file", type=UserPath(dir_okay=False, path_type=Path),
     help="Landmark file of the model, replacing its own landmarks (see `morphgen model landmarks --help` for the "
          "format). [default: <model>.landmarks.json beside the model file, when present]")
 
@@ -24,7 +27,7 @@ def model() -> None:
 
 
 @model.command("info")
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=UserPath(path_type=Path))
 @LANDMARKS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
@@ -67,8 +70,8 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
 
 
 @model.command("export")
-@click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("path", required=False, type=UserPath(path_type=Path))
+@click.option("--out", required=True, type=UserPath(dir_okay=False, path_type=Path),
               help="Mesh file to write: .ply (with vertex colours) or .obj.")
 @click.option("--identity", type=int, default=0, show_default=True, help="Identity index to sample.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed, as in `morphgen render`.")
@@ -107,12 +110,12 @@ def export(path: Path | None, out: Path, identity: int, seed: int, mean: bool, e
 
 
 @model.command("calibrate")
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=UserPath(path_type=Path))
 @LANDMARKS_OPTION
 @click.option("--ids", type=int, default=40, show_default=True, help="Identities rendered for the fit.")
 @click.option("--per-id", type=int, default=10, show_default=True, help="Renders per identity.")
 @click.option("--yaw", type=float, default=60.0, show_default=True, help="Yaw drawn in +-YAW degrees.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=UserPath(dir_okay=False, path_type=Path),
               help="Calibration file. [default: <model>.calibration.json beside the model, which load_model reads; "
                    "required for the embedded model]")
 def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: int, yaw: float, out: Path | None) -> None:
@@ -138,8 +141,8 @@ def calibrate(path: Path | None, landmarks_file: Path | None, ids: int, per_id: 
 
 
 @model.command("landmarks")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("path", type=UserPath(path_type=Path))
+@click.option("--out", type=UserPath(dir_okay=False, path_type=Path),
               help="Landmark file to write. [default: <model>.landmarks.json beside the model, which every "
                    "command then reads]")
 def landmarks(path: Path, out: Path | None) -> None:
@@ -178,7 +181,8 @@ def landmarks(path: Path, out: Path | None) -> None:
     for name, vertex, moved, fit in zip(NAMES, found.vertices, found.movement(), found.residual.mean(0)):
         click.echo(f"  {name:<24} vertex {vertex:>6}: moved {moved:.3f} inter-ocular distances "
                    f"({moved * found.iod_mm:.1f} mm) between poses; vertex to MTCNN {fit:.3f}")
-    command = f"morphgen model calibrate {path}" + ("" if out == landmark_sidecar(path) else f" --landmarks {out}")
+    command = (f"morphgen model calibrate {shlex.quote(str(path))}"  # pasted into a shell as it is printed
+               + ("" if out == landmark_sidecar(path) else f" --landmarks {shlex.quote(str(out))}"))
     if sidecar_path(path).exists():
         click.echo(f"note: {sidecar_path(path)} was fitted to the model's earlier landmarks: fit it again with "
                    f"`{command}`")

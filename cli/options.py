@@ -59,4 +59,14 @@ def merged_options(ctx: click.Context, cli_values: dict, own: tuple[str, ...] = 
             opts[name] = val
     if opts["workers"] is None:
         opts["workers"] = len(os.sched_getaffinity(0))
+    for name in _PATH_OPTIONS:  # flags and --config values alike: ~ is home, and empty is no path
+        value = opts.get(name)
+        if isinstance(value, str) and not value.strip() and name != "backgrounds":
+            raise ConfigError(f"{option_name(name)} is empty: give a path, or leave it out")
+        if isinstance(value, (str, Path)) and str(value).startswith("~"):
+            opts[name] = os.path.expanduser(str(value))
     return opts
+
+
+# Render options that name files or folders (backgrounds: a folder, or a word or colour).
+_PATH_OPTIONS = ("out", "model", "landmarks", "bip", "from_params", "backgrounds")

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import click
 
-from morphgen.errors import ConfigError
-from morphgen.outputs import check_image_path, check_writable
-
 from morphgen.appearance import PARTS as APPEARANCE_PARTS
+from morphgen.errors import ConfigError
 from morphgen.options import PER_ID_DEFAULT, RENDER_DEFAULTS, scene_from_options
+from morphgen.outputs import check_image_path, check_writable
 from morphgen.render.photo import EFFECTS as PHOTO_EFFECTS
 
-from .options import default_text as _d
+from .group import UserPath
 from .options import check_typed_flags, merged_options
+from .options import default_text as _d
 
 _LANDMARKS_HELP = ("Landmark file of the model, replacing its own landmarks: written by `morphgen model landmarks`, or "
                    "your own (JSON {\"landmarks\": {name: vertex}}, or 68 vertex indices in iBUG order). "
@@ -24,7 +24,7 @@ _OUTPUT_HELP = "Extra modalities beside each image, comma-separated: depth, norm
 def scene_options(f):
     """Options shared by `render` and `preview` (everything that decides the pixels)."""
     opts = [
-        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--config", type=UserPath(dir_okay=False, path_type=Path),
                      help="YAML/JSON file holding any of these options (keys as option names); flags given on the command line win."),
         click.option("--model", help="Model file: BFM 2017/2019 .h5, BFM 2009 .mat or morphgen .npz. Default: the embedded CC0 model."),
         click.option("--landmarks", help=_LANDMARKS_HELP),
@@ -40,7 +40,7 @@ def scene_options(f):
         click.option("--expressions/--no-expressions", default=None, help="Sample facial expressions. " + _d("expressions")),
         click.option("--illumination", type=click.Choice(["builtin", "bip-empirical", "bip-gaussian", "frontal"]),
                      help="Light source: built-in SH prior, Basel Illumination Prior (random file or fitted gaussian; needs --bip), or a static frontal light. " + _d("illumination")),
-        click.option("--bip", type=click.Path(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
+        click.option("--bip", type=UserPath(path_type=Path), help="Folder of Basel Illumination Prior .rps files."),
         click.option("--no-color", is_flag=True, default=None, help="Grey light: average SH coefficients over RGB."),
         click.option("--energy", type=float, help="Rescale light so the sum of squared SH coefficients is this (Basel: 6.33)."),
         click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'scenes' (built-in photo-like rooms, streets and crowds, out of focus), 'mixed' (half of each), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
@@ -80,13 +80,13 @@ def scene_options(f):
 @click.command()
 @click.option("--ids", type=int, help="Number of identities. " + _d("ids"))
 @click.option("--per-id", type=int, help="Images per identity. " + _d("per_id", none=f"{PER_ID_DEFAULT}, or the grid size"))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (required).")
+@click.option("--out", type=UserPath(file_okay=False, path_type=Path), help="Output folder (required).")
 @scene_options
 @click.option("--workers", type=int, help="Worker processes. " + _d("workers", none="number of cores"))
 @click.option("--shard", help="Render only part K of N of the dataset (e.g. 3/8), for Slurm arrays and the like.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same config).")
 @click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
-@click.option("--from-params", type=click.Path(path_type=Path),
+@click.option("--from-params", type=UserPath(path_type=Path),
               help="Render exactly these recorded params instead of sampling: a .jsonl file of params records, a "
                    "`morphgen fit` output folder, a dataset folder (or its params folder or one of its params files). "
                    "Records hold values rounded to 6 decimals (float32 in Parquet), so a dataset's images come back within "
@@ -192,7 +192,7 @@ def _close_quietly(client) -> None:
 
 
 @click.command()
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("preview.png"), show_default=True,
+@click.option("--out", type=UserPath(dir_okay=False, path_type=Path), default=Path("preview.png"), show_default=True,
               help="PNG file to write.")
 @click.option("--rows", type=int, default=6, show_default=True, help="Identities (rows).")
 @click.option("--cols", type=int, default=8, show_default=True, help="Samples per identity (columns).")

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from .group import UserPath
+
 
 @click.command()
-@click.argument("dataset", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("dataset", type=UserPath(file_okay=False, path_type=Path))
+@click.option("--out", type=UserPath(dir_okay=False, path_type=Path),
               help="PNG to write. [default: DATASET/stats.png]")
 def stats(dataset: Path, out: Path | None) -> None:
     """Plot DATASET's pose histograms, light directions and energies, and identity distances

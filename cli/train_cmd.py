@@ -9,12 +9,14 @@ import click
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
 
+from .group import UserPath
+
 # Heavy imports (torch, the recognition package) happen inside the commands, so that
 # `morphgen --help` stays fast.
 
 ARCH_CHOICES = ["nn4small2", "inception_resnet_v1", "iresnet18", "iresnet50"]
 FORMAT_CHOICES = ["auto", "morphgen", "folder", "recordio"]
-PATH = click.Path(path_type=Path)
+PATH = UserPath(path_type=Path)
 
 
 def _train_options(f):

@@ -104,7 +104,7 @@ class LandmarkCalibration:
     @classmethod
     def load(cls, path: str | Path) -> "LandmarkCalibration":
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
             raise ModelError(f"{path}: unreadable landmark calibration ({exc}); delete it or run morphgen model calibrate") from None
         return cls.from_dict(data)

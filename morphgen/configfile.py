@@ -23,7 +23,7 @@ def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist{hint}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_unique_keys_loader())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{what} {path} is not valid YAML/JSON: {_yaml_problem(exc)}") from None
     if data is None:
@@ -31,6 +31,31 @@ def read_mapping(path: str | Path, what: str, hint: str = "") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of names to values, got {type(data).__name__}")
     return data
+
+
+def _unique_keys_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it kept the last:
+    `size: 32` then `size: 48` rendered at 48 without a word)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, it is no key
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the constructor's own error follows
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
 
 
 def _yaml_problem(exc: Exception) -> str:

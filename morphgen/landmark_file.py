@@ -67,7 +67,7 @@ class LandmarkFile:
             raise ModelError(f"landmark file {path} does not exist" if not path.exists()
                              else f"landmark file {path} is not a file")
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ModelError(f"{path}: unreadable landmark file ({exc.__class__.__name__}: {exc})") from None
         try:

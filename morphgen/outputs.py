@@ -79,6 +79,12 @@ def check_image_path(path: str | Path, what: str) -> Path:
     return path
 
 
+def desktop_junk(name: str) -> bool:
+    """A file a file browser leaves in any folder it shows (macOS .DS_Store and ._ files,
+    Windows Thumbs.db and desktop.ini): no obstacle to writing outputs there."""
+    return name in (".DS_Store", "Thumbs.db", "desktop.ini") or name.startswith("._")
+
+
 def _first_missing(path: Path) -> Path | None:
     """The outermost folder of `path` that does not exist yet (what creating it adds)."""
     if path.exists():

@@ -189,8 +189,15 @@ def read_folder(root: Path) -> ImageSet:
     by content (``cv2.haveImageReader``); others are counted as ``not_images``."""
     files, ids = [], []
     iset = ImageSet(root, "folder", files, ids, np.zeros((0, 5, 2), np.float32), [])
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # an identity folder may be a link
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:  # (a link back up the tree would loop)
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames, key=natural_key):
             if name.startswith("."):
                 continue
@@ -372,7 +379,7 @@ def select_list(iset: ImageSet, path: Path) -> ImageSet:
     pos = {f: i for i, f in enumerate(iset.files)}
     pick, names, missing = [], [], 0
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read list file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -381,6 +388,7 @@ def select_list(iset: ImageSet, path: Path) -> ImageSet:
         if not line.strip() or line.startswith("#"):
             continue
         rel, _, name = line.partition("\t")
+        name = name.strip()  # "Ann " beside "Ann" was a class of its own
         if rel in pos:
             pick.append(pos[rel])
             names.append(name or iset.identities[pos[rel]])

@@ -103,12 +103,14 @@ class Experiment:
     cache: Path | None = None    # MTCNN landmark caches (default OUT/cache); share one between experiments
 
 
-def _mapping(val, where: str) -> dict:
+def _mapping(val, where: str, names: bool = False) -> dict:
+    """`val` as a dict; option keys take `-` for `_` (as flags do), while `names` (of
+    datasets, recipes, evaluations: what cells name) are kept as written."""
     if val is None:
         return {}
     if not isinstance(val, dict):
         raise ConfigError(f"{where} must be a mapping (name: value), got {type(val).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in val.items()}
+    return {str(k) if names else str(k).replace("-", "_"): v for k, v in val.items()}
 
 
 def _check_keys(d: dict, allowed, where: str) -> None:
@@ -126,8 +128,8 @@ def _rel(base: Path, p) -> str | None:
 
 def _name_ok(name: str, where: str) -> str:
     name = str(name)
-    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
-        raise ConfigError(f"{where} name {name!r}: use letters, digits, '_', '-', '.', '+'")
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or name in (".", ".."):  # (folders are named after them)
+        raise ConfigError(f"{where} name {name!r}: use letters, digits, '_', '-', '.', '+' (not . or .. alone)")
     return name
 
 
@@ -144,7 +146,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
     ddef = _mapping(raw.get("dataset_defaults"), f"{where}: dataset_defaults")
     _check_keys(ddef, render_keys, f"{where}: dataset_defaults")
     datasets: dict[str, Dataset] = {}
-    for name, opts in _mapping(raw.get("datasets"), f"{where}: datasets").items():
+    for name, opts in _mapping(raw.get("datasets"), f"{where}: datasets", names=True).items():
         name = _name_ok(name, "dataset")
         if name == NONE:
             raise ConfigError(f"{where}: 'none' is reserved (a cell without synthetic data); rename that dataset")
@@ -162,7 +164,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
     rdef = _mapping(raw.get("recipe_defaults"), f"{where}: recipe_defaults")
     _check_keys(rdef, train_fields | {"train_on"}, f"{where}: recipe_defaults")
     recipes: dict[str, Recipe] = {}
-    raw_recipes = _mapping(raw.get("recipes"), f"{where}: recipes")
+    raw_recipes = _mapping(raw.get("recipes"), f"{where}: recipes", names=True)
     if not raw_recipes:
         raise ConfigError(f"{where}: no recipes: add at least one under `recipes:` (e.g. `syn: {{}}`)")
     for name, opts in raw_recipes.items():
@@ -214,7 +216,7 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
 
     protocols = registry()
     evaluations: dict[str, Evaluation] = {}
-    for name, opts in _mapping(raw.get("evaluations"), f"{where}: evaluations").items():
+    for name, opts in _mapping(raw.get("evaluations"), f"{where}: evaluations", names=True).items():
         name = _name_ok(name, "evaluation")
         opts = _mapping(opts, f"{where}: evaluations.{name}")
         proto = opts.get("protocol")

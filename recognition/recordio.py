@@ -100,7 +100,7 @@ def scan_recordio(folder: Path) -> tuple[RecordReader, list[int], np.ndarray, tu
     prop = folder / "property"
     if prop.is_file():
         try:
-            vals = [int(v) for v in prop.read_text().strip().split(",")]
+            vals = [int(v) for v in prop.read_text(encoding="utf-8-sig").strip().split(",")]
         except ValueError:  # (UnicodeDecodeError is one)
             raise DataError(f"{prop} is not an insightface property file (classes,height,width)") from None
         size = (vals[1], vals[2]) if len(vals) >= 3 else None

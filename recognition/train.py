@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from morphgen.configfile import option_name
 from morphgen.errors import ConfigError, DataError, ModelError
-from morphgen.outputs import NewOutputs, check_writable, replace_atomically
+from morphgen.outputs import NewOutputs, check_writable, desktop_junk, replace_atomically
 from morphgen.sheet import write_sheet
 
 from .checkpoint import (FILENAME, check_arch, check_resumable, load_backbone_state, load_checkpoint,
@@ -325,7 +325,7 @@ def _check_out(cfg: TrainConfig) -> None:
                           "or omit --resume to start a run there")
     own = [Path(p).resolve() for p in (cfg.list_file, _cache_dir(cfg)) if p]
     foreign = [p for p in (run.iterdir() if run.is_dir() else ())
-               if not any(p.resolve() == o or p.resolve() in o.parents for o in own)]
+               if not any(p.resolve() == o or p.resolve() in o.parents for o in own) and not desktop_junk(p.name)]
     if foreign:
         raise ConfigError(f"--out {run} is not empty and holds no training run (e.g. {foreign[0].name}): "
                           "choose an empty or new folder")

@@ -43,6 +43,24 @@ _RANGES: dict[str, dict] = {
 }
 
 
+def _absolute_paths(render_options: dict) -> dict:
+    """Render options (``online_set``) with the files and folders they name made absolute, as
+    the run's config saves them (a relative backgrounds folder was looked for under the
+    folder a --resume ran from)."""
+    from morphgen.options import BUILTIN_BACKGROUNDS
+
+    out = dict(render_options)
+    for key, value in render_options.items():
+        if not isinstance(value, str) or not value.strip():
+            continue
+        is_path = (key in ("model", "landmarks", "bip")
+                   or key == "backgrounds" and value not in BUILTIN_BACKGROUNDS and not value.startswith("color:")
+                   or key == "pose" and (value.endswith((".yaml", ".yml", ".json")) or Path(value).exists()))
+        if is_path:
+            out[key] = str(Path(value).expanduser().absolute())
+    return out
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs. ``None`` means "the default for this arch / loss", filled in
@@ -177,6 +195,7 @@ class TrainConfig:
                 setattr(c, name, str(Path(getattr(c, name)).expanduser().absolute()))
         if c.online not in (None, "default"):
             c.online = str(Path(c.online).expanduser().absolute())
+        c.online_set = _absolute_paths(c.online_set)
         if c.domain_mixup is not None:
             if not c.real_data:
                 raise ConfigError("--domain-mixup needs --real-data DIR")

@@ -68,7 +68,7 @@ def test_folder_and_damaged_npz_models_are_one_line_errors(tmp_path, monkeypatch
     np.savez(tmp_path / "list.npz", **arrays | {"meta_json": np.frombuffer(b"[1, 2]", np.uint8)})
     np.savez(tmp_path / "tri.npz", **arrays | {"triangles": arrays["triangles"] + 10**6})
     (tmp_path / "text.npz").write_text("hello")
-    for path, match in ((".", "is a folder"), ("", "is a folder"), ("/", "is a folder"),
+    for path, match in ((".", "is a folder"), ("", "is empty: give a path"), ("/", "is a folder"),
                         ("cut.npz", "meta_json entry is not valid JSON"), ("list.npz", "is a JSON list, not an object"),
                         ("text.npz", "not an .npz archive"), ("tri.npz", "tri.npz: triangle indices span")):
         r = run("model", "info", path)

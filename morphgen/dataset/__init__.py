@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..layout import (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR, chunk_marker, done_chunks, manifest_path,
                       read_manifest)
-from ..outputs import replace_atomically
+from ..outputs import desktop_junk, replace_atomically
 from ..params_columns import require_pyarrow
 from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, finish_chunk, render_chunk
@@ -88,7 +88,7 @@ def _holds_nothing(out: Path) -> bool:
     """`out` is empty, or holds only the empty folders a run makes before its manifest
     (a run killed in that moment left them, and its --resume was refused as a foreign folder)."""
     return all(p.is_dir() and p.name in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR) and not any(p.iterdir())
-               for p in out.iterdir())
+               or p.is_file() and desktop_junk(p.name) for p in out.iterdir())
 
 
 def _estimated_size(out: Path) -> int:

@@ -309,7 +309,7 @@ def read_pairs_file(path: Path, files: list[str]) -> tuple[PairSet, list[str], d
     header info. A malformed line raises DataError naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read pairs file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -71,7 +71,7 @@ def read_pairs(path: str | Path) -> tuple[int, int, list[LFWPair]]:
     if not path.is_file():
         raise DataError(f"pairs file {path} does not exist: pass LFW's pairs.txt with --pairs")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read pairs file {path}: {exc}") from None
     body = [(ln, line.split()) for ln, line in enumerate(lines, 1) if line.strip()]

@@ -75,7 +75,7 @@ def read_pair_list(path: str | Path, root: str | Path, folds: int = 10, seed: in
     if not root.is_dir():
         raise DataError(f"--root {root} does not exist: give the folder the pair paths are relative to")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read pairs file {path}: {exc}") from None
     rows, given = [], None
@@ -232,9 +232,15 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
                    "missing": [pl.files[i] for i in (pl.a[k], pl.b[k]) if not emb.ok[i]]} for k in np.nonzero(~ok)[0]]
     if not ok.any():
         raise DataError(f"no pair of {pairs} could be scored: their images are unreadable")
-    check_folds(pl.same[ok], pl.fold[ok], f"{pairs} (pairs whose images could be read)", pl.folds_given)
+    fold = pl.fold
+    if not pl.folds_given and not ok.all():  # folds made here: dealt again over the pairs that can be scored
+        fold = np.full(len(pl.same), -1, np.int64)
+        fold[ok], pl.identity_disjoint = _identity_folds(
+            [identity_of(pl.files[i]) for i in pl.a[ok]], [identity_of(pl.files[i]) for i in pl.b[ok]],
+            pl.same[ok], folds, seed)
+    check_folds(pl.same[ok], fold[ok], f"{pairs} (pairs whose images could be read)", pl.folds_given)
     s = metrics.cosine_scores(np.nan_to_num(emb.emb), pl.a[ok], pl.b[ok])
-    r = metrics.cross_validated(s, pl.same[ok], pl.fold[ok])
+    r = metrics.cross_validated(s, pl.same[ok], fold[ok])
     correct = r.pop("correct")
     fpr, tpr, thr = metrics.roc_curve(s, pl.same[ok])
     result = {"protocol": "pairs", "model": model_info(meta, run),
@@ -248,7 +254,7 @@ def evaluate_pair_list(run: str | Path, pairs: str | Path, root: str | Path, out
         w = csv.writer(f)
         w.writerow(["line", "fold", "same", "image_a", "image_b", "score", "correct"])
         for k, sc, c in zip(np.nonzero(ok)[0], s, correct):
-            w.writerow([int(pl.lines[k]), int(pl.fold[k]), int(pl.same[k]), pl.files[pl.a[k]], pl.files[pl.b[k]],
+            w.writerow([int(pl.lines[k]), int(fold[k]), int(pl.same[k]), pl.files[pl.a[k]], pl.files[pl.b[k]],
                         f"{sc:.6f}", int(c)])
     curve = [{"label": f"{meta['arch']} (AUC {fmt(r['auc'], 3)})", "fpr": fpr, "tpr": tpr, "thresholds": thr}]
     write_roc_csv(out / "roc.csv", curve)
