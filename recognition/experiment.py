@@ -239,9 +239,10 @@ class Runner:
                     f" (domain mixup {t['domain_mixup']})" if t.get("domain_mixup") is not None else "")
             init = f", init from {c.dataset}/{r.init_from}" if r.init_from else ""
             budget = f"{t.get('steps')} steps" if t.get("steps") else f"{t.get('epochs', 1)} epochs"
-            if self.train_state(c) == "complete":  # a run of another recipe is refused in the plan too
-                cfg = self.train_config(c)
-                self.check_trained_as(c, self.recipe_record(cfg), cfg)
+            state = self.train_state(c)
+            if state == "complete" or state == "to resume" and self.started_file(c).is_file():
+                cfg = self.train_config(c)  # a run of another recipe is refused in the plan too
+                self.check_trained_as(c, self.cell_record(c, cfg), cfg, started=state == "to resume")
             lines.append(f"  train {c.name}: {t.get('arch', 'nn4small2')} {t.get('loss', 'triplet')} {what}{init}, "
                          f"{budget}{' (dependency)' if c.added else ''} [{self.train_state(c)}]")
         for ev in self.exp.evaluations.values():
@@ -304,32 +305,58 @@ class Runner:
 
         return {k: portable(v) for k, v in _recipe_items(cfg)}
 
-    def check_trained_as(self, cell: Cell, recipe: dict, cfg) -> None:
-        """ConfigError unless the finished run of `cell` was trained with this recipe
-        record (runs finished before records were portable match their absolute-path hash)."""
+    def cell_record(self, cell: Cell, cfg) -> dict:
+        """`recipe_record`, plus for a cell that starts from another (``init_from``) which
+        training of it: a cell fine-tuned from a run that was since deleted and trained
+        again is another cell (it was kept as complete)."""
+        recipe = self.recipe_record(cfg)
+        r = self.exp.recipes[cell.recipe]
+        if r.init_from:
+            dep = Cell(cell.dataset, r.init_from, "")
+            done = self.run_dir(dep) / "experiment_done.json"
+            recipe["started_from"] = (f"{dep.name} as trained at {training_stamp(self.run_dir(dep))}" if done.is_file()
+                                      else f"{dep.name}, not trained yet")
+        return recipe
+
+    def started_file(self, cell: Cell) -> Path:
+        """The recipe record of a cell's training in progress (beside its run folder, which
+        the trainer wants for its own files): a resume with another recipe is refused."""
         run = self.run_dir(cell)
+        return run.parent / f"{run.name}.started.json"
+
+    def check_trained_as(self, cell: Cell, recipe: dict, cfg, started: bool = False) -> None:
+        """ConfigError unless the finished run of `cell` (or, `started`, the one in
+        progress) was trained with this recipe record (runs finished before records were
+        portable match their absolute-path hash; before ``started_from`` was recorded,
+        the record without it)."""
+        run = self.run_dir(cell)
+        where = self.started_file(cell) if started else run / "experiment_done.json"
         try:
-            done = json.loads((run / "experiment_done.json").read_text())
+            done = json.loads(where.read_text())
         except ValueError:
-            raise ConfigError(f"{run / 'experiment_done.json'} is unreadable: delete that run folder "
-                              "or use another --out") from None
+            raise ConfigError(f"{where} is unreadable: delete that run folder or use another --out") from None
+        if isinstance(done.get("recipe"), dict) and "started_from" not in done["recipe"]:
+            recipe = {k: v for k, v in recipe.items() if k != "started_from"}
         legacy = _hash(dict(_recipe_items(cfg)))
         if done.get("config_hash") in (_hash(recipe), legacy):
             return
         what = differences(done["recipe"], recipe) if isinstance(done.get("recipe"), dict) else "another recipe or dataset"
-        raise ConfigError(f"cell {cell.name} was trained with {what} ({run}): delete that run folder or use another --out")
+        raise ConfigError(f"cell {cell.name} was {'begun' if started else 'trained'} with {what} ({run}): delete "
+                          "that run folder or use another --out")
 
     def train(self, cell: Cell, k: int, n: int) -> None:
         from .train import train as run_training
 
         run = self.run_dir(cell)
         cfg = self.train_config(cell)
-        recipe = self.recipe_record(cfg)
+        recipe = self.cell_record(cell, cfg)
         state = self.train_state(cell)
         if state == "complete":
             self.check_trained_as(cell, recipe, cfg)
             self.say(f"[train {k}/{n}] {cell.name}: skipped (complete)")
             return
+        if state == "to resume" and self.started_file(cell).is_file():
+            self.check_trained_as(cell, recipe, cfg, started=True)
         r = self.exp.recipes[cell.recipe]
         if r.identities is not None:
             from .data import (
@@ -342,6 +369,10 @@ class Runner:
             keep = select_identities(iset.identities, r.identities, f"recipes.{r.name}.identities")
             write_list(iset.take([i for i, nm in enumerate(iset.identities) if nm in keep]), run / "identities_list.tsv")
         cfg = dataclasses.replace(cfg, resume=state == "to resume")
+        from .evaluation.report import write_json
+        if state == "to train" or not self.started_file(cell).is_file():  # (a deleted run's record is stale)
+            self.started_file(cell).parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.started_file(cell), {"config_hash": _hash(recipe), "recipe": recipe})
         self.say(f"[train {k}/{n}] {cell.name}: {'resuming' if cfg.resume else 'training'} -> {run}")
         t0 = time.perf_counter()
         summary = run_training(cfg, say=lambda m: self.say(f"    {m}"))
@@ -352,8 +383,8 @@ class Runner:
                 "classes": summary["classes"], "images_per_s": summary["images_per_s"],
                 "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None,
                 "val_end": summary.get("val_end") or {}}
-        from .evaluation.report import write_json
         write_json(run / "experiment_done.json", done)
+        self.started_file(cell).unlink(missing_ok=True)  # the done record speaks for the run from here on
         self.say(f"[train {k}/{n}] {cell.name}: {summary['steps']} steps in {dt:.0f} s "
                  f"({summary['images_per_s']:.0f} img/s)")
 

@@ -289,6 +289,42 @@ def test_run_of_another_recipe_names_what_changed(finished, tmp_path):
         assert "cell full/syn was trained with batch_k 3, now 2" in res.output, res.output
 
 
+def test_a_run_in_progress_resumes_only_with_its_own_recipe(finished, tmp_path):
+    """A cell stopped mid-training and rerun with another recipe resumed into a run of two
+    recipes (steps 30 of one, the rest of another), recorded as the new one."""
+    cfg, out = copy_of(finished, tmp_path)
+    done = out / "runs" / "full__syn" / "experiment_done.json"
+    record = json.loads(done.read_text())
+    done.unlink()                                   # as a kill after the checkpoint leaves it
+    started = out / "runs" / "full__syn.started.json"
+    started.write_text(json.dumps({"config_hash": record["config_hash"], "recipe": record["recipe"]}))
+    edited, _ = copy_of(finished, tmp_path / "e", lambda c: c["recipe_defaults"].update(steps=5))
+    for dry_run in (["--dry-run"], []):
+        res = invoke([edited, "--out", out, *dry_run])
+        assert res.exit_code == 2 and "cell full/syn was begun with steps 3, now 5" in res.output, res.output
+    res = invoke([cfg, "--out", out])                # its own recipe: resumed, and the record goes
+    assert res.exit_code == 0 and not started.exists() and done.is_file(), res.output
+
+
+def test_a_cell_started_from_another_follows_that_cells_training(tmp_path):
+    """`init_from`: a fine-tuned cell was kept as complete after the cell it started from
+    was deleted and trained again (on another recipe); now it is refused, as a changed
+    recipe is."""
+    import shutil
+
+    cfg = {**SMALL, "recipes": {"syn": {}, "ft": {"init_from": "syn", "steps": 2}}, "evaluations": {}}
+    path = write_config(tmp_path / "cfg", cfg)
+    out = tmp_path / "out"
+    assert invoke([path, "--out", out]).exit_code == 0
+    shutil.rmtree(out / "runs" / "full__syn")
+    res = invoke([path, "--out", out, "--dry-run"])
+    assert res.exit_code == 2 and "cell full/ft was trained with started_from" in res.output, res.output
+    assert "not trained yet" in res.output
+    shutil.rmtree(out / "runs" / "full__ft")       # as told: then both train again
+    res = invoke([path, "--out", out])
+    assert res.exit_code == 0 and "full/ft: training" in res.output, res.output
+
+
 @pytest.mark.parametrize("entry, file, text, match", [
     ({"protocol": "lfw", "lfw_dir": "cfp", "pairs": "bad.txt"}, "bad.txt", "10\t300\nAaron 1 2\n",
      "evaluations.bad.pairs: "),
