@@ -305,6 +305,20 @@ def _check_init_cycles(recipes: dict, where: str) -> None:
             cur = recipes[cur.init_from]
 
 
+def _check_batch_fits(rec: Recipe, ds: Dataset, where: str) -> None:
+    """A P x K batch of more identities than the cell's dataset renders is refused when the
+    config is read (the trainer refused it after every render, and named the flag, not
+    the recipe key)."""
+    t = rec.train
+    pk = t.get("sampler", "auto") == "pk" or (t.get("sampler", "auto") == "auto" and t.get("loss", "triplet") == "triplet")
+    batch_p, held_out = t.get("batch_p", 20), t.get("val_ids", 0)
+    if not (isinstance(batch_p, int) and isinstance(held_out, int)):
+        return  # (the trainer's own type check names them)
+    if pk and batch_p > ds.n_ids - held_out:
+        raise ConfigError(f"{where}: recipes.{rec.name}.batch_p {batch_p} but dataset {ds.name} renders {ds.n_ids} "
+                          f"identities{f' ({held_out} held out)' if held_out else ''}: lower batch_p or raise its ids")
+
+
 def _cells(spec, datasets: dict, recipes: dict, where: str) -> list[Cell]:
     if spec is None or spec == "all":
         pairs = [(d, r, None) for d in datasets for r in recipes]
@@ -345,6 +359,8 @@ def _cells(spec, datasets: dict, recipes: dict, where: str) -> list[Cell]:
             if not added:
                 raise ConfigError(f"{where}: cell {d}/{r} is listed twice")
             return
+        if d != NONE and rec.train_on == "dataset":
+            _check_batch_fits(rec, datasets[d], f"{where}: cell {d}/{r}")
         if rec.init_from is not None:  # dependency first
             add(d, rec.init_from, None, True, k)
         seen.add((d, r))

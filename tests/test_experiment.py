@@ -306,6 +306,13 @@ def test_a_run_in_progress_resumes_only_with_its_own_recipe(finished, tmp_path):
     assert res.exit_code == 0 and not started.exists() and done.is_file(), res.output
 
 
+def test_a_batch_bigger_than_its_dataset_is_refused_before_rendering(tmp_path):
+    cfg = {**SMALL, "datasets": {"full": {"ids": 3}}, "recipe_defaults": {**SMALL["recipe_defaults"], "batch_p": 4}}
+    res = invoke([write_config(tmp_path / "cfg", cfg), "--out", tmp_path / "out", "--dry-run"])
+    assert res.exit_code == 2 and "recipes.syn.batch_p 4 but dataset full renders 3 identities" in res.output, \
+        res.output
+
+
 def test_a_cell_started_from_another_follows_that_cells_training(tmp_path):
     """`init_from`: a fine-tuned cell was kept as complete after the cell it started from
     was deleted and trained again (on another recipe); now it is refused, as a changed
