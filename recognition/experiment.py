@@ -52,6 +52,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -462,6 +463,8 @@ class Runner:
         lines = [f"# {self.exp.name}", ""]
         if self.exp.description:
             lines += [self.exp.description.strip(), ""]
+        lines += [f"Produced with `morphgen experiment run {shlex.quote(str(self.exp.path))} --out "
+                  f"{shlex.quote(str(self.out))}` ({_provenance()}); a rerun does only what is left.", ""]
         lines += [md_table(head, md_rows), ""]
         notes = ["Accuracy: mean ± std over folds, each fold's threshold chosen on the others (LFW protocol) "
                  "unless an evaluation's note below says otherwise; TAR@FAR: mean ± std over splits."]
@@ -524,6 +527,22 @@ def _read_roc_csv(path: Path, curve: str | None = None):
                 continue
             fpr.append(float(row["fpr"])), tpr.append(float(row["tpr"])), thr.append(float(row["threshold"]))
     return np.array(fpr), np.array(tpr), np.array(thr)
+
+
+def _provenance() -> str:
+    """'morphgen 0.x, commit abc1234' (the commit where the package is a git checkout):
+    what a table was made with, for whoever reads it later."""
+    import subprocess
+
+    from morphgen import __version__
+
+    text = f"morphgen {__version__}"
+    try:
+        head = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return text
+    return text + (f", commit {head.stdout.strip()}" if head.returncode == 0 and head.stdout.strip() else "")
 
 
 def run_experiment(exp: Experiment, out: Path, only: list[str] | None = None, dry_run: bool = False,

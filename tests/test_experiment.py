@@ -74,6 +74,7 @@ def test_tiny_experiment_end_to_end_then_skips(tmp_path):
         assert 0.0 <= float(r["cfp_FP_auc"]) <= 1.0 and float(r["cfp_FP_eer"]) >= 0.0
     md = (out / "results.md").read_text()
     assert md.count("| full / syn |") == 1 and md.count("| frontal / syn |") == 1 and "±" in md
+    assert f"Produced with `morphgen experiment run {cfg} --out {out}` (morphgen " in md   # how to make it again
     assert "CFP-FF (accuracy)" in md and "CFP-FP (accuracy)" in md and "Alignment per view: frontal" in md
     assert (out / "roc_cfp_FF.png").is_file() and (out / "roc_cfp_FP.png").is_file()
     for cell in ("full__syn", "frontal__syn"):
