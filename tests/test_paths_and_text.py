@@ -98,7 +98,7 @@ def test_a_pair_with_an_unreadable_image_is_unscored_not_fatal(tmp_path, eval_ru
 def test_experiment_names_are_kept_and_folder_names_refused(tmp_path):
     from recognition.experiment_config import load_experiment
 
-    base = ("recipes: {r: {arch: nn4small2, input_size: 32, steps: 1}}\n"
+    base = ("recipes: {r: {arch: nn4small2, input_size: 32, steps: 1, batch_p: 2, batch_k: 2}}\n"
             "evaluations: {s: {protocol: synthetic, ids: 2, yaws: '-30:30:30', lights: 1, size: 32}}\n")
     cfg = tmp_path / "e.yaml"
     cfg.write_text(base + "datasets: {d-1: {ids: 4}}\ncells: [{dataset: d-1, recipe: r}]\n")
