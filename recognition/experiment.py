@@ -463,8 +463,9 @@ class Runner:
         lines = [f"# {self.exp.name}", ""]
         if self.exp.description:
             lines += [self.exp.description.strip(), ""]
-        lines += [f"Produced with `morphgen experiment run {shlex.quote(str(self.exp.path))} --out "
-                  f"{shlex.quote(str(self.out))}` ({_provenance()}); a rerun does only what is left.", ""]
+        made = (f"Produced with `morphgen experiment run {shlex.quote(str(self.exp.path))} --out "
+                f"{shlex.quote(str(self.out))}` ({_provenance()}); a rerun does only what is left.")
+        lines += [made, ""]
         lines += [md_table(head, md_rows), ""]
         notes = ["Accuracy: mean ± std over folds, each fold's threshold chosen on the others (LFW protocol) "
                  "unless an evaluation's note below says otherwise; TAR@FAR: mean ± std over splits."]

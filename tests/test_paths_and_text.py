@@ -3,19 +3,17 @@ and `~` paths, BOMs and CRLF, duplicate YAML keys, label whitespace, file-browse
 experiment names that are folders of their own."""
 from __future__ import annotations
 
-import json
+import itertools
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from morphgen.cli.main import cli
+from test_eval_fixtures import eval_run, write_lfw  # noqa: F401
+
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
 from recognition.data import read_folder, select_list
-from test_eval_fixtures import eval_run, write_lfw  # noqa: F401
 
 
 def run(*args):
@@ -59,13 +57,13 @@ def test_duplicate_yaml_keys_are_refused_and_boms_read(tmp_path):
 
 
 def test_bom_pair_list_and_list_file_labels(tmp_path):
-    from recognition.evaluation.pair_list import read_pair_list
     from recognition.data import load_imageset
+    from recognition.evaluation.pair_list import read_pair_list
 
     faces = write_lfw(tmp_path / "faces")
     n = sorted(p.name for p in faces.iterdir())
     lines = [f"{a}/{a}_0001.jpg\t{a}/{a}_0002.jpg\t1" for a in n[:2]] + \
-            [f"{a}/{a}_0001.jpg\t{b}/{b}_0002.jpg\t0" for a, b in zip(n[:2], n[1:3])]
+            [f"{a}/{a}_0001.jpg\t{b}/{b}_0002.jpg\t0" for a, b in itertools.pairwise(n[:3])]
     p = tmp_path / "p.txt"
     p.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode())             # line 1 was 'missing' an image
     pl = read_pair_list(p, faces, folds=2)
