@@ -482,9 +482,18 @@ class Runner:
                       md_table(["stage", "seconds"], [[k_, f"{v:.0f}"] for k_, v in self.timings.items()])]
         md = self.out / "results.md"
         md.write_text("\n".join(lines) + "\n")
-        keys: list[str] = []
+        seen: list[str] = []
         for crow in csv_rows:
-            keys += [k_ for k_ in crow if k_ not in keys]
+            seen += [k_ for k_ in crow if k_ not in seen]
+        # grouped by evaluation in the config's order, its status first: the same order
+        # whichever cells have results (an --only run's header was another's)
+        def owner(key: str) -> str | None:  # the evaluation a column is of (the longest name: syn, syn_light)
+            names = [ev.name for ev in evs if key.startswith(f"{ev.name}_")]
+            return max(names, key=len) if names else None
+
+        keys = [k_ for k_ in seen if owner(k_) is None] + [
+            k_ for ev in evs for k_ in [f"{ev.name}_status"] + [
+                x for x in seen if owner(x) == ev.name and x != f"{ev.name}_status"]]
         cf = self.out / "results.csv"
         with open(cf, "w", newline="") as f:
             w = csv.DictWriter(f, keys)

@@ -307,6 +307,16 @@ def test_a_run_in_progress_resumes_only_with_its_own_recipe(finished, tmp_path):
     assert res.exit_code == 0 and not started.exists() and done.is_file(), res.output
 
 
+def test_results_csv_columns_do_not_depend_on_which_cells_ran(tmp_path):
+    """An --only run's results.csv had another column order than a full run's: the
+    statuses of the cells not run came first, then every evaluation's values."""
+    cfg = write_config(tmp_path / "cfg", {**TINY, "evaluations": {k: TINY["evaluations"][k] for k in ("syn", "cfp")}})
+    res = invoke([cfg, "--out", tmp_path / "part", "--only", "frontal/syn"])
+    assert res.exit_code == 0, res.output
+    part = (tmp_path / "part" / "results.csv").read_text().splitlines()[0].split(",")
+    assert part.index("syn_status") < part.index("syn_accuracy_mean") < part.index("cfp_status"), part
+
+
 def test_a_batch_bigger_than_its_dataset_is_refused_before_rendering(tmp_path):
     cfg = {**SMALL, "datasets": {"full": {"ids": 3}}, "recipe_defaults": {**SMALL["recipe_defaults"], "batch_p": 4}}
     res = invoke([write_config(tmp_path / "cfg", cfg), "--out", tmp_path / "out", "--dry-run"])
