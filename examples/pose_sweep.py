@@ -17,6 +17,8 @@ ap.add_argument("--step", type=int, default=15, help="yaw step in degrees (-90..
 ap.add_argument("--size", type=int, default=128)
 ap.add_argument("--out", help="PNG of the views side by side")
 args = ap.parse_args()
+if not 1 <= args.step <= 180:
+    ap.error(f"--step {args.step}: give a yaw step of 1 to 180 degrees")
 
 # The options and defaults of `morphgen render`; the light, expression and background of
 # each view are those `morphgen render` would draw for it, only the angles are set.
