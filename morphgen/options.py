@@ -5,6 +5,7 @@ through here, so an option's name, default and check live in one place; the CLI'
 texts take their defaults from the same table (`cli/render_cmd.py`)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -118,6 +119,27 @@ def _parse_grid(text: str) -> dict:
             raise ConfigError(f"--grid {text!r} gives {key.strip()} twice: give each key once")
         spec[key.strip()] = val.strip()
     return spec
+
+
+def paths_from(base: Path, opts: dict) -> dict:
+    """`opts` with the files and folders its render options name (model, bip, landmarks, a
+    backgrounds folder, a pose file) read from `base` where relative, `~` as home; words
+    (a pose preset, a built-in background, a colour) and empty values stay as they are.
+    The one reading of both an experiment config's paths (from its folder) and a run's
+    ``online_set`` (from the folder the command ran in, saved whole for a --resume)."""
+    from .sampling import POSE_PRESETS
+
+    out = dict(opts)
+    for key, value in opts.items():
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            continue
+        text = str(value)
+        if (key in ("model", "bip", "landmarks")
+                or key == "backgrounds" and text not in BUILTIN_BACKGROUNDS and not text.startswith("color:")
+                or key == "pose" and text not in POSE_PRESETS):
+            path = Path(text).expanduser()
+            out[key] = str(path if path.is_absolute() else (base / path).resolve())
+    return out
 
 
 def _check_backgrounds(spec: str) -> None:

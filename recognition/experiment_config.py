@@ -11,7 +11,7 @@ from pathlib import Path
 
 from morphgen.configfile import read_mapping
 from morphgen.errors import ConfigError
-from morphgen.options import BUILTIN_BACKGROUNDS, RENDER_DEFAULTS, config_value, scene_from_options
+from morphgen.options import RENDER_DEFAULTS, config_value, paths_from, scene_from_options
 
 from .data import check_selector_on, identity_selector
 
@@ -19,7 +19,6 @@ TOP_KEYS = ("name", "description", "out", "workers", "cache", "dataset_defaults"
             "recipes", "cells", "evaluations")
 # render options an experiment decides itself (output folder, resumption, parallelism)
 _RENDER_EXCLUDED = ("out", "workers", "shard", "resume", "overwrite", "dask_address", "quiet", "config")
-_RENDER_PATHS = ("model", "bip", "landmarks")
 # trainer fields the experiment decides itself
 _TRAIN_EXCLUDED = ("data", "out", "resume", "progress", "extra")
 _TRAIN_PATHS = ("real_data", "list_file", "init", "cache_dir", "real_preview")
@@ -245,19 +244,9 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
 def _render_options(base: Path, opts: dict) -> dict:
     o = dict(RENDER_DEFAULTS)
     o.update({k: config_value(k, v) for k, v in opts.items()})
-    for k in _RENDER_PATHS:
-        o[k] = _rel(base, o[k])
-    bg = str(o["backgrounds"])
-    if bg not in BUILTIN_BACKGROUNDS and not bg.startswith("color:"):
-        o["backgrounds"] = _rel(base, bg)
-    pose = o["pose"]
-    if isinstance(pose, str):
-        from morphgen.sampling import POSE_PRESETS
-        if pose not in POSE_PRESETS:
-            o["pose"] = _rel(base, pose)
-    elif isinstance(pose, dict):
+    if isinstance(o["pose"], dict):
         raise ConfigError("pose as a mapping is not supported here: use a preset (syn1m, frontal) or a YAML file path")
-    return o
+    return paths_from(base, o)
 
 
 def _scene(d: Dataset, where: str):

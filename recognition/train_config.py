@@ -13,7 +13,7 @@ import torch
 
 from morphgen.configfile import check_option, option_name, read_mapping
 from morphgen.errors import ConfigError
-from morphgen.options import check_device
+from morphgen.options import check_device, paths_from
 
 from .data import FORMATS, Augment
 from .models import ARCHS, MAX_INPUT, min_input_size
@@ -41,24 +41,6 @@ _RANGES: dict[str, dict] = {
     "backbone_lr_mult": {"low": 0}, "threads": {"low": 1}, "workers": {"low": 0}, "checkpoint_every": {"low": 1},
     "log_every": {"low": 1}, "seed": {"low": 0},
 }
-
-
-def _absolute_paths(render_options: dict) -> dict:
-    """Render options (``online_set``) with the files and folders they name made absolute, as
-    the run's config saves them (a relative backgrounds folder was looked for under the
-    folder a --resume ran from)."""
-    from morphgen.options import BUILTIN_BACKGROUNDS
-
-    out = dict(render_options)
-    for key, value in render_options.items():
-        if not isinstance(value, str) or not value.strip():
-            continue
-        is_path = (key in ("model", "landmarks", "bip")
-                   or key == "backgrounds" and value not in BUILTIN_BACKGROUNDS and not value.startswith("color:")
-                   or key == "pose" and (value.endswith((".yaml", ".yml", ".json")) or Path(value).exists()))
-        if is_path:
-            out[key] = str(Path(value).expanduser().absolute())
-    return out
 
 
 @dataclass
@@ -195,7 +177,7 @@ class TrainConfig:
                 setattr(c, name, str(Path(getattr(c, name)).expanduser().absolute()))
         if c.online not in (None, "default"):
             c.online = str(Path(c.online).expanduser().absolute())
-        c.online_set = _absolute_paths(c.online_set)
+        c.online_set = paths_from(Path.cwd(), c.online_set)  # saved whole: a --resume elsewhere finds them
         if c.domain_mixup is not None:
             if not c.real_data:
                 raise ConfigError("--domain-mixup needs --real-data DIR")
