@@ -240,10 +240,7 @@ class Runner:
                     f" (domain mixup {t['domain_mixup']})" if t.get("domain_mixup") is not None else "")
             init = f", init from {c.dataset}/{r.init_from}" if r.init_from else ""
             budget = f"{t.get('steps')} steps" if t.get("steps") else f"{t.get('epochs', 1)} epochs"
-            state = self.train_state(c)
-            if state == "complete" or state == "to resume" and self.started_file(c).is_file():
-                cfg = self.train_config(c)  # a run of another recipe is refused in the plan too
-                self.check_trained_as(c, self.cell_record(c, cfg), cfg, started=state == "to resume")
+            self.checked_record(c, self.train_config(c))  # a run of another recipe is refused in the plan too
             lines.append(f"  train {c.name}: {t.get('arch', 'nn4small2')} {t.get('loss', 'triplet')} {what}{init}, "
                          f"{budget}{' (dependency)' if c.added else ''} [{self.train_state(c)}]")
         for ev in self.exp.evaluations.values():
@@ -345,19 +342,27 @@ class Runner:
         raise ConfigError(f"cell {cell.name} was {'begun' if started else 'trained'} with {what} ({run}): delete "
                           "that run folder or use another --out")
 
+    def checked_record(self, cell: Cell, cfg) -> dict:
+        """`cell_record`, checked against the run already there: a finished one's
+        experiment_done.json, or the record of one in progress (ConfigError on another)."""
+        recipe = self.cell_record(cell, cfg)
+        state = self.train_state(cell)
+        if state == "complete":
+            self.check_trained_as(cell, recipe, cfg)
+        elif state == "to resume" and self.started_file(cell).is_file():
+            self.check_trained_as(cell, recipe, cfg, started=True)
+        return recipe
+
     def train(self, cell: Cell, k: int, n: int) -> None:
         from .train import train as run_training
 
         run = self.run_dir(cell)
         cfg = self.train_config(cell)
-        recipe = self.cell_record(cell, cfg)
+        recipe = self.checked_record(cell, cfg)
         state = self.train_state(cell)
         if state == "complete":
-            self.check_trained_as(cell, recipe, cfg)
             self.say(f"[train {k}/{n}] {cell.name}: skipped (complete)")
             return
-        if state == "to resume" and self.started_file(cell).is_file():
-            self.check_trained_as(cell, recipe, cfg, started=True)
         r = self.exp.recipes[cell.recipe]
         if r.identities is not None:
             from .data import (
