@@ -156,14 +156,15 @@ def _load_training_state(ckpt: dict, path: Path, backbone, head, opt, scaler) ->
         raise ModelError(f"{path} does not fit this run's model or optimizer ({why}): start a new --out") from None
 
 
-def _images_per_step(cfg: TrainConfig, labels: np.ndarray | None, online: bool) -> float:
+def _images_per_step(cfg: TrainConfig, labels: np.ndarray | None, online: bool, nominal: bool = False) -> float:
     """Images a batch holds on average: P x K batches take all of an identity's images
     where it has fewer than K (so `--epochs` passes over the data that many times; with
-    P x K it counted 48 images a step where batches held 24)."""
-    if online or labels is None:
+    P x K it counted 48 images a step where batches held 24). `nominal`: P x K, or
+    --batch-size, as runs counted before (their --epochs resume to the length they had)."""
+    if online or labels is None or nominal and cfg.sampler == "pk":
         return cfg.batch_p * cfg.batch_k
     if cfg.sampler != "pk":
-        return min(cfg.batch_size, len(labels))
+        return cfg.batch_size if nominal else min(cfg.batch_size, len(labels))
     _, counts = np.unique(labels, return_counts=True)
     return min(cfg.batch_p, len(counts)) * float(np.minimum(counts, cfg.batch_k).mean())
 
@@ -426,10 +427,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         _check_batches(cfg, labels, "training", say)
     if cfg.domain_mixup is not None:
         _check_batches(cfg, ds_real.labels, "real", say)
-    per_step = _images_per_step(cfg, labels, online is not None)
-    if resume_ckpt is not None and "images_seen" not in resume_ckpt and cfg.steps is None:
-        # a run from before batches were counted by what they hold: its epochs, as it counted them
-        per_step = cfg.batch_p * cfg.batch_k if cfg.sampler == "pk" or online is not None else cfg.batch_size
+    # a run from before batches were counted by what they hold: its epochs as it counted them
+    old_count = resume_ckpt is not None and "images_seen" not in resume_ckpt and cfg.steps is None
+    per_step = _images_per_step(cfg, labels, online is not None, nominal=old_count)
     total = cfg.steps or max(1, math.ceil((cfg.epochs or 1.0) * len(labels) / (per_step * world)))  # online: steps
 
     # ---- model
@@ -501,8 +501,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                              "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state(),
                              "data_key": data_key, "images_seen": images_seen + seen,
-                             "unlogged_losses": unlogged + torch.stack(pending).float().cpu().tolist() if pending
-                             else unlogged}, ckpt_file)
+                             "unlogged_losses": since_logged()}, ckpt_file)
             outputs.keep()  # the folder now holds a resumable run, whatever happens next
 
     if main and cfg.real_preview:
@@ -534,6 +533,11 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     # its steps before the checkpoint too), and the images trained on before this process
     unlogged = list(resume_ckpt.get("unlogged_losses", [])) if resume_ckpt is not None else []
     images_seen = int(resume_ckpt.get("images_seen", start * per_step * world)) if resume_ckpt is not None else 0
+
+    def since_logged() -> list[float]:
+        """The losses of the steps since the last logged row (read from the device here)."""
+        return unlogged + (torch.stack(pending).float().cpu().tolist() if pending else [])
+
     _set_train_mode(backbone)
     step, val = start, {}
     for x, y, sid, sw in batches:
@@ -567,7 +571,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         bar.update(1)
         log_step = step % cfg.log_every == 0 or step == total
         if log_step:
-            interval = unlogged + torch.stack(pending).float().cpu().tolist()
+            interval = since_logged()
             losses += interval[len(unlogged):]
             unlogged, pending = [], []
             if not all(math.isfinite(v) for v in interval):
