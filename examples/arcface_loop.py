@@ -30,9 +30,10 @@ if distributed:   # torchrun: OnlineDataset takes the rank and world size from t
     torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo")
 rank = torch.distributed.get_rank() if distributed else 0
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if args.device == "cuda" else "cpu")
-data = morphgen.OnlineDataset(ids=args.ids, device=args.device, steps=args.steps, batch_p=args.batch_p,
-                              batch_k=args.batch_k, input_size=args.input_size, augment="standard")
-backbone = build_model(args.network, args.input_size).to(device)
+with morphgen.one_line_errors():  # a bad option (--ids 0, --network foo): one line, exit 2
+    data = morphgen.OnlineDataset(ids=args.ids, device=args.device, steps=args.steps, batch_p=args.batch_p,
+                                  batch_k=args.batch_k, input_size=args.input_size, augment="standard")
+    backbone = build_model(args.network, args.input_size).to(device)
 if distributed:
     backbone = torch.nn.parallel.DistributedDataParallel(backbone, device_ids=[device] if device.type == "cuda" else None)
 module_partial_fc = MarginHead.build("arcface", 512, data.n_classes).to(device)

@@ -8,6 +8,7 @@ render of identity 7 at yaw 25, a stand-in photo whose true pose is printed at t
     python examples/fit_photo.py --photo face.png --steps 300
 """
 import argparse
+import os
 
 import cv2
 import torch
@@ -20,12 +21,19 @@ ap.add_argument("--size", type=int, default=64)
 ap.add_argument("--steps", type=int, default=200)
 args = ap.parse_args()
 
-scene = morphgen.Scene(size=args.size, antialias=1)
+with morphgen.one_line_errors():  # a bad option: one line, exit 2, as the `morphgen` command's
+    scene = morphgen.Scene(size=args.size, antialias=1)
 if args.photo:
     from recognition.detect import detect_faces
 
-    photo = cv2.cvtColor(cv2.resize(cv2.imread(args.photo), (args.size,) * 2), cv2.COLOR_BGR2RGB)
-    points = detect_faces([photo])[0][2]
+    image = cv2.imread(args.photo) if os.path.isfile(args.photo) else None
+    if image is None:
+        ap.error(f"--photo {args.photo}: not a readable image")
+    photo = cv2.cvtColor(cv2.resize(image, (args.size,) * 2), cv2.COLOR_BGR2RGB)
+    found = detect_faces([photo])[0]
+    if found is None:
+        ap.error(f"--photo {args.photo}: MTCNN finds no face in it at {args.size} px (give a crop around one face)")
+    points = found[2]
 else:
     truth = scene.params(7, 0, yaw=25)
     render = scene.render(truth)

@@ -22,9 +22,11 @@ if not 1 <= args.step <= 180:
 
 # The options and defaults of `morphgen render`; the light, expression and background of
 # each view are those `morphgen render` would draw for it, only the angles are set.
-scene = morphgen.Scene(size=args.size, seed=1)
-yaws = range(-90, 91, args.step)
-params = [scene.params(args.identity, n, yaw=yaw, pitch=0, roll=0) for n, yaw in enumerate(yaws)]
+# A bad option (--size 8, --identity -1) ends in one line, exit 2, as the `morphgen` command's.
+with morphgen.one_line_errors():
+    scene = morphgen.Scene(size=args.size, seed=1)
+    yaws = range(-90, 91, args.step)
+    params = [scene.params(args.identity, n, yaw=yaw, pitch=0, roll=0) for n, yaw in enumerate(yaws)]
 views = scene.render(params)
 
 print(f"identity {args.identity}, {len(params)} views of {args.size} px ({len(scene.landmark_names)} landmarks)")

@@ -20,8 +20,9 @@ for flag, default in (("--ids", 200), ("--steps", 300), ("--start", 0), ("--batc
     ap.add_argument(flag, type=int, default=default)
 args = ap.parse_args()
 
-data = morphgen.OnlineDataset(ids=args.ids, identity_mixup=True, pose="frontal", antialias=1, steps=args.steps,
-                              start=args.start, batch_p=args.batch_p, batch_k=args.batch_k, input_size=args.size)
+with morphgen.one_line_errors():  # a bad option (--ids 0): one line, exit 2, as the `morphgen` command's
+    data = morphgen.OnlineDataset(ids=args.ids, identity_mixup=True, pose="frontal", antialias=1, steps=args.steps,
+                                  start=args.start, batch_p=args.batch_p, batch_k=args.batch_k, input_size=args.size)
 net = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1),
                     nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 128))

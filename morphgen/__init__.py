@@ -37,16 +37,23 @@ _EXPORTS = {
     "ConfigError": "morphgen.errors",
     "DataError": "morphgen.errors",
     "ModelError": "morphgen.errors",
+    "one_line_errors": "morphgen.errors",
 }
 __all__ = ["__version__", "load_model", "Scene", "render_image", "ImageParams", "Pose", "OnlineDataset", "open_dataset",
            "RenderedDataset", "params_table", "params_frame", "hf_dataset", "MorphgenError", "ConfigError", "DataError",
-           "ModelError"]
+           "ModelError", "one_line_errors"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` imports on demand
     from recognition.online import OnlineDataset
 
     from .api import Scene, render_image
-    from .errors import ConfigError, DataError, ModelError, MorphgenError
+    from .errors import (
+        ConfigError,
+        DataError,
+        ModelError,
+        MorphgenError,
+        one_line_errors,
+    )
     from .layout import params_table
     from .loading import load_model
     from .render.camera import Pose

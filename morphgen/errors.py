@@ -2,6 +2,8 @@
 exits non-zero, without a traceback."""
 
 import math
+import sys
+from contextlib import contextmanager
 
 
 class MorphgenError(Exception):
@@ -18,6 +20,20 @@ class ConfigError(MorphgenError):
 
 class DataError(MorphgenError):
     """An input folder or file (backgrounds, illumination prior, images) is unusable."""
+
+
+@contextmanager
+def one_line_errors():
+    """For a script's own options: ``with morphgen.one_line_errors(): scene = morphgen.Scene(...)``.
+    A MorphgenError raised inside (a bad option or input, whose message says what to fix)
+    ends the script as the ``morphgen`` command does: ``Error: <message>`` on stderr and
+    exit status 2, without a traceback. Every other exception passes through unchanged
+    (a bug's traceback is worth more than a line)."""
+    try:
+        yield
+    except MorphgenError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 #: Set by the console script: processes it starts (spawned workers) print warnings as it does.
