@@ -33,13 +33,15 @@ def model() -> None:
 def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
     """Print source, vertex and triangle counts, PCA components and landmarks of PATH
     (the embedded default model when PATH is omitted)."""
-    from morphgen.loading import load_model
+    from morphgen.loading import load_model, model_digest
     from morphgen.lod import decimated, lod_level
     from morphgen.model import five_point_names
 
     m = load_model(path, landmarks_file)
     s = m.summary()
     s["landmark_file"] = m.metadata.get("landmark_file")
+    s["landmark_max_distance_mm"] = m.metadata.get("landmark_max_distance_mm")
+    s["digest"] = model_digest(path, landmarks_file)  # what a dataset's manifest records as model_sha256
     s["five_point_alignment"] = not five_point_names(m.landmarks)[1]
     if s["five_point_alignment"]:   # what `--lod auto` renders at a few sizes (None: the whole mesh)
         levels = {px: lod_level(m, px, 1, "auto") for px in LOD_SIZES}
@@ -59,6 +61,8 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
         click.echo("            " + ", ".join(sorted(m.landmarks)))
     if s["landmark_file"]:
         click.echo(f"            from {s['landmark_file']}")
+    elif s["landmark_max_distance_mm"] is not None:  # the model file's, snapped to its nearest vertices
+        click.echo(f"            the file's points, at most {s['landmark_max_distance_mm']:.1f} mm from a vertex")
     if not s["five_point_alignment"]:
         click.echo(f"            not enough for 5-point alignment: `morphgen model landmarks {path}` finds them")
     if s["regions"]:
@@ -67,6 +71,8 @@ def info(path: Path | None, landmarks_file: Path | None, as_json: bool) -> None:
         levels = ", ".join(f"{px} px {'whole' if n is None else f'{n:,}'}" for px, n in s["lod_auto_vertices"].items())
         click.echo(f"--lod auto: {levels} (vertices rendered; supersampling counts as a larger size)")
     click.echo(f"sha256:     {s['sha256']}")
+    if s["digest"] != s["sha256"]:
+        click.echo(f"digest:     {s['digest']} (with its calibration or landmark file: a dataset's model_sha256)")
 
 
 @model.command("export")

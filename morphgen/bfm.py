@@ -26,6 +26,7 @@ one-line message that names the file and the dataset at fault.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,11 @@ def orient_outward(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndar
     if volume < 0:
         return np.ascontiguousarray(t[:, [0, 2, 1]]).astype(np.int32), True
     return np.ascontiguousarray(t).astype(np.int32), False
+
+
+# A landmark of a model's metadata is a point picked on its mean face (BFM 2017: within a
+# millimetre of a vertex); one this far from every vertex was picked on another mesh or unit.
+FAR_LANDMARK_MM = 10.0
 
 
 def _nearest_vertices(points: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -345,6 +351,13 @@ def _read_landmarks_2017(h: _H5, points: np.ndarray) -> tuple[dict[str, int], di
         raise ModelError(f"{fname}: /metadata/landmarks/{source} has NaN or infinite coordinates")
     idx, dist = _nearest_vertices(points, xyz)
     info["landmark_max_distance_mm"] = round(float(dist.max()), 4)
+    far = dist > FAR_LANDMARK_MM
+    if far.any():  # picked on another mesh, or in metres: snapping would silently misplace them
+        worst = int(dist.argmax())
+        warnings.warn(f"{fname}: {int(far.sum())} of {len(names)} landmarks in /metadata/landmarks/{source} lie over "
+                      f"{FAR_LANDMARK_MM:g} mm from the mean face (the farthest, {names[worst]!r}, {dist[worst]:.1f} mm) "
+                      f"and are taken at its nearest vertex; if they belong to another mesh, give --landmarks FILE "
+                      f"(`morphgen model landmarks` finds them)", stacklevel=2)
     return {n: int(i) for n, i in zip(names, idx)}, info
 
 

@@ -502,3 +502,17 @@ def test_a_loaded_model_is_kept_until_its_files_change(tmp_path):
     moved = dict(b.landmarks, **{"center.nose.tip": 3})
     (tmp_path / "m.landmarks.json").write_text(json.dumps({"landmarks": moved}))
     assert load_model(path).landmarks == moved                     # a new landmark file beside it counts
+
+
+def test_bfm2017_landmark_far_from_the_mesh_is_warned_and_snapped(bfm17):
+    """A landmark picked on another mesh (or in metres) is still taken at its nearest
+    vertex, but not silently: the warning names it and its distance."""
+    path, truth = bfm17
+    coords = {k: list(v) for k, v in truth["landmark_coordinates"].items()}
+    coords["center.nose.tip"][2] += 50.0  # 5 cm in front of the face
+    doc = [{"id": k, "coordinates": v} for k, v in coords.items()]
+    replace_dataset(path, "/metadata/landmarks/json", json.dumps(doc))
+    with pytest.warns(UserWarning, match=r"1 of \d+ landmarks .* over 10 mm .*'center.nose.tip', 5\d\.\d mm"):
+        m = load_bfm2017(path)
+    assert m.metadata["landmark_max_distance_mm"] > 49
+    assert "center.nose.tip" in m.landmarks

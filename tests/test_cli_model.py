@@ -151,3 +151,17 @@ def test_model_export_ply_and_obj(tmp_path):
         assert 150 < np.ptp(mesh.vertices[:, 1]) < 400  # a head-and-neck height in mm
     r = run("model", "export", "--out", str(tmp_path / "face.stl"))
     assert r.exit_code == 2 and ".ply or .obj" in r.output
+
+
+def test_model_info_digest_is_the_manifests_model_sha256(tmp_path):
+    """The embedded model has a calibration file beside it: `model info` gives the file's
+    sha256 and the digest a dataset's manifest records, so the two can be matched."""
+    import json
+
+    r = run("render", "--ids", "1", "--per-id", "1", "--size", "32", "--out", str(tmp_path / "ds"), "--quiet")
+    assert r.exit_code == 0, r.output
+    info = json.loads(run("model", "info", "--json").output)
+    assert info["digest"] == json.loads((tmp_path / "ds" / "manifest.json").read_text())["model_sha256"]
+    assert info["digest"] != info["sha256"]
+    text = run("model", "info").output
+    assert f"digest:     {info['digest']}" in text
