@@ -542,8 +542,6 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     step, val = start, {}
     for x, y, sid, sw in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if main and step == start and not (run / "train_crops.png").exists():
-            write_sheet(run / "train_crops.png", x[:64].permute(0, 2, 3, 1).cpu().numpy(), 8)
         targets = None
         if head is not None and cfg.domain_mixup is not None:
             xr, yr, sidr, swr = (t.to(device) for t in next(real_batches))
@@ -553,6 +551,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
             y = y[:n]
         elif head is not None and (sw[:, 1] > 0).any():
             targets = soft_targets(sid.to(device), sw.to(device), len(classes))
+        if main and step == start and not (run / "train_crops.png").exists():  # what the network sees: mixed too
+            sheet = x[:64] if x.dtype == torch.uint8 else x[:64].round().clamp(0, 255).to(torch.uint8)
+            write_sheet(run / "train_crops.png", sheet.permute(0, 2, 3, 1).cpu().numpy(), 8)
         factor = _lr_factor(cfg, step, total)
         if head is not None and cfg.margin_warmup_steps:
             head.warm(min(1.0, step / cfg.margin_warmup_steps))

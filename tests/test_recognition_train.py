@@ -2,10 +2,11 @@
 (loss falls, held-out verification rises), resume, embed, fine-tune on real faces,
 identity and domain mixup with a margin head, and the user-facing errors."""
 import csv
-import math
 import json
+import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -191,6 +192,13 @@ def test_identity_and_domain_mixup_with_arcface(tmp_path):
     assert ck["head"]["weight"].shape == (10, 128)                          # 6 synthetic + 4 real classes
     assert ck["classes"][6:] == ["real:100", "real:101", "real:102", "real:103"]
     assert all(np.isfinite(summary["losses"])) and summary["steps"] == 3
+    # train_crops.png shows the mixed pixels the network trains on: psi 1 is the synthetic batch alone
+    pure = train(TrainConfig(data=str(syn), out=str(tmp_path / "pure"), loss="arcface", real_data=str(real),
+                             domain_mixup=1.0, input_size=48, batch_size=12, steps=1, lr=0.01,
+                             workers=0, threads=1, progress=False), say=lambda *a: None)
+    assert pure["steps"] == 1
+    mixed, plain = (cv2.imread(str(tmp_path / r / "train_crops.png")).astype(int) for r in ("mix", "pure"))
+    assert mixed.shape == plain.shape and np.abs(mixed - plain).mean() > 5
     # without mixup the real identities simply join the label space
     s2 = train(TrainConfig(data=str(syn), out=str(tmp_path / "joint"), loss="cosface", real_data=str(real),
                            input_size=48, batch_size=12, steps=2, workers=0, threads=1, progress=False), say=lambda *a: None)
