@@ -183,7 +183,9 @@ def pairs_cmd(model, pairs, root, folds, seed, out, flip, batch_size, quiet, no_
 @_common
 @_no_align
 @_cache
-def ijba_cmd(model, ijba_dir, splits, images, margin, out, flip, batch_size, quiet, no_align, cache_dir) -> None:
+@_workers
+def ijba_cmd(model, ijba_dir, splits, images, margin, out, flip, batch_size, quiet, no_align, cache_dir,
+             workers) -> None:
     """IJB-A 1:1 template verification: TAR at FAR 0.1 and 0.01 (mean ± std over splits)
     with mean-feature and softmax (Masi et al.) template pooling.
 
@@ -192,7 +194,8 @@ def ijba_cmd(model, ijba_dir, splits, images, margin, out, flip, batch_size, qui
     from recognition.evaluation.ijba import evaluate_ijba
 
     r = evaluate_ijba(model, ijba_dir, out, splits=splits, images_dir=images, align=not no_align, flip=flip,
-                      margin=margin, batch_size=batch_size, cache_dir=cache_dir, progress=not quiet)
+                      margin=margin, batch_size=batch_size, cache_dir=cache_dir, progress=not quiet,
+                      workers=workers)
     parts = [f"{p}: TAR@FAR=0.1 {s['tar@far=0.1']['mean']:.4f} ± {s['tar@far=0.1']['std']:.4f}, "
              f"@0.01 {s['tar@far=0.01']['mean']:.4f} ± {s['tar@far=0.01']['std']:.4f}" for p, s in r["summary"].items()]
     click.echo(f"IJB-A 1:1 over {len(r['splits'])} split(s): " + "; ".join(parts) + f"; results in {out}")

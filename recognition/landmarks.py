@@ -25,6 +25,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,10 @@ def cache_file(cache_dir: Path, root: Path) -> Path:
 
 # ----------------------------------------------------------------------------- workers
 
-_SOURCE = None  # (root, kind, reader) of the image set, set once per worker process
+_LOOK = None  # what a worker process does to one item (`run_pool`'s `look`), set once per process
 
 
-def _init_worker(source) -> None:
+def _init_worker(look) -> None:
     """A landmark worker: one thread, ends with the main process (after a kill -9 of it
     the workers slept on, blocked on their pipes)."""
     import cv2
@@ -91,11 +92,11 @@ def _init_worker(source) -> None:
 
     from morphgen.dataset.workers import exit_with_parent
 
-    global _SOURCE
+    global _LOOK
     exit_with_parent()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _SOURCE = source
+    _LOOK = look
 
 
 def _look(source, rel: str, stamp: list, detect: bool) -> dict:
@@ -111,20 +112,26 @@ def _look(source, rel: str, stamp: list, detect: bool) -> dict:
     return hit
 
 
-def _work(items: list[tuple[int, str, list, bool]]) -> list[tuple[int, dict]] | str:
-    """A worker's task: cache entries of a chunk, or the error as one line."""
+def _work(items: list[tuple]) -> list[tuple[int, dict]] | str:
+    """A worker's task: the cache entries of a chunk of (index, *arguments of look), or the
+    error as one line."""
     try:
-        return [(i, _look(_SOURCE, rel, stamp, detect)) for i, rel, stamp, detect in items]
+        return [(i, _LOOK(*args)) for i, *args in items]
     except Exception as exc:  # noqa: BLE001 - any failure becomes the caller's one-line error
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _run_pool(source, todo: list[tuple[int, str, list, bool]], workers: int, bar) -> dict[int, dict]:
+def run_pool(look, todo: list[tuple], workers: int, bar) -> dict[int, dict]:
+    """{index: look(*arguments)} for the items (index, *arguments) of `todo`, computed in
+    `workers` spawned processes (one thread each), `CHUNK` items a task, `bar` advanced as
+    they come. `look` must pickle (a module-level function, or a partial of one): it goes
+    to each worker once. A failure in a worker, a dead worker or a Ctrl-C stops every worker
+    and reaches the caller as one DataError line (or the KeyboardInterrupt)."""
     out: dict[int, dict] = {}
     chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(source,)) as pool:
+                                 initargs=(look,)) as pool:
             pending = {pool.submit(_work, c) for c in chunks}
             try:
                 while pending:
@@ -190,7 +197,7 @@ def find_landmarks(iset, cache_dir: Path | None = None, detect: bool = True, pro
         what = "landmarks (MTCNN)" if n_detect else "checking images"
         with progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
             if workers > 1 and (n_detect >= POOL_MIN or len(misses) >= DECODE_POOL_MIN):
-                found = _run_pool(source, misses, min(workers, -(-len(misses) // CHUNK)), bar)
+                found = run_pool(partial(_look, source), misses, min(workers, -(-len(misses) // CHUNK)), bar)
             else:
                 found = {}
                 for i, rel, stamp, det in misses:

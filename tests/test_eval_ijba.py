@@ -74,6 +74,30 @@ def test_ijba_end_to_end(ijba, eval_run, tmp_path):
     assert any((out / ".morphgen_cache").glob("ijba-landmarks-*.json"))
 
 
+def test_ijba_workers_give_the_same_landmarks_and_scores(ijba, eval_run, tmp_path, monkeypatch):
+    """--workers 2 runs MTCNN in two processes (here on every face: the pool's threshold
+    lowered); the cache and the scores are those of one process."""
+    import recognition.evaluation.ijba as ijba_module
+
+    monkeypatch.setattr(ijba_module, "POOL_MIN", 1)
+    pooled = []
+    real_pool = ijba_module.run_pool
+    monkeypatch.setattr(ijba_module, "run_pool", lambda *a: pooled.append(a[2]) or real_pool(*a))
+    root, _ = ijba
+    outs = {}
+    for w in (1, 2):
+        outs[w] = out = tmp_path / f"w{w}"
+        r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "1-2", "--out", out, "--quiet",
+                   "--workers", w)
+        assert r.exit_code == 0, r.output
+    caches = [json.loads(next((outs[w] / ".morphgen_cache").glob("ijba-landmarks-*.json")).read_text()) for w in (1, 2)]
+    assert pooled == [2]                                      # --workers 1 detected in this process
+    assert caches[0] == caches[1] and len(caches[0]) == 32 and all("lm" in h for h in caches[0].values())
+    assert (outs[1] / "scores.csv").read_text() == (outs[2] / "scores.csv").read_text()
+    results = [json.loads((outs[w] / "result.json").read_text()) for w in (1, 2)]
+    assert results[0]["faces"] == results[1]["faces"]
+
+
 def test_ijba_no_align_and_errors(ijba, eval_run, tmp_path):
     root, _ = ijba
     r = invoke("ijba", "--model", eval_run, "--ijba-dir", root, "--splits", "2", "--out", tmp_path / "o",

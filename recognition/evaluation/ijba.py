@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 from morphgen.errors import DataError
 
 from ..align import align_face, template_points, umeyama
-from ..landmarks import read_cache, write_cache
+from ..landmarks import CHUNK, POOL_MIN, default_workers, read_cache, run_pool, write_cache
 from . import metrics
 from .common import load_eval_model, model_info, parse_splits, prepare_out
 from .protocols import Protocol
@@ -266,44 +266,68 @@ class FaceCrops(Dataset):
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), 0
 
 
+def _face_entry(path: str, box: tuple[float, float, float, float], stamp: list, align: bool) -> dict:
+    """The cache entry of one face of the metadata: the file's stamp, whether it decodes,
+    and with `align` MTCNN's five points in image pixels (None without a face), found on
+    the window around its box."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    hit = {"stamp": stamp, "ok": img is not None}
+    if img is not None and align:
+        from ..detect import detect_faces
+
+        cx, cy, side = square_around(box, DETECT_CONTEXT)
+        win = DETECT_WINDOW  # the box spans half the window: look for faces of >= a quarter of it
+        canvas = crop_square(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), cx, cy, side, win)
+        res = detect_faces([canvas], min_face=win / 4)[0]
+        if res is None:
+            hit["lm"] = None
+        else:
+            pts = res[2] * (side / win) + np.array([cx - side / 2, cy - side / 2])
+            hit["lm"] = np.round(pts, 2).tolist()
+    return hit
+
+
 def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path | None,
-            progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(readable (N,) bool, landmarks (N, 5, 2) in image pixels or NaN). Every image is
-    decoded once; with `align`, MTCNN runs on the window around each box. Cached by
+            progress: bool, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(readable (N,) bool, landmarks (N, 5, 2) in image pixels or NaN). Every face's image
+    is decoded once; with `align`, MTCNN runs on the window around each box, in `workers`
+    processes (default: one per core) where enough faces miss the cache. Cached by
     (FILE, box) and the file's size and mtime."""
-    from tqdm import tqdm
+    from morphgen.progress import progress_bar
 
     cache = read_cache(cache_path)
     n = len(faces)
-    ok = np.zeros(n, bool)
-    lms = np.full((n, 5, 2), np.nan, np.float32)
-    new = 0
-    for i in tqdm(range(n), desc="IJB-A faces" + (" (MTCNN)" if align else ""), disable=not progress, leave=False):
+    hits: dict[int, dict] = {}
+    misses: list[tuple] = []  # (index, path, box, stamp, align): `_face_entry`'s arguments
+    for i in range(n):
         st = paths[i].stat()
         stamp = [st.st_size, int(st.st_mtime)]
-        k = faces[i].key()
-        hit = cache.get(k)
+        hit = cache.get(faces[i].key())
         if hit is None or hit.get("stamp") != stamp or (align and hit.get("ok") and "lm" not in hit):
-            img = cv2.imread(str(paths[i]), cv2.IMREAD_COLOR)
-            hit = {"stamp": stamp, "ok": img is not None}
-            if img is not None and align:
-                from ..detect import detect_faces
-                cx, cy, side = square_around(faces[i].box, DETECT_CONTEXT)
-                win = DETECT_WINDOW  # the box spans half the window: look for faces of >= a quarter of it
-                canvas = crop_square(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), cx, cy, side, win)
-                res = detect_faces([canvas], min_face=win / 4)[0]
-                if res is None:
-                    hit["lm"] = None
-                else:
-                    pts = res[2] * (side / win) + np.array([cx - side / 2, cy - side / 2])
-                    hit["lm"] = np.round(pts, 2).tolist()
-            cache[k] = hit
-            new += 1
+            misses.append((i, str(paths[i]), tuple(faces[i].box), stamp, align))
+        else:
+            hits[i] = hit
+    if misses:
+        workers = default_workers() if workers is None else max(1, int(workers))
+        with progress_bar(total=len(misses), desc="IJB-A faces" + (" (MTCNN)" if align else ""), unit="img",
+                          enabled=progress) as bar:
+            if workers > 1 and align and len(misses) >= POOL_MIN:
+                found = run_pool(_face_entry, misses, min(workers, -(-len(misses) // CHUNK)), bar)
+            else:
+                found = {}
+                for i, *args in misses:
+                    found[i] = _face_entry(*args)
+                    bar.update(1)
+        hits.update(found)
+        cache.update({faces[i].key(): found[i] for i, *_ in misses})
+        if cache_path is not None:
+            write_cache(cache_path, cache)
+    ok = np.zeros(n, bool)
+    lms = np.full((n, 5, 2), np.nan, np.float32)
+    for i, hit in hits.items():
         ok[i] = hit["ok"]
         if align and hit["ok"] and hit.get("lm") is not None:
             lms[i] = np.asarray(hit["lm"], np.float32)
-    if cache_path is not None and new:
-        write_cache(cache_path, cache)
     return ok, lms
 
 
@@ -311,9 +335,11 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
 
 def evaluate_ijba(run: str | Path, ijba_dir: str | Path, out: str | Path, splits: str = "1-10",
                   images_dir: str | Path | None = None, align: bool = True, flip: bool = False, margin: float = 0.2,
-                  batch_size: int = 64, cache_dir: str | Path | None = None, progress: bool = False) -> dict:
+                  batch_size: int = 64, cache_dir: str | Path | None = None, progress: bool = False,
+                  workers: int | None = None) -> dict:
     """IJB-A 1:1 verification; writes result.json, summary.md, roc.png, roc.csv and
-    scores.csv into `out` and returns the result dict."""
+    scores.csv into `out` and returns the result dict. `workers` processes run MTCNN
+    (default: one per core)."""
     from ..embed import embed_dataset
 
     sets = sets_dir(Path(ijba_dir))
@@ -350,7 +376,7 @@ def evaluate_ijba(run: str | Path, ijba_dir: str | Path, out: str | Path, splits
                         "pass the image folder with --images")
     cache = Path(cache_dir) if cache_dir else out / ".morphgen_cache"
     tag = hashlib.sha1(str(sets.resolve()).encode()).hexdigest()[:12]
-    readable, lms = _detect(paths, faces, align, cache / f"ijba-landmarks-{tag}.json", progress)
+    readable, lms = _detect(paths, faces, align, cache / f"ijba-landmarks-{tag}.json", progress, workers)
     use = np.nonzero(readable)[0]
     ds = FaceCrops([paths[i] for i in use], [faces[i] for i in use], lms[use], size, tpl, margin, align)
     methods = [ds.method(k) for k in range(len(ds))]
@@ -471,7 +497,7 @@ def _summary(path: Path, r: dict) -> None:
 def _run(model_run, out, o: dict, ctx) -> dict:
     return evaluate_ijba(model_run, o["ijba_dir"], out, splits=str(o["splits"]), images_dir=o["images"],
                          align=o["align"], flip=o["flip"], batch_size=ctx.batch_size, cache_dir=ctx.cache_dir,
-                         progress=ctx.progress)
+                         progress=ctx.progress, workers=ctx.workers)
 
 
 def _columns(o: dict, label: str, r: dict | None) -> list:
