@@ -59,15 +59,18 @@ class Scene:
     comma-separated list (``outputs=["depth", "mask"]``)."""
 
     def __init__(self, config: str | Path | None = None, **options: Any):
-        bad = [k for k in options if k not in SCENE_OPTIONS]
-        if bad:
-            writer = [k for k in bad if k in WRITER_OPTIONS]
-            hint = (f"{', '.join(writer)} {'is an option' if len(writer) == 1 else 'are options'} of writing a "
-                    "dataset (morphgen render)" if writer else
-                    "the options are those of `morphgen render --help` that decide the pixels, with _ for -")
-            raise ConfigError(f"Scene: unknown option {', '.join(map(repr, bad))}: {hint}")
-        self.config: SceneConfig = scene_config(config, options)
-        self.renderer = SceneRenderer(self.config, batch_size=1024 if self.config.device != "cpu" else 32)
+        self._load(_scene_config(config, options))
+
+    @classmethod
+    def _of(cls, config: SceneConfig) -> Scene:
+        """The scene of a config already read (`render_image` reads it for its key)."""
+        scene = cls.__new__(cls)
+        scene._load(config)
+        return scene
+
+    def _load(self, config: SceneConfig) -> None:
+        self.config = config
+        self.renderer = SceneRenderer(config, batch_size=1024 if config.device != "cpu" else 32)
         self._bases: dict = {}
 
     def __repr__(self) -> str:
@@ -146,8 +149,20 @@ class Scene:
             raise ConfigError(f"to={to!r}: use 'numpy' or 'torch'")
         batch = self._batch(params, "render")
         r = self.renderer
-        parts = [r.render_plan_arrays(r.plan(batch[i:i + r.batch_size])) for i in range(0, len(batch), r.batch_size)]
-        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        # On the CPU each identity's images are rendered apart, in batches as the dataset
+        # writer makes them: the decode's float sums depend on which rows share a matmul, so
+        # a mixed batch gave depth, normals and landmarks a last bit off the command's. (The
+        # GPU writer renders identities together, in batches of `r.batch_size`, as here.)
+        by_identity: dict[int, list[int]] = {}
+        for k, p in enumerate(batch):
+            by_identity.setdefault(p.identity if self.config.device == "cpu" else 0, []).append(k)
+        parts, order = [], []
+        for rows in by_identity.values():
+            for i in range(0, len(rows), r.batch_size):
+                parts.append(r.render_plan_arrays(r.plan([batch[k] for k in rows[i:i + r.batch_size]])))
+                order += rows[i:i + r.batch_size]
+        back = np.argsort(order)  # the caller's order
+        out = {k: np.concatenate([p[k] for p in parts])[back] for k in parts[0]}
         if to == "torch":
             import torch
 
@@ -178,7 +193,14 @@ class Scene:
                 if np.shape(getattr(p, name)) != want:
                     raise ConfigError(f"the params of identity {p.identity} sample {p.sample} have {np.size(getattr(p, name))} "
                                       f"{name} coefficients, this scene {want[0]}: make them with this scene's params()")
-            _whole("background_seed", p.background_seed)
+            # the checks of `params`, for values edited since (dataclasses.replace): a NaN yaw
+            # rendered a face with NaN landmarks, a scale of 0 failed as a landmark problem
+            try:
+                _whole("identity", p.identity), _whole("sample", p.sample)
+                for name in PARAM_NAMES:
+                    self._param_value(name, getattr(p, name))
+            except ConfigError as exc:
+                raise ConfigError(f"the params of identity {p.identity} sample {p.sample}: {exc}") from None
         return batch
 
     def _coefficient_shapes(self) -> dict[str, tuple[int]]:
@@ -229,7 +251,7 @@ class Scene:
         return self._bases[key]
 
     def render_tensors(self, vertices, albedo, sh, pose: Pose, *, backgrounds=None,
-                       outputs: Sequence[str] = ("rgb",)) -> dict[str, torch.Tensor]:
+                       outputs: str | Sequence[str] = ("rgb",)) -> dict[str, torch.Tensor]:
         """Differentiable render with this scene's camera, size and antialias:
         vertices (B, N, 3) mm, albedo (B, N, 3) in [0, 1], sh (B, 9, 3) (or unbatched),
         pose a :class:`Pose` of batch B or 1 (angles in degrees, translation in mm; see
@@ -247,6 +269,7 @@ class Scene:
         from .calibration import shift_points
         from .render.extras import OUTPUTS
         from .render.torch_render import render_torch
+        from .rendered import name_list
 
         r, cfg = self.renderer, self.config
         vertices = _float_tensor(vertices, "vertices", full=True)
@@ -261,8 +284,12 @@ class Scene:
         sh = _batched(_float_tensor(sh, "sh", dev, full=True), b, (9, 3), "sh")
         if not isinstance(pose, Pose):
             raise ConfigError(f"pose must be a morphgen.Pose (see Scene.pose), got {type(pose).__name__}")
+        if (np.ndim(pose.yaw), np.ndim(pose.pitch), np.ndim(pose.roll), np.ndim(pose.translation)) != (1, 1, 1, 2):
+            raise ConfigError("pose holds single numbers: its angles are (B,) and its translation (B, 3) arrays or "
+                              "tensors (make it with Scene.pose, or morphgen.Pose.create(batch, yaw=...))")
         if int(np.shape(pose.yaw)[0] if np.ndim(pose.yaw) else 1) not in (1, b):
             raise ConfigError(f"pose has a batch of {np.shape(pose.yaw)[0]} for {b} meshes")
+        outputs = name_list(outputs, "outputs")  # "depth" as one name, not its letters
         bad = [o for o in outputs if o not in OUTPUTS]
         if bad:
             raise ConfigError(f"unknown output(s) {bad}: choose from {', '.join(OUTPUTS)}")
@@ -284,6 +311,18 @@ class Scene:
                 off = r.calibration.offsets(np.broadcast_to(pose.numpy().yaw, (b,)))
                 out["landmarks5"] = shift_points(out["landmarks5"], torch.as_tensor(off, dtype=vertices.dtype, device=dev))
         return out
+
+
+def _scene_config(config: str | Path | None, options: dict[str, Any]) -> SceneConfig:
+    """The scene that `config` and `options` describe, as ``morphgen render`` reads them."""
+    bad = [k for k in options if k not in SCENE_OPTIONS]
+    if bad:
+        writer = [k for k in bad if k in WRITER_OPTIONS]
+        hint = (f"{', '.join(writer)} {'is an option' if len(writer) == 1 else 'are options'} of writing a "
+                "dataset (morphgen render)" if writer else
+                "the options are those of `morphgen render --help` that decide the pixels, with _ for -")
+        raise ConfigError(f"Scene: unknown option {', '.join(map(repr, bad))}: {hint}")
+    return scene_config(config, options)
 
 
 def _whole(name: str, value) -> int:
@@ -357,13 +396,15 @@ def render_image(identity: int = 0, sample: int = 0, *, scene: Scene | None = No
     if scene is not None and not isinstance(scene, Scene):
         raise ConfigError(f"render_image: scene must be a morphgen.Scene, got {type(scene).__name__}")
     if scene is None:
-        # the files the options name are part of the key (size and time of change): a pose or
-        # config file edited between two calls gave the first file's images
-        stamps = {k: stamp for k, v in options.items() if (stamp := _file_stamp(v))}
-        key = json.dumps([options, stamps], sort_keys=True, default=str)
+        # The key is the scene as read (a config's and its pose file's contents included: a
+        # file edited between two calls gave the first file's images) and the size and time
+        # of change of the files it loads.
+        config = _scene_config(options.pop("config", None), options)
+        files = (config.model, config.landmarks, config.bip, config.backgrounds, config.illumination)
+        key = json.dumps([repr(config), [_file_stamp(f) for f in files]])
         if key not in _SCENES:
             _SCENES.clear()
-            _SCENES[key] = Scene(**options)
+            _SCENES[key] = Scene._of(config)
         scene = _SCENES[key]
     elif options:
         raise ConfigError(f"render_image: give scene options ({', '.join(options)}) or a scene, not both")

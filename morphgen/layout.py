@@ -188,9 +188,11 @@ def params_table(root: Path, columns: Sequence[str] | None = None, optional: boo
     or light study starts from (``params_table(DIR).to_pandas()``). Needs pyarrow.
     `columns` the params do not hold are a DataError, unless ``optional`` (the caller
     then looks at what it got)."""
+    from .configfile import as_path
     from .errors import DataError
     from .params_columns import read_parquet, require_pyarrow, table_from_records
 
+    root = as_path(root, "the dataset folder")
     pa = require_pyarrow("reading params as a table")
     if isinstance(columns, str) or (columns is not None and not all(isinstance(c, str) for c in columns)):
         raise DataError(f"columns must be a list of column names, got {columns!r}")

@@ -9,6 +9,7 @@ so an item costs one image decode; the arrays are shared by forked loader worker
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,15 @@ class RenderedDataset:
     (S, S, 3) uint8 array), ``label`` (identity index 0..n_classes-1, identities sorted),
     ``identity`` and ``sample`` (as rendered), ``landmarks5`` (5, 2) float32 pixels,
     ``soft_ids`` / ``soft_weights`` (2,) (identity mixup: the two label indices and their
-    weights; -1 / 0 where unmixed), each of `params` as a float32 tensor (``landmarks``:
+    weights; -1 / 0 where unmixed), each of `params` as a tensor (float32 but for
+    ``background_seed``, int64, and ``landmarks5_visible``, bool; ``landmarks``:
     (L, 2), names in :attr:`landmark_names`), and each of `outputs` (extra modalities
     rendered with ``--outputs``: depth as uint16 in 0.1 mm, the others uint8)."""
 
     def __init__(self, root: str | Path, *, params: Sequence[str] = DEFAULT_PARAMS, outputs: Sequence[str] = (),
                  transform: Callable[[np.ndarray], Any] | None = None):
         self.root = _check_root(root)
-        params, outputs = _names(params, "params"), _names(outputs, "outputs")
+        params, outputs = name_list(params, "params"), name_list(outputs, "outputs")
         if transform is not None and not callable(transform):
             raise ConfigError(f"transform must be a function of the (S, S, 3) uint8 image, got a {type(transform).__name__}")
         bad = [p for p in params if p not in _NUMERIC]
@@ -92,6 +94,7 @@ class RenderedDataset:
 
     @property
     def n_classes(self) -> int:
+        """The number of distinct labels: the identities rendered (``label`` counts 0 to n_classes - 1)."""
         return len(self.identities)
 
     def __len__(self) -> int:
@@ -116,6 +119,10 @@ class RenderedDataset:
     def __getitem__(self, i: int) -> dict[str, Any]:
         import torch
 
+        try:
+            i = operator.index(i)  # an int, numpy's or torch's
+        except TypeError:  # a slice, a name: a list's TypeError, with what to give
+            raise TypeError(f"dataset indices are image numbers (int), not {type(i).__name__}") from None
         if not -len(self) <= i < len(self):
             raise IndexError(f"image {i} of a dataset of {len(self)}")
         rgb = self.read(self.images[i])
@@ -133,7 +140,7 @@ class RenderedDataset:
         return item
 
 
-def _names(value, what: str) -> tuple[str, ...]:
+def name_list(value, what: str) -> tuple[str, ...]:
     """Column or output names: a list, or one comma-separated text ("depth" was read as
     the letters d, e, p, t, h)."""
     if isinstance(value, str):

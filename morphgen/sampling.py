@@ -237,6 +237,8 @@ class ImageParams:
 
     @property
     def soft_label(self) -> dict | None:
+        """An identity-mixup image's label: its two identities and their weights
+        (``{"ids": [identity, partner], "weights": [w, 1 - w]}``); None for a plain image."""
         if self.mixup_partner is None:
             return None
         return {"ids": [self.identity, self.mixup_partner], "weights": [self.mixup_weight, 1.0 - self.mixup_weight]}

@@ -437,3 +437,70 @@ def test_open_dataset_takes_names_as_text_and_checks_its_arguments(rendered):
                       ({"transform": 3}, "transform must be a function")):
         with pytest.raises(ConfigError, match=match):
             morphgen.open_dataset(rendered, **kw)
+
+
+def test_the_readmes_first_api_example_runs_as_written(tmp_path, monkeypatch):
+    """It used torch without importing it, and a `target` it never made."""
+    text = (REPO / "README.md").read_text().split("\n## Python API\n", 1)[1]
+    code = text.split("```python\n", 1)[1].split("\n```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    space: dict = {}
+    exec(compile(code, "README.md", "exec"), space)  # noqa: S102 - the README's own example
+    assert space["views"]["rgb"].shape == (7, 112, 112, 3) and space["views"]["depth"].dtype == np.uint16
+    assert space["shape"].grad.abs().sum() > 0 and space["pose"].yaw.grad is not None
+
+
+def test_a_batch_of_many_identities_renders_as_each_identity_alone():
+    """The decode summed a mixed batch's rows in one matmul: depth, normals and landmarks
+    came a last bit off the command's (which renders one identity at a time)."""
+    sc = morphgen.Scene(ids=8, size=32, outputs="depth")
+    ps = [sc.params(i, s) for i in range(8) for s in range(4)]
+    order = np.random.default_rng(0).permutation(len(ps))
+    mixed = sc.render([ps[k] for k in order])
+    for key in ("rgb", "depth", "landmarks", "landmarks5"):
+        alone = np.concatenate([sc.render(ps[4 * i:4 * i + 4])[key] for i in range(8)])
+        assert np.array_equal(mixed[key], alone[order]), key
+
+
+def test_edited_params_are_checked_as_params_checks_them(scene):
+    """A NaN yaw set with dataclasses.replace rendered NaN landmarks; a scale of 0 failed
+    as a landmark problem; a translation of None as an IndexError."""
+    import dataclasses
+
+    p = scene.params(0, 0)
+    for kw, match in (({"yaw": float("nan")}, "identity 0 sample 0: yaw must be finite"),
+                      ({"scale": 0.0}, "scale = 0.0 is out of range"),
+                      ({"translation": None}, "translation must be finite"),
+                      ({"identity": -1}, "identity must be a whole number"),
+                      ({"shape": np.full(8, np.nan, np.float32)}, "shape must be finite")):
+        with pytest.raises(ConfigError, match=match):
+            scene.render(dataclasses.replace(p, **kw))
+
+
+def test_render_tensors_takes_one_output_name_and_refuses_a_pose_of_numbers(scene):
+    p = scene.params(0, 0)
+    v, a = scene.decode(p.shape, p.color, p.expression)
+    out = scene.render_tensors(v, a, torch.tensor(p.sh), scene.pose([p]).torch(), outputs="depth")
+    assert out["depth"].shape == (1, 32, 32)                     # "depth", not d, e, p, t, h
+    with pytest.raises(ConfigError, match="pose holds single numbers"):
+        scene.render_tensors(v, a, torch.tensor(p.sh), morphgen.Pose(0.0, 0.0, 0.0, torch.tensor([[0, 0, -980.0]])))
+
+
+def test_render_image_sees_a_pose_file_named_in_its_config(tmp_path):
+    pose, config = tmp_path / "pose.yaml", tmp_path / "scene.yaml"
+    pose.write_text("yaw: constant(10)\n")
+    config.write_text(f"size: 32\nids: 3\npose: {pose}\n")
+    a = morphgen.render_image(0, config=str(config))
+    pose.write_text("yaw: constant(40)\n")
+    b = morphgen.render_image(0, config=str(config))
+    assert not np.array_equal(a["rgb"], b["rgb"])
+    assert np.array_equal(b["rgb"], morphgen.Scene(str(config)).render(morphgen.Scene(str(config)).params(0, 0))["rgb"][0])
+
+
+def test_dataset_readers_name_a_wrong_kind_of_argument(rendered):
+    with pytest.raises(ConfigError, match="the dataset folder must be a path, got None"):
+        morphgen.params_table(None)
+    ds = morphgen.open_dataset(rendered)
+    with pytest.raises(TypeError, match="dataset indices are image numbers"):
+        ds["a"]  # noqa: B018
+    assert ds[np.int64(1)]["sample"] == ds[1]["sample"] == 1

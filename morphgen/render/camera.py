@@ -186,6 +186,7 @@ class Pose:
 
     @property
     def batch(self) -> int:
+        """How many images the pose is for (the length of ``yaw``)."""
         return int(self.yaw.shape[0])
 
     def rotation(self):
