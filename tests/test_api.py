@@ -502,5 +502,5 @@ def test_dataset_readers_name_a_wrong_kind_of_argument(rendered):
         morphgen.params_table(None)
     ds = morphgen.open_dataset(rendered)
     with pytest.raises(TypeError, match="dataset indices are image numbers"):
-        ds["a"]  # noqa: B018
+        ds["a"]
     assert ds[np.int64(1)]["sample"] == ds[1]["sample"] == 1
