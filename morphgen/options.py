@@ -125,8 +125,9 @@ def paths_from(base: Path, opts: dict) -> dict:
     """`opts` with the files and folders its render options name (model, bip, landmarks, a
     backgrounds folder, a pose file) read from `base` where relative, `~` as home; words
     (a pose preset, a built-in background, a colour) and empty values stay as they are.
-    The one reading of both an experiment config's paths (from its folder) and a run's
-    ``online_set`` (from the folder the command ran in, saved whole for a --resume)."""
+    The one reading of an experiment config's render options, its datasets' and its
+    recipes' ``online_set`` alike (from its folder), and of a `train` run's ``online_set``
+    (from the folder the command ran in, saved whole for a --resume)."""
     from .sampling import POSE_PRESETS
 
     out = dict(opts)

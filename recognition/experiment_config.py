@@ -178,6 +178,8 @@ def load_experiment(path: str | Path, validate_scenes: bool = True) -> Experimen
                     raise ConfigError(f"{where}: recipes.{name}.{k} {opts[k]} does not exist")
         if opts.get("online") not in (None, "default"):
             opts["online"] = _rel(base, opts["online"])
+        if isinstance(opts.get("online_set"), dict):  # its model, backgrounds, pose file...: as every path here
+            opts["online_set"] = paths_from(base, opts["online_set"])
         train_on = extra.get("train_on") or ("online" if opts.get("online") else
                                              "dataset+real" if opts.get("real_data") else "dataset")
         if train_on not in TRAIN_ON:

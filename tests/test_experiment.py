@@ -365,3 +365,22 @@ def test_malformed_evaluation_input_is_refused_before_rendering(tmp_path, entry,
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and match in lines[0] and "--" not in lines[0], res.output
         assert not (tmp_path / "out").exists()
+
+
+def test_online_set_paths_read_from_the_configs_folder(tmp_path, monkeypatch):
+    """A recipe's online_set named files from the folder the command ran in, while every
+    other path of the config is read from the config's folder."""
+    from recognition.experiment_config import load_experiment
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "pose.yaml").write_text("yaw: uniform(-10, 10)\n")
+    (conf / "scene.yaml").write_text("size: 32\nids: 8\n")
+    cfg = {"recipes": {"on": {"online": "scene.yaml", "online_set": {"pose": "pose.yaml", "backgrounds": "plain"},
+                              "loss": "triplet", "online_unbounded": True, "batch_p": 4, "batch_k": 2, "steps": 1}},
+           "cells": [{"dataset": "none", "recipe": "on"}],
+           "evaluations": {"syn": {"protocol": "synthetic", "ids": 4, "yaws": "0:0:15", "lights": 1, "size": 32}}}
+    path = write_config(conf, cfg)
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    recipe = load_experiment(path).recipes["on"]
+    assert recipe.train["online_set"] == {"pose": str(conf / "pose.yaml"), "backgrounds": "plain"}
