@@ -230,7 +230,8 @@ def pose_cmd(model, images, poses, pairs, folds, per_fold, seed, yaw_step, out, 
     from recognition.evaluation.pose import skipped_text
 
     per = ", ".join(f"{b['bin']:g}: {b['accuracy']:.3f}" for b in r["bins"].values())
-    click.echo(f"pose accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f} ({r['pairs']} pairs); "
+    unscored = f", {r['unscored_pairs']} unscored: an image would not read" if r["unscored_pairs"] else ""
+    click.echo(f"pose accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f} ({r['pairs']} pairs{unscored}); "
                f"per yaw {per}; results in {out}{skipped_text(r['data']['skipped'], '; images ')}")
 
 

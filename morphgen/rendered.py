@@ -19,6 +19,7 @@ import numpy as np
 
 from .configfile import as_path
 from .errors import ConfigError, DataError
+from .image_files import decode_image, read_image_file
 from .layout import (
     TarMembers,
     looks_like_dataset,
@@ -108,9 +109,9 @@ class RenderedDataset:
         RGB uint8 (S, S, 3), or one channel for the mask, regions and depth (uint16)."""
         if split_tar_ref(ref):
             data = self._tars.read(ref)
-            img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            img = decode_image(data, cv2.IMREAD_UNCHANGED)
         else:
-            img = cv2.imread(str(self.root / ref), cv2.IMREAD_UNCHANGED)
+            img = read_image_file(self.root / ref, cv2.IMREAD_UNCHANGED)
         if img is None:
             raise DataError(f"{self.root / ref}: missing or not a readable image; re-render the dataset with --resume "
                             "after deleting its chunk's params file")

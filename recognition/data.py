@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from morphgen.errors import ConfigError, DataError, MorphgenError
+from morphgen.image_files import decode_image, read_image_file
 from morphgen.layout import (IMAGE_NAME, IMAGES_DIR, TarMembers, looks_like_dataset, params_files, params_rows,
                              split_tar_ref, warn_if_unfinished)
 
@@ -245,9 +246,9 @@ def decode_ref(root: Path, kind: str, reader, rel: str) -> np.ndarray | None:
             data = (reader.labels_and_image(int(rel))[1] if kind == "recordio" else reader.read(rel))
         except DataError:
             data = None
-        img = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        img = decode_image(data)
     else:
-        img = cv2.imread(str(Path(root) / rel), cv2.IMREAD_COLOR)
+        img = read_image_file(Path(root) / rel)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -632,3 +632,40 @@ def test_a_file_that_fails_mid_run_is_one_line(P, tmp_path, monkeypatch):
     assert r.exit_code == 1 and r.output.strip() == f"Error: No such file or directory: {tmp_path / 'gone' / 's.png'}"
     with pytest.raises(OSError, match="cannot write the checkpoint"):
         save_checkpoint({"step": 1}, tmp_path / "removed_run" / "checkpoint.pt")
+
+
+def damaged_jpegs(folder: Path) -> list[Path]:
+    """Two JPEGs as they come damaged: one whose header claims 60000 x 60000 pixels
+    (OpenCV raised cv2.error: a traceback), one cut in half (cv2.imread decoded it with a
+    grey lower half, and libjpeg printed a stray line)."""
+    import cv2
+    import numpy as np
+
+    data = bytearray(cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))[1])
+    sof = data.find(b"\xff\xc0")
+    huge = data[:sof + 5] + (60000).to_bytes(2, "big") * 2 + data[sof + 9:]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "huge.jpg").write_bytes(bytes(huge))
+    (folder / "cut.jpg").write_bytes(bytes(data[:len(data) // 2]))
+    return [folder / "huge.jpg", folder / "cut.jpg"]
+
+
+def test_damaged_images_are_unreadable_everywhere(P, tmp_path):
+    import numpy as np
+
+    from morphgen.image_files import read_image_file
+
+    folder = tmp_path / "people"
+    for k in range(2):
+        (folder / f"p{k}").mkdir(parents=True)
+        shutil.copy(P.ds / "images" / f"00000{k}" / f"00000{k}_0000.png", folder / f"p{k}" / "a.png")
+    bad = damaged_jpegs(folder / "p0")
+    assert [read_image_file(p) for p in bad] == [None, None]
+    r = run_cli(["embed", "--model", P.run, "--images", folder, "--out", tmp_path / "e.npz", "--quiet", "--no-align"])
+    assert r.exit_code == 0 and "unreadable 2" in r.output and "Traceback" not in r.output, r.output
+    assert sorted(np.load(tmp_path / "e.npz")["skipped"]) == ["p0/cut.jpg", "p0/huge.jpg"]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("p0/a.png p0/huge.jpg 1\np0/a.png p1/a.png 0\np0/cut.jpg p1/a.png 0\np1/a.png p0/a.png 0\n")
+    r = run_cli(["eval", "pairs", "--model", P.run, "--pairs", pairs, "--root", folder, "--out", tmp_path / "ev",
+                 "--quiet", "--no-align"])
+    assert "Traceback" not in r.output and "cv2.error" not in r.output, r.output

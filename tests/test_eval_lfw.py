@@ -141,3 +141,24 @@ def test_real_faces_are_aligned_with_mtcnn(eval_run, tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "o" / "result.json").read_text())
     assert res["images"]["landmarks_detected"] >= 2 and res["pairs"]["evaluated"] == 2
+
+
+def test_extensions_in_any_case_and_the_unreadable_file_named(lfw, eval_run, tmp_path):
+    """.PNG and .JPEG images were reported missing; an unreadable .png was named as .jpg."""
+    import shutil
+
+    root = tmp_path / "lfw"
+    shutil.copytree(lfw / "lfw", root)
+    p = LFW_PEOPLE
+    (root / p[1] / f"{p[1]}_0002.jpg").rename(root / p[1] / f"{p[1]}_0002.PNG")    # JPEG bytes: OpenCV reads them
+    (root / p[2] / f"{p[2]}_0002.jpg").rename(root / p[2] / f"{p[2]}_0002.JPEG")
+    (root / p[5] / f"{p[5]}_0003.jpg").unlink()
+    (root / p[5] / f"{p[5]}_0003.png").write_text("not an image")
+    out = tmp_path / "out"
+    r = invoke("lfw", "--model", eval_run, "--lfw-dir", root, "--pairs", lfw / "pairs.txt", "--out", out, "--quiet",
+               "--no-align")
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "result.json").read_text())
+    missing = {m["line"]: m["missing"] for m in res["missing_pairs"]}
+    assert missing == {4: [f"{p[0]}/{p[0]}_0009.jpg"], 12: ["Zed_Absent/Zed_Absent_0001.jpg"],
+                       10: [f"{p[5]}/{p[5]}_0003.png"], 13: [f"{p[5]}/{p[5]}_0003.png"]}

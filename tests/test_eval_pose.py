@@ -98,3 +98,19 @@ def test_poses_csv_and_errors(eval_run, tmp_path):
     r = invoke("pose", "--model", eval_run, "--images", root, "--poses", tmp_path / "poses.csv", "--out",
                tmp_path / "o3", "--pairs", tmp_path / "o" / "broken_pairs.txt")
     assert r.exit_code == 2 and "broken_pairs.txt:2 is malformed" in r.output
+
+
+def test_poses_csv_with_a_byte_order_mark_or_not_utf8(tmp_path):
+    """A BOM became part of the first path (counted missing); a Latin-1 file was a
+    UnicodeDecodeError traceback."""
+    root = tmp_path / "faces"
+    for k in range(2):
+        for n in range(2):
+            write_rgb(root / f"p{k}" / f"{n}.png", face_image(k, n, 40))
+    text = "p0/0.png,0\np0/1.png,30\np1/0.png,0\np1/1.png,30\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    d = load_pose_data(root, tmp_path / "bom.csv")
+    assert len(d) == 4 and d.skipped == {}
+    (tmp_path / "latin1.csv").write_bytes("path,yaw\nÇelik/0.png,0\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.csv is not UTF-8 text"):
+        load_pose_data(root, tmp_path / "latin1.csv")

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from morphgen.errors import ConfigError, DataError, ModelError
+from morphgen.image_files import read_image_file
 
 from ..align import template_points
 from ..data import NO_LANDMARKS, FaceDataset, ImageSet
@@ -377,7 +378,7 @@ def prepare_out(out: str | Path) -> Path:
 
 
 def read_image_rgb(path: Path) -> np.ndarray | None:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image_file(path)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from morphgen.errors import DataError
+from morphgen.image_files import read_image_file
 
 from ..align import align_face, template_points, umeyama
 from ..landmarks import CHUNK, POOL_MIN, default_workers, read_cache, run_pool, write_cache
@@ -258,7 +259,7 @@ class FaceCrops(Dataset):
         return crop_square(img, *square_around(self.faces[i].box, self.margin), self.size)
 
     def __getitem__(self, i: int):
-        img = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        img = read_image_file(self.paths[i])
         if img is None:  # checked before; a file that changed since gives a grey crop
             out = np.full((self.size, self.size, 3), 127, np.uint8)
         else:
@@ -270,7 +271,7 @@ def _face_entry(path: str, box: tuple[float, float, float, float], stamp: list, 
     """The cache entry of one face of the metadata: the file's stamp, whether it decodes,
     and with `align` MTCNN's five points in image pixels (None without a face), found on
     the window around its box."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    img = read_image_file(path)
     hit = {"stamp": stamp, "ok": img is not None}
     if img is not None and align:
         from ..detect import detect_faces

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from morphgen.errors import DataError
+from morphgen.image_files import decode_image
 
 from ..align import template_points
 from ..data import ImageSet
@@ -144,7 +145,7 @@ def bin_imageset(b: BinSet) -> tuple[ImageSet, np.ndarray]:
     ok = np.zeros(n, bool)
     base = template_points("arcface", 112) / 112.0
     for k, data in enumerate(b.images):
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        img = decode_image(data, cv2.IMREAD_UNCHANGED)
         if img is None:
             continue
         h, w = img.shape[:2]

@@ -36,7 +36,7 @@ from .protocols import Protocol, check_input
 from .report import fmt, md_table, plot_roc, pm, tar_text, threshold_text, write_json, write_markdown, write_roc_csv
 
 FALLBACK_CROP = 0.55
-_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".bmp")
+_EXTS = (".jpg", ".jpeg", ".png", ".bmp")  # in this order of preference, in any letter case
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,23 @@ def read_pairs(path: str | Path) -> tuple[int, int, list[LFWPair]]:
     return n_folds, per, pairs
 
 
-def _resolve(lfw_dir: Path, name: str, index: int) -> str | None:
+def _resolve(lfw_dir: Path, name: str, index: int, listings: dict[str, dict[str, str]]) -> str | None:
+    """The file of image `index` of `name` (``<name>/<name>_NNNN`` with an image extension,
+    .jpg first, in any letter case: .PNG and .JPEG were reported missing), or None.
+    `listings` keeps each person's folder as read once (lower-case name -> file name)."""
+    if name not in listings:
+        try:
+            files = sorted(p.name for p in (lfw_dir / name).iterdir() if p.is_file())
+        except OSError:  # no such folder (counted as missing images), or not readable
+            files = []
+        listings[name] = {}
+        for f in files:
+            listings[name].setdefault(f.lower(), f)
+    stem = lfw_file(name, index, "").split("/")[-1].lower()
     for ext in _EXTS:
-        rel = lfw_file(name, index, ext)
-        if (lfw_dir / rel).is_file():
-            return rel
+        found = listings[name].get(stem + ext)
+        if found is not None:
+            return f"{name}/{found}"
     return None
 
 
@@ -129,7 +141,8 @@ def evaluate_lfw(run: str | Path, lfw_dir: str | Path, pairs_path: str | Path, o
     out = prepare_out(out)
 
     keys = sorted({(p.name1, p.index1) for p in pairs} | {(p.name2, p.index2) for p in pairs})
-    resolved = {k: _resolve(lfw_dir, *k) for k in keys}
+    listings: dict[str, dict[str, str]] = {}
+    resolved = {k: _resolve(lfw_dir, *k, listings) for k in keys}
     files = sorted({r for r in resolved.values() if r})
     iset = folder_imageset(lfw_dir, files, [f.split("/")[0] for f in files])
     cache = Path(cache_dir) if cache_dir else out / ".morphgen_cache"
@@ -140,8 +153,8 @@ def evaluate_lfw(run: str | Path, lfw_dir: str | Path, pairs_path: str | Path, o
     a, b, keep, missing_pairs = [], [], [], []
     for k, p in enumerate(pairs):
         f1, f2 = resolved[(p.name1, p.index1)], resolved[(p.name2, p.index2)]
-        bad = [lfw_file(n, i) for n, i, f in ((p.name1, p.index1, f1), (p.name2, p.index2, f2))
-               if f is None or not emb.ok[row[f]]]
+        bad = [f or lfw_file(n, i) for n, i, f in ((p.name1, p.index1, f1), (p.name2, p.index2, f2))
+               if f is None or not emb.ok[row[f]]]  # the file that would not read, or the name expected
         if bad:
             missing_pairs.append({"line": p.line, "fold": p.fold + 1, "same": p.same, "missing": sorted(set(bad))})
             continue

@@ -30,6 +30,7 @@ pair list is written to ``pairs.txt`` (``--pairs`` reads it back for an exact re
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -131,25 +132,30 @@ def read_pose_csv(root: Path, poses: Path) -> PoseData:
     if not Path(poses).is_file():
         raise DataError(f"--poses {poses} does not exist: give a CSV of 'path,yaw' lines")
     files, yaws, missing = [], [], 0
-    with open(poses, newline="") as f:
-        for ln, cells in enumerate(csv.reader(f), 1):
-            if not cells or not cells[0].strip() or cells[0].startswith("#"):
+    try:  # (a byte-order mark is not part of the first path)
+        text = Path(poses).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"cannot read --poses {poses}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"--poses {poses} is not UTF-8 text: save the 'path,yaw' CSV as UTF-8") from None
+    for ln, cells in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not cells or not cells[0].strip() or cells[0].startswith("#"):
+            continue
+        try:
+            if len(cells) < 2:
+                raise ValueError
+            yaw = float(cells[1])
+        except ValueError:
+            if ln == 1:  # a header
                 continue
-            try:
-                if len(cells) < 2:
-                    raise ValueError
-                yaw = float(cells[1])
-            except ValueError:
-                if ln == 1:  # a header
-                    continue
-                raise DataError(f"{poses}:{ln}: expected 'path,yaw', found {','.join(cells)!r}") from None
-            if not -180.0 <= yaw <= 180.0:  # (NaN too: it was dropped silently; 3000 became a yaw bin of its own)
-                raise DataError(f"{poses}:{ln}: yaw {cells[1].strip()!r} is not an angle in degrees between -180 and 180")
-            rel = cells[0].strip()
-            if not (root / rel).is_file():
-                missing += 1
-                continue
-            files.append(rel), yaws.append(yaw)
+            raise DataError(f"{poses}:{ln}: expected 'path,yaw', found {','.join(cells)!r}") from None
+        if not -180.0 <= yaw <= 180.0:  # (NaN too: it was dropped silently; 3000 became a yaw bin of its own)
+            raise DataError(f"{poses}:{ln}: yaw {cells[1].strip()!r} is not an angle in degrees between -180 and 180")
+        rel = cells[0].strip()
+        if not (root / rel).is_file():
+            missing += 1
+            continue
+        files.append(rel), yaws.append(yaw)
     ids = [f.split("/")[0] if "/" in f else "" for f in files]
     if any(i == "" for i in ids):
         raise DataError(f"{poses}: paths must be '<identity>/<file>' relative to the image folder")
