@@ -9,7 +9,7 @@ the arch's input size (triplet loss for nn4small2, an ArcFace head over 1,000 cl
 the others), after warm-up steps. Loader rate: images/s of the real input pipeline
 (read PNG, 5-point alignment, optional augmentation, P x K batches, DataLoader workers)
 over a procedural morphgen-layout set written to a temporary folder; the trainer needs it
-at least 3x its train rate so the model never waits. Reference (FACTS §6): NN4.small2 at
+at least 3x its train rate so the model never waits. Reference (measured on the 2-core VM): NN4.small2 at
 96 px, batch 300, triplet, about 40 img/s on 2 cores.
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ def run(config: Path, out: Path | None, dry_run: bool, only: tuple[str, ...]) ->
     Examples:
       morphgen experiment run experiments/kortylewski_table2_cpu.yaml --out /tmp/k2
       morphgen experiment run experiments/synface_mixup_cpu.yaml --dry-run
-      morphgen experiment run experiments/kortylewski_table2_cpu.yaml --only 'full/*'
+      morphgen experiment run experiments/kortylewski_table2_cpu.yaml --only 'syn_full/*'
     """
     from morphgen.outputs import check_writable
     from recognition.experiment import run_experiment

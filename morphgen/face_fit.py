@@ -3,7 +3,8 @@ where the face sits in the frame, by analysis by synthesis through the different
 torch renderer (:func:`morphgen.render.torch_render.render_torch`).
 
 Why coarse to fine, and why each term (the recipe of analysis-by-synthesis fitters such as
-Blanz & Vetter's and Deep3DFaceRecon's, with Adam in place of their solvers):
+Blanz & Vetter's and Deep3DFaceRecon's, with L-BFGS for the landmark stages and Adam for
+the photometric ones in place of their solvers):
 
 1. **Landmarks, rigid**: the five points (MTCNN's, through the model's calibration so both
    follow one convention) and, when given, the 68 iBUG points without the jaw contour (a

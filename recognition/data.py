@@ -6,7 +6,8 @@ Readers give an ``ImageSet`` (file list, identity per image, 5-point landmarks o
 soft labels) for
 - ``morphgen``: the layout of :mod:`morphgen.layout` (``DIR/manifest.json``,
   ``DIR/images/<id:06d>/<id:06d>_<n:04d>.png`` and per-image parameters in
-  ``DIR/params/chunk_*.jsonl``: image, identity, sample, landmarks5, soft_label);
+  ``DIR/params/chunk_*.parquet`` or ``.jsonl``, read by :func:`morphgen.layout.params_rows`:
+  image, identity, sample, landmarks5, soft_label);
   landmarks come from the renderer; images referenced as ``wds/chunk_N.tar:member`` (the
   WebDataset container) are read from the tar;
 - ``folder``: one sub-folder per identity, any image format, detected by content

@@ -423,7 +423,7 @@ def build_mesh(obj: Obj) -> Mesh:
 def reorder(mesh: Mesh, X: np.ndarray, row_mm: float = 6.0) -> Mesh:
     """Triangles in scan order (rows of ``row_mm`` from the top, left to right inside a row;
     skin first, then eyes, teeth, tongue) and vertices in order of first use: rasterisers
-    touch memory and pixels in order (FACTS: random order costs 2x at 128 px)."""
+    touch memory and pixels in order (random order costs 2x at 128 px: render/raster_numba.py)."""
     rank = {"skin": 0, "eye_l": 1, "eye_r": 1, "teeth": 2, "tongue": 3}
     c = X[mesh.tris].mean(1)
     group = np.array([rank[p] for p in mesh.part[mesh.tris[:, 0]]])

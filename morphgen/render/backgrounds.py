@@ -10,7 +10,7 @@ from its seed whatever the process layout. ``sample_batch`` stacks B of them.
   once (shorter side = ``pool_scale`` x the render size) and kept in memory up to a
   budget; a sample is a random crop (random scale and position, random flip) resized to
   the render size. Decoding JPEGs per image costs about 1.3 ms at 128 px versus 0.1 ms
-  from the pool (FACTS section 6). Unreadable files are skipped with a warning and
+  from the pool (measured on the 2-core VM). Unreadable files are skipped with a warning and
   counted, never a crash in the middle of a run.
 * :class:`ProceduralBackgrounds`: built-in textures when no folder is given -- fractal
   value noise, stripes, blobs, gradients and checkers in varied colours -- so the

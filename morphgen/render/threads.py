@@ -13,7 +13,7 @@ import numba
 
 def limit_threads(n: int = 1) -> None:
     """One compute thread per process (numba, torch, OpenCV, numpy's BLAS): on a loaded
-    machine several threads per process are slower than one (FACTS section 6); parallelism
+    machine several threads per process are slower than one (measured on the 2-core VM); parallelism
     comes from running one process per core. BLAS matters: two dataset workers whose
     decode matmuls each spun two OpenBLAS threads wrote 161 img/s here, 224 with one.
     Torch is not imported for this (2 s, and the CPU dataset path never needs it): when it

@@ -15,8 +15,8 @@
 | ``protocols`` | the registry experiments use: options, run, table columns | ``registry``, ``get`` |
 | ``report`` | result.json, summary.md, ROC PNG/CSV, per-bin plots | |
 
-Every evaluation writes ``result.json``, ``summary.md``, ``scores.csv`` and ``roc.csv``
-into its output folder. The CLI is ``morphgen eval {lfw,cfp,bin,pairs,ijba,pose,synthetic}``
+Every evaluation writes ``result.json``, ``summary.md`` and ``roc.csv`` into its output
+folder, and all but ``synthetic`` the scores of its pairs in ``scores.csv``. The CLI is ``morphgen eval {lfw,cfp,bin,pairs,ijba,pose,synthetic}``
 (``cli/eval_cmd.py``); experiments name them with ``protocol:`` (``protocols.py``).
 """
 from .cfp import evaluate_cfp

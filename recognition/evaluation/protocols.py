@@ -9,7 +9,8 @@ entry runs, and what ``morphgen experiment`` puts in its tables. Each protocol m
   ``None`` defaults take a path or nothing), which options are paths (resolved against
   the config file) and which are required;
 - ``run(model_run, out, options, ctx)``: evaluate one trained run into the folder `out`
-  (result.json, summary.md, scores.csv, roc.csv, roc.png) and return the result;
+  (result.json, summary.md, roc.csv, and per protocol scores.csv, roc.png or per-bin
+  plots) and return the result;
 - ``columns(options, label, result)``: the table columns of that result (one for most
   protocols; CFP gives FF and FP, a list of .bin files one per file), with result None
   for a cell not evaluated yet;
