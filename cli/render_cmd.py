@@ -18,7 +18,8 @@ from .options import default_text as _d
 _LANDMARKS_HELP = ("Landmark file of the model, replacing its own landmarks: written by `morphgen model landmarks`, or "
                    "your own (JSON {\"landmarks\": {name: vertex}}, or 68 vertex indices in iBUG order). "
                    "[default: <model>.landmarks.json beside the model file, when present]")
-_OUTPUT_HELP = "Extra modalities beside each image, comma-separated: depth, normals, albedo, illumination, mask, correspondence, regions."
+_OUTPUT_HELP = ("Extra modalities beside each image, comma-separated: depth, normals, albedo, illumination, mask, "
+                "correspondence, regions (PNG; depth uint16 in 0.1 mm, illumination uint16 in 0.001 of irradiance).")
 
 
 def scene_options(f):

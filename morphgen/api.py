@@ -142,7 +142,8 @@ class Scene:
         photo effects): ``rgb`` (B, S, S, 3) uint8, ``landmarks5`` (B, 5, 2) pixels in
         MTCNN's order and convention with ``landmarks5_visible``, ``landmarks`` (B, L, 2)
         (names: :attr:`landmark_names`) with ``visible``, and each of the scene's
-        ``outputs`` as the dataset stores it (depth uint16 in 0.1 mm, the others uint8).
+        ``outputs`` as the dataset stores it (depth uint16 in 0.1 mm, illumination uint16 in
+        thousandths of the irradiance, the others uint8).
         ``to="torch"`` gives tensors on the scene's device (a GPU scene renders on the
         device and copies back once; for training throughput use ``OnlineDataset.stream``)."""
         if to not in ("numpy", "torch"):

@@ -60,7 +60,8 @@ class RenderedDataset:
     weights; -1 / 0 where unmixed), each of `params` as a tensor (float32 but for
     ``background_seed``, int64, and ``landmarks5_visible``, bool; ``landmarks``:
     (L, 2), names in :attr:`landmark_names`), and each of `outputs` (extra modalities
-    rendered with ``--outputs``: depth as uint16 in 0.1 mm, the others uint8)."""
+    rendered with ``--outputs``: depth as uint16 in 0.1 mm, illumination as uint16 in
+    thousandths of the irradiance, the others uint8)."""
 
     def __init__(self, root: str | Path, *, params: Sequence[str] = DEFAULT_PARAMS, outputs: Sequence[str] = (),
                  transform: Callable[[np.ndarray], Any] | None = None):
@@ -106,7 +107,8 @@ class RenderedDataset:
 
     def read(self, ref: str) -> np.ndarray:
         """The image file `ref` (relative to the folder, or ``x.tar:member``) as stored:
-        RGB uint8 (S, S, 3), or one channel for the mask, regions and depth (uint16)."""
+        RGB uint8 (S, S, 3) (illumination uint16), or one channel for the mask, regions and
+        depth (uint16)."""
         if split_tar_ref(ref):
             data = self._tars.read(ref)
             img = decode_image(data, cv2.IMREAD_UNCHANGED)
@@ -135,9 +137,9 @@ class RenderedDataset:
             "soft_ids": torch.from_numpy(self.soft_ids[i]), "soft_weights": torch.from_numpy(self.soft_weights[i]),
         }
         item.update({p: torch.from_numpy(np.asarray(self.columns[p][i])) for p in self.params})
-        stem, _, suffix = self.images[i].rpartition(".")
+        stem = self.images[i].rpartition(".")[0]
         for name in self.outputs:
-            item[name] = torch.from_numpy(self.read(f"{stem}_{name}.png" if name == "depth" else f"{stem}_{name}.{suffix}"))
+            item[name] = torch.from_numpy(self.read(f"{stem}_{name}.png"))  # data: PNG whatever --image-format
         return item
 
 

@@ -343,11 +343,20 @@ class SceneRenderer:
                 for k in range(len(a["rgb"]))]
 
 
+# Irradiance per stored unit of the illumination output (uint16): a face's light reaches
+# 0.6-1.8 under the built-in prior (2.1 at most), which 8 bits in [0, 1] clipped white
+# on half its pixels; this keeps 0.001 steps up to 65.5 (a bright --energy).
+ILLUMINATION_UNIT = 0.001
+
+
 def _to_image(name: str, a: np.ndarray) -> np.ndarray:
-    """A modality as a storable image: depth as uint16 in 0.1 mm (PNG), the rest uint8."""
+    """A modality as a storable image: depth as uint16 in 0.1 mm, illumination as uint16 in
+    ``ILLUMINATION_UNIT`` (PNG), the rest uint8."""
     a = np.asarray(a)
     if name == "depth":
         return np.clip(a * 10.0, 0, 65535).astype(np.uint16)
+    if name == "illumination":
+        return np.clip(a / ILLUMINATION_UNIT + 0.5, 0, 65535).astype(np.uint16)
     if name == "mask":
         return (a.astype(bool) * 255).astype(np.uint8)
     if name == "regions":

@@ -504,3 +504,21 @@ def test_dataset_readers_name_a_wrong_kind_of_argument(rendered):
     with pytest.raises(TypeError, match="dataset indices are image numbers"):
         ds["a"]
     assert ds[np.int64(1)]["sample"] == ds[1]["sample"] == 1
+
+
+def test_illumination_output_keeps_the_light_and_jpg_datasets_read_their_modalities(tiny_model_file, tmp_path):
+    """The illumination output was stored as uint8 in [0, 1]: the light on a face (about 1)
+    was white on half its pixels. A --image-format jpg dataset's modalities (always PNG)
+    were looked for as .jpg by open_dataset."""
+    sc = morphgen.Scene(size=32, ids=4, outputs="illumination,mask,albedo")
+    out = sc.render([sc.params(i, 0) for i in range(4)])
+    light = out["illumination"][out["mask"] > 0]
+    assert out["illumination"].dtype == np.uint16 and light.max() < 65535
+    assert 400 < np.median(light) < 2000 and (light > 255).mean() > 0.5      # thousandths of an irradiance near 1
+    ds = tmp_path / "ds"
+    r = CliRunner().invoke(cli, ["render", "--model", tiny_model_file, "--ids", "2", "--per-id", "1", "--size", "32",
+                                 "--image-format", "jpg", "--outputs", "normals,illumination", "--workers", "1",
+                                 "--quiet", "--out", str(ds)])
+    assert r.exit_code == 0, r.output
+    item = morphgen.open_dataset(ds, outputs="normals,illumination")[0]
+    assert item["normals"].shape == (32, 32, 3) and item["illumination"].dtype == torch.uint16
