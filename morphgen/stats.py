@@ -146,18 +146,19 @@ def plot(root: Path, out: Path) -> dict:
     for ax, key in zip(axes[0], ("yaw", "pitch", "roll")):
         vals = cols[key]
         ax.hist(vals, bins=36, color="#4477aa")
-        ax.set_title(f"{key} (deg): mean {vals.mean():.1f}, sd {vals.std():.1f}")
-        ax.set_xlabel("degrees")
+        ax.set(title=f"{key}: mean {vals.mean():.1f}, sd {vals.std():.1f} deg", xlabel="degrees", ylabel="images")
     az, el = light_directions(sh)
-    axes[1, 0].scatter(az, el, s=3, alpha=0.4, color="#cc6677")
-    axes[1, 0].set(title="dominant light direction", xlabel="azimuth (deg, 0 = from camera)", ylabel="elevation (deg)",
-                   xlim=(-180, 180), ylim=(-90, 90))
+    axes[1, 0].scatter(az, el, s=8, alpha=0.5, color="#aa3377", linewidths=0)
+    axes[1, 0].set(title="dominant light direction (one dot an image)",
+                   xlabel="azimuth (deg; 0 = from the camera, + = from the image's right)",
+                   ylabel="elevation (deg; + = from above)", xlim=(-180, 180), ylim=(-90, 90))
     axes[1, 1].hist((sh**2).sum(axis=(1, 2)), bins=40, color="#ddaa33")
-    axes[1, 1].set(title="light energy (sum of squared SH coefficients)", xlabel="energy")
+    axes[1, 1].set(title="light energy\n(sum of squared SH coefficients)", xlabel="energy", ylabel="images")
     dists = identity_distances(recs)
     if dists.size:
         axes[1, 2].hist(dists, bins=40, color="#228833")
-    axes[1, 2].set(title=f"shape-coefficient distance between identities (n={summary['identities']})", xlabel="L2 distance")
+    axes[1, 2].set(title=f"shape-coefficient distance\nbetween identities (n={summary['identities']})",
+                   xlabel="L2 distance", ylabel="identity pairs")
     fig.suptitle(f"{root}: {summary['images']} images, {summary['identities']} identities, "
                  f"{summary['mixed_images']} identity-mixup images")
     fig.tight_layout()
