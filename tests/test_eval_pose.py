@@ -57,7 +57,7 @@ def test_pose_end_to_end_and_rerun_from_pairs(multipie, eval_run, tmp_path):
     assert lines[0].startswith("# morphgen pairs v1") and len(lines) == 2 + res["pairs"]
     fold, same, bn, gal, probe = lines[2].split("\t")
     assert "/05_1/" in gal and int(same) in (0, 1) and gal.split("_")[-1] == probe.split("_")[-1]   # same flash
-    for name in ("result.json", "summary.md", "accuracy_vs_yaw.png", "scores.csv"):
+    for name in ("result.json", "summary.md", "accuracy_vs_yaw.png", "scores.csv", "roc.png"):
         assert (out / name).stat().st_size > 0
     # the pairs file reproduces the evaluation exactly
     r = invoke("pose", "--model", eval_run, "--images", multipie, "--out", tmp_path / "again", "--no-align",

@@ -58,7 +58,7 @@ def test_synthetic_benchmark(synthetic):
     rows = [l.split("\t") for l in (out / "pairs_light.txt").read_text().splitlines()[2:]]
     assert all(int(r[3][-5]) % 2 == 0 and int(r[4][-5]) % 2 == 1 for r in rows)
     assert all(int(r[3][-6:-4]) // 2 == int(r[4][-6:-4]) // 2 for r in rows)   # same yaw
-    for name in ("result.json", "summary.md", "accuracy_vs_yaw.png", "accuracy_vs_light.png"):
+    for name in ("result.json", "summary.md", "accuracy_vs_yaw.png", "accuracy_vs_light.png", "roc.png"):
         assert (out / name).stat().st_size > 0
     assert len(list(out.glob("render_*/images/*/*.png"))) == 40
 

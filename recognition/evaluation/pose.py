@@ -47,7 +47,7 @@ from .common import (PairSet, embed_imageset, folder_imageset, gallery_probe_pai
                      pair_protocol_result, prepare_out, read_pairs_file, score_pairs, write_pairs_file)
 from . import metrics
 from .protocols import Protocol, check_input
-from .report import fmt, md_table, plot_bins, pm, tar_text, write_json, write_markdown, write_roc_csv
+from .report import fmt, md_table, plot_bins, plot_roc, pm, tar_text, write_json, write_markdown, write_roc_csv
 
 MULTIPIE_CAMERA_YAW = {"11_0": -90, "12_0": -75, "09_0": -60, "08_0": -45, "13_0": -30, "14_0": -15, "05_1": 0,
                        "05_0": 15, "04_1": 30, "19_0": 45, "20_0": 60, "01_0": 75, "24_0": 90}
@@ -228,11 +228,14 @@ def evaluate_pose(run: str | Path, images: str | Path, out: str | Path, poses: s
     result["by_abs_yaw"] = _abs_bins(result["bins"])
     result["files"] = {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
                        "plot": str(out / "accuracy_vs_yaw.png"), "pairs": result["inputs"]["pairs"],
-                       "scores_csv": str(out / "scores.csv"), "roc_csv": str(out / "roc.csv")}
+                       "scores_csv": str(out / "scores.csv"), "roc_csv": str(out / "roc.csv"),
+                       "roc_png": str(out / "roc.png")}
     rows = result.pop("_rows")
     _write_scores(out / "scores.csv", rows)
     fpr, tpr, thr = metrics.roc_curve(np.array([r[5] for r in rows]), np.array([bool(r[1]) for r in rows]))
-    write_roc_csv(out / "roc.csv", [{"label": "all pairs", "fpr": fpr, "tpr": tpr, "thresholds": thr}])
+    curve = [{"label": f"all yaws: accuracy {pm(result['accuracy'], 3)}", "fpr": fpr, "tpr": tpr, "thresholds": thr}]
+    write_roc_csv(out / "roc.csv", [dict(curve[0], label="all pairs")])
+    plot_roc(out / "roc.png", curve, f"{meta['arch']}: verification across pose (frontal gallery)", log_far=False)
     plot_yaw(out / "accuracy_vs_yaw.png", {"all": result["bins"]}, f"{meta['arch']}: accuracy vs probe yaw (frontal gallery)")
     write_json(out / "result.json", result)
     write_markdown(out / "summary.md", "Verification across pose", pose_sections(result))
@@ -298,14 +301,19 @@ def _abs_bins(bins: dict) -> dict:
 
 
 def plot_yaw(path: Path, series: dict[str, dict], title: str) -> None:
-    """Accuracy and AUC per yaw bin, one line per series (e.g. per light)."""
+    """Accuracy and AUC per yaw bin, one line per series (e.g. per light). Where no probe
+    is frontal (the gallery's yaw) the line breaks there: no figure was measured at 0."""
     acc_s, auc_s = [], []
     for label, bins in series.items():
-        items = sorted((float(b["bin"]), b["accuracy"], b["auc"]) for b in bins.values())
+        items = sorted((float(b["bin"]), b["accuracy"], b["auc"], b["pairs"]) for b in bins.values())
+        if items and items[0][0] < 0 < items[-1][0] and all(i[0] != 0 for i in items):
+            items = sorted([*items, (0.0, float("nan"), float("nan"), None)])
         x = [i[0] for i in items]
-        acc_s.append({"x": x, "y": [i[1] for i in items], "label": label if len(series) > 1 else None})
+        acc_s.append({"x": x, "y": [i[1] for i in items], "label": label if len(series) > 1 else None,
+                      "counts": [i[3] for i in items] if len(series) == 1 else None})
         auc_s.append({"x": x, "y": [i[2] for i in items], "label": label if len(series) > 1 else None})
-    plot_bins(path, [{"series": acc_s, "x": None, "y": None, "xlabel": "probe yaw (degrees)", "ylabel": "accuracy"},
+    plot_bins(path, [{"series": acc_s, "x": None, "y": None, "ylabel": "accuracy",
+                      "xlabel": "probe yaw (degrees; gallery frontal; numbers: pairs)"},
                      {"series": auc_s, "x": None, "y": None, "xlabel": "probe yaw (degrees)", "ylabel": "AUC"}], title)
 
 

@@ -175,4 +175,4 @@ def accuracy_column(key: str, title: str, part: dict | None, curve: str | None =
     for far, t in (part.get("tar_at_far") or {}).items():
         vals[f"tar_far{far}"] = t.get("tar")
     return Column(key, title, f"{fmt(acc.get('mean'), 3)} ± {fmt(acc.get('std'), 3)}",
-                  f"({fmt(acc.get('mean'), 3)})", vals, curve)
+                  f"(accuracy {fmt(acc.get('mean'), 3)})", vals, curve)

@@ -132,6 +132,8 @@ def plot_roc(path: Path, curves: list[dict], title: str, log_far: bool = True) -
         fpr, tpr, _ = decimate_roc(c["fpr"], c["tpr"], c["thresholds"])
         m = fpr > 0 if log_far else np.ones(len(fpr), bool)
         ax.plot(fpr[m], tpr[m], label=c["label"], lw=c.get("lw", 1.5), alpha=c.get("alpha", 1.0))
+    if not log_far:
+        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)  # chance
     if log_far:
         ax.set_xscale("log")
         ax.set_xlim(left=1e-4 if any(len(c["fpr"]) > 5000 for c in curves) else 1e-3, right=1.0)
@@ -150,19 +152,23 @@ def plot_roc(path: Path, curves: list[dict], title: str, log_far: bool = True) -
 
 def plot_bins(path: Path, panels: list[dict], title: str) -> Path:
     """One panel per dict {"x": [...], "y": [...], "xlabel", "ylabel", "labels": optional
-    tick labels, "series": optional [{"x", "y", "label"}]}: accuracy per bin as lines."""
+    tick labels, "series": optional [{"x", "y", "label", "counts"}]}: accuracy per bin as
+    lines, each point's count (its pairs) written above it where ``counts`` is given."""
     fig = _figure(6.0 * len(panels), 4.2)
     for k, p in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         series = p.get("series") or [{"x": p["x"], "y": p["y"], "label": None}]
         for s in series:
             ax.plot(s["x"], s["y"], marker="o", label=s.get("label"))
+            for x, y, n in zip(s["x"], s["y"], s.get("counts") or []):
+                if n is not None and np.isfinite(y):
+                    ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 5), fontsize=6, ha="center")
         if p.get("labels") is not None:
             ax.set_xticks(p["x"])
             ax.set_xticklabels(p["labels"])
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ys = [v for s in series for v in s["y"] if v is not None and np.isfinite(v)]
-        ax.set_ylim(min([0.4] + [v - 0.05 for v in ys]), 1.0)
+        ax.set_ylim(min([0.4] + [v - 0.05 for v in ys]), 1.02)  # (a point at 1.0 was cut in half)
         ax.set_xlabel(p.get("xlabel", ""))
         ax.set_ylabel(p.get("ylabel", "accuracy"))
         ax.grid(True, alpha=0.3)

@@ -38,7 +38,7 @@ from .common import (embed_imageset, gallery_probe_pairs, load_eval_model, model
 from .pose import plot_yaw, read_morphgen_poses
 from . import metrics
 from .protocols import Protocol, accuracy_column
-from .report import fmt, md_table, plot_bins, pm, write_json, write_markdown, write_roc_csv
+from .report import fmt, md_table, plot_bins, plot_roc, pm, write_json, write_markdown, write_roc_csv
 
 DEFAULT_SEED = 100000
 
@@ -180,6 +180,9 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         fpr, tpr, thr = metrics.roc_curve(scores, pairs.same[ok])
         curves.append({"label": f"{name} protocol", "fpr": fpr, "tpr": tpr, "thresholds": thr})
     write_roc_csv(out / "roc.csv", curves)
+    plot_roc(out / "roc.png", [dict(c, label=f"{name} protocol: accuracy {pm(res['accuracy'], 3)}")
+                               for (name, res), c in zip(protocols.items(), curves)],
+             f"{meta['arch']}: synthetic held-out identities", log_far=False)
 
     train_seed = _training_seed(meta)
     warnings = [reused] if reused else []
@@ -187,7 +190,8 @@ def evaluate_synthetic(run: str | Path, out: str | Path, ids: int = 50, seed: in
         warnings.append(f"the run was trained on a dataset rendered with seed {train_seed}, the benchmark's seed: "
                         "its identities are not held out; use another --seed")
     files_out = {"result": str(out / "result.json"), "summary": str(out / "summary.md"),
-                 "yaw_plot": str(out / "accuracy_vs_yaw.png"), "roc_csv": str(out / "roc.csv"), "render": str(render_dir)}
+                 "yaw_plot": str(out / "accuracy_vs_yaw.png"), "roc_csv": str(out / "roc.csv"),
+                 "roc_png": str(out / "roc.png"), "render": str(render_dir)}
     result = {"protocol": "synthetic-controlled", "model": model_info(meta, run),
               "inputs": {"render": str(render_dir), "ids": len(set(ident)), "images": len(ident), "seed": bench_seed,
                          "yaws": sorted(set(yaw.tolist())), "lights": n_lights, "flip": flip,
