@@ -359,6 +359,16 @@ class FaceFitter:
         rgb = (out["rgb"][0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         return rgb, mask
 
+    def fitted_points(self, fit: FaceFit) -> np.ndarray:
+        """The fitted face's five points (5, 2) at the fit size, as MTCNN would place them:
+        what the landmark term compared with the photo's (for overlays)."""
+        t = self._tensor
+        with torch.no_grad():
+            p = fit.params
+            pose = fit.pose().torch(self.device, torch.float32)
+            pts = self.five_points(self.vertices(t(p.shape), t(p.expression)), pose, self.camera)
+        return pts[0].cpu().numpy().astype(np.float64)
+
     def landmarks68(self, shape: np.ndarray, expression: np.ndarray, pose: Pose) -> np.ndarray:
         """The model's 68 iBUG points (68, 2) projected at the fit size: a perfect detector's
         answer for a render of known parameters (tests and benchmarks)."""

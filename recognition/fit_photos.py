@@ -160,11 +160,35 @@ class Dlib68:
         return None
 
 
-def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """photo | render (on grey) | half-and-half blend where the face covers the photo."""
+def overlay(view: np.ndarray, render: np.ndarray, covered: np.ndarray, inside: np.ndarray | None = None,
+            photo_points: np.ndarray | None = None, fitted_points: np.ndarray | None = None) -> np.ndarray:
+    """photo | render (on grey) | half-and-half blend where the face covers the photo, each
+    panel named. Where the square view reaches past the photo (``inside`` False) it is flat
+    grey, not the replicated border the fit saw (streaks that read as damage). The photo's
+    five points (MTCNN, green) and the fitted face's (red) are drawn on the blend: the
+    landmark residual is their distance."""
+    shown = view if inside is None else np.where(inside[..., None], view, 128).astype(np.uint8)
     grey = np.where(covered[..., None], render, 128).astype(np.uint8)
-    blend = np.where(covered[..., None], (view.astype(np.uint16) + render) // 2, view).astype(np.uint8)
-    return np.hstack([view, grey, blend])
+    blend = np.where(covered[..., None], (shown.astype(np.uint16) + render) // 2, shown).astype(np.uint8)
+    size = view.shape[0]
+    r = max(1, size // 96)
+    for points, colour in ((photo_points, (0, 220, 0)), (fitted_points, (230, 0, 0))):
+        for x, y in ([] if points is None else points):
+            cv2.circle(blend, (round(x), round(y)), r, colour, -1, cv2.LINE_AA)
+    panels = [np.ascontiguousarray(p) for p in (shown, grey, blend)]
+    scale = max(0.3, size / 400)
+    line = int(12 * scale / 0.3)
+
+    def label(panel, text, x, y, colour=(255, 255, 255)):
+        cv2.putText(panel, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(panel, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+    for panel, name in zip(panels, ("photo", "render", "blend")):
+        label(panel, name, 3, line)
+    if photo_points is not None or fitted_points is not None:  # the points' legend, at the blend's foot
+        label(blend, "MTCNN", 3, size - 4, (0, 220, 0))
+        label(blend, "fit", 3 + int(46 * scale / 0.3), size - 4, (230, 0, 0))
+    return np.hstack(panels)
 
 
 def fitted_record(fit: FaceFit, photo: Photo, landmarks: int, seconds: float) -> dict:
@@ -210,8 +234,10 @@ class PhotoFitter:
         n_points = 5 if lm68 is None else 68
         render, covered = self.fitter.render(fit)
         dt = time.perf_counter() - t0
-        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(overlay(view, render, covered), cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        size = self.fitter.options.size
+        inside = cv2.warpAffine(np.ones(img.shape[:2], np.uint8), m, (size, size), flags=cv2.INTER_NEAREST) > 0
+        picture = overlay(view, render, covered, inside, view_points(lm, m), self.fitter.fitted_points(fit))
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         row |= {"status": "ok", "landmark_px": round(fit.landmark_residual_px, 3),
                 "landmark_rel": round(fit.landmark_residual, 4), "photometric": round(fit.photometric_residual, 4),
                 "inliers": round(fit.inlier_fraction, 3), "yaw": round(fit.params.yaw, 2),

@@ -290,3 +290,21 @@ def test_a_fit_inside_its_photos_folder_does_not_fit_its_overlays(tmp_path):
     assert [(p.source, p.identity) for p in photos] == [("p0/x.png", 0), ("p1/x.png", 1)]
     _, photos = list_photos(tmp_path / "ph")
     assert len(photos) == 3
+
+
+def test_overlay_greys_what_lies_past_the_photo_and_marks_the_points():
+    """The square view replicates the photo's border where it reaches past it: the overlay
+    showed those streaks as if the photo were damaged, with unnamed panels and no points."""
+    from recognition.fit_photos import overlay
+
+    view = np.zeros((64, 64, 3), np.uint8)
+    view[:, :32] = 200                                # the photo's last column, replicated rightwards
+    inside = np.zeros((64, 64), bool)
+    inside[:, :32] = True
+    covered = np.zeros((64, 64), bool)
+    pts = np.array([[10.0, 20.0], [20, 20], [15, 30], [11, 40], [19, 40]])
+    out = overlay(view, np.zeros_like(view), covered, inside, pts, pts + 2)
+    assert out.shape == (64, 192, 3)
+    assert (out[30:50, 40:60] == 128).all()                       # past the photo: flat grey, not the border
+    blend = out[:, 128:]
+    assert (blend[..., 1] > 200).sum() and ((blend[..., 0] > 200) & (blend[..., 1] < 50)).sum()  # green, red points
