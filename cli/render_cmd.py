@@ -47,7 +47,9 @@ def scene_options(f):
         click.option("--backgrounds", help="'procedural' (built-in textures: a pool of 1,024 drawn from 5 pattern kinds, each image a random crop, rotation/flip and channel order of one), 'scenes' (built-in photo-like rooms, streets and crowds, out of focus), 'mixed' (half of each), 'plain' (random colour), 'color:R,G,B', or a folder of images (e.g. DTD). " + _d("backgrounds")),
         click.option("--photo", help="Camera and photo effects on each image: 'off', the preset 'realistic', or a "
                      "preset then effect=probability items, e.g. 'realistic,grey=0.3,jpeg=0' (0 switches one off). "
-                     "Effects: " + ", ".join(PHOTO_EFFECTS) + "; what each image got is recorded in its params. "
+                     "Effects: " + ", ".join(PHOTO_EFFECTS) + " (a tight crop: past a box around the face the picture "
+                     "ends, padded as an aligner pads it, with its edge pixels or black); what each image got is "
+                     "recorded in its params (`morphgen preview --captions` writes it under each tile). "
                      + _d("photo")),
         click.option("--appearance", help="Hair with volume, eyewear, facial hair, skin detail (spots, wrinkles, "
                      "fine texture), clothing, eye catch-lights and lashes, shiny skin: 'off', the preset 'full', "
@@ -192,14 +194,22 @@ def _close_quietly(client) -> None:
         log.setLevel(level)
 
 
+def caption_lines(p) -> list[str]:
+    """A preview tile's caption: its pose, and the photo effects it got (crop's padding named)."""
+    effects = [("crop (black)" if fx["black"] else "crop (edge)") if name == "crop" else name.replace("_", " ")
+               for name, fx in (p.photo or {}).items()]
+    return [f"yaw {p.yaw:.0f} pitch {p.pitch:.0f}", ", ".join(effects) or "no effects" if p.photo is not None else ""]
+
+
 @click.command()
 @click.option("--out", type=UserPath(dir_okay=False, path_type=Path), default=Path("preview.png"), show_default=True,
               help="PNG file to write.")
 @click.option("--rows", type=int, default=6, show_default=True, help="Identities (rows).")
 @click.option("--cols", type=int, default=8, show_default=True, help="Samples per identity (columns).")
+@click.option("--captions", is_flag=True, help="Under each tile, its yaw and pitch and the photo effects it got.")
 @scene_options
 @click.pass_context
-def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> None:
+def preview(ctx: click.Context, out: Path, rows: int, cols: int, captions: bool, **kwargs) -> None:
     """Write a contact sheet: one identity per row, its samples across (pose, light, expression vary).
 
     With a render --config, it shows what that dataset will hold: its scene options and its
@@ -226,7 +236,12 @@ def preview(ctx: click.Context, out: Path, rows: int, cols: int, **kwargs) -> No
     per_id = cols
     if scene.sampling.grid is not None:
         per_id = min(cols, len(scene.sampling.grid.points()))
-    images = [r.rgb for i in range(rows) for r in renderer.render([renderer.sampler.image_params(i, n) for n in range(per_id)])]
+    params = [renderer.sampler.image_params(i, n) for i in range(rows) for n in range(per_id)]
+    images = [r.rgb for i in range(rows) for r in renderer.render(params[i * per_id:(i + 1) * per_id])]
+    if captions:
+        from morphgen.sheet import captioned_all
+
+        images = captioned_all(images, [caption_lines(p) for p in params])
     write_sheet(out, np.stack(images), per_id)
     s = scene.size
     click.echo(f"wrote {out} ({rows} identities x {per_id} samples, {s}x{s} px each)")

@@ -22,6 +22,49 @@ def contact_sheet(images, cols: int) -> np.ndarray:
     return sheet
 
 
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+
+
+def _scale(w: int) -> float:
+    return max(0.25, w / 300)
+
+
+def _wrapped(lines: list[str], w: int) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        cur = ""
+        for word in line.split(" "):
+            trial = f"{cur} {word}" if cur else word
+            if cur and _text_width(trial, _scale(w)) > w - 2:
+                out.append(cur)
+                cur = word
+            else:
+                cur = trial
+        out.append(cur)
+    return out
+
+
+def _caption_strip(img: np.ndarray, lines: list[str], rows: int | None = None) -> np.ndarray:
+    w = img.shape[1]
+    scale = _scale(w)
+    step = int(np.ceil(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 1.8))
+    strip = np.full((step * max(rows or 0, len(lines)) + 2, w, 3), 24, np.uint8)
+    for k, text in enumerate(lines):
+        cv2.putText(strip, text, (1, step * (k + 1) - step // 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1,
+                    cv2.LINE_AA)
+    return np.vstack([img, strip])
+
+
+def captioned_all(images, captions: list[list[str]]) -> list[np.ndarray]:
+    """Each (H, W, 3) uint8 tile over a dark strip holding its caption lines in small text,
+    wrapped at spaces to the tile's width, every strip as tall as the longest (a sheet's
+    tiles stay one size), for contact sheets a person reads tile by tile."""
+    wrapped = [_wrapped(c, img.shape[1]) for img, c in zip(images, captions)]
+    rows = max((len(c) for c in wrapped), default=0)
+    return [_caption_strip(img, c, rows) for img, c in zip(images, wrapped)]
+
+
 def write_sheet(path: Path, images, cols: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

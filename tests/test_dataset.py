@@ -990,3 +990,27 @@ def test_spawned_workers_of_the_console_script_print_one_line_warnings(monkeypat
     monkeypatch.setattr(workers.gc, "freeze", lambda: None)
     workers.pool_worker_init({})
     assert w.formatwarning is one_line_warning
+
+
+def test_preview_captions_say_each_tiles_pose_and_effects(tmp_path, model_file):
+    import cv2
+
+    from morphgen.cli.render_cmd import caption_lines
+    from morphgen.scene import SceneConfig, SceneRenderer
+    from morphgen.sampling import SamplingConfig
+    from morphgen.render.photo import PhotoConfig
+
+    plain, cap = tmp_path / "plain.png", tmp_path / "cap.png"
+    for out, extra in ((plain, []), (cap, ["--captions"])):
+        r = invoke("preview", "--model", model_file, "--size", 32, "--rows", 2, "--cols", 3, "--photo", "realistic",
+                   "--out", out, *extra)
+        assert r.exit_code == 0, r.output
+    a, b = cv2.imread(str(plain)), cv2.imread(str(cap))
+    assert b.shape[1] == a.shape[1] and b.shape[0] > a.shape[0] and (b.shape[0] - a.shape[0]) % 2 == 0
+    assert np.array_equal(b[:32, :32], a[:32, :32])                       # the tile itself is unchanged
+    sampler = SceneRenderer(SceneConfig(sampling=SamplingConfig(photo=PhotoConfig.parse("realistic")),
+                                        model=str(model_file), size=32)).sampler
+    lines = [caption_lines(sampler.image_params(0, n)) for n in range(40)]
+    assert all(line[0].startswith("yaw ") and " pitch " in line[0] for line in lines)
+    assert any("crop (black)" in line[1] or "crop (edge)" in line[1] for line in lines)
+    assert any(line[1] == "no effects" for line in lines) or all(line[1] for line in lines)
