@@ -996,9 +996,9 @@ def test_preview_captions_say_each_tiles_pose_and_effects(tmp_path, model_file):
     import cv2
 
     from morphgen.cli.render_cmd import caption_lines
-    from morphgen.scene import SceneConfig, SceneRenderer
-    from morphgen.sampling import SamplingConfig
     from morphgen.render.photo import PhotoConfig
+    from morphgen.sampling import SamplingConfig
+    from morphgen.scene import SceneConfig, SceneRenderer
 
     plain, cap = tmp_path / "plain.png", tmp_path / "cap.png"
     for out, extra in ((plain, []), (cap, ["--captions"])):
