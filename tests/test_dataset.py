@@ -994,8 +994,8 @@ def test_spawned_workers_of_the_console_script_print_one_line_warnings(monkeypat
 
 def test_preview_captions_say_each_tiles_pose_and_effects(tmp_path, model_file):
     import cv2
-
     from morphgen.cli.render_cmd import caption_lines
+
     from morphgen.render.photo import PhotoConfig
     from morphgen.sampling import SamplingConfig
     from morphgen.scene import SceneConfig, SceneRenderer
