@@ -287,7 +287,7 @@ def done_sources(out: Path) -> set[str]:
     """Photos already handled in `out` (rows of its residuals.csv); a one-line DataError
     where that file is not one `morphgen fit` wrote."""
     path = out / "residuals.csv"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:  # (a fit killed before its header was out)
         return set()
     try:
         with open(path, newline="") as f:
@@ -406,6 +406,7 @@ def fit_photos(path: Path, out: Path, model: str | None = None, options: FitOpti
         writer = csv.DictWriter(csv_f, header or RESIDUAL_COLUMNS, extrasaction="ignore")
         if not header:
             writer.writeheader()
+            csv_f.flush()  # a fit killed before its first photo resumes from an empty table, not a blank file
 
         def take(res: dict) -> None:
             row = res["row"]

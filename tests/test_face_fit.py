@@ -308,3 +308,16 @@ def test_overlay_greys_what_lies_past_the_photo_and_marks_the_points():
     assert (out[30:50, 40:60] == 128).all()                       # past the photo: flat grey, not the border
     blend = out[:, 128:]
     assert (blend[..., 1] > 200).sum() and ((blend[..., 0] > 200) & (blend[..., 1] < 50)).sum()  # green, red points
+
+
+def test_a_fit_killed_before_its_first_photo_resumes(tmp_path):
+    """Killed before the first photo was recorded, a fit left residuals.csv empty (its
+    header still buffered): --resume refused the folder as not a fit, and a new fit into it
+    refused it as not empty."""
+    from recognition.fit_photos import done_sources
+
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    (fit / "residuals.csv").write_bytes(b"")
+    (fit / "params.jsonl").write_bytes(b"")
+    assert done_sources(fit) == set()
