@@ -39,11 +39,15 @@ def save_checkpoint(ckpt: dict, path: Path) -> None:
     try:
         torch.save({"format": FORMAT, **ckpt}, tmp)
     except RuntimeError as exc:  # torch's words for an unwritable path (its parent gone, a write failed)
+        tmp.unlink(missing_ok=True)
         first = (str(exc).strip().splitlines() or [""])[0]
         if path.parent.is_dir() and "write" not in first.lower():
             raise  # not the file's problem: keep the traceback
         raise OSError(errno.EIO if path.parent.is_dir() else errno.ENOENT, f"cannot write the checkpoint ({first})",
                       str(tmp)) from None
+    except BaseException:  # a Ctrl-C mid-write: no half-written checkpoint.pt.tmp left beside the run
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

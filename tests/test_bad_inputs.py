@@ -669,3 +669,16 @@ def test_damaged_images_are_unreadable_everywhere(P, tmp_path):
     r = run_cli(["eval", "pairs", "--model", P.run, "--pairs", pairs, "--root", folder, "--out", tmp_path / "ev",
                  "--quiet", "--no-align"])
     assert "Traceback" not in r.output and "cv2.error" not in r.output, r.output
+
+
+def test_a_ctrl_c_while_a_checkpoint_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
+    import recognition.checkpoint as checkpoint
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint({"step": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
