@@ -22,6 +22,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -39,6 +40,7 @@ SECOND_PASS = {"thresholds": (0.5, 0.6, 0.6), "pad": 0.25, "select": "probabilit
 POOL_MIN = 64          # fewer cache misses than this: detect in this process
 DECODE_POOL_MIN = 5000  # the same for images only decoded (checked): ~100x cheaper than MTCNN
 CHUNK = 16             # images per task sent to a worker
+SAVE_EVERY_S = 60.0    # the cache is written this often while detection runs
 
 
 def default_workers() -> int:
@@ -121,13 +123,13 @@ def _work(items: list[tuple]) -> list[tuple[int, dict]] | str:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def run_pool(look, todo: list[tuple], workers: int, bar) -> dict[int, dict]:
-    """{index: look(*arguments)} for the items (index, *arguments) of `todo`, computed in
-    `workers` spawned processes (one thread each), `CHUNK` items a task, `bar` advanced as
-    they come. `look` must pickle (a module-level function, or a partial of one): it goes
-    to each worker once. A failure in a worker, a dead worker or a Ctrl-C stops every worker
-    and reaches the caller as one DataError line (or the KeyboardInterrupt)."""
-    out: dict[int, dict] = {}
+def run_pool(look, todo: list[tuple], workers: int, bar, take) -> None:
+    """``take(index, look(*arguments))`` for the items (index, *arguments) of `todo` as they
+    come, computed in `workers` spawned processes (one thread each), `CHUNK` items a task,
+    `bar` advanced with them. `look` must pickle (a module-level function, or a partial of
+    one): it goes to each worker once. A failure in a worker, a dead worker or a Ctrl-C
+    stops every worker and reaches the caller as one DataError line (or the
+    KeyboardInterrupt), what was taken before it kept."""
     chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
@@ -140,7 +142,8 @@ def run_pool(look, todo: list[tuple], workers: int, bar) -> dict[int, dict]:
                         res = fut.result()
                         if isinstance(res, str):
                             raise DataError(f"landmark detection failed in a worker process: {res}")
-                        out.update(res)
+                        for i, hit in res:
+                            take(i, hit)
                         bar.update(len(res))
             except BaseException:  # Ctrl-C, or an error: no other image is looked at
                 # imported here, where it is needed: the module brings the renderer's package
@@ -150,7 +153,29 @@ def run_pool(look, todo: list[tuple], workers: int, bar) -> dict[int, dict]:
                 raise
     except BrokenProcessPool:
         raise DataError("a landmark detection process died (out of memory?): rerun with fewer workers") from None
-    return out
+
+
+class CacheWriter:
+    """A landmark cache written as results come: every ``SAVE_EVERY_S`` seconds, and at the
+    end whether the detection finished or was stopped (Ctrl-C, an error), so that a rerun
+    detects only what is left. Detection on a large set takes hours of MTCNN; the cache
+    was written once, after the last image, and an interrupted run kept none of it."""
+
+    def __init__(self, path: Path | None, cache: dict):
+        self.path, self.cache = path, cache
+        self.dirty, self.last = False, time.monotonic()
+
+    def put(self, key: str, hit: dict) -> None:
+        self.cache[key] = hit
+        self.dirty = True
+        if time.monotonic() - self.last > SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        if self.path is not None and self.dirty:
+            write_cache(self.path, self.cache)
+            self.dirty = False
+        self.last = time.monotonic()
 
 
 # ----------------------------------------------------------------------------- the set
@@ -195,18 +220,23 @@ def find_landmarks(iset, cache_dir: Path | None = None, detect: bool = True, pro
         source = (Path(iset.root), iset.kind, iset.reader)
         n_detect = sum(m[3] for m in misses)
         what = "landmarks (MTCNN)" if n_detect else "checking images"
-        with progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
-            if workers > 1 and (n_detect >= POOL_MIN or len(misses) >= DECODE_POOL_MIN):
-                found = run_pool(partial(_look, source), misses, min(workers, -(-len(misses) // CHUNK)), bar)
-            else:
-                found = {}
-                for i, rel, stamp, det in misses:
-                    found[i] = _look(source, rel, stamp, det)
-                    bar.update(1)
-        entries.update(found)
-        cache.update({rel: found[i] for i, rel, _, _ in misses if lacking[i]})
-        if cache_path is not None and lacking.any():
-            write_cache(cache_path, cache)
+        writer = CacheWriter(cache_path if lacking.any() else None, cache)
+
+        def take(i: int, hit: dict) -> None:
+            entries[i] = hit
+            if lacking[i]:  # (images with landmarks are checked, not cached)
+                writer.put(iset.files[i], hit)
+
+        try:
+            with progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
+                if workers > 1 and (n_detect >= POOL_MIN or len(misses) >= DECODE_POOL_MIN):
+                    run_pool(partial(_look, source), misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
+                else:
+                    for i, rel, stamp, det in misses:
+                        take(i, _look(source, rel, stamp, det))
+                        bar.update(1)
+        finally:
+            writer.save()
     lms = iset.landmarks.copy()
     no_face, second, sizes = [], [], dict(iset.sizes)
     for i, hit in entries.items():

@@ -159,3 +159,32 @@ def test_landmark_workers_end_with_a_killed_main_process(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left
+
+
+def test_an_interrupted_detection_keeps_what_it_found(monkeypatch, tmp_path):
+    """The cache was written once, after the last image: a Ctrl-C an hour into MTCNN kept
+    nothing, and the rerun detected every image again."""
+    import json
+
+    import recognition.landmarks as lmk
+    from recognition.data import NO_LANDMARKS, ImageSet
+
+    calls = []
+
+    def look(source, rel, stamp, detect):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(rel)
+        return {"stamp": stamp, "ok": True, "hw": [8, 8], "lm": [[1.0, 1.0]] * 5, "pass": 1}
+
+    monkeypatch.setattr(lmk, "_look", look)
+    monkeypatch.setattr("recognition.data.source_file", lambda iset, rel: Path(__file__))
+    iset = ImageSet(Path("mem"), "memory", [str(k) for k in range(6)], ["a"] * 6, np.repeat(NO_LANDMARKS[None], 6, 0),
+                    [None] * 6, reader=None)
+    with pytest.raises(KeyboardInterrupt):
+        find_landmarks(iset, tmp_path, workers=1)
+    (cache,) = tmp_path.glob("landmarks-v2-*.json")
+    assert sorted(json.loads(cache.read_text())) == ["0", "1", "2"]
+    calls.clear()
+    find_landmarks(iset, tmp_path, workers=1)                   # the rerun looks at the other three only
+    assert calls == ["3", "4", "5"]

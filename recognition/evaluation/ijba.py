@@ -48,7 +48,7 @@ from morphgen.errors import DataError
 from morphgen.image_files import read_image_file
 
 from ..align import align_face, template_points, umeyama
-from ..landmarks import CHUNK, POOL_MIN, default_workers, read_cache, run_pool, write_cache
+from ..landmarks import CHUNK, POOL_MIN, CacheWriter, default_workers, read_cache, run_pool
 from . import metrics
 from .common import load_eval_model, model_info, parse_splits, prepare_out
 from .protocols import Protocol
@@ -310,19 +310,23 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
             hits[i] = hit
     if misses:
         workers = default_workers() if workers is None else max(1, int(workers))
-        with progress_bar(total=len(misses), desc="IJB-A faces" + (" (MTCNN)" if align else ""), unit="img",
-                          enabled=progress) as bar:
-            if workers > 1 and align and len(misses) >= POOL_MIN:
-                found = run_pool(_face_entry, misses, min(workers, -(-len(misses) // CHUNK)), bar)
-            else:
-                found = {}
-                for i, *args in misses:
-                    found[i] = _face_entry(*args)
-                    bar.update(1)
-        hits.update(found)
-        cache.update({faces[i].key(): found[i] for i, *_ in misses})
-        if cache_path is not None:
-            write_cache(cache_path, cache)
+        writer = CacheWriter(cache_path, cache)
+
+        def take(i: int, hit: dict) -> None:
+            hits[i] = hit
+            writer.put(faces[i].key(), hit)
+
+        try:
+            with progress_bar(total=len(misses), desc="IJB-A faces" + (" (MTCNN)" if align else ""), unit="img",
+                              enabled=progress) as bar:
+                if workers > 1 and align and len(misses) >= POOL_MIN:
+                    run_pool(_face_entry, misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
+                else:
+                    for i, *args in misses:
+                        take(i, _face_entry(*args))
+                        bar.update(1)
+        finally:
+            writer.save()
     ok = np.zeros(n, bool)
     lms = np.full((n, 5, 2), np.nan, np.float32)
     for i, hit in hits.items():
