@@ -384,10 +384,9 @@ class Runner:
         summary = run_training(cfg, say=lambda m: self.say(f"    {m}"))
         dt = time.perf_counter() - t0
         self._time(f"train/{cell.name}", dt)
-        losses = summary.get("losses") or []
         done = {"config_hash": _hash(recipe), "recipe": recipe, "seconds": dt, "steps": summary["steps"], "train_images": summary["train_images"],
                 "classes": summary["classes"], "images_per_s": summary["images_per_s"],
-                "loss_first": losses[0] if losses else None, "loss_last": float(np.mean(losses[-10:])) if losses else None,
+                "loss_first": summary["loss_first"], "loss_last": summary["loss_last"],
                 "val_end": summary.get("val_end") or {}}
         write_json(run / "experiment_done.json", done)
         self.started_file(cell).unlink(missing_ok=True)  # the done record speaks for the run from here on

@@ -501,7 +501,8 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                              "classes": classes, "config": cfg.to_dict(), "rng": torch.get_rng_state(),
                              "data_key": data_key, "images_seen": images_seen + seen,
-                             "unlogged_losses": since_logged()}, ckpt_file)
+                             "unlogged_losses": since_logged(), **dict(zip(("loss_first", "recent_losses"),
+                                                                             loss_ends()))}, ckpt_file)
             outputs.keep()  # the folder now holds a resumable run, whatever happens next
 
     if main and cfg.real_preview:
@@ -537,6 +538,15 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     def since_logged() -> list[float]:
         """The losses of the steps since the last logged row (read from the device here)."""
         return unlogged + (torch.stack(pending).float().cpu().tolist() if pending else [])
+
+    # the run's first step loss and its last ten, carried across a --resume in the checkpoint
+    # (a resumed run's summary said those of its own steps only)
+    first_loss = resume_ckpt.get("loss_first") if resume_ckpt is not None else None
+    recent = list(resume_ckpt.get("recent_losses", [])) if resume_ckpt is not None else []
+
+    def loss_ends() -> tuple[float | None, list[float]]:
+        new = losses + since_logged()[len(unlogged):]  # this process's steps (unlogged: the checkpoint's)
+        return (first_loss if first_loss is not None else (new[0] if new else None)), (recent + new)[-10:]
 
     _set_train_mode(backbone)
     step, val = start, {}
@@ -605,7 +615,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     if dist is not None:
         dist.barrier()
         dist.destroy_process_group()
+    loss_first, last_ten = loss_ends()
     return {"run": str(run), "steps": step, "start_step": start, "losses": losses, "val_start": val_start,
+            "loss_first": loss_first, "loss_last": float(np.mean(last_ten)) if last_ten else None,
             "val_end": val, "images_per_s": seen / max(elapsed, 1e-9), "classes": len(classes),
             "train_images": len(labels) if labels is not None else seen,
             "report": dict(train_set.report) if train_set is not None else {}, "checkpoint": str(ckpt_file),

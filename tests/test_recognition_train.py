@@ -134,6 +134,11 @@ def test_augmented_runs_are_the_same_whatever_the_workers_or_a_resume(toy, tmp_p
         return [(r["step"], r["epoch"], r["loss"], r["lr"]) for r in read_log(run)]
 
     assert rows(tmp_path / "w0") == rows(tmp_path / "r")
+    # and the run's first step loss and last ten (an experiment's loss_first / loss_last came from
+    # the resumed part alone)
+    whole, resumed = load_checkpoint(tmp_path / "w0"), load_checkpoint(tmp_path / "r")
+    assert whole["loss_first"] == resumed["loss_first"] and len(whole["recent_losses"]) == 8
+    assert whole["recent_losses"] == resumed["recent_losses"]
 
 
 def test_log_rows_count_what_batches_held_and_leave_verification_rows_blank(toy, tmp_path):
