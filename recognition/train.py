@@ -25,6 +25,7 @@ one P x K sampler stream per rank; WORLD_SIZE / RANK / LOCAL_RANK from the envir
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -106,6 +107,16 @@ def _real_sheet(cfg: TrainConfig, cache: Path, path: Path) -> Path:
     if not crops:
         raise DataError(f"--real-preview {cfg.real_preview}: no readable face image")
     return write_sheet(path, np.stack(crops), 8)
+
+
+def _scene_key(scene) -> str:
+    """The fingerprint of what an online run's batches are drawn from: the scene as read
+    (its config's and --online-set's values, a pose file's distributions, on any device)
+    and the model file's contents. A resume with the scene file edited trained on other
+    batches unnoticed."""
+    h = hashlib.sha256(repr(dataclasses.replace(scene, device="cpu")).encode())
+    h.update(scene.model_hash().encode())
+    return "online:" + h.hexdigest()[:16]
 
 
 def _data_key(*sets) -> str:
@@ -386,7 +397,7 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
         train_set = real = ds_real = labels = None
-        lists, no_face, data_key = {}, [], None
+        lists, no_face, data_key = {}, [], _scene_key(scene)
         say(f"online synthesis: {'unbounded' if cfg.online_unbounded else online.n_classes} identities, "
             f"{online.source.scene.size} px renders "
             f"aligned to {tpl} {size} px")
@@ -463,7 +474,12 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
         if resume_ckpt["classes"] != classes:
             raise ConfigError(f"{run} was trained on other identities: resume it with its own data options (omit "
                               "the changed ones) or start a new --out")
-        if resume_ckpt.get("data_key") not in (None, data_key):  # checkpoints before it have none
+        if resume_ckpt.get("data_key") not in (None, data_key) and cfg.online:  # checkpoints before it have none
+            raise ConfigError(f"{run} was trained on batches of another scene than --online {cfg.online}"
+                              f"{' with --online-set' if cfg.online_set else ''} draws now (its options, a file it "
+                              "names, or the model changed): resume it with the scene it was trained on, or start "
+                              "a new --out")
+        if resume_ckpt.get("data_key") not in (None, data_key):
             raise ConfigError(f"{run} was trained on other images than "
                               f"{' and '.join(str(d) for d in (cfg.data, cfg.real_data) if d)} hold now (the same identity "
                               "names, other content): resume it with the data it was trained on, or start a new --out")

@@ -277,3 +277,25 @@ def test_dataset_options_in_an_online_config_are_named_as_unused(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_scene(cfg, {"seed": 3})
+
+
+def test_a_resume_with_the_scene_edited_is_refused(tmp_path):
+    """`train --online scene.yaml --resume` with the scene file edited since trained on
+    other batches unnoticed (the run records only its path)."""
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+
+    model = tmp_path / "tiny.npz"
+    make_tiny_model(20, 24).save_npz(model)
+    cfg = tmp_path / "scene.yaml"
+    cfg.write_text(f"model: {model}\nids: 8\nantialias: 1\n")
+    run = tmp_path / "run"
+    args = ["train", "--online", str(cfg), "--arch", "nn4small2", "--input-size", "32", "--steps", "2",
+            "--batch-p", "4", "--batch-k", "2", "--out", str(run), "--threads", "1", "--quiet"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    r = CliRunner().invoke(cli, ["train", "--out", str(run), "--resume", "--steps", "3", "--quiet"])
+    assert r.exit_code == 0, r.output                                   # the same scene: resumes
+    cfg.write_text(f"model: {model}\nids: 8\nantialias: 1\npose: frontal\n")
+    r = CliRunner().invoke(cli, ["train", "--out", str(run), "--resume", "--steps", "4", "--quiet"])
+    assert r.exit_code == 2 and "was trained on batches of another scene than --online" in r.output, r.output
