@@ -168,6 +168,17 @@ def box_coverage(d, ux, uy):
     return 1.0 - t * t / (2.0 * a * b)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _shows(ratio, own, tol):
+    """Whether a pixel whose nearest surface lies at ``ratio`` times the edge's depth
+    (+inf: nothing drawn) shows a surface at the edge: within ``tol`` for the edge's own
+    part, nearer by more than ``tol`` for another. Another part flush with the edge (a hair
+    shell's or the glasses' outline resting on the skin, an eyelid over the eyeball) is
+    the other side of the discontinuity, not a cover: counted as at the edge, it left
+    those outlines jagged; clearly in front, it hides the edge."""
+    return ratio <= 1.0 + tol if own else ratio < 1.0 - tol
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def contour_pass(sc, tris, neighbors, parts, drawn, skip, fid, zbuf, tol, best_d, best_q, best_u):
     """Steps 1 and 2 of the module notes for one image: for each pixel, the nearest seen
@@ -244,12 +255,14 @@ def _contour_edge(sc, a, b, part, parts, fid, zbuf, tol, best_d, best_q, best_u)
                 qpy = py + (1 if uy > 0.0 else -1)
             if (qpx < 0) | (qpx >= w) | (qpy < 0) | (qpy >= h):
                 continue
-            # seen: depth <= z_e (1 + tol) (+inf, nothing drawn, never is), on the edge's own part
+            # seen where exactly one of P, Q shows a surface at the edge (see _shows), its own part
             inv_ze = (1.0 - t) * iaz + t * ibz
-            seen_p = zbuf[py, px] * inv_ze <= 1.0 + tol
-            if seen_p == (zbuf[qpy, qpx] * inv_ze <= 1.0 + tol):
-                continue
-            if parts[fid[py, px] if seen_p else fid[qpy, qpx]] != part:
+            fp = fid[py, px]
+            fq = fid[qpy, qpx]
+            own_p = fp >= 0 and parts[fp] == part
+            own_q = fq >= 0 and parts[fq] == part
+            seen_p = _shows(zbuf[py, px] * inv_ze, own_p, tol)
+            if seen_p == _shows(zbuf[qpy, qpx] * inv_ze, own_q, tol) or not (own_p if seen_p else own_q):
                 continue
             best_d[py, px] = d
             best_q[py, px] = qpy * w + qpx
@@ -406,10 +419,13 @@ def _contour_keys_torch(scr: torch.Tensor, seg: torch.Tensor, bi: torch.Tensor, 
         base = bi[mr] * (h * w)
         p_flat = base + py * w + px
         q_flat = base + qy.clamp(0, h - 1) * w + qx.clamp(0, w - 1)
-        seen_p = flat_depth[p_flat] * inv_ze <= 1.0 + tol
-        seen_q = flat_depth[q_flat] * inv_ze <= 1.0 + tol
-        on_side = flat_fid[torch.where(seen_p, p_flat, q_flat)]  # the pixel showing the edge's surface
-        keep = near & (seen_p != seen_q) & (parts[on_side.clamp_min(0)] == part[mr])
+        fp, fq = flat_fid[p_flat], flat_fid[q_flat]
+        own_p = (fp >= 0) & (parts[fp.clamp_min(0)] == part[mr])
+        own_q = (fq >= 0) & (parts[fq.clamp_min(0)] == part[mr])
+        rp, rq = flat_depth[p_flat] * inv_ze, flat_depth[q_flat] * inv_ze  # (_shows)
+        seen_p = torch.where(own_p, rp <= 1.0 + tol, rp < 1.0 - tol)
+        seen_q = torch.where(own_q, rq <= 1.0 + tol, rq < 1.0 - tol)
+        keep = near & (seen_p != seen_q) & torch.where(seen_p, own_p, own_q)
         key = (d[keep].to(torch.float32).view(torch.int32).to(torch.int64) << 32) | mr[keep]
         keys.scatter_reduce_(0, p_flat[keep], key, reduce="amin", include_self=True)
     return keys
