@@ -20,11 +20,15 @@ works from the mesh's *contour* instead, a few hundred edges:
    farther away misses the pixel): the closest point on the segment, its distance d and
    direction u from the centre, its depth z_e (1/z interpolated along the edge), and
    the neighbour pixel Q one step along u's major axis. The edge is *seen* between P and
-   Q when exactly one of them shows a surface at z_e or nearer (depth <= z_e (1 + tol),
-   tol = ``DEPTH_TOLERANCE`` pixel widths at that depth; +inf where nothing was drawn
-   never is), and that surface belongs to the edge's own connected part of the mesh
-   (:class:`ContourMesh`): hidden contours (behind the face, or a hair shell just under
-   the scalp) and creases within one surface fail the test. Per pixel the seen edge with
+   Q when exactly one of them shows a surface at the edge, and that surface belongs to
+   the edge's own connected part of the mesh (:class:`ContourMesh`). A pixel shows a
+   surface at the edge when its nearest surface is of the edge's part at z_e or nearer
+   (depth <= z_e (1 + tol), tol = ``DEPTH_TOLERANCE`` pixel widths at that depth; +inf
+   where nothing was drawn never is), or of another part nearer by more than tol (a part
+   flush beside the edge, as a hair shell's outline resting on the skin, is the other
+   side of the discontinuity, not a cover: :func:`_shows`). Hidden contours (behind the
+   face, or a hair shell just under the scalp) and creases within one surface fail the
+   test. Per pixel the seen edge with
    the smallest d wins (ties: the first in (image, triangle, side) order), as one int64
    key ``d bits << 32 | edge`` in the torch and Triton forms.
 3. **Blend.** The line through the closest point, perpendicular to u, cuts the pixel
@@ -36,7 +40,7 @@ The distance is taken to the contour polyline, not along one segment's normal: o
 mesh the contour zigzags from triangle to triangle within a fraction of a pixel, so a
 segment's own direction is noise while the polyline's position is not. Not smoothed:
 colour edges within one surface (the iris, the line of the lips: supersampling averages
-those), surfaces crossing without an edge (interpenetration), and a feature thinner than
+those), surfaces crossing without an edge (interpenetration: the hairline where a hair shell passes into the skin), and a feature thinner than
 a pixel gets one edge's coverage.
 
 Three forms draw the same pixels: the numba kernels here (:func:`contour_pass`, run by
