@@ -160,6 +160,10 @@ def train(ctx: click.Context, **values) -> None:
     try:
         summary = run_training(cfg, say=click.echo)
     except KeyboardInterrupt:
+        if not Path(cfg.out).is_dir():  # stopped before the run folder was made: --resume would find none
+            click.echo(f"interrupted before the run began: nothing was written to {cfg.out}; run the same command "
+                       "again", err=True)
+            raise SystemExit(130) from None
         click.echo(f"interrupted: the same command with --resume continues the run in {cfg.out} from its last "
                    f"checkpoint (one every {cfg.checkpoint_every} steps; from the start if none was saved yet)",
                    err=True)

@@ -27,7 +27,7 @@ from morphgen.sampling import ImageParams, rng_for
 from morphgen.scene import MAX_SIZE, SceneConfig, SceneRenderer
 
 from .align import align_batch, align_face, template_points
-from .data import Augment, apply_augment, augment_batch, worker_init
+from .data import Augment, apply_augment, augment_batch, worker_errors, worker_init
 
 _STREAM_BATCH, _STREAM_AUG = 101, 102
 UNBOUNDED = 2**31 - 1  # identity indices of an unbounded stream
@@ -83,6 +83,15 @@ class _Crops:
         self.scene, self.input_size, self.template = scene, input_size, template
         self._renderer: SceneRenderer | None = None
 
+    def check(self) -> None:
+        """Build the scene's renderer once and drop it: a scene its model or files cannot
+        render (more components than the model has, a light prior folder without .rps
+        files, five points that coincide) stops where the batches are made, in one line,
+        not in a loader worker at the first batch. (Kept, it would be pickled to spawned
+        workers.)"""
+        if self._renderer is None:
+            SceneRenderer(self.scene, batch_size=1)
+
     @property
     def renderer(self) -> SceneRenderer:
         if self._renderer is None:  # built lazily: inside the loader worker, not in the parent
@@ -122,6 +131,7 @@ class OnlineBatches(IterableDataset):
             raise ConfigError(f"input_size {input_size} needs renders of {size} px, beyond the {MAX_SIZE} px a scene "
                               "renders: use a smaller input_size")
         self.source = _Crops(replace(scene, size=max(scene.size, size)), input_size, template)
+        self.source.check()
         self.batch_p, self.batch_k, self.total, self.start = batch_p, batch_k, total, start
         self.seed, self.augment, self.rank, self.world = seed, augment or Augment(), rank, world
         self.with_params = with_params  # a batch ends with its parameters (`batch_params`)
@@ -352,7 +362,7 @@ class OnlineDataset(IterableDataset):
 
         check_option("workers", workers, int, low=0)
         device = torch.device(check_device(str(device)))
-        for t in self.batches.stream(workers, device):
+        for t in worker_errors(self.batches.stream(workers, device)):  # a worker's error: its own one line
             d = _as_dict(t)
             if not self.batches.on_device:
                 d = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}

@@ -392,7 +392,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
     size, tpl = cfg.input_size, cfg.template
     online = None
     if cfg.online:  # online synthesis: every batch freshly rendered, nothing read from disk
-        scene = load_scene(cfg.online, {**cfg.online_set, "device": str(device), "landmarks": cfg.landmarks})
+        # (--landmarks, given, wins over an --online-set landmarks=FILE: None dropped that one)
+        scene = load_scene(cfg.online, {**cfg.online_set, "device": str(device),
+                                        **({"landmarks": cfg.landmarks} if cfg.landmarks else {})})
         online = OnlineBatches(scene, size, tpl, cfg.batch_p, cfg.batch_k, total=0,
                                seed=cfg.seed, augment=aug, rank=rank, world=world, unbounded=cfg.online_unbounded)
         syn_names = classes = [] if cfg.online_unbounded else [str(i) for i in range(online.n_classes)]
@@ -585,6 +587,9 @@ def _train(cfg: TrainConfig, say, outputs: NewOutputs) -> dict:
             head.warm(min(1.0, step / cfg.margin_warmup_steps))
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * factor
+        # the random draws inside the step (dropout) are a pure function of (seed, rank, step):
+        # one torch stream from the start was not where a resumed run picked it up
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, step]).generate_state(1, np.uint64)[0] >> 1))
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss = model(to_input(x), y, targets)
         opt.zero_grad(set_to_none=True)

@@ -299,3 +299,23 @@ def test_a_resume_with_the_scene_edited_is_refused(tmp_path):
     cfg.write_text(f"model: {model}\nids: 8\nantialias: 1\npose: frontal\n")
     r = CliRunner().invoke(cli, ["train", "--out", str(run), "--resume", "--steps", "4", "--quiet"])
     assert r.exit_code == 2 and "was trained on batches of another scene than --online" in r.output, r.output
+
+
+def test_a_scene_the_model_cannot_render_stops_up_front(tmp_path):
+    """Too many components (or an --online-set landmarks file, which was dropped unread)
+    failed only at the first batch, inside a loader worker, after the run had begun."""
+    import morphgen
+    from click.testing import CliRunner
+
+    from morphgen.cli.main import cli
+    from morphgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="asked for 100000 shape components"):
+        morphgen.OnlineDataset(ids=8, steps=2, batch_p=4, batch_k=2, input_size=32, shape_components=100000)
+    bad = tmp_path / "lm.json"
+    bad.write_text('{"landmarks": {"right.eye.pupil.center": 999999, "left.eye.pupil.center": 1, '
+                   '"center.nose.tip": 2, "right.lips.corner": 3, "left.lips.corner": 4}}')
+    r = CliRunner().invoke(cli, ["train", "--online", "default", "--online-set", f"landmarks={bad}", "--steps", "2",
+                                 "--batch-p", "4", "--batch-k", "2", "--input-size", "32", "--workers", "0",
+                                 "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "vertex 999999, outside" in r.output and not (tmp_path / "run").exists(), r.output

@@ -273,11 +273,16 @@ def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch):
     import recognition.train
 
     def interrupted(cfg, say):
+        Path(cfg.out).mkdir()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(recognition.train, "train", interrupted)
     res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "run"), "--steps", "5", "--quiet"])
     assert res.exit_code == 130 and "--resume" in res.output and "Traceback" not in res.output
+    # stopped before the run folder was made: --resume would be refused ("does not exist")
+    monkeypatch.setattr(recognition.train, "train", lambda cfg, say: (_ for _ in ()).throw(KeyboardInterrupt))
+    res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "early"), "--steps", "5", "--quiet"])
+    assert res.exit_code == 130 and "--resume" not in res.output and "run the same command again" in res.output
 
 
 def test_out_that_holds_no_run_is_refused(toy, tmp_path):
@@ -350,3 +355,29 @@ def test_a_run_from_before_images_were_counted_resumes_to_its_own_length(toy, tm
     save_checkpoint({k: v for k, v in old.items() if k != "format"}, tmp_path / "r" / "checkpoint.pt")
     out = invoke(train_cmd, ["--out", tmp_path / "r", "--resume", "--quiet"])
     assert "done: 6 steps" in out, out          # 0.5 x 384 images / (4 x 8): the count it began with; now 8
+
+
+def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(toy, tmp_path, monkeypatch):
+    """Inception-ResNet-v1's dropout drew from one torch stream seeded at the start: a run
+    resumed from its step-2 checkpoint drew other masks and ended elsewhere."""
+    import recognition.train as train_module
+
+    base = ["--data", toy, "--arch", "inception_resnet_v1", "--input-size", "80", "--batch-p", "2", "--batch-k", "2",
+            "--threads", "1", "--quiet", "--checkpoint-every", 2, "--log-every", 1, "--workers", 0, "--no-align",
+            "--steps", 4]
+    invoke(train_cmd, [*base, "--out", tmp_path / "whole"])
+    saved = train_module.save_checkpoint
+
+    def save_then_ctrl_c(state, path):
+        saved(state, path)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_ctrl_c)
+    res = CliRunner().invoke(train_cmd, [str(a) for a in [*base, "--out", tmp_path / "r"]])
+    assert res.exit_code == 130, res.output
+    monkeypatch.setattr(train_module, "save_checkpoint", saved)
+    invoke(train_cmd, ["--out", tmp_path / "r", "--resume", "--quiet"])
+    a, b = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(tmp_path / "r")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in read_log(tmp_path / "whole")] == [r["loss"] for r in read_log(tmp_path / "r")]
