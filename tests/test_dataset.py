@@ -1014,3 +1014,26 @@ def test_preview_captions_say_each_tiles_pose_and_effects(tmp_path, model_file):
     assert all(line[0].startswith("yaw ") and " pitch " in line[0] for line in lines)
     assert any("crop (black)" in line[1] or "crop (edge)" in line[1] for line in lines)
     assert any(line[1] == "no effects" for line in lines) or all(line[1] for line in lines)
+
+
+def test_a_wds_dataset_of_more_shards_than_open_files_reads(tmp_path, model_file):
+    """Each tar read stayed open: 1,000 shards (SYN-1M's) ran out of the usual 1,024 file
+    handles, and the failed opens were reported as missing images."""
+    import os
+    import resource
+
+    import morphgen
+
+    out = tmp_path / "wm"
+    r = invoke("render", "--model", model_file, "--ids", 40, "--per-id", 1, "--size", 16, "--chunk-ids", 1,
+               "--format", "wds", "--workers", 1, "--quiet", "--out", out)
+    assert r.exit_code == 0, r.output
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ds = morphgen.open_dataset(out)
+    opened = len(os.listdir("/proc/self/fd"))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (opened + 20, hard))   # fewer handles than shards
+        items = [ds[i]["identity"] for i in range(len(ds))]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert sorted(items) == list(range(40))
