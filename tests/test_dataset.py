@@ -1037,3 +1037,31 @@ def test_a_wds_dataset_of_more_shards_than_open_files_reads(tmp_path, model_file
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert sorted(items) == list(range(40))
+
+
+def test_the_free_space_check_counts_what_this_run_writes_on_its_disk(tmp_path, model_file, monkeypatch):
+    """A shard or a resume was checked for room for the whole dataset (a SYN-1M shard of
+    40 MB was refused for 32 GB), the disk checked was the working folder's where --out's
+    parent did not exist yet, and a small figure read "0.0 GB"."""
+    from collections import namedtuple
+
+    import morphgen.dataset as dataset
+
+    huge = ["--model", model_file, "--ids", 10**12, "--per-id", 1, "--size", 16, "--quiet"]
+    r = invoke("render", *huge, "--out", tmp_path / "a" / "b" / "whole")
+    assert r.exit_code == 2 and f"but {tmp_path} has" in r.output, r.output       # the nearest folder that exists
+    r = invoke("render", *huge, "--shard", f"1/{10**11}", "--out", tmp_path / "shard")
+    assert r.exit_code == 0 and len(list((tmp_path / "shard" / "images").iterdir())) == 10, r.output
+    # a resume with room for what is left, not for the whole dataset
+    args = ["--model", model_file, "--ids", 8, "--per-id", 2, "--size", 32, "--chunk-ids", 2, "--quiet",
+            "--out", tmp_path / "part"]
+    assert invoke("render", *args, "--shard", "1/2").exit_code == 0           # chunks 0 and 2 of 4
+    job = dataset.job_from_dict(json.loads((tmp_path / "part" / "manifest.json").read_text())["config"])
+    half = dataset.estimate_bytes(job, 8)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda p: usage(10**12, 0, half + 1))
+    r = invoke("render", *args, "--resume")
+    assert r.exit_code == 0 and "dataset complete" in r.output, r.output
+    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda p: usage(10**12, 0, 1000))
+    r = invoke("render", *args[:-1], tmp_path / "tiny")
+    assert r.exit_code == 2 and "MB but" in r.output and "0.0 GB" not in r.output, r.output

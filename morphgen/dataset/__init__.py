@@ -40,10 +40,12 @@ from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in
 __all__ = ["DatasetJob", "OutputConfig", "run", "prepare_output", "write_manifest", "pending_chunks", "whole_mesh_if_written_so"]
 
 
-def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sharded: bool = False) -> None:
+def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sharded: bool = False,
+                   shard: tuple[int, int] = (0, 1)) -> None:
     """Refuse to mix datasets: a non-empty folder must hold this very config, and be resumed
     (or be another shard's part of it). ``overwrite`` deletes an old dataset only once every
-    check here has passed (the caller has checked the inputs before)."""
+    check here has passed (the caller has checked the inputs before). The free-space check
+    counts what this run will write: the chunks of its `shard` not yet done."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: choose one")
     if out.exists() and not out.is_dir():
@@ -72,16 +74,26 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
                                   "--overwrite to render it anew")
             if not (resume or sharded):
                 raise ConfigError(f"--out {out} already holds this dataset: use --resume to finish it, or --overwrite to start again")
-    needed = estimate_bytes(job)
-    probe = out if out.exists() else out.parent if out.parent.exists() else Path(".")
+    k, n = shard
+    todo = (range(k, job.n_chunks, n) if replace_old or not (out / PARAMS_DIR).is_dir()
+            else pending_chunks(out, job, shard))  # (a shard's part, or what a resume has left)
+    needed = estimate_bytes(job, job.images_in(todo))
+    probe = out.absolute()
+    while not probe.exists():  # the disk --out will be made on
+        probe = probe.parent
     free = shutil.disk_usage(probe).free + (_estimated_size(out) if replace_old else 0)  # what the deletion frees
     if needed > free:
         also = " (counting the dataset --overwrite replaces as free)" if replace_old else ""
-        raise ConfigError(f"the dataset needs about {needed / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free{also}")
+        what = "the dataset" if len(todo) == job.n_chunks else f"the {len(todo)} chunks left to render"
+        raise ConfigError(f"{what} needs about {_size_text(needed)} but {probe} has {_size_text(free)} free{also}")
     if replace_old:
         shutil.rmtree(out)
     for sub in (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _size_text(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{max(n / 1e6, 0.1):.1f} MB"
 
 
 def _holds_nothing(out: Path) -> bool:
@@ -210,7 +222,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                                      batch_size=1024 if job.scene.device != "cpu" else 32,
                                      recorded_appearance=job.recorded_appearance)
             job.check(renderer)
-            prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1)
+            prepare_output(out, job, resume, overwrite, sharded=shard_kn[1] > 1, shard=shard_kn)
             repaired = repair_damaged(out, job, range(shard_kn[0], job.n_chunks, shard_kn[1]))
             if repaired:  # said now: the run may still stop before its summary
                 more = f" (and {len(repaired) - 1} more)" if len(repaired) > 1 else ""
