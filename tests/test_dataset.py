@@ -220,6 +220,23 @@ def test_ctrl_c_reaches_the_workers_only_in_a_chunk(reference, tmp_path, model_f
     assert not list(out.glob("params/*")) and not list((out / ".partial").glob("*"))
 
 
+def test_ctrl_c_stops_the_chunks_queued_to_the_workers(tmp_path, model_file):
+    """After a Ctrl-C each worker went on to render the chunk queued to it, whole (the pool's
+    shutdown runs its call queue): a SYN-1M command took seconds to stop, and chunks were
+    finished after the user had asked to stop. Here each chunk waits a second first, and
+    the main process is interrupted as they begin: none may finish."""
+    patch = ("render = w.render_chunk\n"
+             "def slow(out, job, r, c):\n"
+             "    if c == 0: os.kill(os.getppid(), signal.SIGINT)\n"
+             "    time.sleep(1.0)\n"
+             "    return render(out, job, r, c)\n"
+             "w.render_chunk = slow\n")
+    out = tmp_path / "stopped"
+    done = command_with(patch, "render", "--model", model_file, *COMMON, "--out", str(out), "--workers", "2")
+    assert done.returncode == 130 and done.stderr.strip().startswith("interrupted:"), done.stderr
+    assert not list(out.glob("params/*")), sorted(p.name for p in out.glob("params/*"))
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to see a worker's signal handlers")
 def test_ctrl_c_while_spawned_workers_start_is_one_line(tmp_path, model_file):
     """Spawned workers (made so here: where a fork is unsafe) spend a second or more in

@@ -33,7 +33,7 @@ from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, finish_chunk, render_chunk
 from .gpu import run_gpu
 from .job import DatasetJob, OutputConfig, estimate_bytes, job_from_dict, parse_shard
-from .ctrl_c import latched_ctrl_c, submit_held
+from .ctrl_c import end_workers, latched_ctrl_c, submit_held
 from .integrity import repair_damaged
 from .workers import PoolPrefill, fork_pool_is_safe, local_pool, render_chunk_in_worker, render_chunk_standalone
 
@@ -301,6 +301,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                                 raise chunk_error(out, job, c, exc) from exc
                     done(result[:3])
 
+                ended = False
                 try:
                     # Keep a bounded number of tasks in flight so memory stays flat in dataset size.
                     queue = list(tasks)
@@ -312,9 +313,14 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                         finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for fut in finished:
                             collect(fut)
+                except KeyboardInterrupt:
+                    if own:  # stop now: each worker would first render the chunk queued to it, whole
+                        end_workers(executor)
+                        ended = True
+                    raise
                 finally:
-                    if own:
-                        executor.shutdown(wait=True, cancel_futures=True)
+                    if own:  # (a pool whose workers were ended cancels nothing: see end_workers)
+                        executor.shutdown(wait=True, cancel_futures=not ended)
                     for fut, (c, _) in running.items():  # in flight when one failed: drop any that failed too
                         if fut.done() and not fut.cancelled() and fut.exception() is not None:
                             discard_chunk(out, job, c)
