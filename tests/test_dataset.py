@@ -1082,3 +1082,21 @@ def test_the_free_space_check_counts_what_this_run_writes_on_its_disk(tmp_path, 
     monkeypatch.setattr(dataset.shutil, "disk_usage", lambda p: usage(10**12, 0, 1000))
     r = invoke("render", *args[:-1], tmp_path / "tiny")
     assert r.exit_code == 2 and "MB but" in r.output and "0.0 GB" not in r.output, r.output
+
+
+def test_a_full_disk_says_the_runs_own_line(tmp_path, model_file):
+    """With the disk still full, the manifest written on the way out failed too, and its
+    traceback buried the chunk's one-line error."""
+    patch = ("import errno\n"
+             "def full(out, job, r, ch): raise OSError(errno.ENOSPC, 'No space left on device', str(out))\n"
+             "c.render_chunk = full\n"
+             "write = d.write_manifest\n"
+             "calls = []\n"
+             "def manifest(*a, **k):\n"
+             "    calls.append(1)\n"
+             "    if len(calls) > 1: raise OSError(errno.ENOSPC, 'No space left on device', 'manifest.json')\n"
+             "    return write(*a, **k)\n"
+             "d.write_manifest = manifest\n")
+    done = command_with(patch, "render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "1")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "No space left" in done.stderr, done.stderr

@@ -257,6 +257,7 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
             ctrl_c.check()  # after each chunk, on every path
 
         frozen = False
+        failing = False
         try:
             if own and todo:  # before the bar, whose thread a fork must not meet
                 executor = local_pool(job, workers, renderer if forked else None)
@@ -327,6 +328,9 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                     for c in {c for c, part in tasks if part is not None}:  # a split chunk left unfinished
                         if not chunk_marker(out, c, job.output.params_format).exists():
                             discard_chunk(out, job, c)
+        except BaseException:
+            failing = True
+            raise
         finally:
             if frozen:
                 gc.unfreeze()
@@ -334,7 +338,11 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 bar.close()
             if own and executor is not None:  # raised before the chunks' loop shut it down
                 executor.shutdown(wait=True, cancel_futures=True)
-            manifest = write_manifest(out, job, shard_kn)
+            try:
+                manifest = write_manifest(out, job, shard_kn)
+            except OSError:  # (a full disk fails this too: the run's own one-line error is the one to say)
+                if not failing:
+                    raise
     if manifest["complete"]:
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     dt = time.perf_counter() - t0
