@@ -1089,12 +1089,12 @@ def test_a_full_disk_says_the_runs_own_line(tmp_path, model_file):
     traceback buried the chunk's one-line error."""
     patch = ("import errno\n"
              "def full(out, job, r, ch): raise OSError(errno.ENOSPC, 'No space left on device', str(out))\n"
-             "c.render_chunk = full\n"
+             "d.render_chunk = full\n"
              "write = d.write_manifest\n"
              "calls = []\n"
              "def manifest(*a, **k):\n"
              "    calls.append(1)\n"
-             "    if len(calls) > 1: raise OSError(errno.ENOSPC, 'No space left on device', 'manifest.json')\n"
+             "    if len(calls) > 1: raise OSError(errno.ENOSPC, 'No space left on device')  # (a write's: no file named)\n"
              "    return write(*a, **k)\n"
              "d.write_manifest = manifest\n")
     done = command_with(patch, "render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "1")
