@@ -1100,3 +1100,19 @@ def test_a_full_disk_says_the_runs_own_line(tmp_path, model_file):
     done = command_with(patch, "render", "--model", model_file, *COMMON, "--out", str(tmp_path / "o"), "--workers", "1")
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "No space left" in done.stderr, done.stderr
+
+
+def test_a_dataset_of_another_render_revision_is_not_resumed(tmp_path, model_file):
+    """A resume (or a shard joining the folder) with a morphgen that draws other pixels
+    mixed two renderers' images in one dataset: the manifest said nothing of it."""
+    args = ["render", "--model", model_file, *COMMON, "--out", tmp_path / "d", "--workers", 1]
+    assert invoke(*args, "--shard", "1/2").exit_code == 0
+    manifest = tmp_path / "d" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    assert m["render_revision"]
+    del m["render_revision"]                                 # as written before revisions were recorded
+    manifest.write_text(json.dumps(m))
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 2 and "draws other pixels (render revision before 2026-12-08" in r.output, r.output
+    r = invoke(*args, "--overwrite")
+    assert r.exit_code == 0, r.output

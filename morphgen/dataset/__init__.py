@@ -29,6 +29,7 @@ from ..layout import (IMAGES_DIR, PARAMS_DIR, PARTIAL_DIR, chunk_marker, done_ch
                       read_manifest)
 from ..outputs import desktop_junk, replace_atomically
 from ..params_columns import require_pyarrow
+from ..render import RENDER_REVISION
 from ..scene import SceneRenderer
 from .chunks import chunk_error, chunk_result, discard_chunk, finish_chunk, render_chunk
 from .gpu import run_gpu
@@ -72,6 +73,10 @@ def prepare_output(out: Path, job: DatasetJob, resume: bool, overwrite: bool, sh
                 raise ConfigError(f"--out {out} was rendered from another version of {job.scene.model or 'the model'} "
                                   "(its file, calibration or landmarks changed since): use another folder, or "
                                   "--overwrite to render it anew")
+            if old.get("render_revision") != RENDER_REVISION and done_chunks(out):
+                raise ConfigError(f"--out {out} was rendered by a morphgen that draws other pixels (render revision "
+                                  f"{old.get('render_revision') or 'before 2026-12-08'}, this one {RENDER_REVISION}): "
+                                  "finish it with that version, or render it anew (another folder, or --overwrite)")
             if not (resume or sharded):
                 raise ConfigError(f"--out {out} already holds this dataset: use --resume to finish it, or --overwrite to start again")
     k, n = shard
@@ -133,6 +138,7 @@ def write_manifest(out: Path, job: DatasetJob, shard: tuple[int, int]) -> dict:
     k, n = shard
     manifest = {
         "morphgen_version": __version__,
+        "render_revision": RENDER_REVISION,
         "config_hash": job.config_hash(),
         "config": job.to_dict(),
         "model_sha256": job.scene.model_hash(),

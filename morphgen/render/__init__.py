@@ -27,3 +27,10 @@ Modules (nvdiffrast / PyTorch3D style split; import from the modules themselves)
 * ``fit``: :func:`~.fit.fit_light_and_pose`, analysis by synthesis with Adam.
 * ``synthetic``: face-like test meshes (ellipsoid head, BFM-face12-sized face mask).
 """
+
+#: The date of the last change that alters rendered pixels by design (README says what
+#: changed). A dataset's manifest records it; a resume, or a shard joining a folder, that
+#: would add chunks of another revision to chunks already there is refused: one dataset's
+#: images would otherwise come from two renderers. 2026-12-08: edge anti-aliasing blends
+#: outlines resting flush on another part; illumination outputs in uint16.
+RENDER_REVISION = "2026-12-08"
