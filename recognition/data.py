@@ -624,8 +624,12 @@ class PKBatchSampler(Sampler):
                  start: int = 0, rank: int = 0):
         self.labels = np.asarray(labels)
         self.p, self.k, self.num_batches, self.seed, self.start, self.rank = p, k, num_batches, seed, start, rank
+        # each class's image indices, ascending (one sort: comparing every label with every
+        # class took 3.6 s for SYN-1M's million images of 10,000 identities)
         self.classes = np.unique(self.labels)
-        self.members = [np.nonzero(self.labels == c)[0] for c in self.classes]
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], self.classes, side="left")
+        self.members = np.split(order, bounds[1:])
         if len(self.classes) < 2:
             raise DataError("triplet training needs at least 2 identities with 2+ images each")
 
