@@ -28,10 +28,17 @@ def read_params(root: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
     if not params_files(root):
         raise DataError(f"{root} holds no {PARAMS_DIR}/{PARAMS_GLOB}: is it a morphgen dataset (morphgen render --out {root})?")
     recs = []
+    shaped: set[int] = set()
     for where, rec in params_rows(root, columns=_COLUMNS):
         if not isinstance(rec, dict) or any(k not in rec for k in _FIELDS):
             raise DataError(f"{where} is not a morphgen params row (valid JSON with {', '.join(_FIELDS)}): "
                             "the file is corrupt; re-render with --resume after deleting it")
+        # only an identity's first unmixed row keeps its shape coefficients (identity_distances
+        # reads those): every row's list was most of the memory (6 kB a row, 7 GB for SYN-1M)
+        if type(rec["identity"]) is int and not rec.get("soft_label") and rec["identity"] not in shaped:
+            shaped.add(rec["identity"])
+        elif type(rec["identity"]) is int:
+            rec["shape"] = None
         recs.append(rec)
     if not recs:
         raise DataError(f"the params files in {root / PARAMS_DIR} hold no rows: they are empty or truncated; "
