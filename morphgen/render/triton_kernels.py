@@ -199,10 +199,15 @@ def contour_kernel(screen_ptr, seg_ptr, img_ptr, part_ptr, parts_ptr, fid_ptr, d
         inv_ze = (1.0 - t) * iaz + t * ibz
         zp = tl.load(depth_ptr + img + py * w + px, mask=ok, other=float("inf"))
         zq = tl.load(depth_ptr + img + qpy * w + qpx, mask=ok, other=float("inf"))
-        seen_p = zp * inv_ze <= 1.0 + tol
-        ok = ok & (seen_p != (zq * inv_ze <= 1.0 + tol))
-        f = tl.load(fid_ptr + img + tl.where(seen_p, py * w + px, qpy * w + qpx), mask=ok, other=0)
-        ok = ok & (tl.load(parts_ptr + f, mask=ok, other=-2) == part)
+        fp = tl.load(fid_ptr + img + py * w + px, mask=ok, other=-1)
+        fq = tl.load(fid_ptr + img + qpy * w + qpx, mask=ok, other=-1)
+        own_p = (fp >= 0) & (tl.load(parts_ptr + tl.maximum(fp, 0), mask=ok, other=-2) == part)
+        own_q = (fq >= 0) & (tl.load(parts_ptr + tl.maximum(fq, 0), mask=ok, other=-2) == part)
+        rp = zp * inv_ze  # edge_aa._shows: at the edge, or (another part) in front of it by more than tol
+        rq = zq * inv_ze
+        seen_p = tl.where(own_p, rp <= 1.0 + tol, rp < 1.0 - tol)
+        seen_q = tl.where(own_q, rq <= 1.0 + tol, rq < 1.0 - tol)
+        ok = ok & (seen_p != seen_q) & tl.where(seen_p, own_p, own_q)
         key = (d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | s.to(tl.int64)
         tl.atomic_min(keys_ptr + img + py * w + px, key, mask=ok, sem="relaxed")
         j += 1
