@@ -8,12 +8,12 @@ render of identity 7 at yaw 25, a stand-in photo whose true pose is printed at t
     python examples/fit_photo.py --photo face.png --steps 300
 """
 import argparse
-import os
 
 import cv2
 import torch
 
 import morphgen
+from morphgen.image_files import read_image_file
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--photo")
@@ -26,7 +26,7 @@ with morphgen.one_line_errors():  # a bad option: one line, exit 2, as the `morp
 if args.photo:
     from recognition.detect import detect_faces
 
-    image = cv2.imread(args.photo) if os.path.isfile(args.photo) else None
+    image = read_image_file(args.photo)  # None for a missing, damaged or non-image file
     if image is None:
         ap.error(f"--photo {args.photo}: not a readable image")
     photo = cv2.cvtColor(cv2.resize(image, (args.size,) * 2), cv2.COLOR_BGR2RGB)

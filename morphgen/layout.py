@@ -130,8 +130,12 @@ class TarMembers:
             except (OSError, tarfile.TarError) as exc:
                 from .errors import DataError
 
-                raise DataError(f"{path}: cannot be read as a shard ({getattr(exc, 'strerror', None) or exc})") from None
-        where = self._tables[tar_rel].get(member)
+                self._tables[tar_rel] = DataError(  # kept: one parse of a damaged tar, not one per member
+                    f"{path}: cannot be read as a shard ({getattr(exc, 'strerror', None) or exc})")
+        table = self._tables[tar_rel]
+        if isinstance(table, Exception):
+            raise table
+        where = table.get(member)
         if where is None:
             return None
         with open(path, "rb") as f:

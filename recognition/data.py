@@ -246,6 +246,8 @@ def decode_ref(root: Path, kind: str, reader, rel: str) -> np.ndarray | None:
         try:
             data = (reader.labels_and_image(int(rel))[1] if kind == "recordio" else reader.read(rel))
         except DataError:
+            if kind != "recordio":  # a shard that cannot be read: said as such, not as one image per member
+                raise
             data = None
         img = decode_image(data)
     else:

@@ -1116,3 +1116,22 @@ def test_a_dataset_of_another_render_revision_is_not_resumed(tmp_path, model_fil
     assert r.exit_code == 2 and "draws other pixels (render revision before 2026-12-08" in r.output, r.output
     r = invoke(*args, "--overwrite")
     assert r.exit_code == 0, r.output
+
+
+def test_a_damaged_wds_shard_is_named_as_such(tmp_path, model_file):
+    """A shard that cannot be read was taken for missing images, one per member (and
+    parsed again for each)."""
+    import morphgen
+    from morphgen.errors import DataError
+    from recognition.data import decode_ref
+
+    out = tmp_path / "wm"
+    r = invoke("render", "--model", model_file, "--ids", 2, "--per-id", 2, "--size", 16, "--chunk-ids", 1,
+               "--format", "wds", "--workers", 1, "--quiet", "--out", out)
+    assert r.exit_code == 0, r.output
+    (out / "wds" / "chunk_000000.tar").write_bytes(b"\x00garbage" * 100)
+    ds = morphgen.open_dataset(out)
+    with pytest.raises(DataError, match="chunk_000000.tar: cannot be read as a shard"):
+        ds[0]
+    with pytest.raises(DataError, match="cannot be read as a shard"):
+        decode_ref(out, "morphgen", ds._tars, ds.images[0])
