@@ -154,9 +154,10 @@ class Scene:
         # writer makes them: the decode's float sums depend on which rows share a matmul, so
         # a mixed batch gave depth, normals and landmarks a last bit off the command's. (The
         # GPU writer renders identities together, in batches of `r.batch_size`, as here.)
-        by_identity: dict[int, list[int]] = {}
-        for k, p in enumerate(batch):
-            by_identity.setdefault(p.identity if self.config.device == "cpu" else 0, []).append(k)
+        by_identity: dict[tuple[int, int], list[int]] = {}
+        for k, p in enumerate(batch):  # (the writer's batches of one identity: samples 0-31, 32-63, ...)
+            key = (p.identity, p.sample // r.batch_size) if self.config.device == "cpu" else (0, 0)
+            by_identity.setdefault(key, []).append(k)
         parts, order = [], []
         for rows in by_identity.values():
             for i in range(0, len(rows), r.batch_size):
@@ -401,7 +402,13 @@ def render_image(identity: int = 0, sample: int = 0, *, scene: Scene | None = No
         # file edited between two calls gave the first file's images) and the size and time
         # of change of the files it loads.
         config = _scene_config(options.pop("config", None), options)
-        files = (config.model, config.landmarks, config.bip, config.backgrounds, config.illumination)
+        from .calibration import sidecar_path
+        from .landmark_file import landmark_sidecar
+        from .loading import default_model_path
+
+        model = config.model or default_model_path()  # with the files beside it that load_model reads
+        files = (model, sidecar_path(model), landmark_sidecar(model), config.landmarks, config.bip,
+                 config.backgrounds, config.illumination)
         key = json.dumps([repr(config), [_file_stamp(f) for f in files]])
         if key not in _SCENES:
             _SCENES.clear()

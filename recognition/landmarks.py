@@ -177,6 +177,15 @@ class CacheWriter:
             self.dirty = False
         self.last = time.monotonic()
 
+    def close(self, failing: bool) -> None:
+        """The last save; where the detection is already failing (a Ctrl-C, a worker's
+        error), a save that fails too (a full disk) does not hide that error."""
+        try:
+            self.save()
+        except OSError:
+            if not failing:
+                raise
+
 
 # ----------------------------------------------------------------------------- the set
 
@@ -235,8 +244,10 @@ def find_landmarks(iset, cache_dir: Path | None = None, detect: bool = True, pro
                     for i, rel, stamp, det in misses:
                         take(i, _look(source, rel, stamp, det))
                         bar.update(1)
-        finally:
-            writer.save()
+        except BaseException:
+            writer.close(failing=True)
+            raise
+        writer.close(failing=False)
     lms = iset.landmarks.copy()
     no_face, second, sizes = [], [], dict(iset.sizes)
     for i, hit in entries.items():

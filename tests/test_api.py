@@ -522,3 +522,4 @@ def test_illumination_output_keeps_the_light_and_jpg_datasets_read_their_modalit
     assert r.exit_code == 0, r.output
     item = morphgen.open_dataset(ds, outputs="normals,illumination")[0]
     assert item["normals"].shape == (32, 32, 3) and item["illumination"].dtype == torch.uint16
+

@@ -188,3 +188,24 @@ def test_an_interrupted_detection_keeps_what_it_found(monkeypatch, tmp_path):
     calls.clear()
     find_landmarks(iset, tmp_path, workers=1)                   # the rerun looks at the other three only
     assert calls == ["3", "4", "5"]
+
+
+def test_a_cache_that_cannot_be_saved_does_not_hide_a_ctrl_c(monkeypatch, tmp_path):
+    import recognition.landmarks as lmk
+    from recognition.data import NO_LANDMARKS, ImageSet
+
+    def look(source, rel, stamp, detect):
+        if rel == "1":
+            raise KeyboardInterrupt
+        return {"stamp": stamp, "ok": True, "hw": [8, 8], "lm": [[1.0, 1.0]] * 5, "pass": 1}
+
+    def full(path, cache):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lmk, "_look", look)
+    monkeypatch.setattr(lmk, "write_cache", full)
+    monkeypatch.setattr("recognition.data.source_file", lambda iset, rel: Path(__file__))
+    iset = ImageSet(Path("mem"), "memory", ["0", "1"], ["a"] * 2, np.repeat(NO_LANDMARKS[None], 2, 0), [None] * 2,
+                    reader=None)
+    with pytest.raises(KeyboardInterrupt):
+        find_landmarks(iset, tmp_path, workers=1)

@@ -328,8 +328,10 @@ def run(out: Path, job: DatasetJob, workers: int = 1, shard: str | None = None, 
                 finally:
                     if own:  # (a pool whose workers were ended cancels nothing: see end_workers)
                         executor.shutdown(wait=True, cancel_futures=not ended)
-                    for fut, (c, _) in running.items():  # in flight when one failed: drop any that failed too
+                    for fut, (c, part) in running.items():  # in flight when one failed: drop any that failed too
                         if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                            if part is None and chunk_marker(out, c, job.output.params_format).exists():
+                                continue  # finished whole before its worker was ended: kept for the resume
                             discard_chunk(out, job, c)
                     for c in {c for c, part in tasks if part is not None}:  # a split chunk left unfinished
                         if not chunk_marker(out, c, job.output.params_format).exists():

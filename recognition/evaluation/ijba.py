@@ -325,8 +325,10 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
                     for i, *args in misses:
                         take(i, _face_entry(*args))
                         bar.update(1)
-        finally:
-            writer.save()
+        except BaseException:
+            writer.close(failing=True)
+            raise
+        writer.close(failing=False)
     ok = np.zeros(n, bool)
     lms = np.full((n, 5, 2), np.nan, np.float32)
     for i, hit in hits.items():
