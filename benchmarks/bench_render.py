@@ -194,7 +194,7 @@ def aa_quality_scene(size: int, appearance: str, n_ids: int = 24) -> None:
     not smooth. The same params rendered at each setting; no photo effects."""
     import morphgen
 
-    opts = dict(size=size, ids=n_ids, appearance=appearance, photo="off", backgrounds="procedural")
+    opts = {"size": size, "ids": n_ids, "appearance": appearance, "photo": "off", "backgrounds": "procedural"}
     scenes = {aa: morphgen.Scene(antialias=aa, **opts) for aa in (4, 1, "edges", 2)}
     params = [scenes[4].params(i, s) for i in range(n_ids) for s in range(2)]
     imgs = {aa: sc.render(params)["rgb"].astype(np.float64) for aa, sc in scenes.items()}

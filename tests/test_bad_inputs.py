@@ -672,7 +672,7 @@ def test_damaged_images_are_unreadable_everywhere(P, tmp_path):
 
 
 def test_a_ctrl_c_while_a_checkpoint_is_written_leaves_no_partial_file(tmp_path, monkeypatch):
-    import recognition.checkpoint as checkpoint
+    from recognition import checkpoint
 
     def interrupted(obj, f):
         Path(f).write_bytes(b"half a checkpoint")

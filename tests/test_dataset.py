@@ -1062,7 +1062,7 @@ def test_the_free_space_check_counts_what_this_run_writes_on_its_disk(tmp_path, 
     parent did not exist yet, and a small figure read "0.0 GB"."""
     from collections import namedtuple
 
-    import morphgen.dataset as dataset
+    from morphgen import dataset
 
     huge = ["--model", model_file, "--ids", 10**12, "--per-id", 1, "--size", 16, "--quiet"]
     r = invoke("render", *huge, "--out", tmp_path / "a" / "b" / "whole")
