@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the issues ask for, on one CUDA machine (H200, 2026-11-27: steps 1-2 took
-# 2 minutes; steps 3-4 with TRAIN_SECONDS=350 took 9):
+# 2 minutes; steps 3-4 with TRAIN_SECONDS=350 took 9), and the GPU forms' tests:
+#   0. the tests a CPU machine skips: the Triton rasterizer and edge anti-aliasing search
+#      against numba, the device stream (pytest; CHECKS=0, or 013 with steps 1 and 3)
 #   1. renderer: batched torch path, 128 and 256 px, batch 512      (bench_render.py)
 #   2. online synthesis: render only / model only / end to end       (bench_online.py)
 #   3. dataset writer: a 100k-image slice of SYN-1M to disk          (morphgen render --device cuda),
@@ -13,7 +15,7 @@
 #
 # Environment:
 #   OUT            where logs and results go (default ./gpu_checks_out)
-#   CHECKS         which of the four steps to run (default 1234). CHECKS=12, then CHECKS=34
+#   CHECKS         which of the steps to run (default 1234; 0 runs the GPU tests). CHECKS=12, then CHECKS=34
 #                  RATE=<step 2's end-to-end img/s> TRAIN_SECONDS=350 on the same warm
 #                  machine, fits a 15-minute device session.
 #   TRAIN_SECONDS  step 4's training time (default 90); the step count is derived from the
@@ -54,6 +56,12 @@ say "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 python3 -c "import torch, numpy, numba, cv2; print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'opencv', cv2.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 python3 -c "import triton; print('triton', triton.__version__)" 2>&1 | tee -a "$LOG"
+
+if want 0; then
+say "0. GPU tests (Triton rasterizer and edge anti-aliasing against numba, device paths)"
+step 300 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py tests/test_edge_aa.py tests/test_render.py \
+    tests/test_online.py -k "triton or cuda or device or edge"
+fi
 
 if want 1; then
 say "1. renderer (torch path on the GPU, batch 512)"
