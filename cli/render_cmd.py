@@ -88,7 +88,8 @@ def scene_options(f):
 @click.option("--workers", type=int, help="Worker processes. " + _d("workers", none="number of cores"))
 @click.option("--shard", help="Render only part K of N of the dataset (e.g. 3/8), for Slurm arrays and the like.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same config).")
-@click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again.")
+@click.option("--overwrite", is_flag=True, help="Delete the dataset in --out and start again (all of it: with --shard, "
+              "the other shards' finished chunks too; shards of one array job use --resume).")
 @click.option("--from-params", type=UserPath(path_type=Path),
               help="Render exactly these recorded params instead of sampling: a .jsonl file of params records, a "
                    "`morphgen fit` output folder, a dataset folder (or its params folder or one of its params files). "
