@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -156,10 +157,11 @@ def run_pool(look, todo: list[tuple], workers: int, bar, take) -> None:
 
 
 class CacheWriter:
-    """A landmark cache written as results come: every ``SAVE_EVERY_S`` seconds, and at the
-    end whether the detection finished or was stopped (Ctrl-C, an error), so that a rerun
-    detects only what is left. Detection on a large set takes hours of MTCNN; the cache
-    was written once, after the last image, and an interrupted run kept none of it."""
+    """A landmark cache written as results come: every ``SAVE_EVERY_S`` seconds, and on
+    leaving its ``with`` block whether the detection finished or was stopped (Ctrl-C, an
+    error), so that a rerun detects only what is left. Detection on a large set takes
+    hours of MTCNN; the cache was written once, after the last image, and an interrupted
+    run kept none of it."""
 
     def __init__(self, path: Path | None, cache: dict):
         self.path, self.cache = path, cache
@@ -177,13 +179,16 @@ class CacheWriter:
             self.dirty = False
         self.last = time.monotonic()
 
-    def close(self, failing: bool) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
         """The last save; where the detection is already failing (a Ctrl-C, a worker's
         error), a save that fails too (a full disk) does not hide that error."""
         try:
             self.save()
         except OSError:
-            if not failing:
+            if exc_type is None:
                 raise
 
 
@@ -229,25 +234,20 @@ def find_landmarks(iset, cache_dir: Path | None = None, detect: bool = True, pro
         source = (Path(iset.root), iset.kind, iset.reader)
         n_detect = sum(m[3] for m in misses)
         what = "landmarks (MTCNN)" if n_detect else "checking images"
-        writer = CacheWriter(cache_path if lacking.any() else None, cache)
+        with CacheWriter(cache_path if lacking.any() else None, cache) as writer, \
+                progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
 
-        def take(i: int, hit: dict) -> None:
-            entries[i] = hit
-            if lacking[i]:  # (images with landmarks are checked, not cached)
-                writer.put(iset.files[i], hit)
+            def take(i: int, hit: dict) -> None:
+                entries[i] = hit
+                if lacking[i]:  # (images with landmarks are checked, not cached)
+                    writer.put(iset.files[i], hit)
 
-        try:
-            with progress_bar(total=len(misses), desc=what, unit="img", enabled=progress) as bar:
-                if workers > 1 and (n_detect >= POOL_MIN or len(misses) >= DECODE_POOL_MIN):
-                    run_pool(partial(_look, source), misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
-                else:
-                    for i, rel, stamp, det in misses:
-                        take(i, _look(source, rel, stamp, det))
-                        bar.update(1)
-        except BaseException:
-            writer.close(failing=True)
-            raise
-        writer.close(failing=False)
+            if workers > 1 and (n_detect >= POOL_MIN or len(misses) >= DECODE_POOL_MIN):
+                run_pool(partial(_look, source), misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
+            else:
+                for i, rel, stamp, det in misses:
+                    take(i, _look(source, rel, stamp, det))
+                    bar.update(1)
     lms = iset.landmarks.copy()
     no_face, second, sizes = [], [], dict(iset.sizes)
     for i, hit in entries.items():

@@ -310,25 +310,20 @@ def _detect(paths: list[Path], faces: list[Face], align: bool, cache_path: Path 
             hits[i] = hit
     if misses:
         workers = default_workers() if workers is None else max(1, int(workers))
-        writer = CacheWriter(cache_path, cache)
+        with CacheWriter(cache_path, cache) as writer, \
+                progress_bar(total=len(misses), desc="IJB-A faces" + (" (MTCNN)" if align else ""), unit="img",
+                             enabled=progress) as bar:
 
-        def take(i: int, hit: dict) -> None:
-            hits[i] = hit
-            writer.put(faces[i].key(), hit)
+            def take(i: int, hit: dict) -> None:
+                hits[i] = hit
+                writer.put(faces[i].key(), hit)
 
-        try:
-            with progress_bar(total=len(misses), desc="IJB-A faces" + (" (MTCNN)" if align else ""), unit="img",
-                              enabled=progress) as bar:
-                if workers > 1 and align and len(misses) >= POOL_MIN:
-                    run_pool(_face_entry, misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
-                else:
-                    for i, *args in misses:
-                        take(i, _face_entry(*args))
-                        bar.update(1)
-        except BaseException:
-            writer.close(failing=True)
-            raise
-        writer.close(failing=False)
+            if workers > 1 and align and len(misses) >= POOL_MIN:
+                run_pool(_face_entry, misses, min(workers, -(-len(misses) // CHUNK)), bar, take)
+            else:
+                for i, *args in misses:
+                    take(i, _face_entry(*args))
+                    bar.update(1)
     ok = np.zeros(n, bool)
     lms = np.full((n, 5, 2), np.nan, np.float32)
     for i, hit in hits.items():
