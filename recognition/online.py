@@ -84,12 +84,14 @@ class _Crops:
         self._renderer: SceneRenderer | None = None
 
     def check(self) -> None:
-        """Build the scene's renderer once and drop it: a scene its model or files cannot
-        render (more components than the model has, a light prior folder without .rps
-        files, five points that coincide) stops where the batches are made, in one line,
-        not in a loader worker at the first batch. (Kept, it would be pickled to spawned
-        workers.)"""
-        if self._renderer is None:
+        """Build the scene's renderer: a scene its model or files cannot render (more
+        components than the model has, a light prior folder without .rps files, five points
+        that coincide) stops where the batches are made, in one line, not in a loader worker
+        at the first batch. A device scene keeps it (its stream needs it in this process);
+        a CPU scene's is dropped (kept, it would be pickled to spawned workers)."""
+        if self.scene.device != "cpu":
+            self.renderer  # noqa: B018 (built and kept)
+        elif self._renderer is None:
             SceneRenderer(self.scene, batch_size=1)
 
     @property
